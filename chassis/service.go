@@ -1,0 +1,470 @@
+package chassis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/health"
+	"github.com/cloudchassis/kit/lifecycle"
+	"github.com/cloudchassis/kit/telemetry"
+)
+
+// Middleware wraps a handler.
+type Middleware func(http.Handler) http.Handler
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	lookup      config.Lookup
+	readFile    func(string) ([]byte, error)
+	userConfig  []any
+	signals     bool
+	version     string
+	logOutput   interface{ Write([]byte) (int, error) }
+	middleware  []Middleware
+	registrar   func(*Service) (discovery.Registrar, error)
+	telemetry   []telemetry.Option
+	forceExit   func(int)
+	startChecks time.Duration
+}
+
+// WithConfig loads the service's own config struct from the same environment as the chassis
+// settings. Problems in both are reported together. spec must be a pointer to a struct; see package
+// config for the tags.
+func WithConfig(spec any) Option {
+	return func(o *options) { o.userConfig = append(o.userConfig, spec) }
+}
+
+// WithEnv reads the environment through lookup instead of os.LookupEnv, so that tests can run several
+// services with different settings in one process.
+func WithEnv(lookup config.Lookup) Option { return func(o *options) { o.lookup = lookup } }
+
+// WithVersion sets the version reported in telemetry and /debug/info when SERVICE_VERSION is unset.
+// Without it the main module's version from the build info is used.
+func WithVersion(v string) Option { return func(o *options) { o.version = v } }
+
+// WithoutSignals stops Run from handling SIGINT and SIGTERM itself; cancel Run's context instead.
+// Tests and programs that run several services in one process use it.
+func WithoutSignals() Option { return func(o *options) { o.signals = false } }
+
+// WithLogOutput sends logs to w instead of standard output.
+func WithLogOutput(w interface{ Write([]byte) (int, error) }) Option {
+	return func(o *options) { o.logOutput = w }
+}
+
+// WithMiddleware adds middleware to every public route, inside the chassis' own (after recovery,
+// telemetry, request id and limits; before the body limit and the request timeout).
+func WithMiddleware(m ...Middleware) Option {
+	return func(o *options) { o.middleware = append(o.middleware, m...) }
+}
+
+// WithRegistrar announces the instance once it is ready and withdraws it at the start of the drain.
+// The function is called in Run, once the listeners are bound, so that it can use the actual ports.
+func WithRegistrar(f func(*Service) (discovery.Registrar, error)) Option {
+	return func(o *options) { o.registrar = f }
+}
+
+// WithTelemetryOptions passes options to telemetry.New (exporters and providers for tests, say).
+func WithTelemetryOptions(opts ...telemetry.Option) Option {
+	return func(o *options) { o.telemetry = append(o.telemetry, opts...) }
+}
+
+// Service is one running microservice. Its methods are safe for concurrent use; Handle, OnStart,
+// OnStop and AddCheck must be called before Run.
+type Service struct {
+	name     string
+	settings Settings
+	opts     options
+	started  time.Time
+
+	tel     *telemetry.Telemetry
+	log     *zap.Logger
+	health  *health.Checker
+	group   *lifecycle.Group
+	mux     *http.ServeMux
+	public  *http.Server
+	admin   *http.Server
+	routes  []string
+	hooks   []lifecycle.Hook
+	userCfg []any
+
+	mu        sync.Mutex
+	addr      string
+	adminAddr string
+	ready     chan struct{}
+	running   bool
+}
+
+// New reads the environment and builds a Service. A *config.Error lists every bad or missing
+// variable of the chassis settings and of the WithConfig structs; pass it to Exit for exit code 2.
+func New(name string, opts ...Option) (*Service, error) {
+	o := options{lookup: os.LookupEnv, readFile: os.ReadFile, signals: true, forceExit: os.Exit, logOutput: os.Stdout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	s := &Service{name: name, opts: o, started: time.Now(), ready: make(chan struct{}), userCfg: o.userConfig}
+	if err := s.loadConfig(); err != nil {
+		return nil, err
+	}
+	if s.settings.Name != "" {
+		s.name = s.settings.Name
+	}
+	if s.name == "" {
+		return nil, errors.New("chassis: a service needs a name (chassis.New's argument or SERVICE_NAME)")
+	}
+	if s.settings.Version == "" {
+		s.settings.Version = o.version
+	}
+	if s.settings.Version == "" {
+		s.settings.Version = buildVersion()
+	}
+
+	tel, err := telemetry.New(context.Background(), telemetry.Settings{
+		ServiceName:            s.name,
+		ServiceVersion:         s.settings.Version,
+		InstanceID:             instanceID(),
+		LogLevel:               s.settings.LogLevel,
+		LogFormat:              s.settings.LogFormat,
+		AccessLog:              s.settings.AccessLog,
+		AccessLogSuccessSample: s.settings.AccessLogSample,
+		Lookup:                 o.lookup,
+		LogOutput:              o.logOutput,
+	}, o.telemetry...)
+	if err != nil {
+		return nil, telemetryError(err)
+	}
+	s.tel = tel
+	s.log = tel.Logger()
+	s.health = health.New()
+	s.mux = http.NewServeMux()
+	gopts := []lifecycle.Option{
+		lifecycle.WithStartTimeout(s.settings.StartTimeout),
+		lifecycle.WithStopTimeout(s.settings.ShutdownTimeout),
+		lifecycle.WithObserver(s.observe),
+		lifecycle.WithForceExit(o.forceExit),
+	}
+	if o.signals {
+		gopts = append(gopts, lifecycle.WithSignals())
+	}
+	s.group = lifecycle.New(gopts...)
+	return s, nil
+}
+
+func (s *Service) loadConfig() error {
+	copts := []config.Option{config.WithLookup(s.opts.lookup), config.WithReadFile(s.opts.readFile)}
+	var all config.Error
+	collect := func(err error) error {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			all.Problems = append(all.Problems, ce.Problems...)
+			return nil
+		}
+		return err
+	}
+	if err := collect(config.Load(&s.settings, copts...)); err != nil {
+		return err
+	}
+	for _, spec := range s.opts.userConfig {
+		if err := collect(config.Load(spec, copts...)); err != nil {
+			return fmt.Errorf("chassis: WithConfig: %w", err)
+		}
+	}
+	if len(all.Problems) > 0 {
+		return &all
+	}
+	return nil
+}
+
+// Name returns the service name.
+func (s *Service) Name() string { return s.name }
+
+// Settings returns the chassis settings read from the environment.
+func (s *Service) Settings() Settings { return s.settings }
+
+// Logger returns the service's logger. For request-scoped logs with trace ids use LoggerFor.
+func (s *Service) Logger() *zap.Logger { return s.log }
+
+// LoggerFor returns a logger that carries the trace and span ids of the span in ctx.
+func (s *Service) LoggerFor(ctx context.Context) *zap.Logger { return s.tel.For(ctx) }
+
+// Slog returns a *slog.Logger writing through the same logger, for libraries that log with slog.
+func (s *Service) Slog() *slog.Logger { return s.tel.Slog() }
+
+// Telemetry returns the service's telemetry: tracer and meter providers, propagator, instrumentation.
+func (s *Service) Telemetry() *telemetry.Telemetry { return s.tel }
+
+// Health returns the service's health checker.
+func (s *Service) Health() *health.Checker { return s.health }
+
+// AddCheck adds a health check to a probe (health.Liveness, health.Readiness or health.Startup).
+func (s *Service) AddCheck(kind health.Kind, c health.Check) { s.health.Add(kind, c) }
+
+// OnStart adds a start hook; hooks start in the order added, after the admin server and before the
+// public server, and stop in reverse order after the public server has drained.
+func (s *Service) OnStart(name string, start func(ctx context.Context) error) {
+	s.hooks = append(s.hooks, lifecycle.Hook{Name: name, Start: start})
+}
+
+// OnStop adds a stop hook (see OnStart for the order).
+func (s *Service) OnStop(name string, stop func(ctx context.Context) error) {
+	s.hooks = append(s.hooks, lifecycle.Hook{Name: name, Stop: stop})
+}
+
+// Hook adds a start/stop pair that stops only if it started.
+func (s *Service) Hook(h lifecycle.Hook) { s.hooks = append(s.hooks, h) }
+
+// Addr returns the public server's bound address once Run has bound it, else "".
+func (s *Service) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// AdminAddr returns the admin server's bound address once Run has bound it, else "".
+func (s *Service) AdminAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.adminAddr
+}
+
+// Ready is closed when the service is ready: listeners bound, start hooks done, startup checks passed.
+func (s *Service) Ready() <-chan struct{} { return s.ready }
+
+// ErrRunning is returned by a second call to Run.
+var ErrRunning = errors.New("chassis: service already ran")
+
+// Run starts the service and blocks until ctx is done, SIGINT/SIGTERM arrives (unless
+// WithoutSignals), or a server fails; then it shuts down in order. It returns nil after a clean stop.
+func (s *Service) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.running {
+		s.mu.Unlock()
+		return ErrRunning
+	}
+	s.running = true
+	s.mu.Unlock()
+
+	s.public = s.newPublicServer()
+	s.admin = s.newAdminServer()
+
+	var registrar discovery.Registrar
+	s.group.Append(
+		lifecycle.Hook{Name: "telemetry", Stop: s.tel.Shutdown},
+		lifecycle.Hook{
+			Name: "admin server",
+			Start: func(ctx context.Context) error {
+				ln, err := s.listen(ctx, s.settings.AdminPort)
+				if err != nil {
+					return fmt.Errorf("admin port: %w", err)
+				}
+				s.setAddr(nil, ln)
+				s.serve(s.admin, ln, "admin")
+				return nil
+			},
+			Stop: s.admin.Shutdown,
+		},
+	)
+	s.group.Append(s.hooks...)
+	s.group.Append(
+		lifecycle.Hook{
+			Name: "public server",
+			Start: func(ctx context.Context) error {
+				ln, err := s.listen(ctx, s.settings.Port)
+				if err != nil {
+					return fmt.Errorf("public port: %w", err)
+				}
+				s.setAddr(ln, nil)
+				s.serve(s.public, ln, "public")
+				return nil
+			},
+			Stop: func(ctx context.Context) error {
+				// Shutdown closes the listener, then waits for in-flight requests.
+				err := s.public.Shutdown(ctx)
+				if err != nil {
+					s.log.Warn("in-flight requests cut at shutdown deadline", zap.Error(err))
+				}
+				return err
+			},
+		},
+		lifecycle.Hook{
+			Name: "readiness",
+			Start: func(ctx context.Context) error {
+				if err := s.awaitStartupChecks(ctx); err != nil {
+					return err
+				}
+				s.health.MarkStarted()
+				if s.opts.registrar != nil {
+					r, err := s.opts.registrar(s)
+					if err != nil {
+						return fmt.Errorf("registrar: %w", err)
+					}
+					if err := r.Register(ctx); err != nil {
+						return fmt.Errorf("register: %w", err)
+					}
+					registrar = r
+				}
+				close(s.ready)
+				s.log.Info("ready",
+					zap.String("addr", s.Addr()), zap.String("admin_addr", s.AdminAddr()),
+					zap.Duration("startup", time.Since(s.started)))
+				return nil
+			},
+			Stop: func(ctx context.Context) error {
+				// The drain, in the order that loses no request: stop advertising readiness and
+				// withdraw from the registry first, keep serving while the news propagates, and only
+				// then let the public server's Stop close the listener.
+				s.health.MarkDraining()
+				s.public.SetKeepAlivesEnabled(false) // responses now say Connection: close
+				var err error
+				if registrar != nil {
+					if err = registrar.Deregister(ctx); err != nil {
+						err = fmt.Errorf("deregister: %w", err)
+						s.log.Warn("deregistration failed; watchers drop the instance when its check fails", zap.Error(err))
+					}
+				}
+				s.log.Info("draining", zap.Duration("drain_delay", s.settings.DrainDelay))
+				t := time.NewTimer(s.settings.DrainDelay)
+				defer t.Stop()
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+				}
+				return err
+			},
+		},
+	)
+	err := s.group.Run(ctx)
+	if err != nil {
+		s.log.Error("stopped with error", zap.Error(err))
+	} else {
+		s.log.Info("stopped", zap.Duration("uptime", time.Since(s.started)))
+	}
+	_ = s.log.Sync()
+	return err
+}
+
+func (s *Service) listen(ctx context.Context, port int) (net.Listener, error) {
+	var lc net.ListenConfig
+	return lc.Listen(ctx, "tcp", net.JoinHostPort(s.settings.Host, strconv.Itoa(port)))
+}
+
+func (s *Service) setAddr(public, admin net.Listener) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if public != nil {
+		s.addr = public.Addr().String()
+		s.log.Info("public server listening", zap.String("addr", s.addr))
+	}
+	if admin != nil {
+		s.adminAddr = admin.Addr().String()
+		s.log.Info("admin server listening", zap.String("addr", s.adminAddr))
+	}
+}
+
+// serve runs srv on ln in a goroutine that ends when srv is shut down; any other end of Serve fails
+// the service.
+func (s *Service) serve(srv *http.Server, ln net.Listener, which string) {
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.group.Fail(fmt.Errorf("%s server: %w", which, err))
+		}
+	}()
+}
+
+// awaitStartupChecks runs the startup checks until they pass, backing off from 50 ms to 1 s.
+func (s *Service) awaitStartupChecks(ctx context.Context) error {
+	wait := 50 * time.Millisecond
+	for {
+		rep := s.health.RunStartup(ctx)
+		if rep.OK() {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("startup checks did not pass: %v: %w", failing(rep), ctx.Err())
+		case <-t.C:
+		}
+		wait = min(wait*2, time.Second)
+	}
+}
+
+func failing(r health.Report) map[string]string {
+	out := map[string]string{}
+	for name, c := range r.Checks {
+		if c.Status == health.StatusFail {
+			out[name] = c.Error
+		}
+	}
+	return out
+}
+
+func (s *Service) observe(e lifecycle.Event) {
+	switch {
+	case e.Phase == "shutdown":
+		var se *lifecycle.SignalError
+		switch {
+		case errors.As(e.Err, &se):
+			s.log.Info("shutting down", zap.String("signal", se.Signal.String()))
+		case e.Err != nil && !errors.Is(e.Err, context.Canceled):
+			s.log.Warn("shutting down", zap.Error(e.Err))
+		default:
+			s.log.Info("shutting down")
+		}
+	case e.Err != nil:
+		s.log.Error(e.Phase+" failed", zap.String("hook", e.Hook), zap.Duration("took", e.Duration), zap.Error(e.Err))
+	default:
+		s.log.Debug(e.Phase, zap.String("hook", e.Hook), zap.Duration("took", e.Duration))
+	}
+}
+
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func instanceID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), randomHex(4))
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// telemetryError turns bad OTEL_* variables into a *config.Error, so that they exit with code 2 like
+// every other configuration problem.
+func telemetryError(err error) error {
+	var ce config.Error
+	var walk func(error)
+	walk = func(e error) {
+		var ee *telemetry.EnvError
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+		} else if errors.As(e, &ee) {
+			ce.Problems = append(ce.Problems, config.Problem{Var: ee.Key, Value: ee.Value, HasValue: true, Err: errors.New(ee.Reason)})
+		}
+	}
+	walk(err)
+	if len(ce.Problems) > 0 {
+		return &ce
+	}
+	return fmt.Errorf("chassis: telemetry: %w", err)
+}

@@ -1,0 +1,49 @@
+package chassis
+
+import (
+	"errors"
+	"time"
+
+	"github.com/cloudchassis/kit/config"
+)
+
+// Settings are the chassis' own environment variables. Every field can be set in the environment;
+// New reads them with the same Lookup as the service's config.
+type Settings struct {
+	Name    string `envconfig:"SERVICE_NAME" desc:"service name; defaults to the name given to chassis.New"`
+	Version string `envconfig:"SERVICE_VERSION" desc:"service version; defaults to the module version in the build info"`
+
+	Host      string `envconfig:"HOST" desc:"bind address of both servers; empty means all interfaces"`
+	Port      int    `envconfig:"PORT" default:"8080" validate:"min=0,max=65535" desc:"public HTTP port; 0 picks a free port"`
+	AdminPort int    `envconfig:"ADMIN_PORT" default:"9090" validate:"min=0,max=65535" desc:"admin port: health, metrics, pprof, info; 0 picks a free port"`
+
+	StartTimeout    time.Duration `envconfig:"START_TIMEOUT" default:"60s" validate:"gt=0" desc:"limit for all start hooks and startup checks"`
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" validate:"gt=0" desc:"limit for the whole shutdown: drain, in-flight requests, stop hooks, telemetry flush"`
+	DrainDelay      time.Duration `envconfig:"DRAIN_DELAY" default:"5s" validate:"gte=0" desc:"how long to keep serving after readiness turns 503 and deregistration, so that load balancers stop sending"`
+
+	ReadHeaderTimeout time.Duration   `envconfig:"HTTP_READ_HEADER_TIMEOUT" default:"5s" validate:"gt=0" desc:"time to read request headers (slowloris guard)"`
+	ReadTimeout       time.Duration   `envconfig:"HTTP_READ_TIMEOUT" default:"30s" validate:"gte=0" desc:"time to read a whole request, body included"`
+	WriteTimeout      time.Duration   `envconfig:"HTTP_WRITE_TIMEOUT" default:"60s" validate:"gte=0" desc:"time to write a response, from the end of the headers"`
+	IdleTimeout       time.Duration   `envconfig:"HTTP_IDLE_TIMEOUT" default:"120s" validate:"gte=0" desc:"keep-alive idle time"`
+	MaxHeaderBytes    config.ByteSize `envconfig:"HTTP_MAX_HEADER_BYTES" default:"64KiB" validate:"gt=0" desc:"request header size limit (larger gets 431)"`
+	MaxBodyBytes      config.ByteSize `envconfig:"HTTP_MAX_BODY_BYTES" default:"10MiB" validate:"gt=0" desc:"request body size limit (larger gets 413)"`
+	RequestTimeout    time.Duration   `envconfig:"HTTP_REQUEST_TIMEOUT" default:"30s" validate:"gte=0" desc:"deadline of a request's context; 0 disables"`
+
+	LogLevel        string  `envconfig:"LOG_LEVEL" default:"info" validate:"oneof=debug info warn error" desc:"log level; changeable at runtime on the admin port"`
+	LogFormat       string  `envconfig:"LOG_FORMAT" default:"json" validate:"oneof=json console" desc:"log encoding"`
+	AccessLog       bool    `envconfig:"ACCESS_LOG" default:"true" desc:"log one line per request"`
+	AccessLogSample float64 `envconfig:"ACCESS_LOG_SAMPLE" default:"1" validate:"gte=0,lte=1" desc:"fraction of successful requests to log; errors are always logged"`
+}
+
+// Validate checks relations between settings.
+func (s *Settings) Validate() error {
+	var errs []error
+	if s.ShutdownTimeout <= s.DrainDelay {
+		errs = append(errs, config.Invalid("SHUTDOWN_TIMEOUT", s.ShutdownTimeout.String(),
+			"must be longer than DRAIN_DELAY ("+s.DrainDelay.String()+"), or in-flight requests get no time to finish"))
+	}
+	if s.Port != 0 && s.Port == s.AdminPort {
+		errs = append(errs, config.Invalid("ADMIN_PORT", itoa(s.AdminPort), "must differ from PORT"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,406 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"sync"
+
+	"github.com/go-playground/validator/v10"
+)
+
+// Why not envconfig.Process itself: it stops at the first bad variable, reads only the process
+// environment (so two services in one test process cannot have different settings) and has no
+// NAME_FILE support. Load keeps envconfig's tag vocabulary, key naming rules and its Decoder and Setter
+// interfaces, so a struct written for envconfig loads the same here, and adds what a service needs:
+// every problem at once, injectable lookup, files for secrets, validation and redaction.
+
+// Lookup returns the value of an environment variable and whether it is set. os.LookupEnv is one.
+type Lookup func(key string) (string, bool)
+
+// MapLookup returns a Lookup over a fixed map, for tests and for running several services in one process.
+func MapLookup(env map[string]string) Lookup {
+	return func(key string) (string, bool) {
+		v, ok := env[key]
+		return v, ok
+	}
+}
+
+// Option configures Load, Reference and Dump.
+type Option func(*options)
+
+type options struct {
+	prefix   string
+	lookup   Lookup
+	readFile func(name string) ([]byte, error)
+}
+
+// WithPrefix puts PREFIX_ in front of every variable name, as envconfig.Process(prefix, ...) does.
+// When a field has an explicit envconfig tag, the unprefixed name is also tried, as in envconfig.
+func WithPrefix(prefix string) Option { return func(o *options) { o.prefix = prefix } }
+
+// WithLookup reads variables through l instead of os.LookupEnv.
+func WithLookup(l Lookup) Option { return func(o *options) { o.lookup = l } }
+
+// WithReadFile replaces os.ReadFile for NAME_FILE variables (tests).
+func WithReadFile(f func(name string) ([]byte, error)) Option {
+	return func(o *options) { o.readFile = f }
+}
+
+func newOptions(opts []Option) options {
+	o := options{lookup: os.LookupEnv, readFile: os.ReadFile}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// Validator is implemented by config structs (at any depth) that check relations between fields.
+// Return a *Error, an error made with Invalid, or errors.Join of several to report more than one problem.
+type Validator interface {
+	Validate() error
+}
+
+// ErrInvalidSpec is returned when the spec given to Load is not a pointer to a struct.
+var ErrInvalidSpec = errors.New("config: specification must be a non-nil pointer to a struct")
+
+// Load reads the environment into spec, a pointer to a struct, and validates it.
+//
+// Every problem is collected: the returned error is a *Error that lists all of them. Fields of spec
+// whose variable is unset keep their default tag value or, without a default, their current value, so
+// a caller may pre-fill spec with defaults computed in code. An empty value counts as unset.
+func Load(spec any, opts ...Option) error {
+	o := newOptions(opts)
+	fields, err := walk(spec, o.prefix)
+	if err != nil {
+		return err
+	}
+	var errs Error
+	failed := map[string]bool{}
+	raws := map[string]string{}
+	for _, f := range fields {
+		raw, src, err := o.value(f)
+		if err != nil {
+			errs.add(Problem{Var: f.key, Want: f.want(), Err: err})
+			failed[f.path] = true
+			continue
+		}
+		if src == sourceUnset {
+			if f.required {
+				errs.add(Problem{Var: f.key, Want: f.want(), Err: errRequired})
+				failed[f.path] = true
+			}
+			continue
+		}
+		raws[f.path] = raw
+		if err := decode(raw, f.value); err != nil {
+			errs.add(Problem{Var: f.key, Value: f.show(raw), HasValue: true, Want: f.want(), Err: err})
+			failed[f.path] = true
+		}
+	}
+	validateTags(spec, fields, raws, failed, &errs)
+	if len(failed) == 0 {
+		validateMethods(spec, fields, &errs)
+	}
+	if len(errs.Problems) > 0 {
+		return &errs
+	}
+	return nil
+}
+
+var errRequired = errors.New("required, not set")
+
+type source int
+
+const (
+	sourceUnset source = iota
+	sourceDefault
+	sourceEnv
+	sourceFile
+)
+
+// value returns the raw text for a field and where it came from.
+func (o options) value(f field) (string, source, error) {
+	key, v, ok := f.key, "", false
+	if v, ok = o.lookup(f.key); !ok || v == "" {
+		if f.alt != "" && f.alt != f.key {
+			if av, aok := o.lookup(f.alt); aok && av != "" {
+				key, v, ok = f.alt, av, true
+			}
+		}
+	}
+	fileVar := key + "_FILE"
+	path, hasFile := o.lookup(fileVar)
+	hasFile = hasFile && path != ""
+	switch {
+	case ok && v != "" && hasFile:
+		return "", sourceUnset, fmt.Errorf("both %s and %s are set; set only one", key, fileVar)
+	case ok && v != "":
+		return v, sourceEnv, nil
+	case hasFile:
+		b, err := o.readFile(path)
+		if err != nil {
+			return "", sourceUnset, fmt.Errorf("reading %s=%q: %w", fileVar, path, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), sourceFile, nil
+	case f.hasDefault:
+		return f.def, sourceDefault, nil
+	}
+	return "", sourceUnset, nil
+}
+
+// field is one leaf variable of a spec.
+type field struct {
+	key, alt   string // upper-case variable name; alt is the unprefixed envconfig tag
+	path       string // Go path from the root struct, e.g. "DB.Password"
+	def        string
+	hasDefault bool
+	required   bool
+	secret     bool
+	desc       string
+	value      reflect.Value
+	sf         reflect.StructField
+}
+
+func (f field) show(raw string) string {
+	if f.secret {
+		return redacted
+	}
+	return raw
+}
+
+// want describes the expected value, for error messages.
+func (f field) want() string {
+	w := typeName(f.value.Type())
+	if f.desc != "" {
+		w += ": " + f.desc
+	}
+	return w
+}
+
+func walk(spec any, prefix string) ([]field, error) {
+	v := reflect.ValueOf(spec)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return nil, ErrInvalidSpec
+	}
+	var out []field
+	walkStruct(v.Elem(), prefix, "", &out)
+	return out, nil
+}
+
+// walkStruct follows envconfig's naming: the key is the envconfig tag or the field name (split into
+// words with split_words), prefixed by the parent's key for nested non-embedded structs, upper-cased.
+func walkStruct(s reflect.Value, prefix, path string, out *[]field) {
+	t := s.Type()
+	for i := 0; i < s.NumField(); i++ {
+		sf := t.Field(i)
+		fv := s.Field(i)
+		if !fv.CanSet() || isTrue(sf.Tag.Get("ignored")) {
+			continue
+		}
+		for fv.Kind() == reflect.Pointer {
+			if fv.IsNil() {
+				if fv.Type().Elem().Kind() != reflect.Struct || decodable(fv) {
+					break
+				}
+				fv.Set(reflect.New(fv.Type().Elem()))
+			}
+			fv = fv.Elem()
+		}
+		tag := sf.Tag.Get("envconfig")
+		key := sf.Name
+		if isTrue(sf.Tag.Get("split_words")) {
+			key = splitWords(sf.Name)
+		}
+		if tag != "" {
+			key = tag
+		}
+		if prefix != "" {
+			key = prefix + "_" + key
+		}
+		key = strings.ToUpper(key)
+		p := sf.Name
+		if path != "" {
+			p = path + "." + sf.Name
+		}
+		if fv.Kind() == reflect.Struct && !decodable(fv) {
+			inner := prefix
+			if !sf.Anonymous || tag != "" {
+				inner = key
+			}
+			walkStruct(fv, inner, p, out)
+			continue
+		}
+		def, hasDef := sf.Tag.Lookup("default")
+		*out = append(*out, field{
+			key:        key,
+			alt:        strings.ToUpper(tag),
+			path:       p,
+			def:        def,
+			hasDefault: hasDef,
+			required:   isTrue(sf.Tag.Get("required")),
+			secret:     isTrue(sf.Tag.Get("secret")) || fv.Type() == secretType,
+			desc:       sf.Tag.Get("desc"),
+			value:      fv,
+			sf:         sf,
+		})
+	}
+}
+
+func isTrue(s string) bool { return s == "true" || s == "1" || s == "yes" }
+
+// splitWords turns "MaxBodyBytes" into "Max_Body_Bytes" and "HTTPPort" into "HTTP_Port", like envconfig.
+func splitWords(name string) string {
+	var words []string
+	start := 0
+	r := []rune(name)
+	for i := 1; i < len(r); i++ {
+		lower := func(c rune) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+		upper := func(c rune) bool { return c >= 'A' && c <= 'Z' }
+		// Boundary before an upper-case letter that follows a lower-case one, or that starts a word
+		// after an acronym ("HTTPPort": boundary before the 'P' of "Port").
+		if upper(r[i]) && (lower(r[i-1]) || i+1 < len(r) && upper(r[i-1]) && lower(r[i+1])) {
+			words = append(words, string(r[start:i]))
+			start = i
+		}
+	}
+	words = append(words, string(r[start:]))
+	return strings.Join(words, "_")
+}
+
+// validate is built on first use: validator.New reflects and allocates, which start-up need not pay
+// when no field has a validate tag.
+var validate = sync.OnceValue(func() *validator.Validate {
+	return validator.New(validator.WithRequiredStructEnabled())
+})
+
+// validateTags runs `validate` tags. Fields that already failed to decode are not reported twice.
+func validateTags(spec any, fields []field, raws map[string]string, failed map[string]bool, errs *Error) {
+	byPath := map[string]field{}
+	any := false
+	for _, f := range fields {
+		byPath[f.path] = f
+		any = any || f.sf.Tag.Get("validate") != ""
+	}
+	if !any {
+		return
+	}
+	err := validate().Struct(spec)
+	var ves validator.ValidationErrors
+	if !errors.As(err, &ves) {
+		if err != nil {
+			errs.add(Problem{Err: err})
+		}
+		return
+	}
+	for _, fe := range ves {
+		ns := fe.StructNamespace()
+		if i := strings.IndexByte(ns, '.'); i >= 0 {
+			ns = ns[i+1:]
+		}
+		f, ok := byPath[ns]
+		if !ok || failed[f.path] {
+			continue
+		}
+		failed[f.path] = true
+		p := Problem{Var: f.key, Want: f.want(), Err: errors.New(ruleText(fe))}
+		if raw, ok := raws[f.path]; ok {
+			p.Value, p.HasValue = f.show(raw), true
+		}
+		errs.add(p)
+	}
+}
+
+// validateMethods calls Validate on nested structs first, then on the root.
+func validateMethods(spec any, fields []field, errs *Error) {
+	secrets := map[string]bool{}
+	for _, f := range fields {
+		secrets[f.key] = f.secret
+	}
+	var visit func(v reflect.Value)
+	visit = func(v reflect.Value) {
+		for v.Kind() == reflect.Pointer {
+			if v.IsNil() {
+				return
+			}
+			v = v.Elem()
+		}
+		if v.Kind() != reflect.Struct || decodable(v) {
+			return
+		}
+		for i := 0; i < v.NumField(); i++ {
+			if v.Type().Field(i).IsExported() {
+				visit(v.Field(i))
+			}
+		}
+		if !v.CanAddr() {
+			return
+		}
+		if val, ok := v.Addr().Interface().(Validator); ok {
+			addValidationError(val.Validate(), secrets, errs)
+		}
+	}
+	visit(reflect.ValueOf(spec))
+}
+
+func addValidationError(err error, secrets map[string]bool, errs *Error) {
+	if err == nil {
+		return
+	}
+	var ce *Error
+	if errors.As(err, &ce) && ce != errs {
+		for _, p := range ce.Problems {
+			if secrets[p.Var] && p.HasValue {
+				p.Value = redacted
+			}
+			errs.add(p)
+		}
+		return
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			addValidationError(e, secrets, errs)
+		}
+		return
+	}
+	var p *Problem
+	if errors.As(err, &p) {
+		q := *p
+		if secrets[q.Var] && q.HasValue {
+			q.Value = redacted
+		}
+		errs.add(q)
+		return
+	}
+	errs.add(Problem{Err: err})
+}
+
+func ruleText(fe validator.FieldError) string {
+	param := fe.Param()
+	switch fe.Tag() {
+	case "required":
+		return "required, not set"
+	case "min", "gte":
+		return "must be at least " + param
+	case "max", "lte":
+		return "must be at most " + param
+	case "gt":
+		return "must be greater than " + param
+	case "lt":
+		return "must be less than " + param
+	case "oneof":
+		return "must be one of: " + strings.Join(strings.Fields(param), ", ")
+	case "url", "http_url":
+		return "must be a URL"
+	case "hostname_port":
+		return "must be host:port"
+	case "email":
+		return "must be an email address"
+	}
+	if param != "" {
+		return fmt.Sprintf("must satisfy %s=%s", fe.Tag(), param)
+	}
+	return "must satisfy " + fe.Tag()
+}

@@ -1,0 +1,34 @@
+package config_test
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cloudchassis/kit/config"
+)
+
+func Example() {
+	type Config struct {
+		Port     int           `envconfig:"PORT" default:"8080" validate:"min=0,max=65535" desc:"public HTTP port"`
+		Timeout  time.Duration `envconfig:"TIMEOUT" default:"5s" desc:"upstream timeout"`
+		Password config.Secret `envconfig:"DB_PASSWORD" required:"true" desc:"database password"`
+	}
+	env := config.MapLookup(map[string]string{"PORT": "80a", "TIMEOUT": "10"})
+
+	var cfg Config
+	err := config.Load(&cfg, config.WithLookup(env))
+	fmt.Println(err)
+
+	vars, _ := config.Reference(&cfg)
+	_ = config.WriteUsage(os.Stdout, vars)
+	// Output:
+	// config: 3 problems:
+	//   PORT="80a": not an integer; want integer: public HTTP port
+	//   TIMEOUT="10": not a duration (use a number with a unit: 250ms, 30s, 5m); want duration: upstream timeout
+	//   DB_PASSWORD: required, not set; want secret string: database password
+	// VARIABLE     TYPE           DEFAULT  REQUIRED  DESCRIPTION
+	// PORT         integer        8080               public HTTP port
+	// TIMEOUT      duration       5s                 upstream timeout
+	// DB_PASSWORD  secret string           yes       database password (secret; or DB_PASSWORD_FILE)
+}

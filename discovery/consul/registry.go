@@ -1,0 +1,439 @@
+package consul
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/internal/backoff"
+)
+
+// requestSlack is added to a blocking query's own deadline (wait plus Consul's wait/16 jitter) before
+// the request is abandoned: a connection that died without a reset is noticed within that much.
+const requestSlack = 5 * time.Second
+
+// Registry runs the Consul watches of a process: one blocking query per distinct (service, options)
+// however many callers watch it. Watch hands out reference-counted Watchers; the query stops when the
+// last of them is closed, or when the Registry is closed.
+//
+// A Registry is safe for concurrent use. Its goroutines are stopped by Close.
+type Registry struct {
+	health  Health
+	opts    options
+	metrics registryMetrics
+	cb      metric.Registration
+
+	mu      sync.Mutex
+	watches map[string]*watch
+	closed  bool
+}
+
+// NewRegistry returns a Registry that queries h (usually NewClient(apiClient)). Options: WithBackoff,
+// WithMinInterval, WithMeterProvider, WithLogger.
+func NewRegistry(h Health, opts ...Option) (*Registry, error) {
+	if h == nil {
+		return nil, errors.New("consul: NewRegistry: nil Health client")
+	}
+	r := &Registry{health: h, opts: newOptions(opts), watches: map[string]*watch{}}
+	var err error
+	if r.metrics, err = newRegistryMetrics(r.opts.meter); err != nil {
+		return nil, fmt.Errorf("consul: metrics: %w", err)
+	}
+	r.cb, err = r.opts.meter.Meter(scopeName).RegisterCallback(r.observe, r.metrics.age, r.metrics.insts)
+	if err != nil {
+		return nil, fmt.Errorf("consul: metrics: %w", err)
+	}
+	return r, nil
+}
+
+// Watch returns a Watcher for the healthy (passing) instances of service. Callers with the same service
+// and options share one blocking query. The Watcher's Close releases it; it must be called.
+//
+// The defaults are stale reads, DefaultWaitTime, no tag or meta filter, the agent's datacenter and no
+// maximum staleness.
+func (r *Registry) Watch(service string, opts ...WatchOption) (*Watcher, error) {
+	if service == "" {
+		return nil, errors.New("consul: Watch: empty service name")
+	}
+	cfg := watchConfig{wait: DefaultWaitTime}
+	for _, o := range opts {
+		if o != nil {
+			o.applyWatch(&cfg)
+		}
+	}
+	key := cfg.key(service)
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, discovery.ErrClosed
+	}
+	w := r.watches[key]
+	if w == nil {
+		w = newWatch(r, service, key, cfg)
+		r.watches[key] = w
+		ctx, cancel := context.WithCancel(context.Background())
+		w.cancel = cancel
+		go w.run(ctx)
+	}
+	w.refs++
+	return &Watcher{r: r, w: w, done: make(chan struct{})}, nil
+}
+
+// Close stops every watch and waits for their goroutines. Watchers then return discovery.ErrClosed.
+// Close is idempotent and always returns nil.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	ws := make([]*watch, 0, len(r.watches))
+	for _, w := range r.watches {
+		ws = append(ws, w)
+	}
+	clear(r.watches)
+	r.mu.Unlock()
+	for _, w := range ws {
+		w.cancel()
+	}
+	for _, w := range ws {
+		<-w.done
+	}
+	_ = r.cb.Unregister() // only fails for a foreign meter; there is nothing to do about it
+	return nil
+}
+
+func (r *Registry) release(w *watch) {
+	r.mu.Lock()
+	w.refs--
+	last := w.refs == 0
+	if last && r.watches[w.key] == w {
+		delete(r.watches, w.key)
+	}
+	r.mu.Unlock()
+	if last {
+		w.cancel()
+		<-w.done
+	}
+}
+
+func (r *Registry) observe(_ context.Context, o metric.Observer) error {
+	type agg struct {
+		age   float64
+		insts int
+	}
+	now := time.Now()
+	per := map[string]agg{}
+	r.mu.Lock()
+	for _, w := range r.watches {
+		w.mu.Lock()
+		a := per[w.service]
+		if w.cur.Err != nil && !w.cur.Updated.IsZero() {
+			a.age = max(a.age, now.Sub(w.cur.Updated).Seconds())
+		}
+		a.insts = max(a.insts, len(w.cur.Instances))
+		per[w.service] = a
+		w.mu.Unlock()
+	}
+	r.mu.Unlock()
+	for svc, a := range per {
+		attrs := serviceAttrs(svc)
+		o.ObserveFloat64(r.metrics.age, a.age, attrs)
+		o.ObserveInt64(r.metrics.insts, int64(a.insts), attrs)
+	}
+	return nil
+}
+
+// Watcher is one caller's handle on a shared watch. It implements discovery.Watcher and is safe for
+// concurrent use. Close releases it.
+type Watcher struct {
+	r    *Registry
+	w    *watch
+	done chan struct{}
+	once sync.Once
+}
+
+var _ discovery.Watcher = (*Watcher)(nil)
+
+// Next blocks until the watch has a snapshot with a Version above after, then returns it. The first
+// snapshot is published after the first query returns, successful or not: a failed first query gives
+// an empty snapshot whose Err says why, and the watch keeps retrying.
+//
+// While Consul fails, snapshots keep the last known good instances with Err set and Updated frozen at
+// the last moment Consul confirmed them; Err is nil again after the next successful query.
+func (h *Watcher) Next(ctx context.Context, after uint64) (discovery.Snapshot, error) {
+	for {
+		select {
+		case <-h.done:
+			return discovery.Snapshot{}, discovery.ErrClosed
+		default:
+		}
+		h.w.mu.Lock()
+		snap, changed, stopped := h.w.cur, h.w.changed, h.w.stopped
+		h.w.mu.Unlock()
+		if stopped {
+			return discovery.Snapshot{}, discovery.ErrClosed
+		}
+		if snap.Version > after {
+			return snap, nil
+		}
+		select {
+		case <-changed:
+		case <-h.done:
+			return discovery.Snapshot{}, discovery.ErrClosed
+		case <-ctx.Done():
+			return discovery.Snapshot{}, ctx.Err()
+		}
+	}
+}
+
+// Close releases the handle; the shared query stops when its last handle is closed. Blocked and later
+// calls to Next return discovery.ErrClosed. Close is idempotent and returns nil.
+func (h *Watcher) Close() error {
+	h.once.Do(func() {
+		close(h.done)
+		h.r.release(h.w)
+	})
+	return nil
+}
+
+// watch is one blocking-query loop and the latest snapshot it produced.
+type watch struct {
+	r       *Registry
+	service string
+	key     string
+	cfg     watchConfig
+	backoff backoff.Policy
+	log     *slog.Logger
+	attrs   metric.MeasurementOption
+	refs    int // guarded by r.mu
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	mu      sync.Mutex
+	cur     discovery.Snapshot
+	changed chan struct{} // closed and replaced on every publish
+	stopped bool
+	stale   *time.Timer // drops the list after cfg.maxStale of failures
+}
+
+func newWatch(r *Registry, service, key string, cfg watchConfig) *watch {
+	return &watch{
+		r: r, service: service, key: key, cfg: cfg,
+		backoff: r.opts.backoff,
+		log:     r.opts.logger.With(slog.String("service", service)),
+		attrs:   serviceAttrs(service),
+		done:    make(chan struct{}),
+		cur:     discovery.Snapshot{Service: service},
+		changed: make(chan struct{}),
+	}
+}
+
+func (w *watch) run(ctx context.Context) {
+	defer close(w.done)
+	defer w.stop()
+	var (
+		index     uint64
+		failures  int
+		nextStart time.Time
+	)
+	for {
+		if d := time.Until(nextStart); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		start := time.Now()
+		entries, meta, err := w.query(ctx, index)
+		if ctx.Err() != nil {
+			return
+		}
+		w.r.metrics.queries.Add(ctx, 1, w.attrs)
+		end := time.Now()
+		if err == nil && meta == nil {
+			err = errors.New("response without query metadata")
+		}
+		if err != nil {
+			failures++
+			w.r.metrics.errors.Add(ctx, 1, w.attrs)
+			w.fail(err, start, end)
+			delay := w.backoff.Delay(failures)
+			w.log.Warn("consul: discovery query failed", slog.Any("error", err),
+				slog.Int("failures", failures), slog.Duration("retry_in", delay))
+			nextStart = end.Add(delay)
+			// The first query after an error must not block: it confirms the list (and clears Err) at
+			// once instead of after a full wait with nothing changed.
+			index = 0
+			continue
+		}
+		if failures > 0 {
+			w.log.Info("consul: discovery query recovered", slog.Int("failures", failures))
+		}
+		failures = 0
+		// Rate limit from the start of this query: a blocking query that waited is not delayed, one that
+		// returned at once (a flapping index) cannot spin.
+		nextStart = start.Add(w.r.opts.minInterval)
+		index = nextIndex(index, meta.LastIndex)
+		w.succeed(entries, end)
+	}
+}
+
+// nextIndex applies Consul's rules for blocking-query indexes: start over with a non-blocking read when
+// the index goes backwards (a server was restored or the raft index reset), and never block on index 0,
+// which returns at once and would loop.
+func nextIndex(prev, got uint64) uint64 {
+	if got < prev {
+		return 0
+	}
+	return max(got, 1)
+}
+
+func (w *watch) query(ctx context.Context, index uint64) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+	q := &api.QueryOptions{
+		Datacenter: w.cfg.datacenter,
+		Filter:     w.cfg.filter,
+		WaitIndex:  index,
+		WaitTime:   w.cfg.wait,
+	}
+	switch w.cfg.consistency {
+	case Stale:
+		q.AllowStale = true
+	case Consistent:
+		q.RequireConsistent = true
+	case Cached:
+		q.UseCache = true
+		q.AllowStale = true
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.requestTimeout())
+	defer cancel()
+	return w.r.health.Service(ctx, w.service, w.cfg.tags, true, q)
+}
+
+func (w *watch) requestTimeout() time.Duration { return w.cfg.wait + w.cfg.wait/16 + requestSlack }
+
+// publish makes s the current snapshot with the next version. w.mu must be held.
+func (w *watch) publish(s discovery.Snapshot) {
+	s.Service = w.service
+	s.Version = w.cur.Version + 1
+	w.cur = s
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+func (w *watch) succeed(entries []*api.ServiceEntry, now time.Time) {
+	insts := toInstances(entries)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stale != nil {
+		w.stale.Stop()
+		w.stale = nil
+	}
+	if w.cur.Version > 0 && w.cur.Err == nil && slices.EqualFunc(w.cur.Instances, insts, discovery.Instance.Equal) {
+		w.cur.Updated = now // confirmed, unchanged: no new version, nobody is woken up
+		return
+	}
+	w.publish(discovery.Snapshot{Instances: insts, Updated: now})
+}
+
+func (w *watch) fail(err error, start, end time.Time) {
+	werr := fmt.Errorf("consul: watch %q: %w", w.service, err)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.cur.Version == 0:
+		// A failed first query still publishes, so callers are not stuck waiting (Kratos #2911): they
+		// see no instances and why, and the loop keeps trying.
+		w.publish(discovery.Snapshot{Err: werr})
+	case w.cur.Err == nil:
+		// The list was current while the previous blocking query was connected. A query that ended with
+		// a connection error or an error answer had a live agent until it ended; one that timed out
+		// tells nothing after its start.
+		confirmed := end
+		if errors.Is(err, context.DeadlineExceeded) {
+			confirmed = start
+		}
+		next := w.cur
+		next.Err, next.Updated = werr, confirmed
+		w.publish(next)
+		if w.cfg.maxStale > 0 && len(next.Instances) > 0 {
+			w.stale = time.AfterFunc(max(0, time.Until(confirmed.Add(w.cfg.maxStale))), w.dropStale)
+		}
+	default:
+		w.cur.Err = werr // same state, fresher reason: no new version
+	}
+}
+
+func (w *watch) dropStale() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped || w.cur.Err == nil || len(w.cur.Instances) == 0 {
+		return
+	}
+	age := time.Since(w.cur.Updated).Round(time.Millisecond)
+	w.publish(discovery.Snapshot{
+		Updated: w.cur.Updated,
+		Err:     fmt.Errorf("%w: %q last confirmed %s ago (maximum %s): %w", discovery.ErrStale, w.service, age, w.cfg.maxStale, w.cur.Err),
+	})
+}
+
+// stop marks the watch stopped and wakes every waiting Next.
+func (w *watch) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stale != nil {
+		w.stale.Stop()
+		w.stale = nil
+	}
+	if !w.stopped {
+		w.stopped = true
+		close(w.changed)
+	}
+}
+
+func toInstances(entries []*api.ServiceEntry) []discovery.Instance {
+	out := make([]discovery.Instance, 0, len(entries))
+	for _, e := range entries {
+		if e == nil || e.Service == nil {
+			continue
+		}
+		addr := e.Service.Address
+		if addr == "" && e.Node != nil {
+			addr = e.Node.Address // Consul's rule: a service without an address uses its node's
+		}
+		// Tags and Meta were decoded for this response only, so the snapshot can own them.
+		out = append(out, discovery.Instance{
+			ID: e.Service.ID, Address: addr, Port: e.Service.Port,
+			Tags: e.Service.Tags, Meta: e.Service.Meta, Weight: e.Service.Weights.Passing,
+		})
+	}
+	slices.SortFunc(out, func(a, b discovery.Instance) int {
+		return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port))
+	})
+	return out
+}
+
+func (c watchConfig) key(service string) string {
+	tags := slices.Clone(c.tags)
+	slices.Sort(tags)
+	tags = slices.Compact(tags)
+	return strings.Join([]string{
+		service, strings.Join(tags, "\x01"), c.filter, c.datacenter, c.consistency.String(),
+		c.wait.String(), c.maxStale.String(),
+	}, "\x00")
+}

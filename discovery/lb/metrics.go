@@ -1,0 +1,116 @@
+package lb
+
+import (
+	"context"
+	"errors"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/cloudchassis/kit/telemetry/semconv"
+)
+
+// Metric names not (yet) in telemetry/semconv. They follow its scheme; see docs/lb.md.
+const (
+	// metricPanic is a gauge that is 1 while the balancer is in panic mode ({state}), with
+	// AttrPeerService.
+	metricPanic = "chassis.lb.panic"
+	// metricPanics counts entries into panic mode ({panic}) with AttrPeerService.
+	metricPanics = "chassis.lb.panics"
+	// metricNoInstances counts picks that found no instance ({pick}) with AttrPeerService.
+	metricNoInstances = "chassis.lb.no_instances"
+	// metricPicks counts picks per instance ({pick}) with AttrPeerService and attrInstanceID; only
+	// with WithPerInstanceMetrics.
+	metricPicks = "chassis.lb.picks"
+	// attrInstanceID is the instance ID (bounded by the snapshot, unlike addresses in general).
+	attrInstanceID = "chassis.instance.id"
+)
+
+type instruments struct {
+	ejections  metric.Int64Counter
+	panics     metric.Int64Counter
+	none       metric.Int64Counter
+	service    metric.MeasurementOption // peer.service, built once
+	serviceAdd []metric.AddOption
+	reasonAdds map[string][]metric.AddOption
+	reg        metric.Registration
+}
+
+func newInstruments(b *Balancer) (*instruments, error) {
+	meter := b.opts.meterProvider().Meter(semconv.ScopeLB)
+	m := &instruments{
+		service:    metric.WithAttributeSet(attribute.NewSet(attribute.String(semconv.AttrPeerService, b.service))),
+		reasonAdds: map[string][]metric.AddOption{},
+	}
+	m.serviceAdd = []metric.AddOption{m.service}
+	for _, r := range []string{semconv.ReasonConsecutiveError, semconv.ReasonSuccessRate} {
+		m.reasonAdds[r] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
+			attribute.String(semconv.AttrPeerService, b.service),
+			attribute.String(semconv.AttrEjectionReason, r)))}
+	}
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	var err error
+	m.ejections, err = meter.Int64Counter(semconv.MetricLBEjections, metric.WithUnit(semconv.UnitEjection),
+		metric.WithDescription("Outlier ejections of instances, by reason."))
+	add(err)
+	m.panics, err = meter.Int64Counter(metricPanics, metric.WithUnit("{panic}"),
+		metric.WithDescription("Entries into panic mode: too few healthy instances, ejection ignored."))
+	add(err)
+	m.none, err = meter.Int64Counter(metricNoInstances, metric.WithUnit("{pick}"),
+		metric.WithDescription("Picks that found no instance to use."))
+	add(err)
+	ejected, err := meter.Int64ObservableGauge(semconv.MetricLBEjected, metric.WithUnit(semconv.UnitInstance),
+		metric.WithDescription("Instances currently ejected."))
+	add(err)
+	panicking, err := meter.Int64ObservableGauge(metricPanic, metric.WithUnit(semconv.UnitState),
+		metric.WithDescription("1 while the balancer is in panic mode."))
+	add(err)
+	observables := []metric.Observable{ejected, panicking}
+	var picks metric.Int64ObservableCounter
+	if b.opts.perInstance {
+		picks, err = meter.Int64ObservableCounter(metricPicks, metric.WithUnit("{pick}"),
+			metric.WithDescription("Picks of each instance."))
+		add(err)
+		observables = append(observables, picks)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	obs := []metric.ObserveOption{m.service}
+	m.reg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		b.mu.Lock()
+		n, p := int64(b.ejected), int64(0)
+		if b.panicking {
+			p = 1
+		}
+		order := b.order
+		b.mu.Unlock()
+		o.ObserveInt64(ejected, n, obs...)
+		o.ObserveInt64(panicking, p, obs...)
+		if picks != nil {
+			for _, e := range order {
+				o.ObserveInt64(picks, int64(e.picks.Load()), e.attrs...)
+			}
+		}
+		return nil
+	}, observables...)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *instruments) ejection(reason string) {
+	m.ejections.Add(context.Background(), 1, m.reasonAdds[reason]...)
+}
+
+func (m *instruments) panicEntered() { m.panics.Add(context.Background(), 1, m.serviceAdd...) }
+
+func (m *instruments) noInstances() { m.none.Add(context.Background(), 1, m.serviceAdd...) }
+
+func (m *instruments) unregister() {
+	if m.reg != nil {
+		_ = m.reg.Unregister()
+	}
+}

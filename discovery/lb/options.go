@@ -1,0 +1,153 @@
+package lb
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/cloudchassis/kit/discovery"
+)
+
+// Defaults of the options below.
+const (
+	// DefaultPolicy is the balancing policy used without WithPolicy.
+	DefaultPolicy = P2C
+	// DefaultDecay is the time constant of the peak-EWMA latency estimate (Finagle's and Linkerd's
+	// default): a sample's weight falls to 1/e after this long.
+	DefaultDecay = 10 * time.Second
+	// DefaultVirtualNodes is how many points each instance of weight 1 gets on the hash ring.
+	DefaultVirtualNodes = 160
+)
+
+// Option configures a Balancer.
+type Option interface{ apply(*options) }
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+type options struct {
+	policy       Policy
+	decay        time.Duration
+	vnodes       int
+	outlier      Outlier
+	classifier   func(*http.Response, error) bool
+	wrap         func(discovery.Instance, http.RoundTripper) http.RoundTripper
+	base         http.RoundTripper
+	availability func(id string) bool
+	meter        metric.MeterProvider
+	perInstance  bool
+	clock        func() time.Time
+	src          rand.Source
+}
+
+func defaultOptions() options {
+	return options{
+		policy:     DefaultPolicy,
+		decay:      DefaultDecay,
+		vnodes:     DefaultVirtualNodes,
+		outlier:    DefaultOutlier(),
+		classifier: DefaultClassifier,
+		clock:      time.Now,
+	}
+}
+
+func (o *options) validate() error {
+	var errs []error
+	if o.policy < P2C || o.policy > RingHash {
+		errs = append(errs, fmt.Errorf("lb: policy %d: not one of P2C, RoundRobin, Random, LeastRequest, RingHash", int(o.policy)))
+	}
+	if o.decay <= 0 {
+		errs = append(errs, fmt.Errorf("lb: decay %v: must be positive", o.decay))
+	}
+	if o.vnodes < 1 {
+		errs = append(errs, fmt.Errorf("lb: virtual nodes %d: must be at least 1", o.vnodes))
+	}
+	if err := o.outlier.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// WithPolicy selects the balancing algorithm. Default: DefaultPolicy (P2C).
+func WithPolicy(p Policy) Option { return optionFunc(func(o *options) { o.policy = p }) }
+
+// WithDecay sets the time constant of P2C's peak-EWMA latency estimate. Shorter reacts faster to
+// recovery, longer remembers a slow instance longer. Default: DefaultDecay.
+func WithDecay(d time.Duration) Option { return optionFunc(func(o *options) { o.decay = d }) }
+
+// WithVirtualNodes sets the number of ring points per unit of instance weight for RingHash. More
+// points spread keys more evenly at the cost of memory (16 bytes a point). Default: DefaultVirtualNodes.
+func WithVirtualNodes(n int) Option { return optionFunc(func(o *options) { o.vnodes = n }) }
+
+// WithOutlier sets outlier ejection and panic mode exactly as given: a zero field disables that
+// criterion, so start from DefaultOutlier() to change one knob. WithOutlier(Outlier{}) turns
+// ejection off. Default: DefaultOutlier().
+func WithOutlier(c Outlier) Option { return optionFunc(func(o *options) { o.outlier = c }) }
+
+// WithClassifier decides which call outcomes count as failures of the instance, for outlier
+// ejection and for the latency penalty. It is called by Transport with the response or error of
+// each attempt, and by Endpoint.Done with a nil response. It must be safe for concurrent use and
+// cheap. An error it does not classify as a failure (a local rejection such as a bulkhead being
+// full) is ignored: neither the latency nor the outcome is recorded. Default: DefaultClassifier.
+func WithClassifier(f func(resp *http.Response, err error) (failure bool)) Option {
+	return optionFunc(func(o *options) { o.classifier = f })
+}
+
+// WithInstanceTransport wraps the transport of each instance: this is where a per-instance circuit
+// breaker, per-attempt timeout or bulkhead belongs. wrap is called once when an instance appears, with
+// the base transport as next, and the result is kept while the instance stays at the same address.
+//
+// If the returned RoundTripper has a method Available() bool, picks skip the instance while it
+// returns false (for example while its breaker is open) exactly like an ejected one. Available must
+// be safe for concurrent use and cheap: it runs on every pick that considers the instance.
+func WithInstanceTransport(wrap func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper) Option {
+	return optionFunc(func(o *options) { o.wrap = wrap })
+}
+
+// WithBaseTransport sets the transport that carries requests to instances (before
+// WithInstanceTransport wraps it). Default: http.DefaultTransport.
+func WithBaseTransport(rt http.RoundTripper) Option {
+	return optionFunc(func(o *options) { o.base = rt })
+}
+
+// WithAvailability adds a test that picks apply to every candidate instance: false skips it, like
+// an ejected instance. It is the alternative to an Available method on the per-instance transport
+// (see WithInstanceTransport) and must be safe for concurrent use and cheap. Unavailable instances
+// are skipped even in panic mode (calling them would be refused anyway); when none is available Pick
+// returns ErrNoInstances. Default: every instance is available.
+func WithAvailability(f func(id string) bool) Option {
+	return optionFunc(func(o *options) { o.availability = f })
+}
+
+// WithMeterProvider sets where the balancer's metrics go. Default: the global MeterProvider
+// (otel.GetMeterProvider), which is a no-op until the application installs one.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(o *options) { o.meter = mp })
+}
+
+// WithPerInstanceMetrics adds chassis.lb.picks, a counter of picks per instance labelled with the
+// instance id. Its cardinality is the number of instances in the snapshot; series of instances that
+// leave stop being reported. Default: off.
+func WithPerInstanceMetrics() Option { return optionFunc(func(o *options) { o.perInstance = true }) }
+
+// WithClock sets the time source of ejection timing, the latency decay and Transport's latency
+// measurement. Default: time.Now. Tests may instead run in a testing/synctest bubble.
+func WithClock(now func() time.Time) Option { return optionFunc(func(o *options) { o.clock = now }) }
+
+// WithRandSource makes picks draw from src instead of the runtime's per-thread generator, for
+// reproducible tests and simulations (for example rand.NewPCG(1, 2)). The source is guarded by a
+// mutex, which serializes concurrent picks: keep the default in production.
+func WithRandSource(src rand.Source) Option { return optionFunc(func(o *options) { o.src = src }) }
+
+func (o *options) meterProvider() metric.MeterProvider {
+	if o.meter != nil {
+		return o.meter
+	}
+	return otel.GetMeterProvider()
+}

@@ -1,0 +1,121 @@
+package lb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Outlier configures outlier ejection and panic mode, with Envoy's semantics.
+//
+// An instance is ejected (taken out of the pick set) after ConsecutiveFailures failures in a row, or
+// when at least FailurePercent of its calls failed in the current Interval and it had at least
+// MinRequests calls in it. It stays out for BaseEjectionTime times the number of times it has been
+// ejected, at most MaxEjectionTime, then comes back on its own; each Interval it then stays healthy
+// forgives one past ejection. Never more than MaxEjectionPercent of the instances are ejected at
+// once, but at least one may be, as in Envoy.
+//
+// Panic mode: when fewer than PanicPercent of the instances are healthy (not ejected), the balancer
+// ignores ejection and spreads calls over all instances, because overloading the few left would be
+// worse than sending some calls to bad ones. PanicPercent 0 disables panic mode: with every instance
+// ejected, Pick then fails with ErrNoInstances.
+type Outlier struct {
+	// ConsecutiveFailures ejects after this many failures in a row; 0 disables. Default 5.
+	ConsecutiveFailures int
+	// FailurePercent ejects when this share of calls in the current Interval failed; 0 disables.
+	// Default 50.
+	FailurePercent int
+	// MinRequests is the volume in the current Interval below which FailurePercent is not applied.
+	// Default 20.
+	MinRequests int
+	// Interval is the window of FailurePercent and the time after which a healthy instance is
+	// forgiven one past ejection. Default 10s.
+	Interval time.Duration
+	// BaseEjectionTime is the ejection time of a first ejection. Default 30s.
+	BaseEjectionTime time.Duration
+	// MaxEjectionTime caps the ejection time; 0 means no cap. Default 300s.
+	MaxEjectionTime time.Duration
+	// MaxEjectionPercent caps the share of instances ejected at once (at least one may be). 0
+	// disables ejection. Default 50.
+	MaxEjectionPercent int
+	// PanicPercent is the healthy share below which panic mode starts; 0 disables panic mode.
+	// Default 50.
+	PanicPercent int
+}
+
+// DefaultOutlier returns the default outlier settings, documented on the fields of Outlier.
+func DefaultOutlier() Outlier {
+	return Outlier{
+		ConsecutiveFailures: 5,
+		FailurePercent:      50,
+		MinRequests:         20,
+		Interval:            10 * time.Second,
+		BaseEjectionTime:    30 * time.Second,
+		MaxEjectionTime:     300 * time.Second,
+		MaxEjectionPercent:  50,
+		PanicPercent:        50,
+	}
+}
+
+func (c Outlier) validate() error {
+	var errs []error
+	pct := func(name string, v int) {
+		if v < 0 || v > 100 {
+			errs = append(errs, fmt.Errorf("lb: outlier %s %d: must be 0-100", name, v))
+		}
+	}
+	pct("FailurePercent", c.FailurePercent)
+	pct("MaxEjectionPercent", c.MaxEjectionPercent)
+	pct("PanicPercent", c.PanicPercent)
+	if c.ConsecutiveFailures < 0 || c.MinRequests < 0 {
+		errs = append(errs, errors.New("lb: outlier ConsecutiveFailures and MinRequests must not be negative"))
+	}
+	if c.FailurePercent > 0 && c.Interval <= 0 {
+		errs = append(errs, fmt.Errorf("lb: outlier Interval %v: must be positive when FailurePercent is set", c.Interval))
+	}
+	if c.Interval < 0 || c.BaseEjectionTime < 0 || c.MaxEjectionTime < 0 {
+		errs = append(errs, errors.New("lb: outlier durations must not be negative"))
+	}
+	if c.enabled() && c.BaseEjectionTime <= 0 {
+		errs = append(errs, errors.New("lb: outlier BaseEjectionTime must be positive when ejection is enabled"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Outlier) enabled() bool {
+	return c.MaxEjectionPercent > 0 && (c.ConsecutiveFailures > 0 || c.FailurePercent > 0)
+}
+
+// DefaultClassifier is the default of WithClassifier: transport errors and 5xx responses other than
+// 501 Not Implemented count as failures of the instance; a context.Canceled error (the caller gave
+// up) does not, and neither does 429 Too Many Requests (the instance is healthy and shedding load;
+// Transport still counts its latency against the instance, so P2C steers away). A per-attempt
+// timeout (context.DeadlineExceeded from inside the per-instance transport) is a failure. An error
+// that has, anywhere in its chain, a method Local() bool returning true is not: it was made in this
+// process (an open breaker, a full bulkhead) and nothing reached the instance.
+func DefaultClassifier(resp *http.Response, err error) bool {
+	if err != nil {
+		var local interface{ Local() bool }
+		if errors.As(err, &local) && local.Local() {
+			return false
+		}
+		return !errors.Is(err, context.Canceled)
+	}
+	return resp != nil && resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented
+}
+
+// outcome is what one call tells about an instance.
+type outcome uint8
+
+const (
+	// ignored calls release the in-flight slot and record nothing (the caller canceled, or the call
+	// was refused locally and never reached the instance).
+	ignored outcome = iota
+	success
+	// slow calls record a penalized latency but do not count towards ejection (429, or the caller's
+	// own deadline ran out while the instance was working).
+	slow
+	failure
+)

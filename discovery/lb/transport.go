@@ -1,0 +1,125 @@
+package lb
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+)
+
+// Transport is an http.RoundTripper that sends requests for http://<service>/... (or https) to an
+// instance of the service chosen by a Balancer. Each RoundTrip picks again, so a retry in an outer
+// layer goes to a fresh pick.
+//
+// The URL's host (its port is ignored) must be the service name; the request goes out with the URL
+// host replaced by the instance's address:port. The Host header stays what the caller set: the
+// logical service name for requests made with http.NewRequest. Instances that need their own address
+// as Host can have it with a WithInstanceTransport wrapper that clears req.Host on a copy.
+//
+// Latency is measured until the response headers arrive and fed to the balancer with the outcome
+// (see WithClassifier); the call stays in flight until the response body is closed or read to EOF,
+// so close every body, as net/http requires anyway. Before the first snapshot RoundTrip waits for it,
+// bounded by the request's context; with no instance to use it fails with a *NoInstancesError.
+//
+// A Transport is safe for concurrent use.
+type Transport struct{ b *Balancer }
+
+// NewTransport returns a Transport over b.
+func NewTransport(b *Balancer) *Transport { return &Transport{b: b} }
+
+// RoundTrip implements http.RoundTripper.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	b := t.b
+	if h := req.URL.Hostname(); h != b.service {
+		closeBody(req)
+		return nil, fmt.Errorf("lb: request host %q is not service %q", h, b.service)
+	}
+	ctx := req.Context()
+	e, err := b.Pick(ctx)
+	if err != nil {
+		select {
+		case <-b.ready:
+		default:
+			select {
+			case <-b.ready:
+				e, err = b.Pick(ctx)
+			case <-ctx.Done():
+				err = fmt.Errorf("%w: %w", err, ctx.Err())
+			}
+		}
+		if err != nil {
+			closeBody(req)
+			return nil, err
+		}
+	}
+
+	out := *req // RoundTrippers must not modify the request: a shallow copy with a new URL
+	u := *req.URL
+	u.Host = e.hostPort
+	out.URL = &u
+	if out.Host == "" {
+		out.Host = req.URL.Host
+	}
+	start := b.nanos()
+	resp, err := e.rt.RoundTrip(&out)
+	end := b.nanos()
+	e.finish(end, end-start, b.classify(req, resp, err))
+	if err != nil {
+		e.Release()
+		return nil, fmt.Errorf("lb: %s instance %s at %s: %w", b.service, e.key, e.hostPort, err)
+	}
+	resp.Request = req
+	switch rc := resp.Body.(type) {
+	case nil:
+		e.Release()
+	case io.ReadWriteCloser: // 101 Switching Protocols: keep the body writable
+		resp.Body = &rwBody{body: body{ReadCloser: rc, e: e}, w: rc}
+	default:
+		if rc == http.NoBody {
+			e.Release()
+			break
+		}
+		resp.Body = &body{ReadCloser: rc, e: e}
+	}
+	return resp, nil
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
+
+// body releases the call's in-flight slot at EOF or Close, whichever comes first.
+type body struct {
+	io.ReadCloser
+	e    *Endpoint
+	done atomic.Bool
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.release()
+	}
+	return n, err
+}
+
+func (b *body) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
+}
+
+func (b *body) release() {
+	if b.done.CompareAndSwap(false, true) {
+		b.e.Release()
+	}
+}
+
+type rwBody struct {
+	body
+	w io.Writer
+}
+
+func (b *rwBody) Write(p []byte) (int, error) { return b.w.Write(p) }

@@ -1,0 +1,228 @@
+package faults_test
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/resilience"
+)
+
+// Scenario 1: SIGKILL of one of three real server processes under steady GET load.
+func TestScenarioSIGKILL(t *testing.T) {
+	skipShort(t)
+	var procs []*process
+	var insts []discovery.Instance
+	for i := range 3 {
+		p := startServer(t, fmt.Sprintf("s%d", i))
+		procs = append(procs, p)
+		insts = append(insts, instanceOf(t, fmt.Sprintf("s%d", i), p.addr))
+	}
+	cfg := resilience.DefaultConfig()
+	cfg.Timeout = time.Second
+	cfg.AttemptTimeout = 300 * time.Millisecond
+	c := newClient(t, "svc", cfg, insts)
+
+	victim := procs[0]
+	var killedAt time.Time
+	timer := time.AfterFunc(time.Second, func() {
+		killedAt = time.Now()
+		_ = victim.cmd.Process.Signal(syscall.SIGKILL)
+	})
+	defer timer.Stop()
+	rs := load(t, c, "svc", 200, 4*time.Second)
+
+	ok, rate := successRate(rs)
+	var after, late int
+	var last time.Time
+	for _, at := range c.log.times(victim.addr) {
+		if at.After(killedAt) {
+			after++
+			last = at
+			if at.Sub(killedAt) > time.Second {
+				late++
+			}
+		}
+	}
+	t.Logf("SIGKILL 1 of 3 at 200 qps for 4 s: %d/%d ok (%.3f%%); attempts to the dead instance after the kill: %d, the last %v after it, %d later than 1 s",
+		ok, len(rs), 100*rate, after, last.Sub(killedAt).Round(time.Millisecond), late)
+	if ok != len(rs) {
+		t.Errorf("success %d/%d, want 100%%: %v", ok, len(rs), firstErrors(rs, 5))
+	}
+	if late > 0 {
+		t.Errorf("dead instance still picked %d times more than 1 s after the kill", late)
+	}
+}
+
+// Scenario 2: one of three instances answers 503 at once.
+func TestScenarioFast503(t *testing.T) {
+	skipShort(t)
+	good := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer bad.Close()
+	g1, g2 := httptest.NewServer(good), httptest.NewServer(good)
+	defer g1.Close()
+	defer g2.Close()
+	insts := []discovery.Instance{
+		instanceOf(t, "bad", bad.Listener.Addr().String()),
+		instanceOf(t, "g1", g1.Listener.Addr().String()),
+		instanceOf(t, "g2", g2.Listener.Addr().String()),
+	}
+	c := newClient(t, "svc", resilience.DefaultConfig(), insts)
+	start := time.Now()
+	rs := load(t, c, "svc", 200, 3*time.Second)
+	ok, rate := successRate(rs)
+	times := c.log.times(bad.Listener.Addr().String())
+	var lastBad time.Duration
+	if len(times) > 0 {
+		lastBad = times[len(times)-1].Sub(start)
+	}
+	t.Logf("fast 503 from 1 of 3 at 200 qps for 3 s: %d/%d ok (%.3f%%); %d attempts reached the bad instance, the last %v after the start; amplification %.3f",
+		ok, len(rs), 100*rate, len(times), lastBad.Round(time.Millisecond), float64(c.log.total())/float64(len(rs)))
+	if rate < 0.999 {
+		t.Errorf("success %.4f < 99.9%%: %v", rate, firstErrors(rs, 5))
+	}
+	if lastBad > time.Second {
+		t.Errorf("bad instance still receiving attempts %v after start: not ejected", lastBad)
+	}
+}
+
+// Scenario 3: the dependency is entirely down (every instance 503s at once).
+func TestScenarioDependencyDown(t *testing.T) {
+	skipShort(t)
+	var served atomic.Int64
+	down := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	var insts []discovery.Instance
+	for i := range 3 {
+		s := httptest.NewServer(down)
+		defer s.Close()
+		insts = append(insts, instanceOf(t, fmt.Sprint("d", i), s.Listener.Addr().String()))
+	}
+	cfg := resilience.DefaultConfig()
+	c := newClient(t, "svc", cfg, insts)
+	const qps, dur = 200, 3 * time.Second
+	rs := load(t, c, "svc", qps, dur)
+
+	var rejected, other int
+	for _, r := range rs {
+		if errors.Is(r.err, resilience.ErrBreakerOpen) {
+			rejected++
+		} else {
+			other++
+		}
+	}
+	calls := len(rs)
+	attempts := int(served.Load())
+	amp := float64(attempts) / float64(calls)
+	// Budget: 20% of calls plus the floor of 10/s over a 10 s window (the whole 3 s run sits in one window).
+	floor := cfg.BudgetMinPerSecond * cfg.BudgetWindow.Seconds()
+	bound := (1.2*float64(calls) + floor) / float64(calls)
+	p99 := percentile(rs, 0.99, func(r result) bool { return errors.Is(r.err, resilience.ErrBreakerOpen) })
+	t.Logf("dependency down, %d calls at %d qps: %d attempts reached it (amplification %.3f, bound 1.2 + floor %.0f = %.3f); %d calls rejected by an open breaker, p99 of those %v; %d other failures",
+		calls, qps, attempts, amp, floor, bound, rejected, p99, other)
+	if amp > bound {
+		t.Errorf("amplification %.3f over the bound %.3f", amp, bound)
+	}
+	if rejected == 0 {
+		t.Error("no call was rejected by an open breaker")
+	}
+	if p99 > 5*time.Millisecond {
+		t.Errorf("open-breaker rejections p99 %v > 5 ms", p99)
+	}
+}
+
+// Scenario 4: Linkerd's peak-EWMA experiment, scaled down: 11 instances, one stalls 2 s, 1 s timeout.
+func TestScenarioStallingInstance(t *testing.T) {
+	skipShort(t)
+	var insts []discovery.Instance
+	var stallAddr string
+	for i := range 11 {
+		stall := i == 0
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if stall {
+				select {
+				case <-time.After(2 * time.Second):
+				case <-r.Context().Done():
+					return
+				}
+			}
+			w.Write([]byte("ok"))
+		}))
+		defer s.Close()
+		if stall {
+			stallAddr = s.Listener.Addr().String()
+		}
+		insts = append(insts, instanceOf(t, fmt.Sprint("i", i), s.Listener.Addr().String()))
+	}
+	cfg := resilience.DefaultConfig()
+	cfg.Timeout = time.Second
+	cfg.AttemptTimeout = 250 * time.Millisecond
+	c := newClient(t, "svc", cfg, insts)
+	rs := load(t, c, "svc", 200, 10*time.Second)
+	ok, rate := successRate(rs)
+	t.Logf("1 of 11 stalling 2 s, 1 s overall / 250 ms attempt timeout, 200 qps for 10 s: %d/%d ok (%.4f%%), p50 %v p99 %v p99.9 %v; %d attempts reached the stalled instance",
+		ok, len(rs), 100*rate, percentile(rs, 0.5, nil), percentile(rs, 0.99, nil), percentile(rs, 0.999, nil), len(c.log.times(stallAddr)))
+	if rate < 0.9999 {
+		t.Errorf("success %.5f < 99.99%%: %v", rate, firstErrors(rs, 5))
+	}
+}
+
+// Scenario 5: one instance is intermittently slow (a third of its answers take 300 ms); hedging after
+// the observed p90 against no hedging.
+func TestScenarioHedging(t *testing.T) {
+	skipShort(t)
+	var insts []discovery.Instance
+	for i := range 4 {
+		slow := i == 0
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			d := time.Millisecond
+			if slow && rand.IntN(3) == 0 {
+				d = 300 * time.Millisecond
+			}
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done():
+				return
+			}
+			w.Write([]byte("ok"))
+		}))
+		defer s.Close()
+		insts = append(insts, instanceOf(t, fmt.Sprint("h", i), s.Listener.Addr().String()))
+	}
+	run := func(hedge bool) ([]result, int) {
+		cfg := resilience.DefaultConfig()
+		if hedge {
+			cfg.HedgePercentile = 0.9
+			cfg.HedgeDelay = 5 * time.Millisecond
+		}
+		c := newClient(t, "svc", cfg, insts)
+		rs := load(t, c, "svc", 200, 5*time.Second)
+		return rs, c.log.total()
+	}
+	base, baseAttempts := run(false)
+	hedged, hedgedAttempts := run(true)
+	logSlow(t, hedged, 100*time.Millisecond)
+	logSlow(t, base, 100*time.Millisecond)
+	_, baseRate := successRate(base)
+	_, hedgedRate := successRate(hedged)
+	b999, h999 := percentile(base, 0.999, nil), percentile(hedged, 0.999, nil)
+	b99, h99 := percentile(base, 0.99, nil), percentile(hedged, 0.99, nil)
+	extra := float64(hedgedAttempts)/float64(len(hedged)) - float64(baseAttempts)/float64(len(base))
+	t.Logf("1 of 4 instances slow on 1/3 of its calls (300 ms), 200 qps for 5 s: without hedging p99 %v p99.9 %v (ok %.2f%%); hedging after p90 (floor 5 ms): p99 %v p99.9 %v (ok %.2f%%); extra attempts %.1f%% of calls",
+		b99, b999, 100*baseRate, h99, h999, 100*hedgedRate, 100*extra)
+	if h999 >= b999 {
+		t.Errorf("hedging did not improve p99.9: %v vs %v", h999, b999)
+	}
+}

@@ -1,0 +1,478 @@
+package guard
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/cloudchassis/kit/problem"
+	"github.com/cloudchassis/kit/telemetry/semconv"
+)
+
+// Priority orders requests for shedding. The zero value is PriorityDefault.
+type Priority uint8
+
+const (
+	// PriorityDefault requests are admitted up to the adaptive limit and may queue briefly.
+	PriorityDefault Priority = iota
+	// PrioritySheddable requests (batch jobs, prefetches) are refused first: once in-flight requests
+	// reach SheddableShare of the limit. They never queue.
+	PrioritySheddable
+	// PriorityCritical requests (health checks, control traffic) are never shed. They still count
+	// as in flight, so they are seen by the limit.
+	PriorityCritical
+)
+
+// String returns the metric attribute value: "default", "sheddable" or "critical".
+func (p Priority) String() string {
+	switch p {
+	case PrioritySheddable:
+		return semconv.PrioritySheddable
+	case PriorityCritical:
+		return semconv.PriorityCritical
+	default:
+		return semconv.PriorityDefault
+	}
+}
+
+// ParsePriority reads "critical", "default" or "sheddable" (case-insensitive; "low" and "high" are
+// accepted as sheddable and critical).
+func ParsePriority(s string) (Priority, bool) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "default", "normal", "":
+		return PriorityDefault, true
+	case "sheddable", "low":
+		return PrioritySheddable, true
+	case "critical", "high":
+		return PriorityCritical, true
+	}
+	return PriorityDefault, false
+}
+
+// Shedder is an adaptive concurrency limit for a server: it admits requests while the number in
+// flight is below a limit, and moves the limit with measured latency (a gradient controller in the
+// style of Netflix's Gradient2): when the average latency of a sample window exceeds Tolerance
+// times the long-term baseline the limit shrinks in proportion, otherwise it grows by about the
+// square root of itself. So the server keeps only as much work in flight as it completes at
+// near-baseline latency, and refuses the rest at once with 503 instead of letting queues grow.
+//
+// The fast path (admit and complete) is two atomic adds and two clock reads; the limit is
+// recomputed at most once per sample window by whichever request completes it, never by a
+// background goroutine. A Shedder is safe for concurrent use.
+type Shedder struct {
+	inflight atomic.Int64
+	limit    atomic.Int64
+	queued   atomic.Int64
+
+	// Current sample window, written by every completing request.
+	sumRTT      atomic.Int64
+	samples     atomic.Int64
+	maxInflight atomic.Int64
+	windowEnd   atomic.Int64
+
+	cfg   ShedConfig
+	now   func() time.Time
+	epoch time.Time
+
+	mu       sync.Mutex // held by the one request that recomputes the limit
+	estimate float64
+	baseline float64 // long-term average latency, ns
+
+	qmu     sync.Mutex
+	waiters []*waiter
+
+	route      func(*http.Request) string
+	priorityFn func(*http.Request) Priority
+	routePrio  map[string]Priority
+	header     string
+
+	logger   *slog.Logger
+	shed     metric.Int64Counter
+	reg      metric.Registration
+	problems func(w http.ResponseWriter, r *http.Request, status int, detail string)
+}
+
+type waiter struct{ ready chan struct{} }
+
+// Reasons a request was shed, in logs.
+const (
+	reasonLimit        = "concurrency_limit"
+	reasonSheddable    = "sheddable_share"
+	reasonQueueTimeout = "queue_timeout"
+	reasonQueueFull    = "queue_full"
+	reasonCanceled     = "canceled_while_queued"
+)
+
+// NewShedder returns a Shedder configured by cfg; zero fields take the defaults of
+// DefaultShedConfig. cfg.Enabled is not consulted (see ShedConfig.NewShedder).
+func NewShedder(cfg ShedConfig, opts ...Option) *Shedder {
+	cfg = cfg.withDefaults()
+	o := newOptions(opts)
+	s := &Shedder{
+		cfg:        cfg,
+		now:        o.now,
+		epoch:      o.now(),
+		estimate:   float64(cfg.InitialLimit),
+		route:      o.route,
+		priorityFn: o.priority,
+		header:     http.CanonicalHeaderKey(cfg.PriorityHeader),
+		logger:     o.logger,
+		problems:   o.problems,
+	}
+	s.limit.Store(int64(cfg.InitialLimit))
+	s.windowEnd.Store(int64(cfg.Window))
+	if len(o.routePriorities) > 0 || len(cfg.CriticalRoutes) > 0 || len(cfg.SheddableRoutes) > 0 {
+		s.routePrio = make(map[string]Priority)
+		for _, r := range cfg.SheddableRoutes {
+			s.routePrio[r] = PrioritySheddable
+		}
+		for _, r := range cfg.CriticalRoutes {
+			s.routePrio[r] = PriorityCritical
+		}
+		for r, p := range o.routePriorities {
+			s.routePrio[r] = p
+		}
+	}
+	m := o.meters.Meter(ScopeName)
+	var err error
+	s.shed, err = m.Int64Counter(semconv.MetricServerShed, metric.WithUnit(semconv.UnitRequest),
+		metric.WithDescription("Requests refused by the adaptive load shedder."))
+	if err != nil {
+		s.shed, _ = noopMeter.Int64Counter(semconv.MetricServerShed)
+	}
+	gauge, err := m.Int64ObservableGauge(semconv.MetricServerConcurrencyLimit, metric.WithUnit(semconv.UnitRequest),
+		metric.WithDescription("Current adaptive concurrency limit of the server."))
+	if err == nil {
+		s.reg, _ = m.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
+			obs.ObserveInt64(gauge, s.limit.Load())
+			return nil
+		}, gauge)
+	}
+	return s
+}
+
+// WithPriorityFunc sets a function that decides a request's priority before the route table and
+// the priority header are consulted. Returning PriorityDefault defers to them.
+func WithPriorityFunc(f func(*http.Request) Priority) Option {
+	return optionFunc(func(o *options) { o.priority = f })
+}
+
+// WithRoutePriorities sets priorities by route template ("GET /orders/{id}"), on top of
+// ShedConfig's CriticalRoutes and SheddableRoutes. The route is found with WithRouteFunc.
+func WithRoutePriorities(m map[string]Priority) Option {
+	return optionFunc(func(o *options) {
+		o.routePriorities = make(map[string]Priority, len(m))
+		for k, v := range m {
+			o.routePriorities[k] = v
+		}
+	})
+}
+
+// Limit returns the current concurrency limit.
+func (s *Shedder) Limit() int { return int(s.limit.Load()) }
+
+// Inflight returns the number of admitted requests not yet completed.
+func (s *Shedder) Inflight() int { return int(s.inflight.Load()) }
+
+// Close stops reporting the limit gauge. The Shedder keeps working; Close only matters when the
+// meter provider outlives it.
+func (s *Shedder) Close() error {
+	if s.reg != nil {
+		return s.reg.Unregister()
+	}
+	return nil
+}
+
+// Ticket is an admitted request. Call Done exactly once when it completes.
+type Ticket struct {
+	s     *Shedder
+	start int64
+}
+
+// Done records the request's latency and frees its slot.
+func (t Ticket) Done() {
+	if t.s != nil {
+		t.s.release(t.start)
+	}
+}
+
+// Acquire admits a request of priority p, waiting up to QueueTimeout for a slot when p is
+// PriorityDefault and the limit is reached. It reports false, with the reason, when the request
+// must be refused.
+func (s *Shedder) Acquire(ctx context.Context, p Priority) (Ticket, bool) {
+	t, _, ok := s.acquire(ctx, p)
+	return t, ok
+}
+
+// TryAcquire is Acquire without waiting.
+func (s *Shedder) TryAcquire(p Priority) (Ticket, bool) {
+	if !s.tryAcquire(p) {
+		return Ticket{}, false
+	}
+	return Ticket{s: s, start: s.nanotime()}, true
+}
+
+func (s *Shedder) nanotime() int64 { return s.now().Sub(s.epoch).Nanoseconds() }
+
+func (s *Shedder) acquire(ctx context.Context, p Priority) (Ticket, string, bool) {
+	if s.tryAcquire(p) {
+		return Ticket{s: s, start: s.nanotime()}, "", true
+	}
+	if p == PrioritySheddable {
+		return Ticket{}, reasonSheddable, false
+	}
+	if s.cfg.QueueTimeout <= 0 {
+		return Ticket{}, reasonLimit, false
+	}
+	if reason, ok := s.wait(ctx); !ok {
+		return Ticket{}, reason, false
+	}
+	return Ticket{s: s, start: s.nanotime()}, "", true
+}
+
+func (s *Shedder) tryAcquire(p Priority) bool {
+	limit := s.limit.Load()
+	switch p {
+	case PriorityCritical:
+		limit = math.MaxInt64
+	case PrioritySheddable:
+		limit = max(1, int64(float64(limit)*s.cfg.SheddableShare))
+	}
+	n := s.inflight.Add(1)
+	if n > limit {
+		s.inflight.Add(-1)
+		return false
+	}
+	for {
+		m := s.maxInflight.Load()
+		if n <= m || s.maxInflight.CompareAndSwap(m, n) {
+			return true
+		}
+	}
+}
+
+// wait queues the caller for up to QueueTimeout. A releasing request hands its slot over (wake),
+// so a waiter that is woken already holds a slot.
+func (s *Shedder) wait(ctx context.Context) (string, bool) {
+	w := &waiter{ready: make(chan struct{}, 1)}
+	s.qmu.Lock()
+	queueMax := s.cfg.QueueSize
+	if queueMax <= 0 {
+		queueMax = int(s.limit.Load())
+	}
+	if len(s.waiters) >= queueMax {
+		s.qmu.Unlock()
+		return reasonQueueFull, false
+	}
+	s.waiters = append(s.waiters, w)
+	s.queued.Add(1)
+	// A request that completed after our first try but before queued was raised did not see us;
+	// trying once more here closes that gap (release decrements inflight before reading queued).
+	if s.tryAcquire(PriorityDefault) {
+		s.removeLocked(w)
+		s.qmu.Unlock()
+		return "", true
+	}
+	s.qmu.Unlock()
+
+	timer := time.NewTimer(s.cfg.QueueTimeout)
+	defer timer.Stop()
+	reason := reasonQueueTimeout
+	select {
+	case <-w.ready:
+		return "", true
+	case <-timer.C:
+	case <-ctx.Done():
+		reason = reasonCanceled
+	}
+	s.qmu.Lock()
+	removed := s.removeLocked(w)
+	s.qmu.Unlock()
+	if !removed {
+		// Woken at the same moment: the slot is ours; give it back properly.
+		<-w.ready
+		s.free()
+	}
+	return reason, false
+}
+
+func (s *Shedder) removeLocked(w *waiter) bool {
+	for i, x := range s.waiters {
+		if x == w {
+			copy(s.waiters[i:], s.waiters[i+1:])
+			s.waiters[len(s.waiters)-1] = nil
+			s.waiters = s.waiters[:len(s.waiters)-1]
+			s.queued.Add(-1)
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Shedder) release(start int64) {
+	now := s.nanotime()
+	s.sumRTT.Add(now - start)
+	n := s.samples.Add(1)
+	if now >= s.windowEnd.Load() && n >= int64(s.cfg.MinSamples) && s.mu.TryLock() {
+		s.update(now)
+		s.mu.Unlock()
+	}
+	s.free()
+}
+
+// free gives a slot back without recording a latency sample.
+func (s *Shedder) free() {
+	s.inflight.Add(-1)
+	if s.queued.Load() > 0 {
+		s.wake()
+	}
+}
+
+// wake hands free slots to waiters, oldest first.
+func (s *Shedder) wake() {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	for len(s.waiters) > 0 && s.tryAcquire(PriorityDefault) {
+		w := s.waiters[0]
+		copy(s.waiters, s.waiters[1:])
+		s.waiters[len(s.waiters)-1] = nil
+		s.waiters = s.waiters[:len(s.waiters)-1]
+		s.queued.Add(-1)
+		w.ready <- struct{}{}
+	}
+}
+
+// update closes the sample window and moves the limit. Called with s.mu held.
+func (s *Shedder) update(now int64) {
+	if now < s.windowEnd.Load() {
+		return
+	}
+	sum, n := s.sumRTT.Swap(0), s.samples.Swap(0)
+	peak := s.maxInflight.Swap(s.inflight.Load())
+	s.windowEnd.Store(now + int64(s.cfg.Window))
+	if n <= 0 || sum <= 0 {
+		return
+	}
+	short := float64(sum) / float64(n)
+	limit := s.estimate
+	saturated := float64(peak) >= limit*saturation
+
+	// The baseline follows improvements quickly and rises slowly, and fast only while the server is
+	// not saturated: latency that grows while we are at the limit is our own queueing, and letting
+	// the baseline absorb it would let the limit drift upwards under sustained overload (the known
+	// weakness of a plain long-term average). The slow unconditional rise still re-baselines a
+	// service whose work genuinely became slower, within about a hundred windows.
+	switch {
+	case s.baseline == 0:
+		s.baseline = short
+	case short < s.baseline:
+		s.baseline += (short - s.baseline) * baselineFall
+	case !saturated:
+		s.baseline += (short - s.baseline) * baselineRise
+	default:
+		s.baseline += (short - s.baseline) * baselineCreep
+	}
+
+	gradient := max(0.5, min(1.0, s.cfg.Tolerance*s.baseline/short))
+	next := limit * gradient
+	if gradient >= 1 && saturated {
+		// Probe upwards by about sqrt(limit) only when latency is within tolerance and the limit is
+		// what holds the server back: an application-limited server would otherwise raise its limit
+		// without ever testing it. (Gradient2 adds the probe on every window; at equilibrium that
+		// holds latency near tolerance/(1-1/sqrt(limit)) times the baseline instead of tolerance.)
+		next += math.Sqrt(limit)
+	}
+	est := limit*(1-s.cfg.Smoothing) + next*s.cfg.Smoothing
+	est = max(float64(s.cfg.MinLimit), min(float64(s.cfg.MaxLimit), est))
+	s.estimate = est
+	s.limit.Store(int64(math.Round(est)))
+}
+
+const (
+	saturation    = 0.9  // peak in-flight share of the limit that counts as "at the limit"
+	baselineFall  = 0.5  // per window, when latency improves
+	baselineRise  = 0.05 // per window, when latency grows while not saturated
+	baselineCreep = 0.002
+)
+
+// Middleware refuses requests beyond the adaptive limit with 503 Service Unavailable and
+// Retry-After, as application/problem+json. Every refusal is counted (chassis.server.shed, with
+// http.route and chassis.priority) and logged with its reason at Warn level.
+//
+// A nil *Shedder returns next unchanged.
+func (s *Shedder) Middleware(next http.Handler) http.Handler {
+	if s == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := s.priorityOf(r)
+		t, reason, ok := s.acquire(r.Context(), p)
+		if !ok {
+			s.refuse(w, r, p, reason)
+			return
+		}
+		defer t.Done()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// priorityOf decides a request's priority: WithPriorityFunc, then the route table, then the
+// priority header. The header can only lower a request's priority (to sheddable): a client that
+// could name itself critical would exempt itself from shedding.
+func (s *Shedder) priorityOf(r *http.Request) Priority {
+	if s.priorityFn != nil {
+		if p := s.priorityFn(r); p != PriorityDefault {
+			return p
+		}
+	}
+	if s.routePrio != nil {
+		if p, ok := s.routePrio[s.route(r)]; ok {
+			return p
+		}
+	}
+	if s.header != "" {
+		if v := r.Header[s.header]; len(v) > 0 {
+			if p, ok := ParsePriority(v[0]); ok && p == PrioritySheddable {
+				return p
+			}
+		}
+	}
+	return PriorityDefault
+}
+
+func (s *Shedder) refuse(w http.ResponseWriter, r *http.Request, p Priority, reason string) {
+	ctx := r.Context()
+	route := s.route(r)
+	attrs := []attribute.KeyValue{attribute.String(semconv.AttrPriority, p.String())}
+	if route != "" {
+		attrs = append(attrs, attribute.String(semconv.AttrHTTPRoute, route))
+	}
+	s.shed.Add(ctx, 1, metric.WithAttributes(attrs...))
+	limit, inflight := s.limit.Load(), s.inflight.Load()
+	if s.logger.Enabled(ctx, slog.LevelWarn) {
+		s.logger.LogAttrs(ctx, slog.LevelWarn, "request shed",
+			slog.String("reason", reason),
+			slog.String("route", route),
+			slog.String("priority", p.String()),
+			slog.Int64("limit", limit),
+			slog.Int64("inflight", inflight))
+	}
+	retry := max(1, int64(math.Ceil(s.cfg.RetryAfter.Seconds())))
+	w.Header().Set("Retry-After", strconv.FormatInt(retry, 10))
+	detail := "server overloaded (" + reason + ": " + strconv.FormatInt(inflight, 10) + " in flight, limit " +
+		strconv.FormatInt(limit, 10) + "); retry in " + strconv.FormatInt(retry, 10) + " s"
+	if s.problems != nil {
+		s.problems(w, r, http.StatusServiceUnavailable, detail)
+		return
+	}
+	problem.Write(w, http.StatusServiceUnavailable, "", detail)
+}

@@ -1,0 +1,69 @@
+package resilience
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// TimeoutHeader carries the caller's remaining time budget to the callee, in whole milliseconds,
+// already reduced by the caller's margin. It is relative (like gRPC's grpc-timeout and Envoy's
+// x-envoy-expected-rq-timeout-ms), so clock skew between hosts does not matter.
+const TimeoutHeader = "Chassis-Timeout-Ms"
+
+// PropagateDeadline sets TimeoutHeader on requests whose context has a deadline: the time left minus
+// margin, at least 1 ms. Place it below the per-attempt Timeout so each attempt sends its own budget.
+// Requests without a deadline are passed on untouched; the caller's request is never modified.
+func PropagateDeadline(margin time.Duration) Middleware {
+	return func(next http.RoundTripper) http.RoundTripper {
+		return RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
+			dl, ok := req.Context().Deadline()
+			if !ok {
+				return next.RoundTrip(req)
+			}
+			ms := max((time.Until(dl)-margin).Milliseconds(), 1)
+			r := *req // shallow copy: the header is replaced, not mutated
+			r.Header = req.Header.Clone()
+			if r.Header == nil {
+				r.Header = make(http.Header, 1)
+			}
+			r.Header[TimeoutHeader] = []string{strconv.FormatInt(ms, 10)}
+			return next.RoundTrip(&r)
+		})
+	}
+}
+
+// ParseTimeoutHeader parses a TimeoutHeader value: a positive number of milliseconds (at most about
+// 292 years, the range of time.Duration).
+func ParseTimeoutHeader(v string) (time.Duration, bool) {
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ms <= 0 || ms > int64(time.Duration(1<<63-1)/time.Millisecond) {
+		return 0, false
+	}
+	return time.Duration(ms) * time.Millisecond, true
+}
+
+// DeadlineMiddleware is the server side of deadline propagation: it gives each request a context
+// deadline of the caller's TimeoutHeader, capped by limit (the route's own maximum). Without the
+// header, or with a malformed one, limit applies alone; limit <= 0 means "no cap" (the header alone).
+// An earlier deadline already on the request context is kept. Safe for concurrent use.
+func DeadlineMiddleware(limit time.Duration) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			d := limit
+			if v := r.Header.Get(TimeoutHeader); v != "" {
+				if h, ok := ParseTimeoutHeader(v); ok && (d <= 0 || h < d) {
+					d = h
+				}
+			}
+			if d <= 0 {
+				next.ServeHTTP(w, r)
+				return
+			}
+			ctx, cancel := context.WithTimeout(r.Context(), d)
+			defer cancel()
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+}

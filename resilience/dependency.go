@@ -1,0 +1,96 @@
+package resilience
+
+import (
+	"fmt"
+	"net/http"
+)
+
+// Dependency holds the resilience state of calls to one dependency (a named service): its retry
+// budget, its dependency-wide breaker, its bulkhead and one breaker per instance. It builds the client
+// chain of ARCHITECTURE §6 in two halves around a balancer:
+//
+//	Wrap:     dependency breaker -> overall Timeout -> Retry (budgeted) -> Hedge (same budget) -> next
+//	          (next is the balancer, which picks an instance for every attempt)
+//	Instance: instance breaker -> per-attempt Timeout -> Bulkhead -> PropagateDeadline -> next
+//	          (installed by the balancer for each instance, e.g. lb.WithInstanceTransport)
+//
+// The span and the HTTP client metrics sit above Wrap (the telemetry package's client
+// instrumentation); this package adds its own counters and span events. A Dependency is safe for
+// concurrent use.
+type Dependency struct {
+	name     string
+	cfg      Config
+	opts     []Option
+	tel      *instruments
+	budget   *Budget
+	breaker  *Breaker
+	bulkhead *Bulkhead
+	instCfg  BreakerConfig
+}
+
+// NewDependency validates cfg and returns the state for calls to the dependency name.
+func NewDependency(name string, cfg Config, opts ...Option) (*Dependency, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("resilience: dependency %q: %w", name, err)
+	}
+	opts = append([]Option{WithDependency(name)}, opts...)
+	o := newOptions(opts)
+	tel := o.instruments()
+	opts = append(opts, optionFunc(func(o *options) { o.tel = tel })) // share one set of instruments
+	d := &Dependency{
+		name: name, cfg: cfg, opts: opts, tel: tel,
+		breaker:  newBreaker(cfg.DependencyBreaker(), "", scopeDependency, tel),
+		bulkhead: NewBulkhead(cfg.MaxConcurrent, cfg.MaxConcurrentWait, opts...),
+		instCfg:  cfg.InstanceBreaker(),
+	}
+	if cfg.Retries > 0 || cfg.hedging() {
+		d.budget = NewBudget(cfg.BudgetRatio, cfg.BudgetMinPerSecond, cfg.BudgetWindow)
+	}
+	return d, nil
+}
+
+// Budget returns the retry budget shared by retries and hedges (nil when both are off).
+func (d *Dependency) Budget() *Budget { return d.budget }
+
+// Breaker returns the dependency-wide breaker (nil when disabled).
+func (d *Dependency) Breaker() *Breaker { return d.breaker }
+
+// Wrap returns the outer half of the chain around next, normally a balancer transport.
+func (d *Dependency) Wrap(next http.RoundTripper) http.RoundTripper {
+	mws := []Middleware{d.breaker.Wrap, Timeout(d.cfg.Timeout, d.opts...),
+		Retry(d.cfg.RetryPolicy(), d.budget, d.opts...)}
+	if d.cfg.hedging() {
+		mws = append(mws, Hedge(d.cfg.HedgePolicy(), d.budget, d.opts...))
+	}
+	return Chain(next, mws...)
+}
+
+// Instance returns the per-instance half of the chain for the instance with the given id around next
+// (normally the shared *http.Transport). The result has an Available method reporting whether the
+// instance's breaker lets calls through, which discovery/lb uses to skip the instance. Each call
+// makes a new breaker owned by the returned transport, so breakers of instances that left are
+// garbage collected with their transport (no map keyed by instance ids to bound).
+func (d *Dependency) Instance(id string, next http.RoundTripper) http.RoundTripper {
+	return newBreaker(d.instCfg, id, scopeInstance, d.tel).Wrap(d.Attempt(next))
+}
+
+// Attempt returns the per-attempt layers without a breaker: per-attempt Timeout, Bulkhead and
+// PropagateDeadline. NewTransport uses it when there is no balancer.
+func (d *Dependency) Attempt(next http.RoundTripper) http.RoundTripper {
+	mws := []Middleware{Timeout(d.cfg.AttemptTimeout, d.opts...), d.bulkhead.Wrap}
+	if d.cfg.PropagateDeadline {
+		mws = append(mws, PropagateDeadline(d.cfg.DeadlineMargin))
+	}
+	return Chain(next, mws...)
+}
+
+// NewTransport returns base wrapped in the whole chain for a dependency reached at a single address
+// (no balancer): dependency breaker, overall timeout, retry, hedge, per-attempt timeout, bulkhead and
+// deadline propagation. With a balancer, use NewDependency, Wrap and Instance.
+func NewTransport(base http.RoundTripper, name string, cfg Config, opts ...Option) (http.RoundTripper, error) {
+	d, err := NewDependency(name, cfg, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return d.Wrap(d.Attempt(base)), nil
+}

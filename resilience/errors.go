@@ -1,0 +1,99 @@
+package resilience
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go/budget"
+	"github.com/failsafe-go/failsafe-go/bulkhead"
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+	"github.com/failsafe-go/failsafe-go/timeout"
+)
+
+// Reason is the low-cardinality label a rejection carries on metrics and span events.
+type Reason string
+
+// Rejection reasons.
+const (
+	ReasonBreakerOpen     Reason = "breaker_open"
+	ReasonBudgetExhausted Reason = "budget_exhausted"
+	ReasonBulkheadFull    Reason = "bulkhead_full"
+	ReasonTimeout         Reason = "timeout"
+)
+
+// sentinel is a matchable error that also matches the failsafe-go error it stands for, so code written
+// against failsafe-go (errors.Is(err, circuitbreaker.ErrOpen)) keeps working.
+type sentinel struct {
+	msg  string
+	base error
+}
+
+func (e *sentinel) Error() string { return e.msg }
+func (e *sentinel) Unwrap() error { return e.base }
+
+// Sentinel errors. Every rejection a policy makes matches exactly one of them with errors.Is, also
+// through the *url.Error an http.Client wraps around a transport error. The balancer adds its own
+// lb.ErrNoInstances.
+var (
+	// ErrBreakerOpen: a circuit breaker (per instance or per dependency) is open. Matches
+	// circuitbreaker.ErrOpen too. Nothing was sent.
+	ErrBreakerOpen error = &sentinel{"resilience: circuit breaker open", circuitbreaker.ErrOpen}
+	// ErrBudgetExhausted: a retry or hedge was needed but the retry budget had no tokens left. It is
+	// joined to the last attempt's error (the call failed for that reason first). Matches budget.ErrExceeded.
+	ErrBudgetExhausted error = &sentinel{"resilience: retry budget exhausted", budget.ErrExceeded}
+	// ErrBulkheadFull: the dependency already has its maximum of concurrent calls. Nothing was sent.
+	// Matches bulkhead.ErrFull.
+	ErrBulkheadFull error = &sentinel{"resilience: bulkhead full", bulkhead.ErrFull}
+	// ErrTimeout: a per-attempt or overall timeout set by this package expired. Matches
+	// timeout.ErrExceeded and context.DeadlineExceeded.
+	ErrTimeout error = &timeoutSentinel{sentinel{"resilience: timeout", timeout.ErrExceeded}}
+)
+
+type timeoutSentinel struct{ sentinel }
+
+// Is lets errors.Is(err, context.DeadlineExceeded) hold for our timeouts, as it does for
+// the plain context error net/http would otherwise return.
+func (e *timeoutSentinel) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// Timeout makes ErrTimeout a net.Error-style timeout (os.IsTimeout and url.Error.Timeout report true).
+func (e *timeoutSentinel) Timeout() bool { return true }
+
+// RejectedError carries the data of one rejection: which policy, which instance (empty for
+// dependency-wide policies) and, for an open breaker, how long until it lets a probe through.
+// Unwrap returns the sentinel, so errors.Is(err, ErrBreakerOpen) and errors.As(err, &rejected) both work.
+type RejectedError struct {
+	Reason   Reason
+	Instance string
+	// RetryIn is the remaining open delay of a breaker, 0 when unknown or not applicable.
+	RetryIn time.Duration
+	err     error
+}
+
+func (e *RejectedError) Error() string {
+	if e.Instance != "" {
+		return e.err.Error() + " (instance " + e.Instance + ")"
+	}
+	return e.err.Error()
+}
+
+// Unwrap returns the sentinel (ErrBreakerOpen, ErrBulkheadFull, ...).
+func (e *RejectedError) Unwrap() error { return e.err }
+
+// Timeout reports whether the rejection is a timeout, for net.Error-style checks.
+func (e *RejectedError) Timeout() bool { return e.Reason == ReasonTimeout }
+
+// isLocalRejection reports whether err means this process refused to send: such outcomes are never
+// counted as failures of the callee (Kratos #2777 counted them and kept breakers open).
+func isLocalRejection(err error) bool {
+	// ErrBudgetExhausted is not listed: it is always joined to the failed attempt that needed the
+	// retry, and that failure is what a breaker should see.
+	return errors.Is(err, ErrBreakerOpen) || errors.Is(err, ErrBulkheadFull)
+}
+
+// Local reports whether the call was refused in this process before anything was sent (breaker open,
+// bulkhead full). discovery/lb's default classifier records nothing for such errors, so they neither
+// eject an instance nor skew its latency.
+func (e *RejectedError) Local() bool {
+	return e.Reason == ReasonBreakerOpen || e.Reason == ReasonBulkheadFull
+}

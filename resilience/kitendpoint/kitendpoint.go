@@ -1,0 +1,128 @@
+// Package kitendpoint offers the resilience policies as go-kit endpoint middlewares, so a go-kit
+// service can adopt retries with a budget, circuit breakers, a bulkhead and timeouts without the rest
+// of Chassis. Start with Retry and Breaker; they share the errors and state types of package
+// resilience (ErrBreakerOpen, ErrBudgetExhausted, ...), so callers match rejections the same way.
+//
+// Endpoints carry no HTTP status, so a failure is simply a non-nil error; use WithRetryIf to refine.
+// All middlewares are safe for concurrent use.
+package kitendpoint // import "github.com/cloudchassis/kit/resilience/kitendpoint"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+
+	"github.com/cloudchassis/kit/resilience"
+)
+
+// Retry calls next up to maxAttempts times while it fails with an error retryIf accepts (default:
+// any error except a local rejection, ErrBulkheadFull or ErrBreakerOpen, and except when ctx is done),
+// sleeping a full-jitter backoff in [0, min(maxDelay, baseDelay·2^(n-1))] between attempts. Every call
+// deposits into budget and every retry withdraws from it (nil: unbounded); when it is empty the last
+// error is returned joined with resilience.ErrBudgetExhausted. Unlike go-kit's lb.Retry, retries
+// back off and are bounded by the budget, so a failing dependency sees at most ~1.2× the load.
+func Retry(maxAttempts int, baseDelay, maxDelay time.Duration, budget *resilience.Budget, retryIf func(error) bool) endpoint.Middleware {
+	if retryIf == nil {
+		retryIf = defaultRetryIf
+	}
+	return func(next endpoint.Endpoint) endpoint.Endpoint {
+		return func(ctx context.Context, req any) (any, error) {
+			if budget != nil {
+				budget.Deposit()
+			}
+			for attempt := 1; ; attempt++ {
+				resp, err := next(ctx, req)
+				if err == nil || attempt >= maxAttempts || ctx.Err() != nil || !retryIf(err) {
+					return resp, err
+				}
+				if budget != nil && !budget.TryWithdraw() {
+					return resp, fmt.Errorf("%w (retry refused: %w)", err, resilience.ErrBudgetExhausted)
+				}
+				if d := backoff(attempt, baseDelay, maxDelay); d > 0 {
+					t := time.NewTimer(d)
+					select {
+					case <-t.C:
+					case <-ctx.Done():
+						t.Stop()
+						return nil, ctx.Err()
+					}
+				}
+			}
+		}
+	}
+}
+
+func defaultRetryIf(err error) bool {
+	return !errors.Is(err, resilience.ErrBulkheadFull) && !errors.Is(err, resilience.ErrBreakerOpen)
+}
+
+func backoff(n int, base, capd time.Duration) time.Duration {
+	if base <= 0 {
+		return 0
+	}
+	d := capd
+	if n-1 < 32 && base<<(n-1) > 0 && (capd <= 0 || base<<(n-1) < capd) {
+		d = base << (n - 1)
+	}
+	return rand.N(d + 1)
+}
+
+// Breaker guards next with b: while b is open calls fail at once with a *resilience.RejectedError
+// matching resilience.ErrBreakerOpen. An error counts as a failure unless ctx was done (the caller
+// cancelled) or it is a local rejection from an inner middleware.
+func Breaker(b *resilience.Breaker) endpoint.Middleware {
+	return func(next endpoint.Endpoint) endpoint.Endpoint {
+		return func(ctx context.Context, req any) (any, error) {
+			if err := b.Allow(); err != nil {
+				return nil, err
+			}
+			resp, err := next(ctx, req)
+			switch {
+			case err == nil:
+				b.Record(resilience.Success)
+			case ctx.Err() != nil, errors.Is(err, resilience.ErrBulkheadFull), errors.Is(err, resilience.ErrBreakerOpen):
+				b.Record(resilience.Ignored)
+			default:
+				b.Record(resilience.Failure)
+			}
+			return resp, err
+		}
+	}
+}
+
+// Bulkhead limits the concurrent calls of next with b (see resilience.NewBulkhead); a full bulkhead
+// fails with a *resilience.RejectedError matching resilience.ErrBulkheadFull.
+func Bulkhead(b *resilience.Bulkhead) endpoint.Middleware {
+	return func(next endpoint.Endpoint) endpoint.Endpoint {
+		return func(ctx context.Context, req any) (any, error) {
+			if err := b.Acquire(ctx); err != nil {
+				return nil, err
+			}
+			defer b.Release()
+			return next(ctx, req)
+		}
+	}
+}
+
+// Timeout bounds each call of next to d. When d expires first the error matches
+// resilience.ErrTimeout (and context.DeadlineExceeded); the caller's own deadline gives its own error.
+// next must honour ctx.
+func Timeout(d time.Duration) endpoint.Middleware {
+	return func(next endpoint.Endpoint) endpoint.Endpoint {
+		return func(ctx context.Context, req any) (any, error) {
+			tctx, cancel := context.WithTimeoutCause(ctx, d, errOwn)
+			defer cancel()
+			resp, err := next(tctx, req)
+			if err != nil && context.Cause(tctx) == errOwn && ctx.Err() == nil {
+				return nil, fmt.Errorf("kitendpoint: after %s: %w", d, resilience.ErrTimeout)
+			}
+			return resp, err
+		}
+	}
+}
+
+var errOwn = errors.New("kitendpoint: own timeout")

@@ -1,0 +1,137 @@
+package resilience
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"time"
+)
+
+// RetryConfig configures Retry. See Config for the meaning of each field and its default.
+type RetryConfig struct {
+	// MaxAttempts counts the first attempt: 3 means up to 2 retries. <= 1 disables retries.
+	MaxAttempts int
+	// BaseDelay and MaxDelay shape the full-jitter backoff: the n-th retry sleeps a uniformly random
+	// time in [0, min(MaxDelay, BaseDelay·2^(n-1))] (AWS Architecture Blog, "Exponential Backoff and Jitter").
+	BaseDelay, MaxDelay time.Duration
+	// RetryAfterMax caps the Retry-After honoured on 429 and 503; a longer one ends the retries and
+	// the response is returned to the caller. 0 means DefaultRetryAfterMax.
+	RetryAfterMax time.Duration
+	// BodyBufferMax bounds the request bodies buffered for replay; 0 means DefaultBodyBufferLimit.
+	BodyBufferMax int64
+}
+
+// Retry retries failed attempts through next, which should pick an instance per attempt (a balancer),
+// so each retry can land elsewhere. An attempt is retried when the caller's context is live and
+//   - it was never sent (connection refused, dial error, instance breaker open): any method;
+//   - it timed out, the connection broke, or the answer was 502, 503, 504 or 429: only requests that
+//     are Replayable (idempotent method, Idempotency-Key, or MarkRetryable).
+//
+// Retry-After on 429/503 is honoured up to RetryAfterMax. Each retry that sends load takes a token
+// from budget (nil: unbounded); without one the last attempt's result is returned, its error joined
+// with ErrBudgetExhausted. Retry deposits every call into budget, also when MaxAttempts is 1, so put
+// it above Hedge when both share a budget. Bodies without GetBody are buffered up to BodyBufferMax;
+// a longer streamed body is sent once. Responses of abandoned attempts are drained and closed.
+// No retry is started when the caller's deadline would expire during the backoff.
+func Retry(cfg RetryConfig, budget *Budget, opts ...Option) Middleware {
+	tel := newOptions(opts).instruments()
+	return func(next http.RoundTripper) http.RoundTripper {
+		return &retrier{cfg: cfg, budget: budget, next: next, tel: tel}
+	}
+}
+
+type retrier struct {
+	cfg    RetryConfig
+	budget *Budget
+	next   http.RoundTripper
+	tel    *instruments
+}
+
+func (r *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	if r.budget != nil {
+		r.budget.Deposit()
+	}
+	r.tel.attempt(ctx, attemptFirst)
+	if r.cfg.MaxAttempts <= 1 {
+		return r.next.RoundTrip(req)
+	}
+	replayable := Replayable(req)
+	req, canReplay, err := prepareBody(req, cmpOr(r.cfg.BodyBufferMax, DefaultBodyBufferLimit))
+	if err != nil {
+		return nil, fmt.Errorf("resilience: reading request body for replay: %w", err)
+	}
+	for attempt := 1; ; attempt++ {
+		ar := req
+		if attempt > 1 {
+			if ar, err = attemptRequest(ctx, req, true); err != nil {
+				return nil, fmt.Errorf("resilience: request body for retry: %w", err)
+			}
+		}
+		resp, err := r.next.RoundTrip(ar)
+		if ctx.Err() != nil || attempt >= r.cfg.MaxAttempts || !canReplay {
+			return resp, err
+		}
+		reason := retryReason(replayable, resp, err)
+		if reason == "" {
+			return resp, err
+		}
+		var wait time.Duration
+		if reason != "breaker_open" { // nothing was sent: re-pick at once
+			wait = r.backoff(attempt)
+		}
+		if resp != nil {
+			if ra, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+				if ra > cmpOr(r.cfg.RetryAfterMax, DefaultRetryAfterMax) {
+					return resp, err
+				}
+				wait = max(wait, ra)
+			}
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
+			return resp, err
+		}
+		if reason != "breaker_open" && r.budget != nil && !r.budget.TryWithdraw() {
+			r.tel.reject(ctx, ReasonBudgetExhausted, "")
+			if err != nil {
+				err = fmt.Errorf("%w (retry refused: %w)", err, ErrBudgetExhausted)
+			}
+			return resp, err
+		}
+		discard(resp)
+		r.tel.retry(ctx, reason, attempt+1)
+		r.tel.attempt(ctx, attemptRetry)
+		if wait > 0 && !sleep(ctx, wait) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// backoff returns the full-jitter delay before retry number n (1-based).
+func (r *retrier) backoff(n int) time.Duration {
+	base, capd := r.cfg.BaseDelay, r.cfg.MaxDelay
+	if base <= 0 {
+		return 0
+	}
+	if capd <= 0 {
+		capd = DefaultRetryMaxDelay
+	}
+	d := capd
+	if n-1 < 32 && base<<(n-1) > 0 && base<<(n-1) < capd {
+		d = base << (n - 1)
+	}
+	return rand.N(d + 1)
+}
+
+// sleep waits for d or until ctx is done, and reports whether the full d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,165 @@
+package semconv
+
+// Instrumentation scope names. Each Chassis package asks for its meter and tracer with its own scope,
+// so the origin of every metric stays visible (otel_scope_name in Prometheus).
+const (
+	ScopeTelemetry  = "github.com/cloudchassis/kit/telemetry"
+	ScopeResilience = "github.com/cloudchassis/kit/resilience"
+	ScopeDiscovery  = "github.com/cloudchassis/kit/discovery"
+	ScopeLB         = "github.com/cloudchassis/kit/discovery/lb"
+)
+
+// HTTP metrics from the OpenTelemetry semantic conventions, emitted by telemetry.Handler and
+// telemetry.Transport.
+const (
+	// HTTPServerRequestDuration is a histogram in seconds with AttrHTTPRoute, AttrHTTPRequestMethod,
+	// AttrHTTPResponseStatusCode, AttrURLScheme, AttrNetworkProtocolVersion and AttrErrorType (5xx only).
+	HTTPServerRequestDuration = "http.server.request.duration"
+	// HTTPServerActiveRequests is an up-down counter of in-flight requests with AttrHTTPRequestMethod
+	// and AttrURLScheme.
+	HTTPServerActiveRequests = "http.server.active_requests"
+	// HTTPClientRequestDuration is a histogram in seconds with AttrHTTPRequestMethod,
+	// AttrHTTPResponseStatusCode, AttrServerAddress, AttrServerPort, AttrURLScheme, AttrURLTemplate
+	// (when the caller named one) and AttrErrorType (failures and 5xx).
+	HTTPClientRequestDuration = "http.client.request.duration"
+)
+
+// Chassis metrics. Units follow UCUM as OpenTelemetry requires ("s" for seconds, "{request}" for a
+// count of requests). Counters are monotonic; "gauge" means an asynchronous or synchronous gauge.
+const (
+	// MetricClientAttempts is a histogram of attempts per logical client call ({attempt}), with
+	// AttrPeerService and AttrOutcome. A call that succeeded first time records 1.
+	MetricClientAttempts = "chassis.client.attempts"
+	// MetricRetryAttempts counts retries sent (the first attempt excluded) ({attempt}), with
+	// AttrPeerService and AttrRetryReason.
+	MetricRetryAttempts = "chassis.client.retries"
+	// MetricRetryBudgetTokens is a gauge of retries the budget would allow right now ({attempt}),
+	// with AttrPeerService.
+	MetricRetryBudgetTokens = "chassis.client.retry_budget.tokens"
+	// MetricHedgesSent counts hedged (speculative) requests sent ({request}) with AttrPeerService.
+	MetricHedgesSent = "chassis.client.hedges.sent"
+	// MetricHedgesWon counts hedged requests whose response was used ({request}) with AttrPeerService.
+	MetricHedgesWon = "chassis.client.hedges.won"
+	// MetricClientRejections counts calls refused locally before reaching the network ({request}),
+	// with AttrPeerService and AttrRejectionReason.
+	MetricClientRejections = "chassis.client.rejections"
+
+	// MetricBreakerState is a gauge that is 1 for the current state of a breaker and 0 for the others
+	// ({state}), with AttrPeerService, AttrBreakerInstance and AttrBreakerState: summing over states
+	// gives the number of breakers, and a Prometheus query needs no value mapping.
+	MetricBreakerState = "chassis.breaker.state"
+	// MetricBreakerTransitions counts state changes ({transition}) with AttrPeerService,
+	// AttrBreakerFrom and AttrBreakerTo.
+	MetricBreakerTransitions = "chassis.breaker.transitions"
+
+	// MetricLBEjections counts outlier ejections ({ejection}) with AttrPeerService and
+	// AttrEjectionReason.
+	MetricLBEjections = "chassis.lb.ejections"
+	// MetricLBEjected is a gauge of instances currently ejected ({instance}) with AttrPeerService.
+	MetricLBEjected = "chassis.lb.ejected"
+
+	// MetricServerShed counts requests refused by the adaptive load shedder ({request}) with
+	// AttrHTTPRoute and AttrPriority.
+	MetricServerShed = "chassis.server.shed"
+	// MetricServerRateLimited counts requests refused by the rate limiter ({request}) with
+	// AttrHTTPRoute.
+	MetricServerRateLimited = "chassis.server.rate_limited"
+	// MetricServerConcurrencyLimit is a gauge of the adaptive concurrency limit ({request}).
+	MetricServerConcurrencyLimit = "chassis.server.concurrency.limit"
+
+	// MetricDiscoverySnapshotAge is a gauge of the age of the instance list in use (s), with
+	// AttrPeerService. It grows while the registry is unreachable and the last good list is served.
+	MetricDiscoverySnapshotAge = "chassis.discovery.snapshot.age"
+	// MetricDiscoveryInstances is a gauge of healthy instances in the current snapshot ({instance})
+	// with AttrPeerService.
+	MetricDiscoveryInstances = "chassis.discovery.instances"
+	// MetricDiscoveryErrors counts failed registry queries ({error}) with AttrPeerService and
+	// AttrErrorType.
+	MetricDiscoveryErrors = "chassis.discovery.errors"
+	// MetricDiscoveryUpdates counts snapshots delivered to watchers ({update}) with AttrPeerService.
+	MetricDiscoveryUpdates = "chassis.discovery.updates"
+)
+
+// Units of the metrics above, in UCUM as OpenTelemetry requires.
+const (
+	UnitSeconds    = "s"
+	UnitAttempt    = "{attempt}"
+	UnitRequest    = "{request}"
+	UnitState      = "{state}"
+	UnitTransition = "{transition}"
+	UnitEjection   = "{ejection}"
+	UnitInstance   = "{instance}"
+	UnitError      = "{error}"
+	UnitUpdate     = "{update}"
+)
+
+// Attribute keys. Standard OpenTelemetry keys where one exists, "chassis." otherwise.
+const (
+	AttrHTTPRoute              = "http.route"
+	AttrHTTPRequestMethod      = "http.request.method"
+	AttrHTTPResponseStatusCode = "http.response.status_code"
+	AttrURLScheme              = "url.scheme"
+	AttrURLTemplate            = "url.template"
+	AttrServerAddress          = "server.address"
+	AttrServerPort             = "server.port"
+	AttrNetworkProtocolVersion = "network.protocol.version"
+	// AttrErrorType is a low-cardinality error class: an HTTP status code as a string, one of the
+	// reason values below, or "_OTHER".
+	AttrErrorType = "error.type"
+	// AttrPeerService is the logical name of the called or discovered service (never an address).
+	AttrPeerService = "peer.service"
+
+	AttrOutcome         = "chassis.outcome"          // OutcomeSuccess | OutcomeFailure | OutcomeRejected
+	AttrRetryReason     = "chassis.retry.reason"     // Reason* values
+	AttrRejectionReason = "chassis.rejection.reason" // Reason* values
+	AttrBreakerInstance = "chassis.breaker.instance" // instance address, or "service" for a per-service breaker
+	AttrBreakerState    = "chassis.breaker.state"    // BreakerClosed | BreakerOpen | BreakerHalfOpen
+	AttrBreakerFrom     = "chassis.breaker.from"     // a breaker state
+	AttrBreakerTo       = "chassis.breaker.to"       // a breaker state
+	AttrEjectionReason  = "chassis.ejection.reason"  // Reason* values
+	AttrPriority        = "chassis.priority"         // PriorityCritical | PriorityDefault | PrioritySheddable
+	AttrAttempt         = "chassis.attempt"          // attempt number, 1-based (span events only)
+	AttrBackoff         = "chassis.backoff"          // chosen backoff in seconds (span events only)
+	AttrInstance        = "chassis.instance"         // instance address (span events only: unbounded)
+)
+
+// Attribute values. Each metric's allowed values are listed in docs/telemetry.md; a new value is a
+// change of the scheme and goes there first.
+const (
+	OutcomeSuccess  = "success"
+	OutcomeFailure  = "failure"
+	OutcomeRejected = "rejected"
+
+	BreakerClosed   = "closed"
+	BreakerOpen     = "open"
+	BreakerHalfOpen = "half_open"
+
+	ReasonStatus5xx        = "status_5xx"         // retry: a retryable 5xx response
+	ReasonStatus429        = "status_429"         // retry: too many requests (Retry-After honoured)
+	ReasonTimeout          = "timeout"            // retry or rejection: the attempt or deadline expired
+	ReasonConnection       = "connection"         // retry: dial or connection reset
+	ReasonBreakerOpen      = "breaker_open"       // rejection
+	ReasonBudgetExhausted  = "budget_exhausted"   // rejection: retry budget spent
+	ReasonBulkheadFull     = "bulkhead_full"      // rejection
+	ReasonNoInstances      = "no_instances"       // rejection: discovery returned nothing usable
+	ReasonDeadlineTooShort = "deadline_too_short" // rejection: less time left than the minimum attempt
+	ReasonConsecutiveError = "consecutive_errors" // ejection
+	ReasonLatency          = "latency"            // ejection: latency outlier
+	ReasonSuccessRate      = "success_rate"       // ejection: success-rate outlier
+
+	PriorityCritical  = "critical"
+	PriorityDefault   = "default"
+	PrioritySheddable = "sheddable"
+)
+
+// Span-event names, added to the span of the client call or server request they happened in.
+const (
+	EventRetry             = "chassis.retry"              // AttrAttempt, AttrRetryReason, AttrBackoff
+	EventHedge             = "chassis.hedge"              // AttrAttempt
+	EventRejected          = "chassis.rejected"           // AttrRejectionReason
+	EventBreakerTransition = "chassis.breaker.transition" // AttrBreakerFrom, AttrBreakerTo, AttrInstance
+	EventEjection          = "chassis.ejection"           // AttrEjectionReason, AttrInstance
+	EventShed              = "chassis.shed"               // AttrPriority
+	EventRateLimited       = "chassis.rate_limited"       // none
+	EventFallback          = "chassis.fallback"           // AttrRejectionReason or AttrErrorType
+)
