@@ -169,25 +169,39 @@ func (j *JWKS) Key(ctx context.Context, kid, alg string) (any, error) {
 	if k, ok := j.lookup(kid, alg); ok {
 		return k, nil
 	}
+	if j.fetchedRecently() {
+		// The common case of a flood of forged key ids: answer without queueing on fetchMu.
+		return nil, ErrUnknownKey
+	}
 	j.fetchMu.Lock()
 	defer j.fetchMu.Unlock()
 	// Another request may have fetched while we waited.
 	if k, ok := j.lookup(kid, alg); ok {
 		return k, nil
 	}
-	j.mu.RLock()
-	recent := !j.lastAttempt.IsZero() && j.now().Sub(j.lastAttempt) < j.minRefresh
-	j.mu.RUnlock()
-	if recent {
+	if j.fetchedRecently() {
 		return nil, ErrUnknownKey
 	}
-	if err := j.fetch(ctx); err != nil {
+	// The fetch serves every request waiting for keys, so one impatient client must not cancel it
+	// (and a canceled fetch would block refetching for a whole interval).
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
+	defer cancel()
+	if err := j.fetch(fctx); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnknownKey, err)
 	}
 	if k, ok := j.lookup(kid, alg); ok {
 		return k, nil
 	}
 	return nil, ErrUnknownKey
+}
+
+// fetchTimeout bounds a fetch made on behalf of a request.
+const fetchTimeout = 10 * time.Second
+
+func (j *JWKS) fetchedRecently() bool {
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	return !j.lastAttempt.IsZero() && j.now().Sub(j.lastAttempt) < j.minRefresh
 }
 
 func (j *JWKS) lookup(kid, alg string) (any, bool) {
@@ -247,6 +261,9 @@ func (j *JWKS) Run(ctx context.Context) error {
 // fetch is called with fetchMu held.
 func (j *JWKS) fetch(ctx context.Context) error {
 	keys, err := j.get(ctx)
+	if err != nil && ctx.Err() != nil {
+		return err // our caller gave up; that says nothing about the endpoint
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.lastAttempt = j.now()

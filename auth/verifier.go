@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -214,6 +213,9 @@ func describe(err error) string {
 		return "required claim missing"
 	case errors.Is(err, ErrUnknownKey):
 		return "unknown signing key"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid) && strings.Contains(err.Error(), "signing method"):
+		// The jwt library reports a method outside WithValidMethods as a signature error.
+		return "algorithm not allowed"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return "bad signature"
 	case errors.Is(err, jwt.ErrTokenMalformed):
@@ -315,5 +317,3 @@ func quoteSafe(s string) string {
 		return r
 	}, s)
 }
-
-var _ = time.Second

@@ -9,8 +9,6 @@ import (
 	"log"
 	"net/http"
 	"runtime/debug"
-	"strconv"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -24,32 +22,41 @@ const RequestIDHeader = "X-Request-Id"
 
 type requestIDKey struct{}
 
-// RequestID returns the id of the request whose context ctx is, or "".
+// RequestID returns the id of the request whose context ctx is, or "". When the caller sent no
+// X-Request-Id, the id is the trace id, which the context already carries: nothing is stored then,
+// which saves an allocation per request.
 func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
+	if id, ok := ctx.Value(requestIDKey{}).(string); ok {
+		return id
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		return sc.TraceID().String()
+	}
+	return ""
 }
 
 // Handle registers a handler for a ServeMux pattern ("GET /items/{id}") on the public server, wrapped
 // in the default middleware. Call it before Run.
 //
 // The chain is built once per route, outer to inner: telemetry (span, RED metrics with the route
-// template, access log), panic recovery, request id, WithMiddleware's, body size limit, request
-// deadline. Building it per route lets telemetry precompute the route's attributes, and puts the
-// route in the metrics even for a panicking handler.
+// template, access log); the chassis core (panic recovery, request id, body size limit, request
+// deadline, in one wrapper so that the request is copied once); WithMiddleware's; the handler.
+// Building it per route lets telemetry precompute the route's attributes, and puts the route in the
+// metrics even for a panicking handler.
 func (s *Service) Handle(pattern string, h http.Handler) {
 	chain := h
-	chain = s.deadline(chain)
-	chain = s.bodyLimit(chain)
 	for i := len(s.opts.middleware) - 1; i >= 0; i-- {
 		chain = s.opts.middleware[i](chain)
 	}
-	chain = requestID(chain)
-	chain = s.recoverer(chain)
+	chain = s.core(chain)
 	chain = s.tel.Handler(chain)
 	s.mux.Handle(pattern, chain)
 	s.routes = append(s.routes, pattern)
 }
+
+// Handler returns the public server's handler with every route and its middleware, for serving in
+// process (benchmarks, httptest) without Run. Health, metrics and pprof are not on it.
+func (s *Service) Handler() http.Handler { return s.mux }
 
 // HandleFunc is Handle for a function.
 func (s *Service) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
@@ -77,28 +84,66 @@ func (s *Service) stdLog(server string) *log.Logger {
 	return l
 }
 
-// recoverer turns a panic into a 500 problem response and an error log with the stack.
-// http.ErrAbortHandler keeps its meaning: the connection is dropped.
-func (s *Service) recoverer(next http.Handler) http.Handler {
+// core is recovery, request id, body limit and deadline in one wrapper.
+//
+// Recovery: a panic becomes a 500 problem response and an error log with the stack;
+// http.ErrAbortHandler keeps its meaning (the connection is dropped), and so does a panic after the
+// response started. Request id: a well-formed X-Request-Id from the caller, else the trace id, else
+// a random id, echoed on the response. Body limit: 413 at once when Content-Length is over the limit;
+// otherwise the body is capped, so that a chunked body over the limit fails the handler's read with
+// *http.MaxBytesError. Deadline: HTTP_REQUEST_TIMEOUT on the request context.
+func (s *Service) core(next http.Handler) http.Handler {
+	limit := int64(s.settings.MaxBodyBytes)
+	tooLarge := fmt.Sprintf("the request body exceeds the limit of %s", s.settings.MaxBodyBytes)
+	timeout := s.settings.RequestTimeout
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tw := &trackingWriter{ResponseWriter: w}
 		defer func() {
-			p := recover()
-			if p == nil {
-				return
+			if p := recover(); p != nil {
+				s.recovered(tw, r, p)
 			}
-			if p == http.ErrAbortHandler {
-				panic(p)
-			}
-			s.tel.For(r.Context()).Error("handler panicked",
-				zap.String("route", r.Pattern), zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
-			if tw.wrote {
-				panic(http.ErrAbortHandler) // too late for a clean answer: drop the connection
-			}
-			problem.Write(w, http.StatusInternalServerError, "", "the server hit an unexpected condition")
 		}()
+
+		ctx := r.Context()
+		id := r.Header.Get(RequestIDHeader)
+		if validRequestID(id) {
+			ctx = context.WithValue(ctx, requestIDKey{}, id)
+		} else if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+			id = sc.TraceID().String()
+		} else {
+			id = randomHex(16)
+			ctx = context.WithValue(ctx, requestIDKey{}, id)
+		}
+		w.Header()[RequestIDHeader] = []string{id}
+
+		if r.ContentLength > limit {
+			w.Header().Set("Connection", "close") // the unread body must not be parsed as a request
+			problem.Write(w, http.StatusRequestEntityTooLarge, "", tooLarge)
+			return
+		}
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		r = r.WithContext(ctx)
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
+		}
 		next.ServeHTTP(tw, r)
 	})
+}
+
+func (s *Service) recovered(tw *trackingWriter, r *http.Request, p any) {
+	if p == http.ErrAbortHandler {
+		panic(p)
+	}
+	s.tel.For(r.Context()).Error("handler panicked",
+		zap.String("route", r.Pattern), zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
+	if tw.wrote {
+		panic(http.ErrAbortHandler) // too late for a clean answer: drop the connection
+	}
+	problem.Write(tw.ResponseWriter, http.StatusInternalServerError, "", "the server hit an unexpected condition")
 }
 
 // trackingWriter records whether the response has started. It keeps http.ResponseController working
@@ -129,23 +174,6 @@ func (w *trackingWriter) Flush() {
 
 func (w *trackingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// requestID takes a well-formed X-Request-Id from the caller, else the trace id, else a random id,
-// and echoes it on the response.
-func requestID(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get(RequestIDHeader)
-		if !validRequestID(id) {
-			if sc := trace.SpanContextFromContext(r.Context()); sc.HasTraceID() {
-				id = sc.TraceID().String()
-			} else {
-				id = randomHex(16)
-			}
-		}
-		w.Header().Set(RequestIDHeader, id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
-	})
-}
-
 // validRequestID accepts up to 128 visible ASCII characters, so that a caller cannot inject log lines
 // or huge values.
 func validRequestID(id string) bool {
@@ -166,41 +194,8 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// bodyLimit answers 413 at once when Content-Length is over the limit and caps the body otherwise,
-// so that a chunked body over the limit fails the handler's read with *http.MaxBytesError.
-func (s *Service) bodyLimit(next http.Handler) http.Handler {
-	limit := int64(s.settings.MaxBodyBytes)
-	detail := fmt.Sprintf("the request body exceeds the limit of %s", s.settings.MaxBodyBytes)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength > limit {
-			w.Header().Set("Connection", "close") // the unread body must not be parsed as a request
-			problem.Write(w, http.StatusRequestEntityTooLarge, "", detail)
-			return
-		}
-		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = http.MaxBytesReader(w, r.Body, limit)
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// deadline gives the request context the HTTP_REQUEST_TIMEOUT deadline.
-func (s *Service) deadline(next http.Handler) http.Handler {
-	d := s.settings.RequestTimeout
-	if d <= 0 {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), d)
-		defer cancel()
-		next.ServeHTTP(w, r.WithContext(ctx))
-	})
-}
-
 // IsBodyTooLarge reports whether err comes from reading a body over HTTP_MAX_BODY_BYTES; answer 413.
 func IsBodyTooLarge(err error) bool {
 	var mbe *http.MaxBytesError
 	return errors.As(err, &mbe)
 }
-
-func since(t time.Time) string { return strconv.FormatFloat(time.Since(t).Seconds(), 'f', 3, 64) }

@@ -37,6 +37,7 @@ type options struct {
 	logOutput   interface{ Write([]byte) (int, error) }
 	middleware  []Middleware
 	registrar   func(*Service) (discovery.Registrar, error)
+	resolver    Resolver
 	telemetry   []telemetry.Option
 	forceExit   func(int)
 	startChecks time.Duration
@@ -107,6 +108,9 @@ type Service struct {
 	adminAddr string
 	ready     chan struct{}
 	running   bool
+
+	deps           map[string]*dependency
+	clientsStarted bool
 }
 
 // New reads the environment and builds a Service. A *config.Error lists every bad or missing
@@ -116,7 +120,8 @@ func New(name string, opts ...Option) (*Service, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	s := &Service{name: name, opts: o, started: time.Now(), ready: make(chan struct{}), userCfg: o.userConfig}
+	s := &Service{name: name, opts: o, started: time.Now(), ready: make(chan struct{}), userCfg: o.userConfig,
+		deps: map[string]*dependency{}}
 	if err := s.loadConfig(); err != nil {
 		return nil, err
 	}
@@ -278,6 +283,8 @@ func (s *Service) Run(ctx context.Context) error {
 			Stop: s.admin.Shutdown,
 		},
 	)
+	// Clients stop after the public server drained: in-flight handlers may still call out.
+	s.group.Append(lifecycle.Hook{Name: "clients", Start: s.startClients, Stop: s.stopClients})
 	s.group.Append(s.hooks...)
 	s.group.Append(
 		lifecycle.Hook{

@@ -19,6 +19,7 @@ func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
 	now      func() time.Time
+	clocked  bool // now was replaced: use it instead of the cheaper monotonic time.Since
 	meters   metric.MeterProvider
 	logger   *slog.Logger
 	route    func(*http.Request) string
@@ -54,9 +55,20 @@ func newOptions(opts []Option) options {
 func WithClock(now func() time.Time) Option {
 	return optionFunc(func(o *options) {
 		if now != nil {
-			o.now = now
+			o.now, o.clocked = now, true
 		}
 	})
+}
+
+// monotonic returns a function giving nanoseconds since epoch. With the real clock it uses
+// time.Since, which reads only the monotonic clock (one vDSO call instead of time.Now's two); with
+// an injected clock it uses that clock.
+func (o *options) monotonic(epoch time.Time) func() int64 {
+	if !o.clocked {
+		return func() int64 { return int64(time.Since(epoch)) }
+	}
+	now := o.now
+	return func() int64 { return int64(now().Sub(epoch)) }
 }
 
 // WithMeterProvider sets where metrics go. The default is a no-op provider: nothing is recorded

@@ -74,8 +74,7 @@ type Limiter struct {
 	routes map[string]*policy
 	keys   []KeyFunc
 	route  func(*http.Request) string
-	now    func() time.Time
-	epoch  time.Time
+	clock  func() int64 // nanoseconds since construction
 
 	headers  bool
 	logger   *slog.Logger
@@ -90,8 +89,7 @@ func NewLimiter(rate Rate, opts ...Option) *Limiter {
 	l := &Limiter{
 		keys:     o.keys,
 		route:    o.route,
-		now:      o.now,
-		epoch:    o.now(),
+		clock:    o.monotonic(o.now()),
 		headers:  o.headers,
 		logger:   o.logger,
 		problems: o.problems,
@@ -157,7 +155,7 @@ func (l *Limiter) Allow(route, key string) Decision {
 	if p.unlimited {
 		return Decision{Allowed: true, Limit: math.MaxInt, Remaining: math.MaxInt}
 	}
-	return p.allow(bucketKey{kind: kindDirect, id: key}, l.now().Sub(l.epoch).Nanoseconds())
+	return p.allow(bucketKey{kind: kindDirect, id: key}, l.clock())
 }
 
 func (l *Limiter) policy(route string) *policy {
@@ -203,7 +201,7 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 				break
 			}
 		}
-		d := p.allow(k, l.now().Sub(l.epoch).Nanoseconds())
+		d := p.allow(k, l.clock())
 		if d.Allowed {
 			if l.headers {
 				p.writeHeaders(w.Header(), d)

@@ -275,3 +275,19 @@ func ExampleLimiter() {
 	// 200 RateLimit: "default";r=0;t=2 Retry-After: ""
 	// 429 RateLimit: "default";r=0;t=2 Retry-After: "1"
 }
+
+func TestLimiterInjectedClock(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	lim := guard.NewLimiter(guard.Rate{PerSecond: 10, Burst: 1}, guard.WithClock(func() time.Time { return now }))
+	if !lim.Allow("", "a").Allowed {
+		t.Fatal("first request refused")
+	}
+	d := lim.Allow("", "a")
+	if d.Allowed || d.RetryAfter != 100*time.Millisecond {
+		t.Fatalf("second request: %+v, want refused with RetryAfter 100ms", d)
+	}
+	now = now.Add(100 * time.Millisecond)
+	if !lim.Allow("", "a").Allowed {
+		t.Fatal("refused after the interval")
+	}
+}

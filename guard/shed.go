@@ -80,8 +80,7 @@ type Shedder struct {
 	windowEnd   atomic.Int64
 
 	cfg   ShedConfig
-	now   func() time.Time
-	epoch time.Time
+	clock func() int64 // nanoseconds since construction
 
 	mu       sync.Mutex // held by the one request that recomputes the limit
 	estimate float64
@@ -119,8 +118,7 @@ func NewShedder(cfg ShedConfig, opts ...Option) *Shedder {
 	o := newOptions(opts)
 	s := &Shedder{
 		cfg:        cfg,
-		now:        o.now,
-		epoch:      o.now(),
+		clock:      o.monotonic(o.now()),
 		estimate:   float64(cfg.InitialLimit),
 		route:      o.route,
 		priorityFn: o.priority,
@@ -186,7 +184,7 @@ func (s *Shedder) Inflight() int { return int(s.inflight.Load()) }
 // Close stops reporting the limit gauge. The Shedder keeps working; Close only matters when the
 // meter provider outlives it.
 func (s *Shedder) Close() error {
-	if s.reg != nil {
+	if s != nil && s.reg != nil {
 		return s.reg.Unregister()
 	}
 	return nil
@@ -221,7 +219,7 @@ func (s *Shedder) TryAcquire(p Priority) (Ticket, bool) {
 	return Ticket{s: s, start: s.nanotime()}, true
 }
 
-func (s *Shedder) nanotime() int64 { return s.now().Sub(s.epoch).Nanoseconds() }
+func (s *Shedder) nanotime() int64 { return s.clock() }
 
 func (s *Shedder) acquire(ctx context.Context, p Priority) (Ticket, string, bool) {
 	if s.tryAcquire(p) {

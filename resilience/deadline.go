@@ -22,7 +22,7 @@ func PropagateDeadline(margin time.Duration) Middleware {
 			if !ok {
 				return next.RoundTrip(req)
 			}
-			ms := max((time.Until(dl)-margin).Milliseconds(), 1)
+			ms := max((time.Until(dl) - margin).Milliseconds(), 1)
 			r := *req // shallow copy: the header is replaced, not mutated
 			r.Header = req.Header.Clone()
 			if r.Header == nil {

@@ -101,6 +101,7 @@ func (h *hedger) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := launch(); err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	inflight := 1
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
@@ -127,7 +128,10 @@ func (h *hedger) RoundTrip(req *http.Request) (*http.Response, error) {
 			inflight--
 			if res.err == nil && !retryableStatus(res.resp.StatusCode) || inflight == 0 {
 				if res.err == nil && h.lat != nil {
-					h.lat.Record(res.took)
+					// A hedge winning means the first attempt took at least as long as the call so far:
+					// record that (a lower bound) rather than the hedge's own, fast latency, which
+					// would drag the estimate down and make hedges ever earlier.
+					h.lat.Record(max(res.took, time.Since(start)))
 				}
 				if res.i > 0 && res.err == nil {
 					h.tel.hedgeWon(ctx)

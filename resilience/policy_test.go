@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -382,7 +383,7 @@ func TestHedgePercentileDelay(t *testing.T) {
 		var n atomic.Int64
 		rt := Hedge(HedgeConfig{Percentile: 0.9}, nil)(RoundTripperFunc(func(r *http.Request) (*http.Response, error) {
 			d := 10 * time.Millisecond
-			if n.Add(1)%10 == 0 {
+			if n.Add(1)%20 == 0 { // 5% slow: p90 is the fast mode
 				d = 500 * time.Millisecond
 			}
 			select {
@@ -432,7 +433,7 @@ func TestDeadlinePropagation(t *testing.T) {
 			t.Fatalf("%s = %q, want 995", TimeoutHeader, got)
 		}
 		var seen time.Duration
-		h := DeadlineMiddleware(500*time.Millisecond)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := DeadlineMiddleware(500 * time.Millisecond)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			dl, _ := r.Context().Deadline()
 			seen = time.Until(dl)
 		}))
@@ -502,6 +503,21 @@ func FuzzParseTimeoutHeader(f *testing.F) {
 		d, ok := ParseTimeoutHeader(s)
 		if ok != (d > 0) {
 			t.Fatalf("%q: %v %v", s, d, ok)
+		}
+	})
+}
+
+func TestBreakerOpensAtOnceOnRefusedConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBreaker(BreakerConfig{Failures: 5, Delay: time.Second}, "dead")
+		rec := newRecorder("dead")
+		rec.steps["dead"] = []step{{err: &net_OpError}}
+		rt := b.Wrap(rec)
+		if _, err := get(t, t.Context(), rt, http.MethodGet, ""); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatal(err)
+		}
+		if b.State() != circuitbreaker.OpenState {
+			t.Fatalf("state %v after a refused connection, want open", b.State())
 		}
 	})
 }

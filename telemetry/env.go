@@ -60,13 +60,13 @@ type otlpConfig struct {
 type envConfig struct {
 	disabled bool
 
-	traces, metrics, logs []string // exporter names
+	traces, metrics, logs             []string // exporter names
 	tracesOTLP, metricsOTLP, logsOTLP otlpConfig
 
 	sampler    string
 	samplerArg float64
 
-	serviceName string             // OTEL_SERVICE_NAME
+	serviceName string               // OTEL_SERVICE_NAME
 	resource    []attribute.KeyValue // OTEL_RESOURCE_ATTRIBUTES
 
 	temporality    string // cumulative | delta | lowmemory
@@ -92,7 +92,13 @@ func (r *envReader) get(key string) (string, bool) {
 	return v, ok && v != ""
 }
 
+// bad records a problem once: a generic OTEL_EXPORTER_OTLP_* variable is read for each signal.
 func (r *envReader) bad(key, value, reason string) {
+	for _, e := range r.errs {
+		if ee := e.(*EnvError); ee.Key == key && ee.Value == value {
+			return
+		}
+	}
 	r.errs = append(r.errs, &EnvError{Key: key, Value: value, Reason: reason})
 }
 
@@ -291,21 +297,23 @@ func (r *envReader) otlp(signal, path string) otlpConfig {
 			r.bad(key, v, "one of http/protobuf, grpc")
 		}
 	}
+	endpointKey, endpointVal := "", ""
 	if v, ok := r.get("OTEL_EXPORTER_OTLP_" + signal + "_ENDPOINT"); ok {
 		c.endpoint = v // signal-specific endpoints are used as they are
+		endpointKey, endpointVal = "OTEL_EXPORTER_OTLP_"+signal+"_ENDPOINT", v
 	} else if v, ok := r.get("OTEL_EXPORTER_OTLP_ENDPOINT"); ok {
 		c.endpoint = v
 		if c.protocol == protocolHTTP {
 			c.endpoint = strings.TrimRight(v, "/") + path
 		}
+		endpointKey, endpointVal = "OTEL_EXPORTER_OTLP_ENDPOINT", v
 	} else if c.protocol == protocolGRPC {
 		c.endpoint = defaultGRPCEndpoint
 	} else {
 		c.endpoint = defaultHTTPEndpoint + path
 	}
 	if u, err := url.Parse(c.endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		key, _, _ := pick("ENDPOINT")
-		r.bad(key, c.endpoint, "not an http:// or https:// URL")
+		r.bad(endpointKey, endpointVal, "not an http:// or https:// URL")
 	} else if u.Scheme == "http" {
 		c.insecure = true
 	}

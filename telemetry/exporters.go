@@ -59,7 +59,9 @@ func newSpanExporter(ctx context.Context, c otlpConfig) (sdktrace.SpanExporter, 
 			otlptracegrpc.WithEndpointURL(c.endpoint),
 			otlptracegrpc.WithHeaders(c.headers),
 			otlptracegrpc.WithTimeout(c.timeout),
-			otlptracegrpc.WithCompressor(c.compression),
+		}
+		if c.compression == "gzip" {
+			opts = append(opts, otlptracegrpc.WithCompressor("gzip"))
 		}
 		if c.insecure {
 			opts = append(opts, otlptracegrpc.WithInsecure())
@@ -128,9 +130,11 @@ func newMetricExporter(ctx context.Context, c otlpConfig, temporality string) (s
 			otlpmetricgrpc.WithEndpointURL(c.endpoint),
 			otlpmetricgrpc.WithHeaders(c.headers),
 			otlpmetricgrpc.WithTimeout(c.timeout),
-			otlpmetricgrpc.WithCompressor(c.compression),
 			otlpmetricgrpc.WithTemporalitySelector(sel),
 			otlpmetricgrpc.WithAggregationSelector(sdkmetric.DefaultAggregationSelector),
+		}
+		if c.compression == "gzip" {
+			opts = append(opts, otlpmetricgrpc.WithCompressor("gzip"))
 		}
 		if c.insecure {
 			opts = append(opts, otlpmetricgrpc.WithInsecure())
@@ -175,7 +179,9 @@ func newLogExporter(ctx context.Context, c otlpConfig) (sdklog.Exporter, error) 
 			otlploggrpc.WithEndpointURL(c.endpoint),
 			otlploggrpc.WithHeaders(c.headers),
 			otlploggrpc.WithTimeout(c.timeout),
-			otlploggrpc.WithCompressor(c.compression),
+		}
+		if c.compression == "gzip" {
+			opts = append(opts, otlploggrpc.WithCompressor("gzip"))
 		}
 		if c.insecure {
 			opts = append(opts, otlploggrpc.WithInsecure())

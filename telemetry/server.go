@@ -313,9 +313,6 @@ func (h *serverHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, span := h.tracer.Start(st, methods[m], si.startOpts...)
 	st.spanID = span.SpanContext().SpanID()
 	recording := span.IsRecording()
-	if recording {
-		span.SetAttributes(requestAttributes(r, m, scheme)...)
-	}
 	activeOpts := si.activeOpts[m][scheme]
 	si.active.Add(ctx, 1, activeOpts...)
 
@@ -352,7 +349,7 @@ func (h *serverHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		si.active.Add(ctx, -1, activeOpts...)
 		if recording {
 			span.SetName(e.spanName)
-			span.SetAttributes(e.spanAttrs...)
+			h.setSpanAttributes(span, r, m, scheme, e)
 			if status >= 500 {
 				span.SetStatus(codes.Error, "")
 			}
@@ -378,10 +375,27 @@ func routeOf(pattern string) string {
 	return pattern
 }
 
-// requestAttributes are the span attributes known at the start of a request. Only sampled spans
-// pay for them.
-func requestAttributes(r *http.Request, m, scheme uint8) []attribute.KeyValue {
-	attrs := make([]attribute.KeyValue, 0, 10)
+// attrBuffers recycles the slice that carries a sampled span's attributes into SetAttributes. Our
+// own SDK copies them (so the slice can be reused); a user-supplied TracerProvider gets a fresh one.
+var attrBuffers = sync.Pool{New: func() any { b := make([]attribute.KeyValue, 0, 16); return &b }}
+
+// setSpanAttributes sets all attributes of a sampled server span in one call: one SetAttributes
+// means one slice growth in the SDK, and unsampled spans pay nothing.
+func (h *serverHandler) setSpanAttributes(span trace.Span, r *http.Request, m, scheme uint8, e *routeEntry) {
+	if h.t.sdkTP == nil {
+		span.SetAttributes(append(appendRequestAttributes(nil, r, m, scheme), e.spanAttrs...)...)
+		return
+	}
+	bp := attrBuffers.Get().(*[]attribute.KeyValue)
+	attrs := append(appendRequestAttributes((*bp)[:0], r, m, scheme), e.spanAttrs...)
+	span.SetAttributes(attrs...)
+	clear(attrs) // drop references to request strings before pooling
+	*bp = attrs[:0]
+	attrBuffers.Put(bp)
+}
+
+// appendRequestAttributes appends the span attributes that describe the request itself.
+func appendRequestAttributes(attrs []attribute.KeyValue, r *http.Request, m, scheme uint8) []attribute.KeyValue {
 	attrs = append(attrs,
 		attribute.String(semconv.AttrHTTPRequestMethod, methods[m]),
 		attribute.String(semconv.AttrURLScheme, schemes[scheme]),
@@ -410,13 +424,30 @@ func requestAttributes(r *http.Request, m, scheme uint8) []attribute.KeyValue {
 	return attrs
 }
 
+// splitHostPort splits "host:port", "[v6]:port", "host" or "[v6]" without allocating (net's
+// version allocates an error for a missing port, the common case of a Host header).
 func splitHostPort(hp string) (string, int) {
-	host, portStr, err := net.SplitHostPort(hp)
-	if err != nil {
+	if strings.HasPrefix(hp, "[") {
+		end := strings.IndexByte(hp, ']')
+		if end < 0 {
+			return hp, 0
+		}
+		host, rest := hp[1:end], hp[end+1:]
+		if p, ok := strings.CutPrefix(rest, ":"); ok {
+			port, _ := strconv.Atoi(p)
+			return host, port
+		}
+		return host, 0
+	}
+	i := strings.LastIndexByte(hp, ':')
+	if i < 0 || strings.IndexByte(hp[:i], ':') >= 0 { // no port, or a bare IPv6 address
 		return hp, 0
 	}
-	port, _ := strconv.Atoi(portStr)
-	return host, port
+	port, err := strconv.Atoi(hp[i+1:])
+	if err != nil {
+		return hp[:i], 0
+	}
+	return hp[:i], port
 }
 
 func (t *Telemetry) logAccess(r *http.Request, route string, status int, d time.Duration, bytes int64, sc trace.SpanContext) {
@@ -482,11 +513,11 @@ func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 type h1Writer respWriter
 
-func (w *h1Writer) Header() http.Header              { return w.ResponseWriter.Header() }
-func (w *h1Writer) WriteHeader(code int)             { (*respWriter)(w).WriteHeader(code) }
-func (w *h1Writer) Write(b []byte) (int, error)      { return (*respWriter)(w).Write(b) }
-func (w *h1Writer) Flush()                           { (*respWriter)(w).Flush() }
-func (w *h1Writer) Unwrap() http.ResponseWriter      { return w.ResponseWriter }
+func (w *h1Writer) Header() http.Header         { return w.ResponseWriter.Header() }
+func (w *h1Writer) WriteHeader(code int)        { (*respWriter)(w).WriteHeader(code) }
+func (w *h1Writer) Write(b []byte) (int, error) { return (*respWriter)(w).Write(b) }
+func (w *h1Writer) Flush()                      { (*respWriter)(w).Flush() }
+func (w *h1Writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.status == 0 {
 		w.status = http.StatusSwitchingProtocols

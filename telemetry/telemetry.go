@@ -35,13 +35,13 @@ import (
 // Telemetry owns a service's logger, tracer, meter and logger providers and its HTTP
 // instrumentation. Build it with New; every method is safe for concurrent use. Shutdown flushes it.
 type Telemetry struct {
-	logger     *zap.Logger
-	accessLog  *zap.Logger // logger without caller: the caller would always be this package
-	slog       *slog.Logger
-	level      zap.AtomicLevel
-	tp         trace.TracerProvider
-	mp         metric.MeterProvider
-	propagator propagation.TextMapPropagator
+	logger      *zap.Logger
+	accessLog   *zap.Logger // logger without caller: the caller would always be this package
+	slog        *slog.Logger
+	level       zap.AtomicLevel
+	tp          trace.TracerProvider
+	mp          metric.MeterProvider
+	propagator  propagation.TextMapPropagator
 	defaultProp bool // propagator is the built-in W3C one: enables the header fast path
 
 	sdkTP *sdktrace.TracerProvider // owned providers, nil when user-supplied or disabled
@@ -354,11 +354,17 @@ func (t *Telemetry) MetricsHandler() http.Handler {
 func (t *Telemetry) LevelHandler() http.Handler { return t.level }
 
 // SetGlobal registers the tracer provider, meter provider and propagator as the OpenTelemetry
-// globals, for third-party instrumentation that only reads them. Nothing else sets globals.
+// globals, for third-party instrumentation that only reads them, and routes the SDK's internal
+// errors (failed exports) to Logger at warn level instead of the standard library logger.
+// Nothing else sets globals.
 func (t *Telemetry) SetGlobal() {
 	otel.SetTracerProvider(t.tp)
 	otel.SetMeterProvider(t.mp)
 	otel.SetTextMapPropagator(t.propagator)
+	log := t.logger.WithOptions(zap.WithCaller(false))
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("opentelemetry", zap.Error(err))
+	}))
 }
 
 // Shutdown flushes and stops the providers New built (spans, metrics and log records are exported

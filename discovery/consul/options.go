@@ -17,9 +17,10 @@ const (
 	// DefaultWaitTime is how long one blocking query may wait for a change. Consul's own default is 5
 	// minutes; a shorter wait bounds how long a silently dead connection (no RST) goes unnoticed.
 	DefaultWaitTime = time.Minute
-	// DefaultMinInterval is the minimum time between the starts of two queries of one watch after a
-	// success. It stops an index that keeps changing (or a broken server that answers at once) from
-	// turning the watch into a tight loop, and delays a burst of updates by at most this much.
+	// DefaultMinInterval is the average minimum time between two successful queries of one watch (a
+	// token bucket with a burst of 3). It stops an index that keeps changing (or a broken server that
+	// answers at once) from turning the watch into a tight loop, while a change Consul commits in a few
+	// raft writes still arrives without delay.
 	DefaultMinInterval = 50 * time.Millisecond
 	// DefaultBackoffBase and DefaultBackoffMax bound the full-jitter backoff after failed queries and
 	// failed re-registrations.
@@ -94,8 +95,8 @@ func WithBackoff(base, maxDelay time.Duration) Option {
 	return optionFunc(func(o *options) { o.backoff = backoff.Policy{Base: base, Max: maxDelay} })
 }
 
-// WithMinInterval sets the minimum time between successful queries of one watch (Registry only);
-// default DefaultMinInterval. Zero or less keeps the default: a watch always rate limits itself.
+// WithMinInterval sets the average minimum time between successful queries of one watch, after a
+// burst of 3 (Registry only); default DefaultMinInterval. Zero or less keeps the default: a watch always rate limits itself.
 func WithMinInterval(d time.Duration) Option {
 	return optionFunc(func(o *options) {
 		if d > 0 {

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // Registration describes the instance a Registrar announces.
@@ -121,12 +122,12 @@ func NewRegistrar(agent Agent, reg Registration, opts ...Option) (*Registrar, er
 		agent: agent, ttl: reg.TTL, opts: o,
 		log: o.logger.With(slog.String("service", reg.Name), slog.String("service_id", id)),
 		initial: metric.WithAttributeSet(attribute.NewSet(
-			attribute.String(ServiceAttr, reg.Name), attribute.String("reason", "initial"))),
+			attribute.String(semconv.AttrPeerService, reg.Name), attribute.String("reason", "initial"))),
 		restored: metric.WithAttributeSet(attribute.NewSet(
-			attribute.String(ServiceAttr, reg.Name), attribute.String("reason", "restore"))),
+			attribute.String(semconv.AttrPeerService, reg.Name), attribute.String("reason", "restore"))),
 	}
 	var err error
-	if r.regs, err = o.meter.Meter(scopeName).Int64Counter(MetricRegistrations, metric.WithUnit("{registration}"),
+	if r.regs, err = o.meter.Meter(semconv.ScopeDiscovery).Int64Counter(MetricRegistrations, metric.WithUnit(semconv.UnitRequest),
 		metric.WithDescription("Service registrations sent to the Consul agent, by reason (initial or restore).")); err != nil {
 		return nil, fmt.Errorf("consul: metrics: %w", err)
 	}

@@ -12,10 +12,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // requestSlack is added to a blocking query's own deadline (wait plus Consul's wait/16 jitter) before
@@ -49,7 +51,7 @@ func NewRegistry(h Health, opts ...Option) (*Registry, error) {
 	if r.metrics, err = newRegistryMetrics(r.opts.meter); err != nil {
 		return nil, fmt.Errorf("consul: metrics: %w", err)
 	}
-	r.cb, err = r.opts.meter.Meter(scopeName).RegisterCallback(r.observe, r.metrics.age, r.metrics.insts)
+	r.cb, err = r.opts.meter.Meter(semconv.ScopeDiscovery).RegisterCallback(r.observe, r.metrics.age, r.metrics.insts)
 	if err != nil {
 		return nil, fmt.Errorf("consul: metrics: %w", err)
 	}
@@ -248,6 +250,7 @@ func (w *watch) run(ctx context.Context) {
 		index     uint64
 		failures  int
 		nextStart time.Time
+		limit     = newQueryLimiter(w.r.opts.minInterval, time.Now())
 	)
 	for {
 		if d := time.Until(nextStart); d > 0 {
@@ -271,7 +274,8 @@ func (w *watch) run(ctx context.Context) {
 		}
 		if err != nil {
 			failures++
-			w.r.metrics.errors.Add(ctx, 1, w.attrs)
+			w.r.metrics.errors.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(
+				attribute.String(semconv.AttrPeerService, w.service), attribute.String(semconv.AttrErrorType, errorType(err)))))
 			w.fail(err, start, end)
 			delay := w.backoff.Delay(failures)
 			w.log.Warn("consul: discovery query failed", slog.Any("error", err),
@@ -286,12 +290,38 @@ func (w *watch) run(ctx context.Context) {
 			w.log.Info("consul: discovery query recovered", slog.Int("failures", failures))
 		}
 		failures = 0
-		// Rate limit from the start of this query: a blocking query that waited is not delayed, one that
-		// returned at once (a flapping index) cannot spin.
-		nextStart = start.Add(w.r.opts.minInterval)
+		nextStart = limit.next(end)
 		index = nextIndex(index, meta.LastIndex)
 		w.succeed(entries, end)
 	}
+}
+
+// queryBurst is how many queries may follow each other without waiting for the minimum interval.
+// Consul often commits one change in two or three raft writes (the service, then its checks), each of
+// which ends a blocking query; the burst lets all of them through at once, while a flapping index is
+// still held to one query per minimum interval on average.
+const queryBurst = 3
+
+// queryLimiter is a token bucket: queryBurst tokens, one more per interval.
+type queryLimiter struct {
+	interval time.Duration
+	tokens   float64
+	last     time.Time
+}
+
+func newQueryLimiter(interval time.Duration, now time.Time) *queryLimiter {
+	return &queryLimiter{interval: interval, tokens: queryBurst, last: now}
+}
+
+// next takes a token for the query after a success at now and returns when that query may start.
+func (l *queryLimiter) next(now time.Time) time.Time {
+	l.tokens = min(queryBurst, l.tokens+float64(now.Sub(l.last))/float64(l.interval))
+	l.last = now
+	l.tokens--
+	if l.tokens >= 0 {
+		return now
+	}
+	return now.Add(time.Duration(-l.tokens * float64(l.interval)))
 }
 
 // nextIndex applies Consul's rules for blocking-query indexes: start over with a non-blocking read when
@@ -332,6 +362,7 @@ func (w *watch) publish(s discovery.Snapshot) {
 	s.Service = w.service
 	s.Version = w.cur.Version + 1
 	w.cur = s
+	w.r.metrics.updates.Add(context.Background(), 1, w.attrs)
 	close(w.changed)
 	w.changed = make(chan struct{})
 }

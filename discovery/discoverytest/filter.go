@@ -119,16 +119,16 @@ func selector(s string) ([]string, error) {
 			s = s[i+1:]
 			continue
 		}
-		end := strings.IndexByte(s[i:], ']')
-		if end < 0 {
-			return nil, errors.New("unclosed index expression")
+		lit, next, err := indexExpr(s, i)
+		if err != nil {
+			return nil, err
 		}
-		key, err := unquote(strings.TrimSpace(s[i+1 : i+end]))
+		key, err := unquote(lit)
 		if err != nil {
 			return nil, err
 		}
 		parts = append(parts, key)
-		s = s[i+end+1:]
+		s = s[next:]
 		s = strings.TrimPrefix(s, ".")
 		if s == "" {
 			break
@@ -141,6 +141,31 @@ func selector(s string) ([]string, error) {
 		return nil, fmt.Errorf("unsupported selector %q", strings.Join(parts, "."))
 	}
 	return parts, nil
+}
+
+// indexExpr reads the index expression `[ "key" ]` that starts at s[i] == '[' and returns the string
+// literal inside and the position after the closing bracket. The literal may contain brackets.
+func indexExpr(s string, i int) (lit string, next int, err error) {
+	k := i + 1
+	for k < len(s) && (s[k] == ' ' || s[k] == '\t') {
+		k++
+	}
+	if k >= len(s) || (s[k] != '"' && s[k] != '`') {
+		return "", 0, errors.New("invalid index: a string literal must follow [")
+	}
+	end := strings.IndexByte(s[k+1:], s[k])
+	if end < 0 {
+		return "", 0, errors.New("unterminated string literal")
+	}
+	lit = s[k : k+end+2]
+	k += end + 2
+	for k < len(s) && (s[k] == ' ' || s[k] == '\t') {
+		k++
+	}
+	if k >= len(s) || s[k] != ']' {
+		return "", 0, errors.New("unclosed index expression")
+	}
+	return lit, k + 1, nil
 }
 
 func unquote(s string) (string, error) {
@@ -182,14 +207,17 @@ func tokenize(s string) ([]string, error) {
 			i += 2
 		default:
 			j := i
-			depth := 0
 			for j < len(s) {
 				d := s[j]
 				if d == '[' {
-					depth++
-				} else if d == ']' {
-					depth--
-				} else if depth == 0 && (d == ' ' || d == '\t' || d == '(' || d == ')' || d == '=' || d == '!') {
+					_, next, err := indexExpr(s, j)
+					if err != nil {
+						return nil, err
+					}
+					j = next
+					continue
+				}
+				if d == ' ' || d == '\t' || d == '\n' || d == '\r' || d == '(' || d == ')' || d == '=' || d == '!' {
 					break
 				}
 				j++

@@ -3,6 +3,7 @@ package lb
 import (
 	"container/heap"
 	"context"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -174,5 +175,13 @@ func TestFailuresRaiseTheLatencyEstimate(t *testing.T) {
 	e.Done(time.Microsecond, context.Canceled) // the caller gave up: nothing recorded
 	if got := e.inflight.Load(); got != 0 {
 		t.Fatalf("in flight %d", got)
+	}
+}
+
+func TestDecayMatchesExp(t *testing.T) {
+	for _, x := range []float64{0, 1e-6, 1e-3, 0.005, 0.00999, 0.01, 0.5, 3, 50} {
+		if got, want := decay(x), math.Exp(-x); math.Abs(got-want) > 1e-8 {
+			t.Errorf("decay(%v) = %v, want %v", x, got, want)
+		}
 	}
 }

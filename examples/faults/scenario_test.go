@@ -91,8 +91,15 @@ func TestScenarioFast503(t *testing.T) {
 	if rate < 0.999 {
 		t.Errorf("success %.4f < 99.9%%: %v", rate, firstErrors(rs, 5))
 	}
-	if lastBad > time.Second {
-		t.Errorf("bad instance still receiving attempts %v after start: not ejected", lastBad)
+	var late int
+	for _, at := range times {
+		if at.Sub(start) > time.Second {
+			late++
+		}
+	}
+	// Once ejected, only re-admission probes may reach it: well under 1% of the attempts.
+	if late*100 > len(rs) {
+		t.Errorf("bad instance got %d attempts after the first second: not ejected", late)
 	}
 }
 
@@ -179,8 +186,9 @@ func TestScenarioStallingInstance(t *testing.T) {
 	}
 }
 
-// Scenario 5: one instance is intermittently slow (a third of its answers take 300 ms); hedging after
-// the observed p90 against no hedging.
+// Scenario 5: latency variability as in "The Tail at Scale": every instance takes 300 ms on 1% of its
+// calls, and one instance on a third of them. Peak-EWMA P2C steers away from the slow instance but
+// cannot predict the random stalls; hedging after the observed p90 (floor 5 ms) against no hedging.
 func TestScenarioHedging(t *testing.T) {
 	skipShort(t)
 	var insts []discovery.Instance
@@ -188,7 +196,7 @@ func TestScenarioHedging(t *testing.T) {
 		slow := i == 0
 		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			d := time.Millisecond
-			if slow && rand.IntN(3) == 0 {
+			if rand.IntN(100) == 0 || slow && rand.IntN(3) == 0 {
 				d = 300 * time.Millisecond
 			}
 			select {
@@ -208,21 +216,29 @@ func TestScenarioHedging(t *testing.T) {
 			cfg.HedgeDelay = 5 * time.Millisecond
 		}
 		c := newClient(t, "svc", cfg, insts)
-		rs := load(t, c, "svc", 200, 5*time.Second)
+		rs := load(t, c, "svc", 200, 8*time.Second)
 		return rs, c.log.total()
 	}
 	base, baseAttempts := run(false)
 	hedged, hedgedAttempts := run(true)
-	logSlow(t, hedged, 100*time.Millisecond)
-	logSlow(t, base, 100*time.Millisecond)
 	_, baseRate := successRate(base)
 	_, hedgedRate := successRate(hedged)
 	b999, h999 := percentile(base, 0.999, nil), percentile(hedged, 0.999, nil)
 	b99, h99 := percentile(base, 0.99, nil), percentile(hedged, 0.99, nil)
+	slowCalls := func(rs []result) (n int) {
+		for _, r := range rs {
+			if r.lat > 250*time.Millisecond {
+				n++
+			}
+		}
+		return n
+	}
 	extra := float64(hedgedAttempts)/float64(len(hedged)) - float64(baseAttempts)/float64(len(base))
-	t.Logf("1 of 4 instances slow on 1/3 of its calls (300 ms), 200 qps for 5 s: without hedging p99 %v p99.9 %v (ok %.2f%%); hedging after p90 (floor 5 ms): p99 %v p99.9 %v (ok %.2f%%); extra attempts %.1f%% of calls",
-		b99, b999, 100*baseRate, h99, h999, 100*hedgedRate, 100*extra)
-	if h999 >= b999 {
-		t.Errorf("hedging did not improve p99.9: %v vs %v", h999, b999)
+	t.Logf("4 instances slow (300 ms) on 1%% of calls, one of them on 1/3, 200 qps for 8 s: without hedging p99 %v p99.9 %v (ok %.2f%%); hedging after p90 (floor 5 ms): p99 %v p99.9 %v (ok %.2f%%); extra attempts %.1f%% of calls; calls over 250 ms: %d without, %d with hedging",
+		b99, b999, 100*baseRate, h99, h999, 100*hedgedRate, 100*extra, slowCalls(base), slowCalls(hedged))
+	// p99.9 of 1,600 calls is the second-slowest call, too noisy to assert on; the count of calls that
+	// waited for a stall is not.
+	if 4*slowCalls(hedged) >= slowCalls(base) || h99 >= b99 {
+		t.Errorf("hedging did not cut the tail: p99 %v vs %v, slow calls %d vs %d", h99, b99, slowCalls(hedged), slowCalls(base))
 	}
 }

@@ -80,6 +80,10 @@ const (
 	MetricDiscoveryUpdates = "chassis.discovery.updates"
 )
 
+// AttemptBuckets returns the bucket boundaries of MetricClientAttempts (a new slice each call, so
+// that no caller can change another's).
+func AttemptBuckets() []float64 { return []float64{1, 2, 3, 4, 5, 8} }
+
 // Units of the metrics above, in UCUM as OpenTelemetry requires.
 const (
 	UnitSeconds    = "s"

@@ -41,6 +41,9 @@ func NewRecorder() *Recorder {
 	return &Recorder{Spans: tracetest.NewSpanRecorder(), Reader: sdkmetric.NewManualReader(), Logs: logs, core: core}
 }
 
+// Core returns the observer core that fills Logs, for telemetry.WithLoggerCore.
+func (r *Recorder) Core() zapcore.Core { return r.core }
+
 // Options returns the telemetry options that route spans, metrics and logs to r.
 func (r *Recorder) Options() []telemetry.Option {
 	return []telemetry.Option{

@@ -1,0 +1,40 @@
+# The two commands of README.md: `make demo` runs the main job; `make test` runs the whole suite and
+# installs what it needs first. CI (.ci/run) calls `make test`.
+SHELL := /bin/bash
+GO    ?= go
+GOBIN := $(shell $(GO) env GOPATH)/bin
+export PATH := $(GOBIN):$(PATH)
+
+.PHONY: demo test tools lint unit bench-smoke bench fuzz reference
+
+demo: ## run the demo on embedded defaults (no Consul needed)
+	$(GO) run ./examples/hello
+
+test: tools lint unit bench-smoke ## everything CI runs
+
+tools: ## install Consul, Prometheus, the OTel Collector, Chromium (idempotent)
+	bash scripts/install-tools.sh
+
+lint: ## gofmt and go vet, library and bench module
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	cd bench && $(GO) vet ./...
+
+unit: ## go test -race over the library (integration tests included)
+	$(GO) test -race -timeout 40m ./...
+
+bench-smoke: ## every benchmark once, so that they keep compiling and running
+	cd bench && $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./...
+
+bench: ## the benchmarks as BENCHMARKS.md quotes them
+	cd bench && $(GO) test -run '^$$' -bench . -benchmem -count 6 -timeout 60m ./... | tee bench.out
+
+fuzz: ## each fuzz target for 30 s
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list 'Fuzz.*' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 30s $$pkg || exit 1; \
+	  done; done
+
+reference: ## regenerate the environment reference in README.md
+	$(GO) run ./cmd/envref -readme README.md

@@ -1,0 +1,250 @@
+package auth
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// TLSConfig configures the server's certificate and, for mutual TLS, how clients are verified.
+// The tags are github.com/kelseyhightower/envconfig's; embed it anonymously in a service's config.
+type TLSConfig struct {
+	CertFile       string        `envconfig:"TLS_CERT_FILE" desc:"PEM certificate chain of the server; setting it turns TLS on"`
+	KeyFile        string        `envconfig:"TLS_KEY_FILE" desc:"PEM private key of the server certificate"`
+	ClientCAFile   string        `envconfig:"TLS_CLIENT_CA_FILE" desc:"PEM bundle of CAs that sign client certificates (mutual TLS)"`
+	ClientAuth     ClientAuth    `envconfig:"TLS_CLIENT_AUTH" default:"none" desc:"client certificates: none, request, require, verify_if_given or require_and_verify (default require_and_verify when TLS_CLIENT_CA_FILE is set)"`
+	ReloadInterval time.Duration `envconfig:"TLS_RELOAD_INTERVAL" default:"30s" desc:"how often, at most, the files are checked for changes (checked on handshakes; 0 checks on every handshake)"`
+	MinVersion     string        `envconfig:"TLS_MIN_VERSION" default:"1.2" desc:"oldest TLS version accepted: 1.2 or 1.3"`
+}
+
+// Enabled reports whether TLS is configured.
+func (c TLSConfig) Enabled() bool { return c.CertFile != "" }
+
+// Validate reports every problem at once.
+func (c TLSConfig) Validate() error {
+	var errs []error
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		errs = append(errs, errors.New("TLS_CERT_FILE and TLS_KEY_FILE must be set together"))
+	}
+	if c.ClientCAFile != "" && c.CertFile == "" {
+		errs = append(errs, errors.New("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE"))
+	}
+	if c.ClientAuth >= ClientAuth(tls.VerifyClientCertIfGiven) && c.ClientCAFile == "" {
+		errs = append(errs, fmt.Errorf("TLS_CLIENT_AUTH=%s needs TLS_CLIENT_CA_FILE", c.ClientAuth))
+	}
+	if c.MinVersion != "" && c.MinVersion != "1.2" && c.MinVersion != "1.3" {
+		errs = append(errs, fmt.Errorf("TLS_MIN_VERSION=%q: use 1.2 or 1.3", c.MinVersion))
+	}
+	if c.ReloadInterval < 0 {
+		errs = append(errs, errors.New("TLS_RELOAD_INTERVAL must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// ClientAuth is a tls.ClientAuthType that decodes from the environment.
+type ClientAuth tls.ClientAuthType
+
+var clientAuthNames = map[string]tls.ClientAuthType{
+	"none":               tls.NoClientCert,
+	"request":            tls.RequestClientCert,
+	"require":            tls.RequireAnyClientCert,
+	"verify_if_given":    tls.VerifyClientCertIfGiven,
+	"require_and_verify": tls.RequireAndVerifyClientCert,
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (a *ClientAuth) UnmarshalText(b []byte) error {
+	t, ok := clientAuthNames[strings.ToLower(strings.TrimSpace(string(b)))]
+	if !ok {
+		return fmt.Errorf("%q: use none, request, require, verify_if_given or require_and_verify", b)
+	}
+	*a = ClientAuth(t)
+	return nil
+}
+
+// String returns the environment form.
+func (a ClientAuth) String() string {
+	for k, v := range clientAuthNames {
+		if ClientAuth(v) == a {
+			return k
+		}
+	}
+	return "unknown"
+}
+
+// Reloader serves the certificate, key and client CAs of a TLSConfig and reloads them when the
+// files change, without a restart: on a handshake, at most once per ReloadInterval, it compares the
+// files' modification times and sizes and re-reads them if any changed. A file that fails to load
+// (half-written during a rotation, for example) leaves the previous material in use and is tried
+// again at the next check; Err reports the failure. No goroutine is involved. A Reloader is safe
+// for concurrent use.
+type Reloader struct {
+	cfg      TLSConfig
+	now      func() time.Time
+	interval time.Duration
+	auth     tls.ClientAuthType
+	min      uint16
+
+	current   atomic.Pointer[tls.Config]
+	mu        sync.Mutex // one check at a time
+	nextCheck time.Time
+	stamp     string
+	lastErr   atomic.Pointer[error]
+}
+
+// NewReloader loads cfg's files and returns a Reloader, or the error that makes them unusable.
+func NewReloader(cfg TLSConfig, opts ...Option) (*Reloader, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if !cfg.Enabled() {
+		return nil, errors.New("auth: TLS_CERT_FILE and TLS_KEY_FILE are not set")
+	}
+	o := newOptions(opts)
+	r := &Reloader{cfg: cfg, now: o.now, interval: cfg.ReloadInterval, auth: tls.ClientAuthType(cfg.ClientAuth), min: tls.VersionTLS12}
+	if cfg.MinVersion == "1.3" {
+		r.min = tls.VersionTLS13
+	}
+	if cfg.ClientCAFile != "" && cfg.ClientAuth == ClientAuth(tls.NoClientCert) {
+		r.auth = tls.RequireAndVerifyClientCert
+	}
+	if err := r.load(); err != nil {
+		return nil, err
+	}
+	r.nextCheck = r.now().Add(r.interval)
+	return r, nil
+}
+
+// TLSConfig returns the tls.Config to give http.Server.TLSConfig. Each handshake gets the current
+// certificate and client CAs.
+func (r *Reloader) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: r.min,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			r.maybeReload()
+			return r.current.Load(), nil
+		},
+	}
+}
+
+// Err returns the error of the last reload attempt, nil if it succeeded.
+func (r *Reloader) Err() error {
+	if p := r.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Reload re-reads the files now, whether or not they changed.
+func (r *Reloader) Reload() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.load()
+}
+
+func (r *Reloader) maybeReload() {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now.Before(r.nextCheck) {
+		return
+	}
+	r.nextCheck = now.Add(r.interval)
+	if stamp, err := r.stampFiles(); err == nil && stamp == r.stamp {
+		return
+	}
+	_ = r.load() // the error is kept for Err; the previous material stays in use
+}
+
+func (r *Reloader) stampFiles() (string, error) {
+	var b strings.Builder
+	for _, f := range []string{r.cfg.CertFile, r.cfg.KeyFile, r.cfg.ClientCAFile} {
+		if f == "" {
+			continue
+		}
+		st, err := os.Stat(f)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "%s:%d:%d;", f, st.ModTime().UnixNano(), st.Size())
+	}
+	return b.String(), nil
+}
+
+// load is called with mu held (or before the Reloader is shared).
+func (r *Reloader) load() (err error) {
+	defer func() {
+		if err != nil {
+			r.lastErr.Store(&err)
+		} else {
+			r.lastErr.Store(nil)
+		}
+	}()
+	stamp, err := r.stampFiles()
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	cert, err := tls.LoadX509KeyPair(r.cfg.CertFile, r.cfg.KeyFile)
+	if err != nil {
+		return fmt.Errorf("tls: %s / %s: %w", r.cfg.CertFile, r.cfg.KeyFile, err)
+	}
+	c := &tls.Config{
+		MinVersion:   r.min,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   r.auth,
+	}
+	if r.cfg.ClientCAFile != "" {
+		pem, err := os.ReadFile(r.cfg.ClientCAFile)
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("tls: %s: no PEM certificates", r.cfg.ClientCAFile)
+		}
+		c.ClientCAs = pool
+	}
+	r.current.Store(c)
+	r.stamp = stamp
+	return nil
+}
+
+// PeerIdentity is middleware that puts the verified client certificate's identity in the request
+// context as a Principal (Method MethodMTLS). Only certificates that chained to the client CAs count
+// (VerifiedChains); a request without one passes through anonymously, so combine it with
+// TLS_CLIENT_AUTH=require_and_verify or an authorization check.
+func PeerIdentity(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		cert := r.TLS.VerifiedChains[0][0]
+		p := &Principal{
+			Subject: CertIdentity(cert),
+			Method:  MethodMTLS,
+			Issuer:  cert.Issuer.String(),
+			Expires: cert.NotAfter,
+		}
+		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
+	})
+}
+
+// CertIdentity names the holder of cert: its first URI SAN (a SPIFFE id, for example), else its
+// first DNS SAN, else its subject common name.
+func CertIdentity(cert *x509.Certificate) string {
+	if len(cert.URIs) > 0 {
+		return cert.URIs[0].String()
+	}
+	if len(cert.DNSNames) > 0 {
+		return cert.DNSNames[0]
+	}
+	return cert.Subject.CommonName
+}

@@ -1,0 +1,5 @@
+package chassis_test
+
+import "github.com/cloudchassis/kit/lifecycle"
+
+type lifecycleHook = lifecycle.Hook
