@@ -111,6 +111,7 @@ type Service struct {
 
 	deps           map[string]*dependency
 	clientsStarted bool
+	closers        []lifecycle.Hook // stop after the clients (the Consul registry)
 }
 
 // New reads the environment and builds a Service. A *config.Error lists every bad or missing
@@ -166,6 +167,10 @@ func New(name string, opts ...Option) (*Service, error) {
 		gopts = append(gopts, lifecycle.WithSignals())
 	}
 	s.group = lifecycle.New(gopts...)
+	if err := s.setupDiscovery(); err != nil {
+		_ = tel.Shutdown(context.Background())
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -284,6 +289,7 @@ func (s *Service) Run(ctx context.Context) error {
 		},
 	)
 	// Clients stop after the public server drained: in-flight handlers may still call out.
+	s.group.Append(s.closers...)
 	s.group.Append(lifecycle.Hook{Name: "clients", Start: s.startClients, Stop: s.stopClients})
 	s.group.Append(s.hooks...)
 	s.group.Append(

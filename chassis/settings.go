@@ -29,6 +29,14 @@ type Settings struct {
 	MaxBodyBytes      config.ByteSize `envconfig:"HTTP_MAX_BODY_BYTES" default:"10MiB" validate:"gt=0" desc:"request body size limit (larger gets 413)"`
 	RequestTimeout    time.Duration   `envconfig:"HTTP_REQUEST_TIMEOUT" default:"30s" validate:"gte=0" desc:"deadline of a request's context; 0 disables"`
 
+	Discovery             string            `envconfig:"DISCOVERY" validate:"omitempty,oneof=none static consul" desc:"how Client finds services: static (DISCOVERY_STATIC_<SERVICE>=host:port,...), consul, none; default consul when CONSUL_HTTP_ADDR is set, else static"`
+	Register              bool              `envconfig:"REGISTER" default:"true" desc:"with DISCOVERY=consul, register this instance once ready and deregister it at the start of the drain"`
+	AdvertiseAddress      string            `envconfig:"ADVERTISE_ADDRESS" desc:"address registered for callers to dial; default HOST when it is a specific address, else the Consul agent's node address"`
+	ServiceTags           []string          `envconfig:"SERVICE_TAGS" desc:"tags registered with the instance"`
+	ServiceMeta           map[string]string `envconfig:"SERVICE_META" desc:"metadata registered with the instance (key:value,...)"`
+	ConsulConsistency     string            `envconfig:"CONSUL_CONSISTENCY" default:"stale" validate:"oneof=stale leader consistent cached" desc:"read mode of discovery watches: stale (any server; available during elections), leader, consistent, cached (agent cache)"`
+	DiscoveryMaxStaleness time.Duration     `envconfig:"DISCOVERY_MAX_STALENESS" default:"0s" validate:"gte=0" desc:"drop a last-known-good instance list older than this while the registry is unreachable; 0 keeps it forever"`
+
 	LogLevel        string  `envconfig:"LOG_LEVEL" default:"info" validate:"oneof=debug info warn error" desc:"log level; changeable at runtime on the admin port"`
 	LogFormat       string  `envconfig:"LOG_FORMAT" default:"json" validate:"oneof=json console" desc:"log encoding"`
 	AccessLog       bool    `envconfig:"ACCESS_LOG" default:"true" desc:"log one line per request"`

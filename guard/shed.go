@@ -83,8 +83,9 @@ type Shedder struct {
 	clock func() int64 // nanoseconds since construction
 
 	mu       sync.Mutex // held by the one request that recomputes the limit
-	estimate float64
-	baseline float64 // long-term average latency, ns
+	estimate  float64
+	baseline  float64 // long-term average latency, ns
+	slowStart bool    // doubling the limit until latency first exceeds tolerance
 
 	qmu     sync.Mutex
 	waiters []*waiter
@@ -120,6 +121,7 @@ func NewShedder(cfg ShedConfig, opts ...Option) *Shedder {
 		cfg:        cfg,
 		clock:      o.monotonic(o.now()),
 		estimate:   float64(cfg.InitialLimit),
+		slowStart:  true,
 		route:      o.route,
 		priorityFn: o.priority,
 		header:     http.CanonicalHeaderKey(cfg.PriorityHeader),
@@ -381,6 +383,23 @@ func (s *Shedder) update(now int64) {
 	}
 
 	gradient := max(0.5, min(1.0, s.cfg.Tolerance*s.baseline/short))
+	if s.slowStart {
+		// Like TCP's slow start: begin from a small limit (so the first baseline is measured
+		// without self-inflicted queueing) and double it per window while latency stays within
+		// tolerance and the limit is what holds the server back; the first window over tolerance
+		// ends slow start. A service that starts under load reaches a limit of 1000 from 10 in
+		// about seven windows instead of tens of seconds of square-root growth.
+		switch {
+		case gradient < 1:
+			s.slowStart = false
+		case saturated:
+			s.estimate = min(float64(s.cfg.MaxLimit), limit*2)
+			s.limit.Store(int64(math.Round(s.estimate)))
+			return
+		default:
+			return
+		}
+	}
 	next := limit * gradient
 	if gradient >= 1 && saturated {
 		// Probe upwards by about sqrt(limit) only when latency is within tolerance and the limit is

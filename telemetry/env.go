@@ -78,7 +78,10 @@ type envConfig struct {
 	bspQueue, bspBatch         int
 	blrpDelay, blrpTimeout     time.Duration
 	blrpQueue, blrpBatch       int
-	attrCount, attrValueLength int // 0 = default / unlimited
+	attrCount, attrValueLength int // generic limits; 0 value length = unlimited
+
+	spanAttrCount, spanValueLength, eventCount, linkCount, eventAttrCount, linkAttrCount int
+	logAttrCount, logValueLength                                                       int
 }
 
 type envReader struct {
@@ -272,6 +275,15 @@ func readEnv(lookup func(string) (string, bool)) (envConfig, error) {
 	c.blrpBatch = r.integer("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512)
 	c.attrCount = r.integer("OTEL_ATTRIBUTE_COUNT_LIMIT", 128)
 	c.attrValueLength = r.integer("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", 0)
+	// Signal-specific limits fall back to the generic ones, as the specification says.
+	c.spanAttrCount = r.integer("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", c.attrCount)
+	c.spanValueLength = r.integer("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", c.attrValueLength)
+	c.eventCount = r.integer("OTEL_SPAN_EVENT_COUNT_LIMIT", 128)
+	c.linkCount = r.integer("OTEL_SPAN_LINK_COUNT_LIMIT", 128)
+	c.eventAttrCount = r.integer("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", 128)
+	c.linkAttrCount = r.integer("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", 128)
+	c.logAttrCount = r.integer("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", c.attrCount)
+	c.logValueLength = r.integer("OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT", c.attrValueLength)
 	return c, errors.Join(r.errs...)
 }
 

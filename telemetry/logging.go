@@ -87,13 +87,14 @@ func (t *Telemetry) buildLogging(ctx context.Context, s Settings, env envConfig,
 			sdklog.WithExportMaxBatchSize(env.blrpBatch)))
 	}
 	if len(processors) > 0 {
+		valueLength := -1 // unlimited
+		if env.logValueLength > 0 {
+			valueLength = env.logValueLength
+		}
 		popts := []sdklog.LoggerProviderOption{
 			sdklog.WithResource(t.resource),
-			sdklog.WithAttributeCountLimit(env.attrCount),
-			sdklog.WithAttributeValueLengthLimit(-1),
-		}
-		if env.attrValueLength > 0 {
-			popts[2] = sdklog.WithAttributeValueLengthLimit(env.attrValueLength)
+			sdklog.WithAttributeCountLimit(env.logAttrCount),
+			sdklog.WithAttributeValueLengthLimit(valueLength),
 		}
 		for _, p := range processors {
 			popts = append(popts, sdklog.WithProcessor(p))

@@ -84,17 +84,20 @@ func New(ctx context.Context, s Settings, opts ...Option) (*Telemetry, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if s.AccessLogSuccessSample < 0 || s.AccessLogSuccessSample > 1 {
+	if (s.AccessLogSuccessSample < 0 || s.AccessLogSuccessSample > 1) && s.AccessLogSuccessSample != AccessLogErrorsOnly {
 		errs = append(errs, &EnvError{Key: "ACCESS_LOG_SAMPLE", Value: fmt.Sprint(s.AccessLogSuccessSample),
-			Reason: "a probability between 0 and 1"})
+			Reason: "a probability between 0 and 1 (or AccessLogErrorsOnly)"})
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 
 	t := &Telemetry{access: s.AccessLog, sample: s.AccessLogSuccessSample, propagator: o.propagator}
-	if t.sample == 0 {
+	switch t.sample {
+	case 0:
 		t.sample = 1
+	case AccessLogErrorsOnly:
+		t.sample = 0 // rand.Float64() >= 0 always: no success is logged
 	}
 	if t.propagator == nil {
 		t.propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
@@ -236,14 +239,22 @@ func (t *Telemetry) buildTracing(ctx context.Context, env envConfig, o *options)
 	return nil
 }
 
+// spanLimits builds the limits from Lookup: sdktrace.NewSpanLimits would read the process
+// environment.
 func spanLimits(env envConfig) sdktrace.SpanLimits {
-	l := sdktrace.NewSpanLimits() // defaults only: the SDK would read OTEL_SPAN_* from os env otherwise
-	l.AttributeCountLimit = env.attrCount
-	l.AttributeValueLengthLimit = -1
-	if env.attrValueLength > 0 {
-		l.AttributeValueLengthLimit = env.attrValueLength
+	valueLength := -1 // unlimited
+	if env.spanValueLength > 0 {
+		valueLength = env.spanValueLength
 	}
-	return l
+	return sdktrace.SpanLimits{
+		AttributeValueLengthLimit:   valueLength,
+		AttributeValueDepthLimit:    sdktrace.DefaultAttributeValueDepthLimit,
+		AttributeCountLimit:         env.spanAttrCount,
+		EventCountLimit:             env.eventCount,
+		LinkCountLimit:              env.linkCount,
+		AttributePerEventCountLimit: env.eventAttrCount,
+		AttributePerLinkCountLimit:  env.linkAttrCount,
+	}
 }
 
 func newSampler(env envConfig) sdktrace.Sampler {

@@ -673,3 +673,19 @@ func TestSetGlobalIsExplicit(t *testing.T) {
 		t.Errorf("propagator fields %v", fields)
 	}
 }
+
+func TestAccessLogErrorsOnly(t *testing.T) {
+	tel, rec := telemetrytest.New(t, telemetry.Settings{AccessLog: true, AccessLogSuccessSample: telemetry.AccessLogErrorsOnly})
+	h := tel.Handler(newMux(tel))
+	for range 20 {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/items/1", nil))
+	}
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/fail", nil))
+	access := rec.Logs.FilterMessage("request").All()
+	if len(access) != 1 || access[0].ContextMap()["status"] != int64(503) || access[0].Level != zap.ErrorLevel {
+		t.Errorf("access log lines %v, want only the 503 at error level", access)
+	}
+	if _, err := telemetry.New(context.Background(), telemetry.Settings{AccessLogSuccessSample: 1.5}); err == nil {
+		t.Error("a sample above 1 was accepted")
+	}
+}

@@ -1,0 +1,132 @@
+package chassis
+
+import (
+	"context"
+
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/discovery/consul"
+	"github.com/cloudchassis/kit/lifecycle"
+)
+
+// Discovery modes (DISCOVERY).
+const (
+	DiscoveryNone   = "none"
+	DiscoveryStatic = "static"
+	DiscoveryConsul = "consul"
+)
+
+// StaticPrefix names the variables of static discovery: DISCOVERY_STATIC_<SERVICE>=host:port,... The
+// service name is upper-cased and '-' and '.' become '_'.
+const StaticPrefix = "DISCOVERY_STATIC_"
+
+// staticKey returns the variable that lists a service's static instances.
+func staticKey(service string) string {
+	return StaticPrefix + strings.NewReplacer("-", "_", ".", "_").Replace(strings.ToUpper(service))
+}
+
+// discoveryMode resolves DISCOVERY's default: consul when CONSUL_HTTP_ADDR is set, else static.
+func (s *Service) discoveryMode() string {
+	if m := s.settings.Discovery; m != "" {
+		return m
+	}
+	if v, ok := s.opts.lookup("CONSUL_HTTP_ADDR"); ok && v != "" {
+		return DiscoveryConsul
+	}
+	return DiscoveryStatic
+}
+
+// setupDiscovery installs a resolver and a registrar from the environment, unless options gave them.
+func (s *Service) setupDiscovery() error {
+	switch s.discoveryMode() {
+	case DiscoveryNone:
+		return nil
+	case DiscoveryStatic:
+		if s.opts.resolver == nil {
+			s.opts.resolver = s.staticResolver
+		}
+		return nil
+	}
+	cfg, err := consul.ConfigFromEnv(s.opts.lookup)
+	if err != nil {
+		return &config.Error{Problems: []config.Problem{{Var: "CONSUL_*", Err: err}}}
+	}
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return fmt.Errorf("chassis: consul client: %w", err)
+	}
+	cc := consul.NewClient(client)
+	if s.opts.resolver == nil {
+		reg, err := consul.NewRegistry(cc, consul.WithMeterProvider(s.tel.MeterProvider()), consul.WithLogger(s.tel.Slog()))
+		if err != nil {
+			return fmt.Errorf("chassis: %w", err)
+		}
+		mode := map[string]consul.Consistency{"stale": consul.Stale, "leader": consul.Leader,
+			"consistent": consul.Consistent, "cached": consul.Cached}[s.settings.ConsulConsistency]
+		wopts := []consul.WatchOption{consul.WithConsistency(mode)}
+		if s.settings.DiscoveryMaxStaleness > 0 {
+			wopts = append(wopts, consul.WithMaxStaleness(s.settings.DiscoveryMaxStaleness))
+		}
+		s.opts.resolver = func(service string) (discovery.Watcher, func(), error) {
+			w, err := reg.Watch(service, wopts...)
+			if err != nil {
+				return nil, nil, err
+			}
+			return w, func() { _ = w.Close() }, nil
+		}
+		// The registry outlives the clients that watch through it: it is closed after them.
+		s.closers = append(s.closers, lifecycle.Hook{Name: "consul registry", Stop: func(context.Context) error { return reg.Close() }})
+	}
+	if s.opts.registrar == nil && s.settings.Register {
+		s.opts.registrar = func(svc *Service) (discovery.Registrar, error) {
+			return consul.NewRegistrar(cc, svc.registration(), consul.WithMeterProvider(s.tel.MeterProvider()), consul.WithLogger(s.tel.Slog()))
+		}
+	}
+	return nil
+}
+
+// staticResolver serves DISCOVERY_STATIC_<SERVICE>.
+func (s *Service) staticResolver(service string) (discovery.Watcher, func(), error) {
+	key := staticKey(service)
+	v, _ := s.opts.lookup(key)
+	insts, err := discovery.ParseStatic(v)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", key, err)
+	}
+	if len(insts) == 0 {
+		return nil, nil, fmt.Errorf("no instances for %q: set %s=host:port,... or DISCOVERY=consul", service, key)
+	}
+	return discovery.NewStatic(service, insts), nil, nil
+}
+
+// registration describes this instance to Consul, from the bound listeners.
+func (s *Service) registration() consul.Registration {
+	_, port, _ := net.SplitHostPort(s.Addr())
+	_, adminPort, _ := net.SplitHostPort(s.AdminAddr())
+	p, _ := strconv.Atoi(port)
+	addr := s.settings.AdvertiseAddress
+	if addr == "" && s.settings.Host != "" && !net.ParseIP(s.settings.Host).IsUnspecified() {
+		addr = s.settings.Host
+	}
+	// The agent runs on the instance's node: the loopback address reaches the admin port unless the
+	// instance advertises another address.
+	checkHost := addr
+	if checkHost == "" {
+		checkHost = "127.0.0.1"
+	}
+	return consul.Registration{
+		Name:     s.name,
+		Address:  addr,
+		Port:     p,
+		Tags:     s.settings.ServiceTags,
+		Meta:     s.settings.ServiceMeta,
+		CheckURL: "http://" + net.JoinHostPort(checkHost, adminPort) + "/readyz",
+	}
+}
