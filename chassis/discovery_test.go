@@ -122,5 +122,3 @@ func TestConsulRegistrationFollowsLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-
