@@ -9,8 +9,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/cloudchassis/kit/config"
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/discovery/lb"
+	"github.com/cloudchassis/kit/resilience"
 )
 
 // Resolver returns a watcher over a service's instances, and a function that releases it when the
@@ -24,7 +26,20 @@ func WithResolver(r Resolver) Option { return func(o *options) { o.resolver = r 
 type ClientOption func(*clientOptions)
 
 type clientOptions struct {
-	lb []lb.Option
+	lb         []lb.Option
+	resilience []func(*resilience.Config)
+}
+
+// WithResilience adjusts the dependency's resilience settings in code. The environment
+// (CLIENT_<NAME>_*) still overrides what f sets, and f overrides the defaults.
+func WithResilience(f func(*resilience.Config)) ClientOption {
+	return func(o *clientOptions) { o.resilience = append(o.resilience, f) }
+}
+
+// ClientPrefix returns the prefix of a dependency's variables: CLIENT_PRICING for "pricing"; '-' and
+// '.' become '_'.
+func ClientPrefix(service string) string {
+	return "CLIENT_" + strings.NewReplacer("-", "_", ".", "_").Replace(strings.ToUpper(service))
 }
 
 // WithBalancer passes options to the dependency's balancer (policy, outlier ejection, ...).
@@ -42,8 +57,15 @@ type dependency struct {
 }
 
 // Client returns an *http.Client for calls to another service by name: "http://pricing/prices/42".
-// Each attempt picks a healthy instance (P2C peak-EWMA by default, with outlier ejection), and calls
-// are traced and measured. Clients are cached by name; the first call fixes the options. The
+//
+// The chain, outer to inner: span and HTTP client metrics; the dependency's breaker; overall
+// timeout; retries (idempotent or marked requests, full-jitter backoff, Retry-After, a retry budget of
+// 20% + 10/s by default); optional hedging under the same budget; a balancer pick per attempt (P2C
+// peak-EWMA by default, outlier ejection, instances with an open breaker skipped); the instance's
+// breaker; per-attempt timeout; bulkhead; deadline propagation; http.Transport. Settings come from
+// resilience.DefaultConfig, then WithResilience, then CLIENT_<NAME>_* variables (see
+// resilience.Config). A bad variable makes Run fail with a *config.Error.
+// Clients are cached by name; the first call fixes the options. The
 // balancer follows discovery from Run's start until the Service stops, after the public server has
 // drained, so that in-flight handlers can still call out.
 func (s *Service) Client(service string, opts ...ClientOption) *http.Client {
@@ -58,8 +80,14 @@ func (s *Service) Client(service string, opts ...ClientOption) *http.Client {
 	}
 	d, err := s.newDependency(service, co)
 	if err != nil {
-		s.log.Error("client unusable", zap.String("service", service), zap.Error(err))
-		d = &dependency{client: &http.Client{Transport: errTransport{fmt.Errorf("chassis: client %q: %w", service, err)}}}
+		err = fmt.Errorf("chassis: client %q: %w", service, err)
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			s.clientErrs = append(s.clientErrs, ce.Problems...) // fail Run: the environment is wrong
+		} else {
+			s.log.Error("client unusable", zap.String("service", service), zap.Error(err))
+		}
+		d = &dependency{client: &http.Client{Transport: errTransport{err}}}
 	} else if s.clientsStarted {
 		if err := d.bal.Start(); err != nil {
 			s.log.Error("client start", zap.String("service", service), zap.Error(err))
@@ -73,6 +101,19 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 	if strings.ContainsAny(service, "/:") || service == "" {
 		return nil, fmt.Errorf("bad service name %q", service)
 	}
+	rc := resilience.DefaultConfig()
+	for _, f := range co.resilience {
+		f(&rc)
+	}
+	if err := config.Load(&rc, config.WithStrictPrefix(ClientPrefix(service)), config.WithoutDefaults(),
+		config.WithLookup(s.opts.lookup)); err != nil {
+		return nil, err
+	}
+	dep, err := resilience.NewDependency(service, rc,
+		resilience.WithMeterProvider(s.tel.MeterProvider()), resilience.WithTracerProvider(s.tel.TracerProvider()))
+	if err != nil {
+		return nil, err
+	}
 	if s.opts.resolver == nil {
 		return nil, ErrNoResolver
 	}
@@ -80,7 +121,12 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 	if err != nil {
 		return nil, err
 	}
-	bopts := append([]lb.Option{lb.WithMeterProvider(s.tel.MeterProvider())}, co.lb...)
+	bopts := append([]lb.Option{
+		lb.WithMeterProvider(s.tel.MeterProvider()),
+		lb.WithInstanceTransport(func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper {
+			return dep.Instance(inst.ID, next)
+		}),
+	}, co.lb...)
 	bal, err := lb.New(service, w, bopts...)
 	if err != nil {
 		if release != nil {
@@ -88,7 +134,7 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 		}
 		return nil, err
 	}
-	rt := s.tel.Transport(lb.NewTransport(bal))
+	rt := s.tel.Transport(dep.Wrap(lb.NewTransport(bal)))
 	return &dependency{bal: bal, release: release, client: &http.Client{Transport: rt}}, nil
 }
 
@@ -96,6 +142,9 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 func (s *Service) startClients(context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(s.clientErrs) > 0 {
+		return &config.Error{Problems: s.clientErrs}
+	}
 	s.clientsStarted = true
 	for name, d := range s.deps {
 		if d.bal == nil {

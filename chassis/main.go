@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/resilience"
 )
 
 // Exit codes used by Exit and Main.
@@ -95,6 +96,12 @@ func EnvReference(opts ...Option) ([]config.Var, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every dependency of Client reads the same variables under its own prefix.
+	deps, err := config.Reference(&resilience.Config{}, config.WithStrictPrefix("CLIENT_<NAME>"))
+	if err != nil {
+		return nil, err
+	}
+	vars = append(vars, deps...)
 	for _, spec := range o.userConfig {
 		v, err := config.Reference(spec)
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/cloudchassis/kit/problem"
+	"github.com/cloudchassis/kit/resilience"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -91,7 +92,8 @@ func (s *Service) stdLog(server string) *log.Logger {
 // response started. Request id: a well-formed X-Request-Id from the caller, else the trace id, else
 // a random id, echoed on the response. Body limit: 413 at once when Content-Length is over the limit;
 // otherwise the body is capped, so that a chunked body over the limit fails the handler's read with
-// *http.MaxBytesError. Deadline: HTTP_REQUEST_TIMEOUT on the request context.
+// *http.MaxBytesError. Deadline: the caller's propagated deadline (resilience.TimeoutHeader), capped
+// by HTTP_REQUEST_TIMEOUT, on the request context.
 func (s *Service) core(next http.Handler) http.Handler {
 	limit := int64(s.settings.MaxBodyBytes)
 	tooLarge := fmt.Sprintf("the request body exceeds the limit of %s", s.settings.MaxBodyBytes)
@@ -121,9 +123,15 @@ func (s *Service) core(next http.Handler) http.Handler {
 			problem.Write(w, http.StatusRequestEntityTooLarge, "", tooLarge)
 			return
 		}
-		if timeout > 0 {
+		d := timeout
+		if v := r.Header.Get(resilience.TimeoutHeader); v != "" {
+			if h, ok := resilience.ParseTimeoutHeader(v); ok && (d <= 0 || h < d) {
+				d = h
+			}
+		}
+		if d > 0 {
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, timeout)
+			ctx, cancel = context.WithTimeout(ctx, d)
 			defer cancel()
 		}
 		r = r.WithContext(ctx)

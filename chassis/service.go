@@ -112,6 +112,7 @@ type Service struct {
 	deps           map[string]*dependency
 	clientsStarted bool
 	closers        []lifecycle.Hook // stop after the clients (the Consul registry)
+	clientErrs     []config.Problem // bad CLIENT_<NAME>_* variables, reported by Run
 }
 
 // New reads the environment and builds a Service. A *config.Error lists every bad or missing

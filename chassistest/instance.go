@@ -102,16 +102,19 @@ func (c *Cluster) start(name string, setup func(*chassis.Service) error, o optio
 	if in.inMem {
 		base = memoryRoute{c}
 	}
-	deps := append(c.names(), o.deps...)
-	in.mu.Lock()
-	in.wiring = true
-	in.mu.Unlock()
-	for _, dep := range deps {
-		if dep == in.name || in.wired[dep] {
-			continue
+	// Clients are cached by name and the first call fixes their options: creating them before setup
+	// does gives the service's own svc.Client(dep) calls the cluster's transport.
+	for _, dep := range append(c.names(), o.deps...) {
+		in.mu.Lock()
+		skip := dep == in.name || in.wired[dep]
+		if !skip {
+			in.wired[dep] = true
 		}
-		in.wired[dep] = true
-		svc.Client(dep, chassis.WithBalancer(lb.WithBaseTransport(&linkTransport{c: c, from: in.name, to: dep, next: base})))
+		in.wiring = true
+		in.mu.Unlock()
+		if !skip {
+			svc.Client(dep, chassis.WithBalancer(lb.WithBaseTransport(&linkTransport{c: c, from: in.name, to: dep, next: base})))
+		}
 	}
 	in.mu.Lock()
 	in.wiring = false

@@ -32,14 +32,27 @@ func MapLookup(env map[string]string) Lookup {
 type Option func(*options)
 
 type options struct {
-	prefix   string
-	lookup   Lookup
-	readFile func(name string) ([]byte, error)
+	prefix     string
+	strict     bool
+	noDefaults bool
+	lookup     Lookup
+	readFile   func(name string) ([]byte, error)
 }
 
 // WithPrefix puts PREFIX_ in front of every variable name, as envconfig.Process(prefix, ...) does.
 // When a field has an explicit envconfig tag, the unprefixed name is also tried, as in envconfig.
 func WithPrefix(prefix string) Option { return func(o *options) { o.prefix = prefix } }
+
+// WithStrictPrefix is WithPrefix without envconfig's fallback to the unprefixed tag name: only
+// PREFIX_NAME is read. Use it when several structs share field names, such as the settings of each
+// dependency (CLIENT_PRICING_TIMEOUT must not fall back to a TIMEOUT meant for something else).
+func WithStrictPrefix(prefix string) Option {
+	return func(o *options) { o.prefix, o.strict = prefix, true }
+}
+
+// WithoutDefaults makes Load ignore `default` tags: unset variables leave the field as the caller set
+// it. Use it to layer the environment over values set in code.
+func WithoutDefaults() Option { return func(o *options) { o.noDefaults = true } }
 
 // WithLookup reads variables through l instead of os.LookupEnv.
 func WithLookup(l Lookup) Option { return func(o *options) { o.lookup = l } }
@@ -125,7 +138,7 @@ const (
 func (o options) value(f field) (string, source, error) {
 	key, v, ok := f.key, "", false
 	if v, ok = o.lookup(f.key); !ok || v == "" {
-		if f.alt != "" && f.alt != f.key {
+		if f.alt != "" && f.alt != f.key && !o.strict {
 			if av, aok := o.lookup(f.alt); aok && av != "" {
 				key, v, ok = f.alt, av, true
 			}
@@ -145,7 +158,7 @@ func (o options) value(f field) (string, source, error) {
 			return "", sourceUnset, fmt.Errorf("reading %s=%q: %w", fileVar, path, err)
 		}
 		return strings.TrimRight(string(b), "\r\n"), sourceFile, nil
-	case f.hasDefault:
+	case f.hasDefault && !o.noDefaults:
 		return f.def, sourceDefault, nil
 	}
 	return "", sourceUnset, nil

@@ -183,6 +183,28 @@ func TestPrefixAndAlt(t *testing.T) {
 	}
 }
 
+func TestStrictPrefixAndWithoutDefaults(t *testing.T) {
+	type deps struct {
+		Timeout time.Duration `envconfig:"TIMEOUT" default:"10s"`
+		Retries int           `envconfig:"RETRIES" default:"2"`
+	}
+	env := config.MapLookup(map[string]string{"TIMEOUT": "1h", "CLIENT_PRICING_RETRIES": "5"})
+	var d deps
+	if err := config.Load(&d, config.WithStrictPrefix("CLIENT_PRICING"), config.WithLookup(env)); err != nil {
+		t.Fatal(err)
+	}
+	if d.Timeout != 10*time.Second || d.Retries != 5 {
+		t.Fatalf("strict prefix read an unprefixed name: %+v", d)
+	}
+	d = deps{Timeout: 3 * time.Second, Retries: 1} // values from code
+	if err := config.Load(&d, config.WithStrictPrefix("CLIENT_PRICING"), config.WithoutDefaults(), config.WithLookup(env)); err != nil {
+		t.Fatal(err)
+	}
+	if d.Timeout != 3*time.Second || d.Retries != 5 {
+		t.Fatalf("environment must layer over code values: %+v", d)
+	}
+}
+
 func TestInvalidSpec(t *testing.T) {
 	var s spec
 	if err := config.Load(s); !errors.Is(err, config.ErrInvalidSpec) {

@@ -347,3 +347,37 @@ func TestShedConfig(t *testing.T) {
 		t.Error("unknown priority accepted")
 	}
 }
+
+// TestShedderColdStartUnderOverload starts the service directly at 3× its capacity (a restart
+// during an incident): slow start must measure the baseline before queueing sets in.
+func TestShedderColdStartUnderOverload(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := guard.NewShedder(guard.DefaultShedConfig())
+		h := s.Middleware(workers(10, 20*time.Millisecond))
+		rs := openLoop(h, 1500, 6*time.Second, get("/"))
+		late := rs[len(rs)/3:]
+		goodput := float64(count(late, http.StatusOK)) / 4
+		if goodput < 450 {
+			t.Errorf("goodput %.0f/s, want ≥ 90%% of 500/s", goodput)
+		}
+		if got := p99(late, http.StatusOK); got > 40*time.Millisecond {
+			t.Errorf("admitted p99 %v, want ≤ 40 ms", got)
+		}
+	})
+}
+
+// TestShedderSlowStartGrowsFast checks that a large service is not held at the initial limit.
+func TestShedderSlowStartGrowsFast(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := guard.NewShedder(guard.DefaultShedConfig()) // initial limit 10
+		h := s.Middleware(workers(400, 20*time.Millisecond))
+		// Capacity 20000/s; offer 8000/s (needs about 160 in flight) for one second.
+		rs := openLoop(h, 8000, time.Second, get("/"))
+		if l := s.Limit(); l < 160 {
+			t.Errorf("limit %d after 1 s, want ≥ 160", l)
+		}
+		if shed := count(rs[len(rs)/2:], http.StatusServiceUnavailable); shed != 0 {
+			t.Errorf("%d requests shed in the second half-second below capacity", shed)
+		}
+	})
+}

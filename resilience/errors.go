@@ -71,10 +71,14 @@ type RejectedError struct {
 }
 
 func (e *RejectedError) Error() string {
-	if e.Instance != "" {
-		return e.err.Error() + " (instance " + e.Instance + ")"
+	msg := "resilience: rejected: " + string(e.Reason)
+	if e.err != nil {
+		msg = e.err.Error()
 	}
-	return e.err.Error()
+	if e.Instance != "" {
+		return msg + " (instance " + e.Instance + ")"
+	}
+	return msg
 }
 
 // Unwrap returns the sentinel (ErrBreakerOpen, ErrBulkheadFull, ...).

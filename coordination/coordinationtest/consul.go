@@ -187,10 +187,10 @@ func (c *Consul) nextExpiry() time.Time {
 
 // call takes the lock, reaps and returns the injected error, if any. The caller unlocks.
 func (c *Consul) call(ctx context.Context) error {
+	c.mu.Lock()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	c.mu.Lock()
 	c.reap(time.Now())
 	return c.err
 }

@@ -1,0 +1,5 @@
+package chassistest_test
+
+import "runtime"
+
+func runtimeGoexit() { runtime.Goexit() }
