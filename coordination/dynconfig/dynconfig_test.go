@@ -178,12 +178,9 @@ func TestChangesApplyRejectAndRecover(t *testing.T) {
 		if len(rec.all()) != before {
 			t.Fatal("subscribers told about a rejected change")
 		}
-		if n := counter(t, reader, dynconfig.MetricReloads, dynconfig.OutcomeRejected); n != 2 {
-			// Two writes, two evaluations (the min interval may merge them into one; the fake commits
-			// them within one instant, so both land in one read).
-			if n != 1 {
-				t.Fatalf("rejected reloads = %d", n)
-			}
+		// Two writes: one evaluation, or two when the watch ran between them.
+		if n := counter(t, reader, dynconfig.MetricReloads, dynconfig.OutcomeRejected); n < 1 || n > 2 {
+			t.Fatalf("rejected reloads = %d", n)
 		}
 		if g := gauge(t, reader, dynconfig.MetricInvalid); g != 1 {
 			t.Fatalf("%s = %d, want 1", dynconfig.MetricInvalid, g)
@@ -353,14 +350,14 @@ func (s *scripted) List(ctx context.Context, _ string, q *api.QueryOptions) (api
 
 func TestIndexResetAndZero(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := &scripted{results: []uint64{50, 60, 7, 8, 0, 9}}
+		s := &scripted{results: []uint64{0, 50, 60, 7, 8}}
 		start(t, s)
 		time.Sleep(time.Second)
 		synctest.Wait()
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		// 7 < 60: start over from 0; 0 is never used as a wait index after a read (it becomes 1).
-		want := []uint64{0, 50, 60, 0, 8, 1, 9}
+		// 0 is never used as a wait index after a read (it becomes 1); 7 < 60: start over from 0.
+		want := []uint64{0, 1, 50, 60, 0, 8}
 		if !slices.Equal(s.asked, want) {
 			t.Fatalf("wait indexes = %v, want %v", s.asked, want)
 		}
@@ -440,7 +437,7 @@ func FuzzKVOverlay(f *testing.F) {
 			t.Fatal(err)
 		}
 		s := c.Snapshot()
-		if s.Value == nil || len(s.Settings) != 11 {
+		if s.Value == nil || len(s.Settings) != 9 {
 			t.Fatalf("incomplete snapshot: %+v", s)
 		}
 		if c.Err() != nil {
