@@ -411,4 +411,3 @@ func retainedPerInstance(s discovery.Snapshot) float64 {
 	runtime.KeepAlive(cp)
 	return float64(after.TotalAlloc-before.TotalAlloc) / float64(len(s.Instances))
 }
-

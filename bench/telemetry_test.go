@@ -5,7 +5,9 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -25,12 +27,35 @@ import (
 // logger with raw zap; and metric recording with the Prometheus client.
 //
 //	cd bench && go test -run '^$' -bench Telemetry -benchmem -count 6
+//
+// Besides ns/op (wall time), each benchmark reports cpu-ns/op: the process's CPU time (user +
+// system, all goroutines, GC included) per operation. On a shared, loaded machine wall time
+// includes waiting for a CPU; CPU time does not, so compare ratios of cpu-ns/op there.
 
 // telDiscardExporter drops spans, so the benchmark measures instrumentation, not export.
 type telDiscardExporter struct{}
 
 func (telDiscardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
 func (telDiscardExporter) Shutdown(context.Context) error                             { return nil }
+
+// telCPU starts measuring process CPU time; the returned func reports it per operation. Call it
+// right before the b.Loop loop and defer the result.
+func telCPU(b *testing.B) func() {
+	start := telCPUTime()
+	return func() {
+		if b.N > 0 {
+			b.ReportMetric(float64(telCPUTime()-start)/float64(b.N), "cpu-ns/op")
+		}
+	}
+}
+
+func telCPUTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 func telLookup(pairs ...string) func(string) (string, bool) {
 	m := map[string]string{}
@@ -83,7 +108,7 @@ func serveLoop(b *testing.B, h http.Handler) {
 	w := &telWriter{h: http.Header{}}
 	h.ServeHTTP(w, req) // warm the attribute caches
 	b.ReportAllocs()
-	b.ResetTimer()
+	defer telCPU(b)()
 	for b.Loop() {
 		h.ServeHTTP(w, req)
 	}
@@ -125,6 +150,7 @@ func BenchmarkTelemetryLog(b *testing.B) {
 		log := zap.New(core, zap.AddCaller()).With(zap.String("service", "bench"))
 		b.ReportAllocs()
 		i := 0
+		defer telCPU(b)()
 		for b.Loop() {
 			i++
 			f1, f2, f3 := fields(i)
@@ -135,6 +161,7 @@ func BenchmarkTelemetryLog(b *testing.B) {
 		tel := newBenchTelemetry(b, "always_on", false)
 		b.ReportAllocs()
 		i := 0
+		defer telCPU(b)()
 		for b.Loop() {
 			i++
 			f1, f2, f3 := fields(i)
@@ -148,6 +175,7 @@ func BenchmarkTelemetryLog(b *testing.B) {
 		defer span.End()
 		b.ReportAllocs()
 		i := 0
+		defer telCPU(b)()
 		for b.Loop() {
 			i++
 			f1, f2, f3 := fields(i)
@@ -163,6 +191,7 @@ func BenchmarkTelemetryLog(b *testing.B) {
 		tel.For(ctx).Info("first line builds the logger")
 		b.ReportAllocs()
 		i := 0
+		defer telCPU(b)()
 		for b.Loop() {
 			i++
 			f1, f2, f3 := fields(i)
@@ -188,6 +217,7 @@ func BenchmarkTelemetryMetric(b *testing.B) {
 	b.Run("otel-counter-cached-set", func(b *testing.B) {
 		c, _ := m.Int64Counter("bench.counter")
 		b.ReportAllocs()
+		defer telCPU(b)()
 		for b.Loop() {
 			c.Add(ctx, 1, counterOpts...)
 		}
@@ -195,6 +225,7 @@ func BenchmarkTelemetryMetric(b *testing.B) {
 	b.Run("otel-counter-attrs-per-call", func(b *testing.B) {
 		c, _ := m.Int64Counter("bench.counter2")
 		b.ReportAllocs()
+		defer telCPU(b)()
 		for b.Loop() {
 			c.Add(ctx, 1, metric.WithAttributes(attribute.String("http.route", "/items/{id}"),
 				attribute.String("http.request.method", "GET"), attribute.Int("http.response.status_code", 200)))
@@ -203,6 +234,7 @@ func BenchmarkTelemetryMetric(b *testing.B) {
 	b.Run("prom-counter-labels-per-call", func(b *testing.B) {
 		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bench_counter"}, []string{"route", "method", "code"})
 		b.ReportAllocs()
+		defer telCPU(b)()
 		for b.Loop() {
 			c.WithLabelValues("/items/{id}", "GET", strconv.Itoa(200)).Inc()
 		}
@@ -211,6 +243,7 @@ func BenchmarkTelemetryMetric(b *testing.B) {
 		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bench_counter"}, []string{"route", "method", "code"}).
 			WithLabelValues("/items/{id}", "GET", "200")
 		b.ReportAllocs()
+		defer telCPU(b)()
 		for b.Loop() {
 			c.Inc()
 		}
@@ -220,6 +253,7 @@ func BenchmarkTelemetryMetric(b *testing.B) {
 			0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10))
 		b.ReportAllocs()
 		v := 0.0
+		defer telCPU(b)()
 		for b.Loop() {
 			v += 0.001
 			h.Record(ctx, v, recordOpts...)
@@ -231,6 +265,7 @@ func BenchmarkTelemetryMetric(b *testing.B) {
 			WithLabelValues("/items/{id}", "GET", "200")
 		b.ReportAllocs()
 		v := 0.0
+		defer telCPU(b)()
 		for b.Loop() {
 			v += 0.001
 			h.Observe(v)

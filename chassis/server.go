@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/problem"
 	"github.com/cloudchassis/kit/resilience"
 	"go.opentelemetry.io/otel/trace"
@@ -41,7 +42,10 @@ func RequestID(ctx context.Context) string {
 //
 // The chain is built once per route, outer to inner: telemetry (span, RED metrics with the route
 // template, access log); the chassis core (panic recovery, request id, body size limit, request
-// deadline, in one wrapper so that the request is copied once); WithMiddleware's; the handler.
+// deadline, in one wrapper so that the request is copied once); adaptive load shedding; the TLS
+// peer identity (mutual TLS); bearer-token authentication; rate limiting per caller (after
+// authentication, so that it keys on the verified subject, never on a forgeable one);
+// WithMiddleware's; the handler.
 // Building it per route lets telemetry precompute the route's attributes, and puts the route in the
 // metrics even for a panicking handler.
 func (s *Service) Handle(pattern string, h http.Handler) {
@@ -49,6 +53,14 @@ func (s *Service) Handle(pattern string, h http.Handler) {
 	for i := len(s.opts.middleware) - 1; i >= 0; i-- {
 		chain = s.opts.middleware[i](chain)
 	}
+	chain = s.limiter.Middleware(chain)
+	if s.verifier != nil {
+		chain = s.verifier.Middleware(chain)
+	}
+	if s.settings.TLSConfig.Enabled() && s.settings.ClientCAFile != "" {
+		chain = auth.PeerIdentity(chain)
+	}
+	chain = s.shedder.Middleware(chain)
 	chain = s.core(chain)
 	chain = s.tel.Handler(chain)
 	s.mux.Handle(pattern, chain)

@@ -2,6 +2,7 @@ package chassis
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,8 +16,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/config"
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/guard"
 	"github.com/cloudchassis/kit/health"
 	"github.com/cloudchassis/kit/lifecycle"
 	"github.com/cloudchassis/kit/telemetry"
@@ -112,7 +115,13 @@ type Service struct {
 	deps           map[string]*dependency
 	clientsStarted bool
 	closers        []lifecycle.Hook // stop after the clients (the Consul registry)
-	clientErrs     []config.Problem // bad CLIENT_<NAME>_* variables, reported by Run
+
+	shedder    *guard.Shedder   // nil when SHED_ENABLED=false
+	limiter    *guard.Limiter   // nil until RATE_LIMIT_RPS is set
+	verifier   *auth.Verifier   // nil unless AUTH_JWKS_URL or AUTH_JWKS_FILE is set
+	jwks       *auth.JWKS       // refreshed in the background while running
+	tlsConf    *auth.Reloader   // nil unless TLS_CERT_FILE is set
+	clientErrs []config.Problem // bad CLIENT_<NAME>_* variables, reported by Run
 }
 
 // New reads the environment and builds a Service. A *config.Error lists every bad or missing
@@ -168,7 +177,7 @@ func New(name string, opts ...Option) (*Service, error) {
 		gopts = append(gopts, lifecycle.WithSignals())
 	}
 	s.group = lifecycle.New(gopts...)
-	if err := s.setupDiscovery(); err != nil {
+	if err := errors.Join(s.setupDiscovery(), s.setupProtection()); err != nil {
 		_ = tel.Shutdown(context.Background())
 		return nil, err
 	}
@@ -291,7 +300,7 @@ func (s *Service) Run(ctx context.Context) error {
 	)
 	// Clients stop after the public server drained: in-flight handlers may still call out.
 	s.group.Append(s.closers...)
-	s.group.Append(lifecycle.Hook{Name: "clients", Start: s.startClients, Stop: s.stopClients})
+	s.group.Append(lifecycle.Hook{Name: "clients", Start: s.startClients, Stop: s.stopClients}, s.jwksHook())
 	s.group.Append(s.hooks...)
 	s.group.Append(
 		lifecycle.Hook{
@@ -302,6 +311,10 @@ func (s *Service) Run(ctx context.Context) error {
 					return fmt.Errorf("public port: %w", err)
 				}
 				s.setAddr(ln, nil)
+				if s.tlsConf != nil {
+					s.public.TLSConfig = s.tlsConf.TLSConfig()
+					ln = tls.NewListener(ln, s.public.TLSConfig)
+				}
 				s.serve(s.public, ln, "public")
 				return nil
 			},

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"time"
 
+	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/guard"
 )
 
 // Settings are the chassis' own environment variables. Every field can be set in the environment;
@@ -37,6 +39,14 @@ type Settings struct {
 	ConsulConsistency     string            `envconfig:"CONSUL_CONSISTENCY" default:"stale" validate:"oneof=stale leader consistent cached" desc:"read mode of discovery watches: stale (any server; available during elections), leader, consistent, cached (agent cache)"`
 	DiscoveryMaxStaleness time.Duration     `envconfig:"DISCOVERY_MAX_STALENESS" default:"0s" validate:"gte=0" desc:"drop a last-known-good instance list older than this while the registry is unreachable; 0 keeps it forever"`
 
+	// Server protection: adaptive load shedding (on by default), per-caller rate limiting (off until
+	// RATE_LIMIT_RPS is set), bearer-token authentication (on when AUTH_JWKS_URL or AUTH_JWKS_FILE is
+	// set) and TLS / mutual TLS (on when TLS_CERT_FILE is set).
+	guard.ShedConfig
+	guard.RateLimitConfig
+	auth.Config
+	auth.TLSConfig
+
 	LogLevel        string  `envconfig:"LOG_LEVEL" default:"info" validate:"oneof=debug info warn error" desc:"log level; changeable at runtime on the admin port"`
 	LogFormat       string  `envconfig:"LOG_FORMAT" default:"json" validate:"oneof=json console" desc:"log encoding"`
 	AccessLog       bool    `envconfig:"ACCESS_LOG" default:"true" desc:"log one line per request"`
@@ -55,3 +65,6 @@ func (s *Settings) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// AuthEnabled reports whether bearer-token authentication is configured.
+func (s *Settings) AuthEnabled() bool { return s.Config.Enabled() }

@@ -126,6 +126,20 @@ func TestSetupError(t *testing.T) {
 	}
 }
 
+func TestLeakedGoroutineFailsTheTest(t *testing.T) {
+	ft := &fakeTB{TB: t}
+	release := make(chan struct{})
+	chassistest.Start(ft, "leaky", func(svc *chassis.Service) error {
+		go func() { <-release }() // started by the service, never stopped by it
+		return nil
+	})
+	ft.runCleanups()
+	close(release)
+	if !strings.Contains(ft.msgs(), "found unexpected goroutines") {
+		t.Fatalf("leak not reported: %q", ft.msgs())
+	}
+}
+
 // fakeTB records failures, so that the helpers' failure paths can be tested; Fatal ends the
 // goroutine as in a real test.
 type fakeTB struct {
@@ -139,6 +153,7 @@ func (f *fakeTB) Helper() {}
 func (f *fakeTB) Errorf(format string, a ...any) {
 	f.errs = append(f.errs, fmt.Sprintf(format, a...))
 }
+func (f *fakeTB) Error(a ...any) { f.errs = append(f.errs, fmt.Sprint(a...)) }
 func (f *fakeTB) Fatalf(format string, a ...any) {
 	f.errs = append(f.errs, fmt.Sprintf(format, a...))
 	f.fatal = true

@@ -77,8 +77,6 @@ func (t proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// that never give up.
 	ctx, cancel := context.WithCancel(req.Context())
 	defer cancel()
-	stop := context.AfterFunc(ctx, func() {})
-	defer stop()
 	go func() {
 		select {
 		case <-t.p.closing:
@@ -86,14 +84,19 @@ func (t proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		case <-ctx.Done():
 		}
 	}()
-	resp, err := t.p.roundTrip(req.WithContext(ctx), t.p.transport)
-	return resp, err
+	return t.p.roundTrip(req.WithContext(ctx), t.p.transport)
 }
 
 // fail answers when the fault or the upstream failed: injected resets and unreachable peers become
-// a TCP reset of the client's connection; anything else a 502.
+// a TCP reset of the client's connection, as does a request cut by Close; anything else a 502.
 func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EHOSTUNREACH) || r.Context().Err() != nil {
+	closing := false
+	select {
+	case <-p.closing:
+		closing = true
+	default:
+	}
+	if closing || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EHOSTUNREACH) || r.Context().Err() != nil {
 		if hj, ok := w.(http.Hijacker); ok {
 			if conn, _, herr := hj.Hijack(); herr == nil {
 				if tc, ok := conn.(*net.TCPConn); ok {
@@ -125,8 +128,8 @@ func (p *Proxy) URL() string { return "http://" + p.Addr() }
 func (p *Proxy) Close() error {
 	var err error
 	p.closeOnce.Do(func() {
-		close(p.closing)
 		err = p.srv.Close()
+		close(p.closing)
 		p.inflight.Wait()
 		p.transport.CloseIdleConnections()
 	})

@@ -82,7 +82,7 @@ type Shedder struct {
 	cfg   ShedConfig
 	clock func() int64 // nanoseconds since construction
 
-	mu       sync.Mutex // held by the one request that recomputes the limit
+	mu        sync.Mutex // held by the one request that recomputes the limit
 	estimate  float64
 	baseline  float64 // long-term average latency, ns
 	slowStart bool    // doubling the limit until latency first exceeds tolerance

@@ -99,15 +99,15 @@ type Config[T any] struct {
 
 	cur atomic.Pointer[Snapshot[T]]
 
-	mu         sync.Mutex
-	subs       map[int]func(Change[T])
-	nextSub    int
-	rejected   *RejectedError
-	watchErr   error
-	notices    []string
-	started    bool
-	cancel     context.CancelFunc
-	done       chan struct{}
+	mu       sync.Mutex
+	subs     map[int]func(Change[T])
+	nextSub  int
+	rejected *RejectedError
+	watchErr error
+	notices  []string
+	started  bool
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
 // New loads T from the environment and returns a Config over the KV prefix. It fails as config.Load

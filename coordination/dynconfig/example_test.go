@@ -2,7 +2,9 @@ package dynconfig_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/time/rate"
 
@@ -45,16 +47,16 @@ func Example() {
 	fmt.Println("limit:", limiter.Limit())
 
 	consul.Put("config/catalog/RATE_LIMIT", "-5")
-	consul.Put("config/catalog/PORT", "9999")
-	for cfg.Err() == nil {
-		consul.Put("config/catalog/PORT", "9999") // wait for the watch to see it
+	var rejected *dynconfig.RejectedError
+	for !errors.As(cfg.Err(), &rejected) {
+		time.Sleep(10 * time.Millisecond) // the watch applies changes in its own goroutine
 	}
 	fmt.Println("limit:", cfg.Load().RateLimit)
-	fmt.Println(cfg.Err())
+	fmt.Println("rejected:", rejected.Err)
 	// Output:
 	// limit: 50
 	// changed: [RATE_LIMIT]
 	// limit: 200
 	// limit: 200
-	// dynconfig: KV index 3 rejected, keeping index 2: config: RATE_LIMIT="-5": must be greater than 0; want number
+	// rejected: config: RATE_LIMIT="-5": must be greater than 0; want number
 }

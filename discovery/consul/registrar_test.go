@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/cloudchassis/kit/discovery/consul"
 )
@@ -98,7 +100,10 @@ func TestRegisterHTTPCheckAndDeregister(t *testing.T) {
 func TestRegistrarRestoresLostService(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a := newFakeAgent()
-		r := newRegistrar(t, a, consul.Registration{Name: "svc", ID: "svc-1", Port: 1, CheckURL: "http://h:2/readyz"})
+		reader := sdkmetric.NewManualReader()
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+		r := newRegistrar(t, a, consul.Registration{Name: "svc", ID: "svc-1", Port: 1, CheckURL: "http://h:2/readyz"},
+			consul.WithMeterProvider(mp))
 		if err := r.Register(t.Context()); err != nil {
 			t.Fatal(err)
 		}
@@ -108,6 +113,24 @@ func TestRegistrarRestoresLostService(t *testing.T) {
 		svcs, regs, _ := a.snapshot()
 		if svcs["svc-1"] == nil || regs != 2 {
 			t.Fatalf("after the agent forgot the service: services %v, %d registrations; want it back", svcs, regs)
+		}
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(t.Context(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		reasons := map[string]int64{}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				if sum, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == consul.MetricRegistrations {
+					for _, dp := range sum.DataPoints {
+						v, _ := dp.Attributes.Value("reason")
+						reasons[v.AsString()] += dp.Value
+					}
+				}
+			}
+		}
+		if reasons["initial"] != 1 || reasons["restore"] != 1 {
+			t.Errorf("%s by reason = %v, want initial 1, restore 1", consul.MetricRegistrations, reasons)
 		}
 	})
 }

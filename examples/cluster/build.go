@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// shopPackage is the import path of the shop services; each service is a main package under it.
+const shopPackage = "github.com/cloudchassis/kit/examples/shop/"
+
+// services are the shop's services, callees first: that is the order they start in, so that the
+// gateway finds its dependencies at once.
+var services = []string{"catalog", "pricing", "cart", "gateway"}
+
+// build compiles every service binary once into dir with one go build (which shares the work of
+// the common packages) and returns their paths by service.
+func build(ctx context.Context, goTool, dir string) (map[string]string, error) {
+	args := []string{"build", "-o", dir + string(os.PathSeparator)}
+	for _, s := range services {
+		args = append(args, shopPackage+s)
+	}
+	cmd := exec.CommandContext(ctx, goTool, args...)
+	cmd.Env = os.Environ()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	bins := map[string]string{}
+	for _, s := range services {
+		bin := filepath.Join(dir, s)
+		if _, err := os.Stat(bin); err != nil {
+			return nil, fmt.Errorf("built %s: %w", s, err)
+		}
+		bins[s] = bin
+	}
+	return bins, nil
+}
