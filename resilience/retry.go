@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"time"
+
+	"github.com/cloudchassis/kit/discovery"
 )
 
 // RetryConfig configures Retry. See Config for the meaning of each field and its default.
@@ -58,6 +60,11 @@ func (r *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		return r.next.RoundTrip(req)
 	}
 	replayable := Replayable(req)
+	if discovery.TriedFrom(ctx) == nil {
+		// Retries (and hedges below) then avoid the instances this call already used.
+		ctx = discovery.WithTried(ctx)
+		req = req.WithContext(ctx)
+	}
 	req, canReplay, err := prepareBody(req, cmpOr(r.cfg.BodyBufferMax, DefaultBodyBufferLimit))
 	if err != nil {
 		return nil, fmt.Errorf("resilience: reading request body for replay: %w", err)

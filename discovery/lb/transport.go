@@ -1,10 +1,13 @@
 package lb
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"sync/atomic"
+
+	"github.com/cloudchassis/kit/discovery"
 )
 
 // Transport is an http.RoundTripper that sends requests for http://<service>/... (or https) to an
@@ -35,14 +38,15 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("lb: request host %q is not service %q", h, b.service)
 	}
 	ctx := req.Context()
-	e, err := b.Pick(ctx)
+	tried := discovery.TriedFrom(ctx)
+	e, err := b.pickAvoiding(ctx, tried)
 	if err != nil {
 		select {
 		case <-b.ready:
 		default:
 			select {
 			case <-b.ready:
-				e, err = b.Pick(ctx)
+				e, err = b.pickAvoiding(ctx, tried)
 			case <-ctx.Done():
 				err = fmt.Errorf("%w: %w", err, ctx.Err())
 			}
@@ -53,6 +57,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 
+	if tried != nil {
+		tried.Add(e.key)
+	}
 	out := *req // RoundTrippers must not modify the request: a shallow copy with a new URL
 	u := *req.URL
 	u.Host = e.hostPort
@@ -123,3 +130,28 @@ type rwBody struct {
 }
 
 func (b *rwBody) Write(p []byte) (int, error) { return b.w.Write(p) }
+
+// pickAvoiding picks like Pick, but when the call already tried the picked instance (this is a retry
+// or a hedge), it takes the next available instance the call has not used, scanning from a random
+// place. Retrying on the instance that just failed wastes the attempt, and P2C over a small set keeps
+// choosing a fast-failing instance, whose errors are quick. RingHash keeps its pick: a key belongs to
+// its instance. When every instance was tried, the pick stands.
+func (b *Balancer) pickAvoiding(ctx context.Context, tried *discovery.Tried) (*Endpoint, error) {
+	e, err := b.Pick(ctx)
+	if err != nil || tried == nil || b.opts.policy == RingHash || !tried.Has(e.key) {
+		return e, err
+	}
+	t := b.table.Load()
+	n := len(t.active)
+	start := bounded(uint32(b.rand64()), max(n, 1))
+	for k := range n {
+		c := t.active[(start+k)%n]
+		if c == e || tried.Has(c.key) || t.checkAvail && !c.available() {
+			continue
+		}
+		c.inflight.Add(1)
+		e.Release()
+		return c, nil
+	}
+	return e, nil
+}

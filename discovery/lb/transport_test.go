@@ -282,3 +282,45 @@ func TestInstanceTransportBuiltOncePerInstance(t *testing.T) {
 		t.Fatalf("an instance whose breaker is open was picked: %v", seen)
 	}
 }
+
+// TestRetryAvoidsTriedInstance: a call that already used an instance (its context carries a
+// discovery.Tried) is sent to another one, even where P2C would prefer the first.
+func TestRetryAvoidsTriedInstance(t *testing.T) {
+	var hits [2]atomic.Int64
+	var srvs [2]*httptest.Server
+	for i := range srvs {
+		srvs[i] = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits[i].Add(1)
+		}))
+		defer srvs[i].Close()
+	}
+	insts := make([]discovery.Instance, 2)
+	for i, s := range srvs {
+		u, _ := url.Parse(s.URL)
+		port, _ := strconv.Atoi(u.Port())
+		insts[i] = discovery.Instance{ID: fmt.Sprint("i", i), Address: u.Hostname(), Port: port}
+	}
+	b, err := NewFixed("svc", insts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	client := &http.Client{Transport: NewTransport(b)}
+	for range 50 {
+		ctx := discovery.WithTried(context.Background())
+		for range 2 { // a first attempt and its retry
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://svc/", nil)
+			res, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+		}
+		if discovery.TriedFrom(ctx).Len() != 2 {
+			t.Fatalf("the retry went to the instance already tried")
+		}
+	}
+	if hits[0].Load() != 50 || hits[1].Load() != 50 {
+		t.Fatalf("hits %d/%d, want 50/50", hits[0].Load(), hits[1].Load())
+	}
+}

@@ -26,7 +26,11 @@ func build(ctx context.Context, goTool, dir string) (map[string]string, error) {
 	cmd := exec.CommandContext(ctx, goTool, args...)
 	cmd.Env = os.Environ()
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+		hint := ""
+		if strings.Contains(string(out), "go.mod file not found") || strings.Contains(string(out), "no required module provides") {
+			hint = "\n(run the launcher from inside the Chassis module, for example `go run ./examples/cluster` at its root)"
+		}
+		return nil, fmt.Errorf("go %s: %w\n%s%s", strings.Join(args, " "), err, out, hint)
 	}
 	bins := map[string]string{}
 	for _, s := range services {

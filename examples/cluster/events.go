@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"sync"
 	"time"
 )
@@ -90,4 +91,4 @@ func (t *timeline) list() []Event {
 	return out
 }
 
-func roundTo(x, unit float64) float64 { return float64(int64(x/unit+0.5)) * unit }
+func roundTo(x, unit float64) float64 { return math.Round(x/unit) * unit }

@@ -14,16 +14,16 @@ import (
 	"time"
 )
 
-// State is where an instance is in its life.
-type State string
+// ProcState is where an instance is in its life.
+type ProcState string
 
 // Instance states, as the dashboard shows them.
 const (
-	StateStarting State = "starting"
-	StateReady    State = "ready"
-	StateDraining State = "draining" // SIGTERM sent
-	StateKilled   State = "killed"   // SIGKILL sent by the chaos schedule
-	StateExited   State = "exited"
+	StateStarting ProcState = "starting"
+	StateReady    ProcState = "ready"
+	StateDraining ProcState = "draining" // SIGTERM sent
+	StateKilled   ProcState = "killed"   // SIGKILL sent by the chaos schedule
+	StateExited   ProcState = "exited"
 )
 
 // proc is one service instance running as a child process.
@@ -38,7 +38,7 @@ type proc struct {
 	exited chan struct{} // closed once Wait returned
 
 	mu        sync.Mutex
-	state     State
+	state     ProcState
 	addr      string
 	adminAddr string
 	started   time.Time
@@ -133,7 +133,7 @@ func (p *proc) waitReady(ctx context.Context) error {
 }
 
 // signal sends sig and records the new state; an exited process is left alone.
-func (p *proc) signal(sig syscall.Signal, state State) error {
+func (p *proc) signal(sig syscall.Signal, state ProcState) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd == nil || p.cmd.Process == nil || p.state == StateExited {
@@ -207,7 +207,7 @@ func (p *proc) logTail() string {
 type InstanceInfo struct {
 	Service   string    `json:"service"`
 	ID        string    `json:"id"`
-	State     State     `json:"state"`
+	State     ProcState `json:"state"`
 	Pid       int       `json:"pid"`
 	Addr      string    `json:"addr"`
 	AdminAddr string    `json:"admin_addr"`

@@ -12,3 +12,5 @@ import (
 func detach(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 }
+
+func pid() int { return syscall.Getpid() }

@@ -1,0 +1,15 @@
+// Command chassis is the Chassis developer CLI.
+//
+//	chassis new [flags] <module-path> [dir]   generate a service repository
+//	chassis env                               print the environment variables every service reads
+//	chassis version                           print the CLI's version
+//
+// Start with `chassis new github.com/acme/orders`: it writes a ready repository (main.go on
+// chassis.Main, a config struct, a handler and its chassistest test, README, Makefile, CI workflow,
+// Dockerfile, Kubernetes manifests, .gitignore) into ./orders, refusing to overwrite files unless
+// -force is given. Every command answers -h. Exit codes: 0 success, 1 failure, 2 usage error.
+//
+// Install it with
+//
+//	go install github.com/cloudchassis/kit/cmd/chassis@latest
+package main
