@@ -68,10 +68,11 @@ func telLookup(pairs ...string) func(string) (string, bool) {
 func newBenchTelemetry(b *testing.B, sampler string, accessLog bool) *telemetry.Telemetry {
 	b.Helper()
 	tel, err := telemetry.New(context.Background(), telemetry.Settings{
-		ServiceName: "bench",
-		LogOutput:   io.Discard,
-		AccessLog:   accessLog,
-		Lookup:      telLookup("OTEL_TRACES_SAMPLER", sampler, "OTEL_METRICS_EXPORTER", "none"),
+		ServiceName:            "bench",
+		LogOutput:              io.Discard,
+		AccessLog:              accessLog,
+		AccessLogSuccessSample: 1,
+		Lookup:                 telLookup("OTEL_TRACES_SAMPLER", sampler, "OTEL_METRICS_EXPORTER", "none"),
 	},
 		telemetry.WithSpanExporter(telDiscardExporter{}),
 		telemetry.WithMetricReader(sdkmetric.NewManualReader()),

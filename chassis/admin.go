@@ -25,6 +25,9 @@ func (s *Service) newAdminServer() *http.Server {
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	for _, r := range s.adminRoutes {
+		mux.Handle(r.pattern, r.h)
+	}
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: s.settings.ReadHeaderTimeout,

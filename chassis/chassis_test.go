@@ -98,6 +98,9 @@ func TestServesRoutesAndAdmin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	svc.HandleAdmin("GET /debug/custom", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "custom")
+	}))
 	svc.HandleFunc("GET /items/{id}", func(w http.ResponseWriter, r *http.Request) {
 		if chassis.RequestID(r.Context()) == "" {
 			t.Error("no request id in context")
@@ -120,7 +123,7 @@ func TestServesRoutesAndAdmin(t *testing.T) {
 	}
 
 	admin := "http://" + svc.AdminAddr()
-	for _, path := range []string{"/livez", "/readyz", "/startupz", "/metrics", "/debug/pprof/", "/debug/info"} {
+	for _, path := range []string{"/livez", "/readyz", "/startupz", "/metrics", "/debug/pprof/", "/debug/info", "/debug/custom"} {
 		if res, body := get(t, admin+path, nil); res.StatusCode != 200 {
 			t.Errorf("%s: %d %s", path, res.StatusCode, body)
 		}
@@ -290,6 +293,7 @@ func TestStartAndStopOrder(t *testing.T) {
 	reg.svc = svc
 	svc.Hook(hookRecorder(reg, "db"))
 	svc.Hook(hookRecorder(reg, "cache"))
+	svc.OnDrain("leader", func(context.Context) error { reg.add("drain:leader"); return nil })
 	checks := 0
 	svc.AddCheck(health.Startup, health.Check{Name: "warm", Func: func(context.Context) error {
 		checks++
@@ -307,7 +311,7 @@ func TestStartAndStopOrder(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	want := "start:db start:cache startup-passed register deregister stop:cache stop:db"
+	want := "start:db start:cache startup-passed register deregister drain:leader stop:cache stop:db"
 	if got := strings.Join(reg.log, " "); got != want {
 		t.Fatalf("order:\n got %s\nwant %s", got, want)
 	}

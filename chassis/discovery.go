@@ -62,6 +62,7 @@ func (s *Service) setupDiscovery() error {
 	if err != nil {
 		return fmt.Errorf("chassis: consul client: %w", err)
 	}
+	s.consul = client
 	cc := consul.NewClient(client)
 	if s.opts.resolver == nil {
 		reg, err := consul.NewRegistry(cc, consul.WithMeterProvider(s.tel.MeterProvider()), consul.WithLogger(s.tel.Slog()))

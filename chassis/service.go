@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
 
 	"github.com/cloudchassis/kit/auth"
@@ -115,6 +116,10 @@ type Service struct {
 	deps           map[string]*dependency
 	clientsStarted bool
 	closers        []lifecycle.Hook // stop after the clients (the Consul registry)
+
+	drains      []lifecycle.Hook
+	adminRoutes []adminRoute
+	consul      *api.Client
 
 	shedder    *guard.Shedder   // nil when SHED_ENABLED=false
 	limiter    *guard.Limiter   // nil until RATE_LIMIT_RPS is set
@@ -244,6 +249,29 @@ func (s *Service) OnStop(name string, stop func(ctx context.Context) error) {
 	s.hooks = append(s.hooks, lifecycle.Hook{Name: name, Stop: stop})
 }
 
+// OnDrain adds a function that runs at the start of the drain, right after readiness turns 503 and
+// the instance is deregistered, while requests are still served: the place to step down as a leader
+// (coordination/election's Stop) or to stop taking work from a queue. Drain functions run in the
+// order added, under the shutdown deadline; their errors are joined into Run's.
+func (s *Service) OnDrain(name string, f func(ctx context.Context) error) {
+	s.drains = append(s.drains, lifecycle.Hook{Name: name, Stop: f})
+}
+
+// HandleAdmin registers a handler on the admin server (for example coordination/dynconfig's
+// /debug/config). Call it before Run.
+func (s *Service) HandleAdmin(pattern string, h http.Handler) {
+	s.adminRoutes = append(s.adminRoutes, adminRoute{pattern, h})
+}
+
+type adminRoute struct {
+	pattern string
+	h       http.Handler
+}
+
+// Consul returns the Consul API client built from CONSUL_HTTP_ADDR and the other standard variables
+// when DISCOVERY is consul, else nil. Coordination (dynamic config, locks, elections) uses it.
+func (s *Service) Consul() *api.Client { return s.consul }
+
 // Hook adds a start/stop pair that stops only if it started.
 func (s *Service) Hook(h lifecycle.Hook) { s.hooks = append(s.hooks, h) }
 
@@ -361,6 +389,12 @@ func (s *Service) Run(ctx context.Context) error {
 					if err = registrar.Deregister(ctx); err != nil {
 						err = fmt.Errorf("deregister: %w", err)
 						s.log.Warn("deregistration failed; watchers drop the instance when its check fails", zap.Error(err))
+					}
+				}
+				for _, d := range s.drains {
+					if derr := d.Stop(ctx); derr != nil {
+						s.log.Warn("drain hook failed", zap.String("hook", d.Name), zap.Error(derr))
+						err = errors.Join(err, fmt.Errorf("drain %s: %w", d.Name, derr))
 					}
 				}
 				s.log.Info("draining", zap.Duration("drain_delay", s.settings.DrainDelay))

@@ -81,7 +81,7 @@ type envConfig struct {
 	attrCount, attrValueLength int // generic limits; 0 value length = unlimited
 
 	spanAttrCount, spanValueLength, eventCount, linkCount, eventAttrCount, linkAttrCount int
-	logAttrCount, logValueLength                                                       int
+	logAttrCount, logValueLength                                                         int
 }
 
 type envReader struct {

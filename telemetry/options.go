@@ -22,9 +22,6 @@ const (
 	DefaultRouteCacheSize = 2048
 )
 
-// AccessLogErrorsOnly is the Settings.AccessLogSuccessSample that logs failures only.
-const AccessLogErrorsOnly = -1.0
-
 // UnmatchedRoute is the http.route of requests that no ServeMux pattern matched (404s, scanners),
 // so they cannot create one series per raw path.
 const UnmatchedRoute = "unmatched"
@@ -41,9 +38,8 @@ type Settings struct {
 	LogFormat string // json | console; default DefaultLogFormat
 
 	// AccessLog enables one log line per request in Handler. Failures (status >= 500) are always
-	// logged; successes with probability AccessLogSuccessSample, between 0 and 1. The zero value
-	// means 1 (every success, the Go zero-value-is-default idiom); AccessLogErrorsOnly logs no
-	// successes at all.
+	// logged; successes with probability AccessLogSuccessSample, between 0 and 1: 1 logs every
+	// success, 0 none (failures only). chassis passes ACCESS_LOG_SAMPLE, whose default is 1.
 	AccessLog              bool
 	AccessLogSuccessSample float64
 

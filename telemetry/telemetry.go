@@ -84,21 +84,15 @@ func New(ctx context.Context, s Settings, opts ...Option) (*Telemetry, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if (s.AccessLogSuccessSample < 0 || s.AccessLogSuccessSample > 1) && s.AccessLogSuccessSample != AccessLogErrorsOnly {
+	if s.AccessLogSuccessSample < 0 || s.AccessLogSuccessSample > 1 {
 		errs = append(errs, &EnvError{Key: "ACCESS_LOG_SAMPLE", Value: fmt.Sprint(s.AccessLogSuccessSample),
-			Reason: "a probability between 0 and 1 (or AccessLogErrorsOnly)"})
+			Reason: "a probability between 0 and 1"})
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 
 	t := &Telemetry{access: s.AccessLog, sample: s.AccessLogSuccessSample, propagator: o.propagator}
-	switch t.sample {
-	case 0:
-		t.sample = 1
-	case AccessLogErrorsOnly:
-		t.sample = 0 // rand.Float64() >= 0 always: no success is logged
-	}
 	if t.propagator == nil {
 		t.propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 		t.defaultProp = true

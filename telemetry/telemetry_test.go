@@ -51,7 +51,7 @@ func newMux(t *telemetry.Telemetry) *http.ServeMux {
 }
 
 func TestHandlerContinuesTraceAndRecordsRoute(t *testing.T) {
-	tel, rec := telemetrytest.New(t, telemetry.Settings{ServiceName: "catalog", AccessLog: true})
+	tel, rec := telemetrytest.New(t, telemetry.Settings{ServiceName: "catalog", AccessLog: true, AccessLogSuccessSample: 1})
 	h := tel.Handler(newMux(tel))
 
 	req := httptest.NewRequest("GET", "/items/42", nil)
@@ -474,7 +474,7 @@ func TestLookupControlsOTLPExporter(t *testing.T) {
 
 func TestSDKDisabled(t *testing.T) {
 	rec := telemetrytest.NewRecorder()
-	dis, err := telemetry.New(context.Background(), telemetry.Settings{AccessLog: true, LogOutput: io.Discard,
+	dis, err := telemetry.New(context.Background(), telemetry.Settings{AccessLog: true, AccessLogSuccessSample: 1, LogOutput: io.Discard,
 		Lookup: telemetrytest.Env("OTEL_SDK_DISABLED", "true")}, rec.Options()...)
 	if err != nil {
 		t.Fatal(err)
@@ -500,7 +500,7 @@ func TestSDKDisabled(t *testing.T) {
 // Without any span exporter, spans are not recorded but still get ids, so logs stay correlated.
 func TestNoExporterStillCorrelatesLogs(t *testing.T) {
 	rec := telemetrytest.NewRecorder()
-	tel, err := telemetry.New(context.Background(), telemetry.Settings{AccessLog: true, LogOutput: io.Discard,
+	tel, err := telemetry.New(context.Background(), telemetry.Settings{AccessLog: true, AccessLogSuccessSample: 1, LogOutput: io.Discard,
 		Lookup: telemetrytest.Env("OTEL_METRICS_EXPORTER", "none")}, telemetry.WithLoggerCore(rec.Core()), telemetry.WithoutRuntimeMetrics())
 	if err != nil {
 		t.Fatal(err)
@@ -671,7 +671,7 @@ func TestSetGlobalIsExplicit(t *testing.T) {
 }
 
 func TestAccessLogErrorsOnly(t *testing.T) {
-	tel, rec := telemetrytest.New(t, telemetry.Settings{AccessLog: true, AccessLogSuccessSample: telemetry.AccessLogErrorsOnly})
+	tel, rec := telemetrytest.New(t, telemetry.Settings{AccessLog: true, AccessLogSuccessSample: 0})
 	h := tel.Handler(newMux(tel))
 	for range 20 {
 		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/items/1", nil))

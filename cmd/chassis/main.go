@@ -30,7 +30,7 @@ var errUsage = errors.New("usage")
 // usageError is a command-line mistake; its message is printed with the command's usage.
 type usageError struct{ msg string }
 
-func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Error() string        { return e.msg }
 func (e *usageError) Is(target error) bool { return target == errUsage }
 
 func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }

@@ -268,6 +268,8 @@ func TestClusterLeaderLoss(t *testing.T) {
 		id := "c" + strconv.Itoa(i+1)
 		e, err := election.New(lock.NewConsulClient(srv.Client), key, id,
 			election.WithLockOptions(lock.WithTTL(itTTL), lock.WithLockDelay(itLockDelay), lock.WithRetryWait(100*time.Millisecond)),
+			// Long enough that after the Resign below another candidate, not the same one, takes over.
+			election.WithRejoinDelay(20*time.Second),
 			election.WithOnElected(func(ctx context.Context, tok lock.Token) {
 				mu.Lock()
 				log = append(log, fmt.Sprintf("%s elected %d", id, tok))
@@ -328,9 +330,10 @@ func TestClusterLeaderLoss(t *testing.T) {
 	if err := cands[leaderIdx-1].e.Resign(ctx); err != nil {
 		t.Fatalf("Resign after the raft leader loss: %v", err)
 	}
-	next := waitLeader(t, cands[indexOf(cluster, newRaft)].e, 30*time.Second,
+	resigned := time.Now()
+	next := waitLeader(t, cands[indexOf(cluster, newRaft)].e, 20*time.Second,
 		func(l election.Leader) bool { return l.Value != dead && l.Value != after.Value })
-	t.Logf("after resign: leader %s (token %d)", next.Value, next.Token)
+	t.Logf("MEASURED: after resign: leader %s (token %d) %v later", next.Value, next.Token, time.Since(resigned).Round(time.Millisecond))
 	if next.Token <= after.Token {
 		t.Fatalf("token %d not above %d", next.Token, after.Token)
 	}

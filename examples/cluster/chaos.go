@@ -135,7 +135,7 @@ func (ch *chaos) kill(ctx context.Context, id string) error {
 		rp, err := ch.c.start(ctx, p.Service)
 		replaced := ""
 		if err == nil {
-			replaced = fmt.Sprintf("replacement %s ready after %.1fs", rp.ID, time.Since(t0).Seconds())
+			replaced = fmt.Sprintf("replacement %s ready %dms after the kill", rp.ID, time.Since(t0).Milliseconds())
 			ch.tl.add(Event{Kind: EventStart, Target: rp.ID, Detail: rp.ID + " started to replace " + id})
 		} else if ctx.Err() == nil {
 			replaced = "replacement failed: " + err.Error()

@@ -153,18 +153,32 @@ func (c *cluster) replace(ctx context.Context, old *proc) (*proc, error) {
 }
 
 // stopAll stops every live instance at once with SIGTERM, waits up to grace, then SIGKILLs the
-// stragglers, and waits until every child has been reaped.
-func (c *cluster) stopAll(grace time.Duration) {
+// stragglers, and waits until every child has been reaped. It reports how many instances it
+// stopped and how many of those needed SIGKILL. It is idempotent.
+func (c *cluster) stopAll(grace time.Duration) (stopped, killed int) {
 	var wg sync.WaitGroup
+	var mu sync.Mutex
 	for _, p := range c.all() {
+		select {
+		case <-p.exited:
+			continue
+		default:
+		}
+		if p.Pid() == 0 {
+			continue
+		}
 		wg.Go(func() {
-			if p.Pid() == 0 {
-				return
+			forced := p.stop(grace)
+			mu.Lock()
+			stopped++
+			if forced {
+				killed++
 			}
-			p.stop(grace)
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
+	return stopped, killed
 }
 
 // pids returns the process id of every instance ever started.

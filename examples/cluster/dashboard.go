@@ -19,17 +19,17 @@ var webFS embed.FS
 
 // State is the whole dashboard document, sent on every update.
 type State struct {
-	Now        time.Time           `json:"now"`
-	Elapsed    float64             `json:"elapsed_s"`
-	Duration   float64             `json:"duration_s"` // 0: until Ctrl-C
-	Chaos      bool                `json:"chaos"`
-	Phase      string              `json:"phase"` // starting, running, stopping, done
-	Registry   RegistryView        `json:"registry"`
-	Instances  []InstanceView      `json:"instances"`
-	Load       LoadView            `json:"load"`
-	Events     []Event             `json:"events"`
-	Dashboards map[string]string   `json:"links,omitempty"`
-	Services   []string            `json:"services"`
+	Now        time.Time         `json:"now"`
+	Elapsed    float64           `json:"elapsed_s"`
+	Duration   float64           `json:"duration_s"` // 0: until Ctrl-C
+	Chaos      bool              `json:"chaos"`
+	Phase      string            `json:"phase"` // starting, running, stopping, done
+	Registry   RegistryView      `json:"registry"`
+	Instances  []InstanceView    `json:"instances"`
+	Load       LoadView          `json:"load"`
+	Events     []Event           `json:"events"`
+	Dashboards map[string]string `json:"links,omitempty"`
+	Services   []string          `json:"services"`
 }
 
 // InstanceView is an instance with its metrics and its share of its service's traffic.

@@ -124,20 +124,20 @@ type demo struct {
 	out   io.Writer
 	start time.Time // of the load
 
-	reg      registry
-	regView  *registryWatcher
-	cl       *cluster
-	edge     *edge
-	load     *loadGen
-	tl       *timeline
-	scr      *scraper
-	ch       *chaos
-	dash     *dashboard
-	phaseMu  sync.Mutex // guards phase, and start, load and ch once the load starts
-	phase    string
-	shareMu  sync.Mutex
-	share    map[string]map[string]int // last second's responses per instance, by service
-	outMu    sync.Mutex
+	reg     registry
+	regView *registryWatcher
+	cl      *cluster
+	edge    *edge
+	load    *loadGen
+	tl      *timeline
+	scr     *scraper
+	ch      *chaos
+	dash    *dashboard
+	phaseMu sync.Mutex // guards phase, and start, load and ch once the load starts
+	phase   string
+	shareMu sync.Mutex
+	share   map[string]map[string]int // last second's responses per instance, by service
+	outMu   sync.Mutex
 }
 
 func (d *demo) phaseIs(p string) bool {
@@ -218,11 +218,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	}
 	d.cl = newCluster(bins, baseEnv(d.reg.Addr()), extra, nil)
 	// From here on, every child is stopped however run returns.
-	defer func() {
-		d.setPhase("stopping")
-		d.printf("%s stopping every instance (SIGTERM, then SIGKILL after %s)...\n", d.clock(), stopGrace)
-		d.cl.stopAll(stopGrace)
-	}()
+	defer d.cl.stopAll(stopGrace) // a no-op after the orderly stop below
 
 	d.scr = newScraper()
 	if o.dashboard != "" {
@@ -285,7 +281,13 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		d.printf("\n%s interrupted\n", d.clock())
 	}
 
+	d.setPhase("stopping")
+	d.printf("%s stopping every instance (SIGTERM, SIGKILL after %s)...\n", d.clock(), stopGrace)
+	t0 = time.Now()
+	stopped, killed := d.cl.stopAll(stopGrace)
 	sum := d.summary(end)
+	sum.BinDir = tmp
+	sum.Shutdown = Shutdown{Stopped: stopped, Killed: killed, Seconds: roundTo(time.Since(t0).Seconds(), 0.1), Interrupted: ctx.Err() != nil}
 	d.setPhase("done")
 	if d.dash != nil {
 		d.dash.broadcast()

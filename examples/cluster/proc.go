@@ -153,20 +153,22 @@ func (p *proc) signal(sig syscall.Signal, state ProcState) error {
 	return nil
 }
 
-// stop sends SIGTERM and waits up to grace for the exit, then sends SIGKILL and waits for it.
-func (p *proc) stop(grace time.Duration) {
+// stop sends SIGTERM and waits up to grace for the exit, then sends SIGKILL and waits for it. It
+// reports whether SIGKILL was needed.
+func (p *proc) stop(grace time.Duration) (forced bool) {
 	if err := p.signal(syscall.SIGTERM, StateDraining); err != nil {
-		return
+		return false
 	}
 	t := time.NewTimer(grace)
 	defer t.Stop()
 	select {
 	case <-p.exited:
-		return
+		return false
 	case <-t.C:
 	}
 	_ = p.signal(syscall.SIGKILL, StateKilled)
 	<-p.exited
+	return true
 }
 
 // Pid returns the child's process id, 0 before start.

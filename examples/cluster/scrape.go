@@ -172,10 +172,14 @@ func parseMetrics(r io.Reader, at time.Time) (*scrape, error) {
 				if code, _ := strconv.Atoi(label(m, labelStatus)); code >= 500 {
 					sc.errors += n
 				}
+				inf := false
 				for _, b := range h.GetBucket() {
 					les[b.GetUpperBound()] += float64(b.GetCumulativeCount())
+					inf = inf || math.IsInf(b.GetUpperBound(), 1)
 				}
-				les[math.Inf(1)] += n
+				if !inf { // the text format may leave the +Inf bucket implicit
+					les[math.Inf(1)] += n
+				}
 			case promBreakerState:
 				if m.GetGauge().GetValue() == 1 && label(m, labelBreakerSt) != "closed" {
 					sc.breakers = append(sc.breakers, Breaker{Peer: label(m, labelPeer), Instance: label(m, labelBreakerInst), State: label(m, labelBreakerSt)})

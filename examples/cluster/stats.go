@@ -60,6 +60,9 @@ func (h *histogram) quantile(q float64) time.Duration {
 	for i, c := range h.counts {
 		seen += c
 		if seen >= rank {
+			if i == histBuckets-1 { // the overflow bucket has no upper bound but the maximum
+				return h.max
+			}
 			return min(bucketUpper(i), h.max)
 		}
 	}
@@ -83,14 +86,14 @@ func (o outcome) ok() bool { return o.err == "" && o.status >= 200 && o.status <
 
 // second aggregates the requests that finished in one second of the run.
 type second struct {
-	T          int64 `json:"t"` // unix seconds
-	Requests   int   `json:"requests"`
-	Errors     int   `json:"errors"`
-	Degraded   int   `json:"degraded"`
-	Retried    int   `json:"retried"`
-	P50Ms      float64 `json:"p50_ms"`
-	P99Ms      float64 `json:"p99_ms"`
-	hist       histogram
+	T        int64   `json:"t"` // unix seconds
+	Requests int     `json:"requests"`
+	Errors   int     `json:"errors"`
+	Degraded int     `json:"degraded"`
+	Retried  int     `json:"retried"`
+	P50Ms    float64 `json:"p50_ms"`
+	P99Ms    float64 `json:"p99_ms"`
+	hist     histogram
 }
 
 // stats collects outcomes. It is safe for concurrent use.
@@ -288,23 +291,23 @@ func (s *stats) lastFailure(from, to time.Time) time.Time {
 
 // Totals is the load generator's overall result.
 type Totals struct {
-	Requests       int                 `json:"requests"`
-	OK             int                 `json:"ok"`
-	SuccessRate    float64             `json:"success_rate"`
-	Idempotent     int                 `json:"idempotent_requests"`
-	IdempotentOK   int                 `json:"idempotent_ok"`
-	IdempotentRate float64             `json:"idempotent_success_rate"`
-	Degraded       int                 `json:"degraded"`
-	Retried        int                 `json:"retried"`
-	Attempts       int                 `json:"attempts"`
-	P50Ms          float64             `json:"p50_ms"`
-	P99Ms          float64             `json:"p99_ms"`
-	P999Ms         float64             `json:"p999_ms"`
-	MaxMs          float64             `json:"max_ms"`
-	ByStatus       map[string]int      `json:"by_status"`
-	ByOp           map[string]opStats  `json:"by_operation"`
+	Requests       int                       `json:"requests"`
+	OK             int                       `json:"ok"`
+	SuccessRate    float64                   `json:"success_rate"`
+	Idempotent     int                       `json:"idempotent_requests"`
+	IdempotentOK   int                       `json:"idempotent_ok"`
+	IdempotentRate float64                   `json:"idempotent_success_rate"`
+	Degraded       int                       `json:"degraded"`
+	Retried        int                       `json:"retried"`
+	Attempts       int                       `json:"attempts"`
+	P50Ms          float64                   `json:"p50_ms"`
+	P99Ms          float64                   `json:"p99_ms"`
+	P999Ms         float64                   `json:"p999_ms"`
+	MaxMs          float64                   `json:"max_ms"`
+	ByStatus       map[string]int            `json:"by_status"`
+	ByOp           map[string]opStats        `json:"by_operation"`
 	Share          map[string]map[string]int `json:"share"`
-	ErrorSamples   []string            `json:"error_samples,omitempty"`
+	ErrorSamples   []string                  `json:"error_samples,omitempty"`
 }
 
 func (s *stats) totals() Totals {

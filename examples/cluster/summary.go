@@ -17,14 +17,28 @@ type Summary struct {
 	Totals      Totals         `json:"totals"`
 	Events      []Event        `json:"events"`
 	Instances   []InstanceInfo `json:"instances"`
+	Shutdown    Shutdown       `json:"shutdown"`
 	ChildPids   []int          `json:"child_pids"`
+	RegistryPid int            `json:"registry_pid,omitempty"` // a consul agent the launcher started
 	LauncherPid int            `json:"launcher_pid"`
+	BinDir      string         `json:"bin_dir"` // where the service binaries were built (removed at exit)
+}
+
+// Shutdown is how the launcher's own stop went.
+type Shutdown struct {
+	Stopped     int     `json:"stopped"`     // instances that got SIGTERM
+	Killed      int     `json:"killed"`      // of which needed SIGKILL after the grace period
+	Seconds     float64 `json:"seconds"`     // until every child was reaped
+	Interrupted bool    `json:"interrupted"` // Ctrl-C or SIGTERM ended the run early
 }
 
 func (d *demo) summary(end time.Time) Summary {
 	start, load, _ := d.running()
 	s := Summary{Registry: d.reg.Kind(), Duration: roundTo(end.Sub(start).Seconds(), 0.1), RateTarget: d.o.rate,
 		Chaos: d.o.chaos, Seed: d.o.seed, Totals: load.stats.totals(), ChildPids: d.cl.pids(), LauncherPid: pid()}
+	if cr, ok := d.reg.(*consulRegistry); ok && cr.agent != nil {
+		s.RegistryPid = cr.agent.Process.Pid
+	}
 	for _, e := range d.tl.list() {
 		if e.Chaos || e.Kind == EventInfo {
 			s.Events = append(s.Events, e)
@@ -63,6 +77,8 @@ func printSummary(w io.Writer, s Summary) {
 			}
 		}
 	}
+	fmt.Fprintf(&b, "shutdown     %d instances stopped in %.1fs, %d needed SIGKILL; every child reaped\n",
+		s.Shutdown.Stopped, s.Shutdown.Seconds, s.Shutdown.Killed)
 	if len(t.ErrorSamples) > 0 {
 		fmt.Fprintf(&b, "first failures:\n")
 		for _, e := range t.ErrorSamples {

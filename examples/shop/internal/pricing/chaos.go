@@ -42,6 +42,9 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		if err := json.Unmarshal(b, &n); err != nil {
 			return fmt.Errorf("duration: want a string like \"300ms\": %w", err)
 		}
+		if n < 0 {
+			return fmt.Errorf("duration %d: must not be negative", n)
+		}
 		*d = Duration(n)
 		return nil
 	}

@@ -1,0 +1,393 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		defer func() {
+			if launcherDir != "" {
+				_ = os.RemoveAll(launcherDir)
+			}
+		}()
+		return m.Run()
+	}()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+var (
+	buildOnce   sync.Once
+	launcherBin string
+	launcherDir string
+	buildErr    error
+)
+
+// buildLauncher compiles this command once per test binary.
+func buildLauncher(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		launcherDir, buildErr = os.MkdirTemp("", "chassis-cluster-test-")
+		if buildErr != nil {
+			return
+		}
+		launcherBin = filepath.Join(launcherDir, "cluster")
+		out, err := exec.Command("go", "build", "-o", launcherBin, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return launcherBin
+}
+
+// lockedBuf is a goroutine-safe output buffer.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// launcher is a running `cluster` process.
+type launcher struct {
+	cmd     *exec.Cmd
+	out     *lockedBuf
+	lines   chan string
+	exited  chan struct{}
+	waitErr error
+	summary string
+}
+
+func startLauncher(t *testing.T, args ...string) *launcher {
+	t.Helper()
+	bin := buildLauncher(t)
+	summary := filepath.Join(t.TempDir(), "summary.json")
+	cmd := exec.Command(bin, append([]string{"-summary-json", summary}, args...)...)
+	cmd.Dir = "." // inside the module: the launcher builds the shop from here
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "CONSUL_HTTP_ADDR=") })
+	detach(cmd)
+	l := &launcher{cmd: cmd, out: &lockedBuf{}, lines: make(chan string, 1024), exited: make(chan struct{}), summary: summary}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = l.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			_, _ = l.out.Write([]byte(line + "\n"))
+			select {
+			case l.lines <- line:
+			default:
+			}
+		}
+		l.waitErr = cmd.Wait()
+		close(l.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-l.exited:
+		default:
+			_ = cmd.Process.Signal(syscall.SIGINT)
+			select {
+			case <-l.exited:
+			case <-time.After(60 * time.Second):
+				_ = cmd.Process.Kill()
+				<-l.exited
+			}
+		}
+		if t.Failed() {
+			t.Logf("launcher output:\n%s", l.out.String())
+		}
+	})
+	return l
+}
+
+// waitLine waits for an output line matching re and returns its submatches.
+func (l *launcher) waitLine(t *testing.T, re *regexp.Regexp, timeout time.Duration) []string {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		select {
+		case line := <-l.lines:
+			if m := re.FindStringSubmatch(line); m != nil {
+				return m
+			}
+		case <-l.exited:
+			t.Fatalf("launcher exited (%v) before printing %q", l.waitErr, re)
+		case <-timer.C:
+			t.Fatalf("no line matching %q within %s", re, timeout)
+		}
+	}
+}
+
+func (l *launcher) wait(t *testing.T, timeout time.Duration) Summary {
+	t.Helper()
+	select {
+	case <-l.exited:
+	case <-time.After(timeout):
+		t.Fatalf("launcher still running after %s", timeout)
+	}
+	if l.waitErr != nil {
+		t.Fatalf("launcher: %v", l.waitErr)
+	}
+	data, err := os.ReadFile(l.summary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Summary
+	if err := json.Unmarshal(data, &s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+var (
+	reDashboard = regexp.MustCompile(`dashboard: (http://\S+)`)
+	reLoad      = regexp.MustCompile(`\] load: `)
+)
+
+// TestDemoWithChaos runs the launcher for 30 s with the chaos schedule, watches it in headless
+// Chromium (and kills an instance from the dashboard), then checks the summary: at least 99.9% of
+// idempotent requests answered, every chaos event reported with its reaction, every child gone.
+func TestDemoWithChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole cluster for 30 s; skipped with -short")
+	}
+	const duration = 30 * time.Second
+	l := startLauncher(t, "-duration", duration.String(), "-rate", "100", "-instances", "3", "-chaos",
+		"-dashboard", "127.0.0.1:0", "-seed", "7")
+	dash := l.waitLine(t, reDashboard, 3*time.Minute)[1]
+	l.waitLine(t, reLoad, time.Minute)
+
+	t.Run("dashboard", func(t *testing.T) {
+		testDashboard(t, dash)
+	})
+
+	s := l.wait(t, duration+2*time.Minute)
+	tot := s.Totals
+	t.Logf("requests %d, ok %.4f, idempotent %d ok %.4f, p50 %.1fms p99 %.1fms p99.9 %.1fms, retried %d, degraded %d",
+		tot.Requests, tot.SuccessRate, tot.Idempotent, tot.IdempotentRate, tot.P50Ms, tot.P99Ms, tot.P999Ms, tot.Retried, tot.Degraded)
+	if tot.Requests < int(0.8*100*duration.Seconds()) {
+		t.Errorf("only %d requests in %s at 100/s", tot.Requests, duration)
+	}
+	if tot.IdempotentRate < 0.999 {
+		t.Errorf("idempotent success %.4f < 99.9%%; failures: %v", tot.IdempotentRate, tot.ErrorSamples)
+	}
+	kinds := map[string]bool{}
+	for _, e := range s.Events {
+		if e.Chaos {
+			if !e.Done || e.Reaction == "" {
+				t.Errorf("event %s %s has no reaction: %+v", e.Kind, e.Target, e)
+			}
+			kinds[e.Kind] = true
+		}
+	}
+	for _, k := range []string{EventKill, EventSlow, EventRolling, EventOutage, EventSpike} {
+		if !kinds[k] {
+			t.Errorf("summary has no %q event; events: %+v", k, s.Events)
+		}
+	}
+	if s.Shutdown.Stopped < 12 || s.Shutdown.Interrupted {
+		t.Errorf("shutdown: %+v, want at least 12 instances stopped, not interrupted", s.Shutdown)
+	}
+	assertNoOrphans(t, s)
+}
+
+// testDashboard loads the dashboard in headless Chromium, checks that it lists every instance,
+// kills one through its button and waits for the page to show it dead and its replacement ready,
+// updated live over server-sent events. It saves a screenshot in testdata/dashboard.png.
+func testDashboard(t *testing.T, url string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b := openBrowser(t, url)
+	if err := b.waitFor(ctx, `document.querySelectorAll('.inst[data-state="ready"]').length >= 12 && document.body.dataset.phase === "running"`, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	if err := b.eval(`[...document.querySelectorAll('.inst')].map(e => e.dataset.instance)`, &ids); err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range services {
+		for i := 1; i <= 3; i++ {
+			if id := svc + "-" + strconv.Itoa(i); !slices.Contains(ids, id) {
+				t.Errorf("dashboard does not list %s (lists %v)", id, ids)
+			}
+		}
+	}
+	var status string
+	if err := b.eval(`document.querySelector('#status').textContent`, &status); err != nil || status != "live" {
+		t.Errorf("status %q (%v), want live (server-sent events connected)", status, err)
+	}
+	// Kill catalog-2 with its button; the page must show it dead, the event, and a fourth catalog
+	// instance ready, without a reload.
+	if err := b.eval(`document.querySelector('.inst[data-instance="catalog-2"] button[data-act="kill"]').click(), true`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.waitFor(ctx, `(() => {
+		const dead = document.querySelector('.inst[data-instance="catalog-2"]');
+		const ev = document.querySelector('#events li[data-kind="kill"][data-target="catalog-2"]');
+		const ready = document.querySelectorAll('.svc[data-service="catalog"] .inst[data-state="ready"]').length;
+		return !!dead && (dead.dataset.state === "killed" || dead.dataset.state === "exited") && !!ev && ready === 3;
+	})()`, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// A few more updates so the screenshot shows traffic and the kill's reaction.
+	_ = b.waitFor(ctx, `!!document.querySelector('#events li[data-kind="kill"][data-target="catalog-2"] .reaction')`, 10*time.Second)
+	png, err := b.screenshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(png) < 1000 || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		t.Fatalf("screenshot is not a PNG (%d bytes)", len(png))
+	}
+	if err := os.WriteFile(filepath.Join("testdata", "dashboard.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// assertNoOrphans fails if any process the launcher started still runs: each child pid, and any
+// process whose command line points into the launcher's build directory.
+func assertNoOrphans(t *testing.T, s Summary) {
+	t.Helper()
+	if len(s.ChildPids) == 0 {
+		t.Fatal("summary lists no child pids")
+	}
+	pids := s.ChildPids
+	if s.RegistryPid != 0 {
+		pids = append(pids, s.RegistryPid)
+	}
+	// The launcher has exited; its children, if any survived, now belong to init and are visible
+	// under /proc. Give the kernel a moment to finish reaping.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var alive []string
+		for _, pid := range pids {
+			if cmd, ok := processCmdline(pid); ok && (strings.Contains(cmd, s.BinDir) || strings.Contains(cmd, "chassis-demo-consul-")) {
+				alive = append(alive, fmt.Sprintf("%d %s", pid, cmd))
+			}
+		}
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			if cmd, ok := processCmdline(pid); ok && s.BinDir != "" && strings.Contains(cmd, s.BinDir) {
+				alive = append(alive, fmt.Sprintf("%d %s", pid, cmd))
+			}
+		}
+		if len(alive) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("orphan processes after the launcher exited:\n%s", strings.Join(alive, "\n"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// processCmdline returns the command line of a live (non-zombie) process.
+func processCmdline(pid int) (string, bool) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", false
+	}
+	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+		return "", false
+	}
+	cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return "", false
+	}
+	return strings.ReplaceAll(string(cmd), "\x00", " "), true
+}
+
+// TestDemoWithLocalConsul runs the demo against a real Consul agent the launcher starts
+// (-consul=local), with chaos, until it is interrupted with SIGINT as a user's Ctrl-C would: the
+// first scheduled kill must be survived, and the launcher must stop every instance and the agent.
+// Needs the consul binary: scripts/install-consul.sh.
+func TestDemoWithLocalConsul(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the cluster against a real Consul agent; skipped with -short")
+	}
+	if _, err := findConsul("go"); err != nil {
+		t.Fatal(err)
+	}
+	l := startLauncher(t, "-consul=local", "-duration", "0", "-rate", "80", "-instances", "2", "-chaos",
+		"-dashboard", "", "-seed", "11")
+	l.waitLine(t, regexp.MustCompile(`registry: local Consul agent`), 3*time.Minute)
+	l.waitLine(t, reLoad, time.Minute)
+	// The first scheduled event of a run until Ctrl-C is a kill at 9 s; its reaction is reported 5 s later.
+	l.waitLine(t, regexp.MustCompile(`↳ kill: `), 40*time.Second)
+	if err := l.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	s := l.wait(t, time.Minute)
+	if !strings.Contains(s.Registry, "local Consul agent") {
+		t.Errorf("registry %q", s.Registry)
+	}
+	if !s.Shutdown.Interrupted {
+		t.Errorf("shutdown %+v: want interrupted", s.Shutdown)
+	}
+	if s.RegistryPid == 0 {
+		t.Error("summary has no registry pid")
+	}
+	tot := s.Totals
+	t.Logf("requests %d, idempotent ok %.4f, p99 %.1fms", tot.Requests, tot.IdempotentRate, tot.P99Ms)
+	if tot.Requests < 500 {
+		t.Errorf("only %d requests", tot.Requests)
+	}
+	if tot.IdempotentRate < 0.999 {
+		t.Errorf("idempotent success %.4f < 99.9%%; failures: %v", tot.IdempotentRate, tot.ErrorSamples)
+	}
+	found := false
+	for _, e := range s.Events {
+		found = found || (e.Kind == EventKill && e.Done)
+	}
+	if !found {
+		t.Errorf("no completed kill event: %+v", s.Events)
+	}
+	assertNoOrphans(t, s)
+}
