@@ -372,10 +372,10 @@ func (s *Service) Run(ctx context.Context) error {
 					}
 					registrar = r
 				}
-				close(s.ready)
 				s.log.Info("ready",
 					zap.String("addr", s.Addr()), zap.String("admin_addr", s.AdminAddr()),
 					zap.Duration("startup", time.Since(s.started)))
+				close(s.ready) // after the log line, so that whoever waits on Ready can find it
 				return nil
 			},
 			Stop: func(ctx context.Context) error {

@@ -223,9 +223,9 @@ func (c *Cluster) verifyNoLeaks() {
 	goleak.VerifyNone(c.tb, LeakOptions(c.baseline)...)
 }
 
-// LeakOptions are the goleak options chassistest checks with: goroutines of idle keep-alive
-// connections in some transport's pool are not leaks (they end when the pool closes them), nor is
-// the otel SDK's shared state. Pass them to goleak.VerifyTestMain to check a whole package.
+// LeakOptions are the goleak options chassistest checks with, plus extra: goroutines of idle
+// keep-alive connections in some transport's pool (http.DefaultTransport's, say) are not leaks; they
+// end when the pool closes them. Pass them to goleak.VerifyTestMain to check a whole package.
 func LeakOptions(extra ...goleak.Option) []goleak.Option {
 	return append([]goleak.Option{
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),

@@ -84,9 +84,10 @@ func WithDependencies(services ...string) Option {
 
 // InMemory serves the requests of Instance.Client, Get and Do, and the calls other in-memory services
 // of the cluster make to this one, by calling the service's handler in memory (HandlerTransport)
-// rather than over loopback sockets. The service still runs on its ports (health, metrics and
-// Consul-style registration stay real), but the request path has no socket, so a test inside a
-// testing/synctest bubble runs on the bubble's clock. Start the services outside the bubble.
+// rather than over loopback sockets. The service still runs on its ports (the admin endpoints and the
+// registration stay as they are), but the request path has no socket, so a test inside a
+// testing/synctest bubble runs on the bubble's clock. Start the services outside the bubble and make
+// the requests inside it.
 func InMemory() Option { return optionFunc(func(o *options) { o.inMemory = true }) }
 
 // WithoutLeakCheck turns off the goroutine leak check that runs when the cluster's services have

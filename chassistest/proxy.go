@@ -63,7 +63,6 @@ func NewProxy(tb testing.TB, target string) *Proxy {
 			rp.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
 	}
 	go func() { _ = p.srv.Serve(ln) }()
 	tb.Cleanup(func() { _ = p.Close() })

@@ -42,3 +42,16 @@ func build(ctx context.Context, goTool, dir string) (map[string]string, error) {
 	}
 	return bins, nil
 }
+
+// prebuilt returns the service binaries in dir, built earlier (by a test, say).
+func prebuilt(dir string) (map[string]string, error) {
+	bins := map[string]string{}
+	for _, s := range services {
+		bin := filepath.Join(dir, s)
+		if fi, err := os.Stat(bin); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+			return nil, fmt.Errorf("-prebuilt %s: no executable %s", dir, s)
+		}
+		bins[s] = bin
+	}
+	return bins, nil
+}

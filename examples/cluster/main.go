@@ -72,6 +72,7 @@ type options struct {
 	seed        uint64
 	auth        bool
 	goTool      string
+	prebuilt    string
 }
 
 func parseFlags(args []string, out io.Writer) (options, error) {
@@ -90,6 +91,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.Uint64Var(&o.seed, "seed", 0, "random seed of the load mix and the chaos targets; 0 picks one")
 	fs.BoolVar(&o.auth, "auth", true, "gateway verifies JWT bearer tokens (carts need one) and rate-limits cart writes per user")
 	fs.StringVar(&o.goTool, "go", "go", "the go command used to build the services")
+	fs.StringVar(&o.prebuilt, "prebuilt", "", "use the service binaries already in this directory (gateway, catalog, pricing, cart) instead of building them")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -190,12 +192,20 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 
 	d.printf("Chassis demo: the shop (gateway, catalog, pricing, cart), %d instances each, %s\n", o.instances, describeRun(o))
 	t0 := time.Now()
-	d.printf("%s building the services...\n", d.clock())
-	bins, err := build(ctx, o.goTool, tmp)
-	if err != nil {
-		return err
+	binDir := tmp
+	var bins map[string]string
+	if o.prebuilt != "" {
+		binDir = o.prebuilt
+		if bins, err = prebuilt(o.prebuilt); err != nil {
+			return err
+		}
+	} else {
+		d.printf("%s building the services...\n", d.clock())
+		if bins, err = build(ctx, o.goTool, tmp); err != nil {
+			return err
+		}
+		d.printf("%s built in %.1fs\n", d.clock(), time.Since(t0).Seconds())
 	}
-	d.printf("%s built in %.1fs\n", d.clock(), time.Since(t0).Seconds())
 
 	if d.reg, err = startRegistry(ctx, o); err != nil {
 		return err
@@ -286,7 +296,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	t0 = time.Now()
 	stopped, killed := d.cl.stopAll(stopGrace)
 	sum := d.summary(end)
-	sum.BinDir = tmp
+	sum.BinDir = binDir
 	sum.Shutdown = Shutdown{Stopped: stopped, Killed: killed, Seconds: roundTo(time.Since(t0).Seconds(), 0.1), Interrupted: ctx.Err() != nil}
 	d.setPhase("done")
 	if d.dash != nil {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,21 +53,37 @@ func run(addr, key, id, storage string, ttl, delay time.Duration) error {
 		return err
 	}
 	hc := &http.Client{Timeout: 2 * time.Second}
+	write := func(token string) {
+		u := storage + "/write?" + url.Values{"token": {token}, "id": {id}}.Encode()
+		resp, err := hc.Post(u, "text/plain", nil)
+		if err != nil {
+			return
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusConflict {
+			say("fenced %s %s", id, token)
+		}
+	}
+	// A process paused in the middle of a write (GC pause, stopped VM) completes that write when it
+	// resumes, before it can learn that its lock is gone: on SIGCONT, write once more with the token
+	// it held. The storage must refuse it.
+	var held atomic.Value // string
+	cont := make(chan os.Signal, 1)
+	signal.Notify(cont, syscall.SIGCONT)
+	go func() {
+		for range cont {
+			if tok, ok := held.Load().(string); ok {
+				write(tok)
+			}
+		}
+	}()
 	e, err := election.New(lock.NewConsulClient(client), key, id,
 		election.WithLockOptions(lock.WithTTL(ttl), lock.WithLockDelay(delay), lock.WithRetryWait(100*time.Millisecond)),
 		election.WithOnElected(func(ctx context.Context, token lock.Token) {
 			say("elected %s %d", id, token)
+			held.Store(token.String())
 			for ctx.Err() == nil {
-				u := storage + "/write?" + url.Values{"token": {token.String()}, "id": {id}}.Encode()
-				resp, err := hc.Post(u, "text/plain", nil)
-				if err != nil {
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				_ = resp.Body.Close()
-				if resp.StatusCode == http.StatusConflict {
-					say("fenced %s %d", id, token)
-				}
+				write(token.String())
 				time.Sleep(5 * time.Millisecond)
 			}
 		}),
