@@ -12,7 +12,7 @@ import (
 // the defaults below when passed to NewShedder.
 type ShedConfig struct {
 	Enabled         bool          `envconfig:"SHED_ENABLED" default:"true" desc:"adaptive load shedding: refuse requests beyond a latency-derived concurrency limit with 503"`
-	InitialLimit    int           `envconfig:"SHED_INITIAL_LIMIT" default:"10" desc:"concurrency limit at start-up; it doubles per window while latency allows (slow start)"`
+	InitialLimit    int           `envconfig:"SHED_INITIAL_LIMIT" default:"10" desc:"concurrency limit at start-up; it doubles per window while latency allows (slow start) and shrinks when latency rises"`
 	MinLimit        int           `envconfig:"SHED_MIN_LIMIT" default:"4" desc:"the limit never goes below this many requests in flight"`
 	MaxLimit        int           `envconfig:"SHED_MAX_LIMIT" default:"5000" desc:"the limit never goes above this many requests in flight"`
 	Tolerance       float64       `envconfig:"SHED_LATENCY_TOLERANCE" default:"1.5" desc:"average latency may reach this multiple of the baseline before the limit shrinks"`

@@ -27,7 +27,8 @@ func Example() {
 
 	g := gateway.New()
 	env := map[string]string{
-		"INSTANCE_ID": "gateway-1", "OTEL_SDK_DISABLED": "true", "LOG_LEVEL": "error",
+		"INSTANCE_ID": "gateway-1", "OTEL_SDK_DISABLED": "true", "LOG_LEVEL": "error", "DRAIN_DELAY": "0s",
+		"HOST": "127.0.0.1", "PORT": "0", "ADMIN_PORT": "0",
 		"DISCOVERY_STATIC_CATALOG": catalog.Listener.Addr().String(),
 		"DISCOVERY_STATIC_PRICING": pricing.Listener.Addr().String(),
 		"DISCOVERY_STATIC_CART":    "127.0.0.1:1",
