@@ -19,9 +19,10 @@
 // X-Degraded: pricing) unless GATEWAY_PRICING_FALLBACK=false: a shop that shows a product without its
 // price for a moment beats one that shows an error page.
 //
-// Authentication (AUTH_JWKS_URL or AUTH_JWKS_FILE, see package auth) and per-caller rate limiting
-// (RATE_LIMIT_RPS, see package guard) are off unless configured. With authentication on, a cart
-// can only be read and written by the user it belongs to (the token's subject).
+// Authentication (AUTH_JWKS_URL or AUTH_JWKS_FILE) and per-caller rate limiting (RATE_LIMIT_RPS,
+// RATE_LIMIT_ROUTES) are chassis settings, off unless configured; chassis puts them in front of
+// every route. With authentication on, a cart can only be read and written by the user it belongs
+// to (the token's subject).
 //
 // Every response carries X-Served-By: this instance and the upstream instances that answered.
 package gateway

@@ -232,7 +232,7 @@ func (g *Gateway) cartUser(w http.ResponseWriter, r *http.Request) (string, bool
 		problem.Write(w, http.StatusBadRequest, "", "user ids are 1-64 characters of [A-Za-z0-9_.-]")
 		return "", false
 	}
-	if g.verifier != nil {
+	if g.authenticated {
 		sub := auth.Subject(r.Context())
 		if sub == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="shop"`)
