@@ -7,8 +7,8 @@ export PATH := $(GOBIN):$(PATH)
 
 .PHONY: demo test tools lint unit bench-smoke bench fuzz reference
 
-demo: ## run the demo on embedded defaults (no Consul needed)
-	$(GO) run ./examples/hello
+demo: ## the demo cluster on embedded defaults (no Consul needed); dashboard on http://127.0.0.1:8088
+	$(GO) run ./examples/cluster
 
 test: tools lint unit bench-smoke ## everything CI runs
 

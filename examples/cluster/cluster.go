@@ -25,18 +25,17 @@ const (
 
 // cluster runs the shop's instances as child processes. It is safe for concurrent use.
 type cluster struct {
-	bins    map[string]string
-	env     []string            // common environment of every instance
-	extra   map[string][]string // per-service environment
-	onEvent func(kind, format string, args ...any)
+	bins  map[string]string
+	env   []string            // common environment of every instance
+	extra map[string][]string // per-service environment
 
 	mu    sync.Mutex
 	procs []*proc // every instance ever started, in start order
 	next  map[string]int
 }
 
-func newCluster(bins map[string]string, env []string, extra map[string][]string, onEvent func(kind, format string, args ...any)) *cluster {
-	return &cluster{bins: bins, env: env, extra: extra, onEvent: onEvent, next: map[string]int{}}
+func newCluster(bins map[string]string, env []string, extra map[string][]string) *cluster {
+	return &cluster{bins: bins, env: env, extra: extra, next: map[string]int{}}
 }
 
 // baseEnv is the launcher's environment without the variables it sets for the instances (so that a

@@ -91,4 +91,8 @@ func (t *timeline) list() []Event {
 	return out
 }
 
-func roundTo(x, unit float64) float64 { return math.Round(x/unit) * unit }
+// roundTo rounds x to a multiple of unit (0.1, 0.01, ...) without binary noise in the JSON.
+func roundTo(x, unit float64) float64 {
+	n := math.Round(1 / unit)
+	return math.Round(x*n) / n
+}

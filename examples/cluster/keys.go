@@ -63,8 +63,8 @@ func (i *issuer) token(user string, ttl time.Duration) (string, error) {
 	return s, nil
 }
 
-// gatewayEnv configures the gateway to verify the issuer's tokens: optional for the catalog routes,
-// required (and scoped) for the carts, and a per-user rate limit on cart writes.
+// gatewayEnv configures the gateway's chassis settings to verify the issuer's tokens (optional for
+// the catalog routes, required and scoped for the carts) and to rate-limit cart writes per user.
 func (i *issuer) gatewayEnv() []string {
 	return []string{
 		"AUTH_JWKS_FILE=" + i.jwksPath, "AUTH_ISSUER=" + demoIssuer, "AUTH_AUDIENCE=" + demoAudience,

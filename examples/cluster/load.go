@@ -35,7 +35,6 @@ const (
 const (
 	headerServedBy = "X-Served-By"
 	headerDegraded = "X-Degraded"
-	headerInstance = "X-Instance"
 )
 
 // maxInflight bounds the load generator's concurrent requests: an open-loop generator keeps sending

@@ -226,7 +226,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		}
 		extra["gateway"] = iss.gatewayEnv()
 	}
-	d.cl = newCluster(bins, baseEnv(d.reg.Addr()), extra, nil)
+	d.cl = newCluster(bins, baseEnv(d.reg.Addr()), extra)
 	// From here on, every child is stopped however run returns.
 	defer d.cl.stopAll(stopGrace) // a no-op after the orderly stop below
 
