@@ -1,6 +1,6 @@
 module github.com/cloudchassis/kit/bench
 
-go 1.26
+go 1.26.7
 
 replace github.com/cloudchassis/kit => ../
 
