@@ -42,6 +42,13 @@ func ClientPrefix(service string) string {
 	return "CLIENT_" + strings.NewReplacer("-", "_", ".", "_").Replace(strings.ToUpper(service))
 }
 
+// WithClientDefaults gives every Client of the Service options that come before the call's own:
+// f(service) for each dependency. Test harnesses use it to route calls through fault-injecting
+// transports (chassistest); a service uses it for settings common to all its dependencies.
+func WithClientDefaults(f func(service string) []ClientOption) Option {
+	return func(o *options) { o.clientDefaults = f }
+}
+
 // WithBalancer passes options to the dependency's balancer (policy, outlier ejection, ...).
 func WithBalancer(opts ...lb.Option) ClientOption {
 	return func(o *clientOptions) { o.lb = append(o.lb, opts...) }
@@ -75,6 +82,9 @@ func (s *Service) Client(service string, opts ...ClientOption) *http.Client {
 		return d.client
 	}
 	var co clientOptions
+	if s.opts.clientDefaults != nil {
+		opts = append(s.opts.clientDefaults(service), opts...)
+	}
 	for _, o := range opts {
 		o(&co)
 	}

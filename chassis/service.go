@@ -33,18 +33,19 @@ type Middleware func(http.Handler) http.Handler
 type Option func(*options)
 
 type options struct {
-	lookup      config.Lookup
-	readFile    func(string) ([]byte, error)
-	userConfig  []any
-	signals     bool
-	version     string
-	logOutput   interface{ Write([]byte) (int, error) }
-	middleware  []Middleware
-	registrar   func(*Service) (discovery.Registrar, error)
-	resolver    Resolver
-	telemetry   []telemetry.Option
-	forceExit   func(int)
-	startChecks time.Duration
+	lookup         config.Lookup
+	readFile       func(string) ([]byte, error)
+	userConfig     []any
+	signals        bool
+	version        string
+	logOutput      interface{ Write([]byte) (int, error) }
+	middleware     []Middleware
+	registrar      func(*Service) (discovery.Registrar, error)
+	resolver       Resolver
+	clientDefaults func(service string) []ClientOption
+	telemetry      []telemetry.Option
+	forceExit      func(int)
+	startChecks    time.Duration
 }
 
 // WithConfig loads the service's own config struct from the same environment as the chassis

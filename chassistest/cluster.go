@@ -1,9 +1,7 @@
 package chassistest
 
 import (
-	"fmt"
 	"net/http"
-	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -18,10 +16,9 @@ import (
 // and partitions on the links between them. Every service started in it registers in the registry
 // once ready and deregisters when it drains, so chassis' Client in one finds the others by name.
 //
-// Start the services in the order they call each other (callees first) or name the later ones with
-// WithDependencies: chassistest gives a service's clients the cluster's transport when it builds the
-// service, and a client that Service.Client creates for a name it did not know misses the link
-// faults, partitions and in-memory calls (Partition reports it).
+// Services may start in any order: every client a service creates, whenever it creates it, goes
+// through the cluster's links (faults, partitions, in-memory calls), and the service's own client
+// options (a ring-hash balancer, say) apply on top.
 //
 // A Cluster belongs to one test; its methods are safe for concurrent use.
 type Cluster struct {
@@ -116,19 +113,7 @@ func (c *Cluster) Partition(a, b string) {
 	c.mu.Lock()
 	c.partitions[[2]string{a, b}] = true
 	c.partitions[[2]string{b, a}] = true
-	var unwired []string
-	for _, in := range c.instances {
-		for _, pair := range [][2]string{{a, b}, {b, a}} {
-			if in.name == pair[0] && in.unwiredClient(pair[1]) {
-				unwired = append(unwired, fmt.Sprintf("%s -> %s", pair[0], pair[1]))
-			}
-		}
-	}
 	c.mu.Unlock()
-	if len(unwired) > 0 {
-		c.tb.Errorf("chassistest: Partition(%q, %q) cannot cut %v: those clients were created before the peer was "+
-			"known; start the callee first or pass chassistest.WithDependencies to the caller", a, b, unwired)
-	}
 }
 
 // Heal ends every partition. Link faults stay.
@@ -142,18 +127,6 @@ func (c *Cluster) partitioned(from, to string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.partitions[[2]string{from, to}]
-}
-
-func (c *Cluster) names() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []string
-	for _, in := range c.instances {
-		if !slices.Contains(out, in.name) {
-			out = append(out, in.name)
-		}
-	}
-	return out
 }
 
 func (c *Cluster) add(in *Instance) {

@@ -133,33 +133,25 @@ func TestClusterBalancesOverReplicas(t *testing.T) {
 
 func TestDependenciesStartedLater(t *testing.T) {
 	c := chassistest.NewCluster(t, chassistest.InMemory())
-	ct := c.Start("cart", cart, chassistest.WithDependencies("pricing"))
+	ct := c.Start("cart", cart)
 	c.Start("pricing", pricing)
 	waitFor(t, func() bool { res, _ := ct.Get(t, "/cart/a"); return res.StatusCode == 200 })
 }
 
-func TestUnknownDependencyInMemoryIsReported(t *testing.T) {
-	ft := &fakeTB{TB: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		chassistest.NewCluster(ft, chassistest.InMemory()).Start("cart", cart)
-	}()
-	<-done
-	ft.runCleanups()
-	if !ft.fatal || !strings.Contains(ft.msgs(), `WithDependencies("pricing")`) {
-		t.Fatalf("got %q", ft.msgs())
-	}
-}
-
-func TestPartitionReportsUnwiredClients(t *testing.T) {
-	ft := &fakeTB{TB: t}
-	c := chassistest.NewCluster(ft)
-	c.Start("cart", cart) // over sockets a late dependency works, but misses the cluster's transport
+// TestLateDependencyIsWired: a service whose dependency was not in the cluster when it started
+// still calls it through the cluster's links, in memory and partitionable.
+func TestLateDependencyIsWired(t *testing.T) {
+	c := chassistest.NewCluster(t, chassistest.InMemory())
+	ct := c.Start("cart", cart)
+	c.Start("pricing", pricing)
+	waitFor(t, func() bool { res, _ := ct.Get(t, "/cart/a"); return res.StatusCode == 200 })
 	c.Partition("cart", "pricing")
-	ft.runCleanups()
-	if !strings.Contains(ft.msgs(), "cart -> pricing") {
-		t.Fatalf("got %q", ft.msgs())
+	if res, _ := ct.Get(t, "/cart/a"); res.StatusCode == 200 {
+		t.Fatal("the partition did not cut a dependency created before its peer was known")
+	}
+	c.Heal()
+	if res, body := ct.Get(t, "/cart/a"); res.StatusCode != 200 {
+		t.Fatalf("after Heal: %d %q", res.StatusCode, body)
 	}
 }
 

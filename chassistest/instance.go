@@ -8,9 +8,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -56,9 +54,6 @@ type Instance struct {
 	done    chan error
 
 	mu       sync.Mutex
-	wiring   bool            // pre-wiring clients: the resolver is expected
-	wired    map[string]bool // services whose clients carry the cluster's transport
-	unwired  map[string]bool // clients Service.Client created on its own
 	stopped  bool
 	stopOnce sync.Once
 	addr     string
@@ -68,14 +63,12 @@ func (c *Cluster) start(name string, setup func(*chassis.Service) error, o optio
 	tb := c.tb
 	tb.Helper()
 	in := &Instance{
-		name:    name,
-		c:       c,
-		rec:     telemetrytest.NewRecorder(),
-		logs:    newLogBuffer(o.logOutput),
-		inMem:   o.inMemory,
-		done:    make(chan error, 1),
-		wired:   map[string]bool{},
-		unwired: map[string]bool{},
+		name:  name,
+		c:     c,
+		rec:   telemetrytest.NewRecorder(),
+		logs:  newLogBuffer(o.logOutput),
+		inMem: o.inMemory,
+		done:  make(chan error, 1),
 	}
 	env := BaseEnv()
 	maps.Copy(env, o.env)
@@ -86,7 +79,16 @@ func (c *Cluster) start(name string, setup func(*chassis.Service) error, o optio
 		chassis.WithTelemetryOptions(append(in.rec.Options(), telemetry.WithoutRuntimeMetrics())...),
 		chassis.WithResolver(in.resolve),
 		chassis.WithRegistrar(in.registrar),
+		// Every client of the service, whenever it is created, goes through the cluster's links
+		// (faults, partitions); the service's own client options come after these.
+		chassis.WithClientDefaults(func(dep string) []chassis.ClientOption {
+			return []chassis.ClientOption{chassis.WithBalancer(lb.WithBaseTransport(
+				&linkTransport{c: c, from: in.name, to: dep, next: in.base()}))}
+		}),
 	}
+	// The service's own calls: a transport it owns, closed when it stops, so no idle connection
+	// outlives it.
+	in.outward = http.DefaultTransport.(*http.Transport).Clone()
 	svc, err := chassis.New(name, append(copts, o.chassis...)...)
 	if err != nil {
 		tb.Fatalf("chassistest: start %s: %v", name, err)
@@ -95,42 +97,10 @@ func (c *Cluster) start(name string, setup func(*chassis.Service) error, o optio
 	in.name = svc.Name() // SERVICE_NAME may rename it
 	in.memory = HandlerTransport(svc.Handler())
 
-	// The service's own calls: a transport it owns, closed when it stops, so no idle connection
-	// outlives it.
-	in.outward = http.DefaultTransport.(*http.Transport).Clone()
-	var base http.RoundTripper = in.outward
-	if in.inMem {
-		base = memoryRoute{c}
-	}
-	// Clients are cached by name and the first call fixes their options: creating them before setup
-	// does gives the service's own svc.Client(dep) calls the cluster's transport.
-	for _, dep := range append(c.names(), o.deps...) {
-		in.mu.Lock()
-		skip := dep == in.name || in.wired[dep]
-		if !skip {
-			in.wired[dep] = true
-		}
-		in.wiring = true
-		in.mu.Unlock()
-		if !skip {
-			svc.Client(dep, chassis.WithBalancer(lb.WithBaseTransport(&linkTransport{c: c, from: in.name, to: dep, next: base})))
-		}
-	}
-	in.mu.Lock()
-	in.wiring = false
-	in.mu.Unlock()
-
 	if setup != nil {
 		if err := setup(svc); err != nil {
 			_ = svc.Telemetry().Shutdown(context.Background())
 			tb.Fatalf("chassistest: %s: setup: %v", name, err)
-		}
-	}
-	if in.inMem {
-		if names := in.unwiredNames(); len(names) > 0 {
-			_ = svc.Telemetry().Shutdown(context.Background())
-			tb.Fatalf("chassistest: %s calls %v, which were not known when it started, so those calls would "+
-				"go over sockets; start them first or pass chassistest.WithDependencies(%s)", name, names, quoteAll(names))
 		}
 	}
 
@@ -158,21 +128,8 @@ func (c *Cluster) start(name string, setup func(*chassis.Service) error, o optio
 	return in
 }
 
-func quoteAll(names []string) string {
-	q := make([]string, len(names))
-	for i, n := range names {
-		q[i] = strconv.Quote(n)
-	}
-	return strings.Join(q, ", ")
-}
-
 // resolve is the service's chassis.Resolver: the cluster registry's watcher.
 func (in *Instance) resolve(service string) (discovery.Watcher, func(), error) {
-	in.mu.Lock()
-	if !in.wiring && !in.wired[service] {
-		in.unwired[service] = true
-	}
-	in.mu.Unlock()
 	return in.c.registry.Watcher(service), nil, nil
 }
 
@@ -197,16 +154,12 @@ func (in *Instance) registrar(svc *chassis.Service) (discovery.Registrar, error)
 	}), nil
 }
 
-func (in *Instance) unwiredClient(service string) bool {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.unwired[service]
-}
-
-func (in *Instance) unwiredNames() []string {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return slices.Sorted(maps.Keys(in.unwired))
+// base is the transport under the links: memory in InMemory mode, else the instance's own sockets.
+func (in *Instance) base() http.RoundTripper {
+	if in.inMem {
+		return memoryRoute{in.c}
+	}
+	return in.outward
 }
 
 func (in *Instance) isStopped() bool {

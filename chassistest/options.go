@@ -42,7 +42,6 @@ func (f optionFunc) apply(o *options) { f(o) }
 type options struct {
 	env          map[string]string
 	chassis      []chassis.Option
-	deps         []string
 	inMemory     bool
 	leakCheck    bool
 	readyTimeout time.Duration
@@ -73,13 +72,6 @@ func WithConfig(spec any) Option { return WithChassisOptions(chassis.WithConfig(
 // WithResolver here replaces the cluster's registry, say).
 func WithChassisOptions(opts ...chassis.Option) Option {
 	return optionFunc(func(o *options) { o.chassis = append(o.chassis, opts...) })
-}
-
-// WithDependencies names services this one calls that are not started in the cluster yet, so that
-// their clients get the cluster's transport (faults, partitions, in-memory calls) too. Services
-// already started in the cluster are wired without it.
-func WithDependencies(services ...string) Option {
-	return optionFunc(func(o *options) { o.deps = append(o.deps, services...) })
 }
 
 // InMemory serves the requests of Instance.Client, Get and Do, and the calls other in-memory services
