@@ -236,9 +236,11 @@ func TestScenarioHedging(t *testing.T) {
 	extra := float64(hedgedAttempts)/float64(len(hedged)) - float64(baseAttempts)/float64(len(base))
 	t.Logf("4 instances slow (300 ms) on 1%% of calls, one of them on 1/3, 200 qps for 8 s: without hedging p99 %v p99.9 %v (ok %.2f%%); hedging after p90 (floor 5 ms): p99 %v p99.9 %v (ok %.2f%%); extra attempts %.1f%% of calls; calls over 250 ms: %d without, %d with hedging",
 		b99, b999, 100*baseRate, h99, h999, 100*hedgedRate, 100*extra, slowCalls(base), slowCalls(hedged))
-	// p99.9 of 1,600 calls is the second-slowest call, too noisy to assert on; the count of calls that
-	// waited for a stall is not.
-	if 4*slowCalls(hedged) >= slowCalls(base) || h99 >= b99 {
+	// p99.9 of 1,600 calls is the second-slowest call, too noisy to assert on. The count of calls that
+	// waited for a stall is small (tens), so its ratio is noisy on a loaded machine (4× on a quiet one,
+	// 2.6× seen under load): assert that it drops and that p99, which sits in the stall without
+	// hedging, falls at least threefold.
+	if slowCalls(hedged) >= slowCalls(base) || 3*h99 >= b99 {
 		t.Errorf("hedging did not cut the tail: p99 %v vs %v, slow calls %d vs %d", h99, b99, slowCalls(hedged), slowCalls(base))
 	}
 }
