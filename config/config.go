@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 
@@ -175,6 +176,7 @@ type field struct {
 	desc       string
 	value      reflect.Value
 	sf         reflect.StructField
+	tags       []reflect.StructTag // from the outermost struct field to this one
 }
 
 func (f field) show(raw string) string {
@@ -199,13 +201,13 @@ func walk(spec any, prefix string) ([]field, error) {
 		return nil, ErrInvalidSpec
 	}
 	var out []field
-	walkStruct(v.Elem(), prefix, "", &out)
+	walkStruct(v.Elem(), prefix, "", nil, &out)
 	return out, nil
 }
 
 // walkStruct follows envconfig's naming: the key is the envconfig tag or the field name (split into
 // words with split_words), prefixed by the parent's key for nested non-embedded structs, upper-cased.
-func walkStruct(s reflect.Value, prefix, path string, out *[]field) {
+func walkStruct(s reflect.Value, prefix, path string, parents []reflect.StructTag, out *[]field) {
 	t := s.Type()
 	for i := 0; i < s.NumField(); i++ {
 		sf := t.Field(i)
@@ -238,12 +240,13 @@ func walkStruct(s reflect.Value, prefix, path string, out *[]field) {
 		if path != "" {
 			p = path + "." + sf.Name
 		}
+		tags := append(slices.Clip(parents), sf.Tag)
 		if fv.Kind() == reflect.Struct && !decodable(fv) {
 			inner := prefix
 			if !sf.Anonymous || tag != "" {
 				inner = key
 			}
-			walkStruct(fv, inner, p, out)
+			walkStruct(fv, inner, p, tags, out)
 			continue
 		}
 		def, hasDef := sf.Tag.Lookup("default")
@@ -258,6 +261,7 @@ func walkStruct(s reflect.Value, prefix, path string, out *[]field) {
 			desc:       sf.Tag.Get("desc"),
 			value:      fv,
 			sf:         sf,
+			tags:       tags,
 		})
 	}
 }
@@ -416,4 +420,33 @@ func ruleText(fe validator.FieldError) string {
 		return fmt.Sprintf("must satisfy %s=%s", fe.Tag(), param)
 	}
 	return "must satisfy " + fe.Tag()
+}
+
+// Field is one leaf variable of a spec, for packages that layer another source over the environment
+// (coordination/dynconfig) and need the struct tags.
+type Field struct {
+	Var    string              // variable name, prefixed
+	Alt    string              // the unprefixed envconfig tag, tried after Var; empty with WithStrictPrefix
+	Secret bool                // tagged secret:"true" or of type Secret
+	Tags   []reflect.StructTag // the tags from the outermost struct field down to this one
+	Value  reflect.Value       // the field itself, settable
+}
+
+// Fields lists the leaf variables of spec, a pointer to a struct, in declaration order, with the same
+// naming rules as Load.
+func Fields(spec any, opts ...Option) ([]Field, error) {
+	o := newOptions(opts)
+	fields, err := walk(spec, o.prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Field, len(fields))
+	for i, f := range fields {
+		alt := f.alt
+		if o.strict || alt == f.key {
+			alt = ""
+		}
+		out[i] = Field{Var: f.key, Alt: alt, Secret: f.secret, Tags: f.tags, Value: f.value}
+	}
+	return out, nil
 }

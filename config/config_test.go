@@ -306,3 +306,35 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+func TestFields(t *testing.T) {
+	type limits struct {
+		RPS int `envconfig:"RPS" default:"10"`
+	}
+	var s struct {
+		Limits limits `reload:"true"`
+		Token  string `envconfig:"TOKEN" secret:"true"`
+	}
+	fields, err := config.Fields(&s, config.WithPrefix("APP"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fields) != 2 {
+		t.Fatalf("%+v", fields)
+	}
+	rps, tok := fields[0], fields[1]
+	if rps.Var != "APP_LIMITS_RPS" || rps.Alt != "RPS" || len(rps.Tags) != 2 || rps.Tags[0].Get("reload") != "true" {
+		t.Fatalf("rps: %+v", rps)
+	}
+	if tok.Var != "APP_TOKEN" || !tok.Secret || len(tok.Tags) != 1 {
+		t.Fatalf("token: %+v", tok)
+	}
+	rps.Value.SetInt(42)
+	if s.Limits.RPS != 42 {
+		t.Fatal("Value is not the field itself")
+	}
+	fields, _ = config.Fields(&s, config.WithStrictPrefix("APP"))
+	if fields[0].Alt != "" {
+		t.Fatalf("strict prefix has no alternative name: %+v", fields[0])
+	}
+}
