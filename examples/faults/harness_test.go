@@ -19,8 +19,12 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/discovery/consul"
 	"github.com/cloudchassis/kit/discovery/lb"
+	"github.com/cloudchassis/kit/internal/consultest"
 	"github.com/cloudchassis/kit/resilience"
 )
 
@@ -125,8 +129,8 @@ func (l *attemptLog) total() int {
 	return n
 }
 
-// client builds the production chain: resilience outer layers -> lb (Static watcher) -> per-instance
-// resilience layers -> attempt log -> a real http.Transport.
+// client builds the production chain: resilience outer layers -> lb (a watcher on a real Consul
+// agent) -> per-instance resilience layers -> attempt log -> a real http.Transport.
 type client struct {
 	http  *http.Client
 	dep   *resilience.Dependency
@@ -149,7 +153,7 @@ func newClient(t *testing.T, service string, cfg resilience.Config, instances []
 			return dep.Instance(inst.ID, next)
 		}),
 	}, lbOpts...)
-	bal, err := lb.New(service, discovery.NewStatic(service, instances), opts...)
+	bal, err := lb.New(service, consulWatcher(t, service, instances), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,6 +166,38 @@ func newClient(t *testing.T, service string, cfg resilience.Config, instances []
 		tr.CloseIdleConnections()
 	})
 	return c
+}
+
+// consulWatcher registers the instances in a real Consul dev agent of the test's own and returns a
+// watcher on the service, as chassis builds it (stale reads, shared blocking query). The instances are
+// registered without a health check, so that each scenario shows what the client alone does about a
+// dead, failing or stalling instance: in production the agent's check on /readyz would also take a
+// dead instance out, some seconds later.
+func consulWatcher(t *testing.T, service string, instances []discovery.Instance) discovery.Watcher {
+	t.Helper()
+	agent := consultest.StartDev(t)
+	for _, in := range instances {
+		err := agent.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{
+			ID: in.ID, Name: service, Address: in.Address, Port: in.Port,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg, err := consul.NewRegistry(consul.NewClient(agent.Client))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := reg.Watch(service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cleanups run last-in first-out: the balancer (registered after this) closes before the watch.
+	t.Cleanup(func() {
+		_ = w.Close()
+		_ = reg.Close()
+	})
+	return w
 }
 
 type result struct {
