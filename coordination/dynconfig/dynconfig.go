@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/internal/backoff"
 )
 
 // Sources of a value, in Setting.Source: package config's (env, file, default, unset) plus kv.
@@ -262,7 +263,7 @@ func (c *Config[T]) watch(ctx context.Context, index uint64) {
 	failures := 0
 	last := time.Now()
 	for {
-		if err := sleep(ctx, c.o.minInterval-time.Since(last)); err != nil {
+		if err := backoff.Sleep(ctx, c.o.minInterval-time.Since(last)); err != nil {
 			return
 		}
 		last = time.Now()
@@ -272,7 +273,7 @@ func (c *Config[T]) watch(ctx context.Context, index uint64) {
 		}
 		if err != nil {
 			failures++
-			if err := sleep(ctx, c.o.backoff.Delay(failures)); err != nil {
+			if err := backoff.Sleep(ctx, c.o.backoff.Delay(failures)); err != nil {
 				return
 			}
 			index = 0
@@ -422,16 +423,3 @@ func (c *Config[T]) diff(a, b *T) []string {
 	return out
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}

@@ -269,7 +269,7 @@ func (e *Election) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if errors.Is(cause, ErrResigned) && sleepCtx(ctx, e.o.rejoin) != nil {
+		if errors.Is(cause, ErrResigned) && backoff.Sleep(ctx, e.o.rejoin) != nil {
 			return
 		}
 	}
@@ -337,7 +337,7 @@ func NewObserver(c lock.Client, key string) *Observer {
 func (o *Observer) Next(ctx context.Context) (Leader, error) {
 	for {
 		if o.index != 0 && !o.lastTime.IsZero() {
-			if err := sleepCtx(ctx, DefaultMinInterval-time.Since(o.lastTime)); err != nil {
+			if err := backoff.Sleep(ctx, DefaultMinInterval-time.Since(o.lastTime)); err != nil {
 				return Leader{}, err
 			}
 		}
@@ -349,7 +349,7 @@ func (o *Observer) Next(ctx context.Context) (Leader, error) {
 			}
 			o.failures++
 			o.index = 0
-			if err := sleepCtx(ctx, o.backoff.Delay(o.failures)); err != nil {
+			if err := backoff.Sleep(ctx, o.backoff.Delay(o.failures)); err != nil {
 				return Leader{}, err
 			}
 			continue
@@ -371,16 +371,3 @@ func (o *Observer) Next(ctx context.Context) (Leader, error) {
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}

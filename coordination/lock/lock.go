@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloudchassis/kit/internal/backoff"
 	"github.com/hashicorp/consul/api"
 )
 
@@ -251,7 +252,7 @@ func (l *Lock) newTenure(ctx context.Context) (*tenure, context.Context, error) 
 		}
 		l.m.failed("create_session")
 		l.o.logger.Warn("lock: creating session", "key", l.key, "error", err, "attempt", attempt)
-		if err := sleep(ctx, l.o.backoff.Delay(attempt)); err != nil {
+		if err := backoff.Sleep(ctx, l.o.backoff.Delay(attempt)); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -282,7 +283,7 @@ func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (Token, error) {
 			failures++
 			l.m.failed("read")
 			l.o.logger.Warn("lock: reading key", "key", l.key, "error", err, "attempt", failures)
-			if err := sleep(ctx, l.o.backoff.Delay(failures)); err != nil {
+			if err := backoff.Sleep(ctx, l.o.backoff.Delay(failures)); err != nil {
 				return 0, l.contendErr(ctx, t, err)
 			}
 			continue
@@ -310,7 +311,7 @@ func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (Token, error) {
 				failures++
 				l.m.failed("acquire")
 				l.o.logger.Warn("lock: acquire", "key", l.key, "error", err, "attempt", failures)
-				if err := sleep(ctx, l.o.backoff.Delay(failures)); err != nil {
+				if err := backoff.Sleep(ctx, l.o.backoff.Delay(failures)); err != nil {
 					return 0, l.contendErr(ctx, t, err)
 				}
 				continue
@@ -318,7 +319,7 @@ func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (Token, error) {
 			if !ok {
 				// Free but refused: lock-delay after the previous holder's session was invalidated,
 				// or another contender was faster.
-				if err := sleep(ctx, l.o.retryWait); err != nil {
+				if err := backoff.Sleep(ctx, l.o.retryWait); err != nil {
 					return 0, l.contendErr(ctx, t, err)
 				}
 			}
@@ -344,7 +345,7 @@ func (l *Lock) renew(ctx context.Context, t *tenure, last time.Time) {
 	failures := 0
 	for {
 		deadline := last.Add(l.o.ttl)
-		if err := sleep(ctx, min(wait, time.Until(deadline))); err != nil {
+		if err := backoff.Sleep(ctx, min(wait, time.Until(deadline))); err != nil {
 			return
 		}
 		if !time.Now().Before(deadline) {
@@ -389,7 +390,7 @@ func (l *Lock) monitor(ctx context.Context, t *tenure, index uint64) {
 			failures++
 			l.m.failed("read")
 			l.o.logger.Warn("lock: watching key", "key", l.key, "error", err, "attempt", failures)
-			if sleep(ctx, l.o.backoff.Delay(failures)) != nil {
+			if backoff.Sleep(ctx, l.o.backoff.Delay(failures)) != nil {
 				return
 			}
 			continue
@@ -578,7 +579,7 @@ func (l *Lock) Token() (Token, bool) {
 // pace keeps successive blocking queries at least DefaultMinInterval apart.
 func (l *Lock) pace(ctx context.Context, index uint64, last *time.Time) error {
 	if index != 0 && !last.IsZero() {
-		if err := sleep(ctx, l.o.minInterval-time.Since(*last)); err != nil {
+		if err := backoff.Sleep(ctx, l.o.minInterval-time.Since(*last)); err != nil {
 			return err
 		}
 	}
@@ -596,19 +597,4 @@ func nextIndex(prev, got uint64) uint64 {
 		return 1
 	}
 	return got
-}
-
-// sleep waits for d or ctx, whichever ends first; a non-positive d returns at once.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

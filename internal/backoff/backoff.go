@@ -1,6 +1,7 @@
 package backoff
 
 import (
+	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -60,4 +61,20 @@ func (p Policy) Delay(attempt int) time.Duration {
 		f = 0
 	}
 	return time.Duration(f * float64(p.Ceiling(attempt)))
+}
+
+// Sleep waits for d or until ctx is done, whichever comes first, and returns ctx's error in the
+// second case. A non-positive d returns at once with ctx's error (nil while ctx is live).
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

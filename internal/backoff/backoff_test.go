@@ -1,8 +1,11 @@
 package backoff_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -71,4 +74,25 @@ func ExamplePolicy() {
 	// 3 1s
 	// 4 2s
 	// 5 2s
+}
+
+func TestSleep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		if err := backoff.Sleep(context.Background(), time.Second); err != nil || time.Since(start) != time.Second {
+			t.Fatalf("err %v after %v", err, time.Since(start))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		start = time.Now()
+		if err := backoff.Sleep(ctx, time.Hour); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) != 100*time.Millisecond {
+			t.Fatalf("err %v after %v", err, time.Since(start))
+		}
+		if err := backoff.Sleep(ctx, 0); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a done context with d=0: %v", err)
+		}
+		if err := backoff.Sleep(context.Background(), -time.Second); err != nil {
+			t.Fatalf("negative d: %v", err)
+		}
+	})
 }
