@@ -422,4 +422,3 @@ func (c *Config[T]) diff(a, b *T) []string {
 	}
 	return out
 }
-

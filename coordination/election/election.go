@@ -370,4 +370,3 @@ func (o *Observer) Next(ctx context.Context) (Leader, error) {
 		}
 	}
 }
-
