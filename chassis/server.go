@@ -9,6 +9,7 @@ import (
 	"log"
 	"net/http"
 	"runtime/debug"
+	"unsafe"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -123,12 +124,13 @@ func (s *Service) core(next http.Handler) http.Handler {
 		if validRequestID(id) {
 			ctx = context.WithValue(ctx, requestIDKey{}, id)
 		} else if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
-			id = sc.TraceID().String()
+			id = tw.traceHex(sc.TraceID())
 		} else {
 			id = randomHex(16)
 			ctx = context.WithValue(ctx, requestIDKey{}, id)
 		}
-		w.Header()[RequestIDHeader] = []string{id}
+		tw.idHeader[0] = id
+		w.Header()[RequestIDHeader] = tw.idHeader[:]
 
 		if r.ContentLength > limit {
 			w.Header().Set("Connection", "close") // the unread body must not be parsed as a request
@@ -171,6 +173,11 @@ func (s *Service) recovered(tw *trackingWriter, r *http.Request, p any) {
 type trackingWriter struct {
 	http.ResponseWriter
 	wrote bool
+
+	// The request id's text and header value live here, in the wrapper every request allocates
+	// anyway, rather than in two allocations of their own.
+	idText   [32]byte
+	idHeader [1]string
 }
 
 func (w *trackingWriter) WriteHeader(code int) {
@@ -193,6 +200,14 @@ func (w *trackingWriter) Flush() {
 }
 
 func (w *trackingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// traceHex returns the trace id in hex without allocating: the string points into w.idText, which
+// is written once, here, and never changed, so the string stays immutable for as long as anything
+// (the header map, a log line) refers to it.
+func (w *trackingWriter) traceHex(id trace.TraceID) string {
+	hex.Encode(w.idText[:], id[:])
+	return unsafe.String(&w.idText[0], len(w.idText))
+}
 
 // validRequestID accepts up to 128 visible ASCII characters, so that a caller cannot inject log lines
 // or huge values.
