@@ -507,8 +507,6 @@ func instanceID() string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), randomHex(4))
 }
 
-func itoa(i int) string { return strconv.Itoa(i) }
-
 // telemetryError turns bad OTEL_* variables into a *config.Error, so that they exit with code 2 like
 // every other configuration problem.
 func telemetryError(err error) error {

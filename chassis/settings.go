@@ -2,6 +2,7 @@ package chassis
 
 import (
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/cloudchassis/kit/auth"
@@ -61,7 +62,7 @@ func (s *Settings) Validate() error {
 			"must be longer than DRAIN_DELAY ("+s.DrainDelay.String()+"), or in-flight requests get no time to finish"))
 	}
 	if s.Port != 0 && s.Port == s.AdminPort {
-		errs = append(errs, config.Invalid("ADMIN_PORT", itoa(s.AdminPort), "must differ from PORT"))
+		errs = append(errs, config.Invalid("ADMIN_PORT", strconv.Itoa(s.AdminPort), "must differ from PORT"))
 	}
 	return errors.Join(errs...)
 }
