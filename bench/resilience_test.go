@@ -57,10 +57,34 @@ func BenchmarkResilienceBare(b *testing.B) {
 	}
 }
 
+// BenchmarkResilienceBareTimeout is the baseline for BenchmarkResilienceChassisDefaults: a bare
+// client that also bounds each call, as every production client must.
+func BenchmarkResilienceBareTimeout(b *testing.B) {
+	c := &http.Client{Transport: memTransport{}, Timeout: resilience.DefaultAttemptTimeout}
+	b.ReportAllocs()
+	for b.Loop() {
+		doGet(b, c, "http://10.0.0.1:80/x")
+	}
+}
+
+// BenchmarkResilienceChassis is the chain the budget of ARCHITECTURE §10 names: balancer,
+// per-instance and dependency breakers, retry with its budget, and metrics; no timeouts.
 func BenchmarkResilienceChassis(b *testing.B) {
+	cfg := resilience.DefaultConfig()
+	cfg.Timeout, cfg.AttemptTimeout, cfg.PropagateDeadline = 0, 0, false
+	benchChassisClient(b, cfg)
+}
+
+// BenchmarkResilienceChassisDefaults is the chain with every default on: also the per-attempt
+// timeout (a context timer per attempt) and the deadline header (a header map per attempt).
+func BenchmarkResilienceChassisDefaults(b *testing.B) {
+	benchChassisClient(b, resilience.DefaultConfig())
+}
+
+func benchChassisClient(b *testing.B, cfg resilience.Config) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	defer mp.Shutdown(context.Background())
-	dep, err := resilience.NewDependency("pricing", resilience.DefaultConfig(), resilience.WithMeterProvider(mp))
+	dep, err := resilience.NewDependency("pricing", cfg, resilience.WithMeterProvider(mp))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -22,9 +22,10 @@ const budgetBuckets = 10
 // tests are deterministic under testing/synctest or with WithBudgetClock.
 type Budget struct {
 	ratio  float64
-	floor  float64 // tokens per window from MinPerSecond
-	width  int64   // bucket width in ns
-	now    func() time.Time
+	floor  float64          // tokens per window from MinPerSecond
+	width  int64            // bucket width in ns
+	now    func() time.Time // nil: the real clock, read through start
+	start  time.Time
 	mu     sync.Mutex
 	bucket [budgetBuckets]budgetBucket
 }
@@ -51,7 +52,7 @@ func NewBudget(ratio, minPerSecond float64, window time.Duration, opts ...Budget
 		ratio: ratio,
 		floor: minPerSecond * window.Seconds(),
 		width: max(int64(window)/budgetBuckets, 1),
-		now:   time.Now,
+		start: time.Now(),
 	}
 	for _, o := range opts {
 		o(b)
@@ -98,7 +99,15 @@ func (b *Budget) tokensLocked(epoch int64) float64 {
 
 // current returns the bucket for now, resetting it if it last held an older period. Needs b.mu.
 func (b *Budget) current() *budgetBucket {
-	epoch := b.now().UnixNano() / b.width
+	var ns int64
+	if b.now == nil {
+		// Only the monotonic clock: half the cost of time.Now, which also reads the wall clock, and
+		// Deposit runs on every call.
+		ns = b.start.UnixNano() + int64(time.Since(b.start))
+	} else {
+		ns = b.now().UnixNano()
+	}
+	epoch := ns / b.width
 	bk := &b.bucket[epoch%budgetBuckets]
 	if bk.epoch != epoch {
 		*bk = budgetBucket{epoch: epoch}

@@ -101,11 +101,20 @@ func (d *Dependency) Instance(id string, next http.RoundTripper) http.RoundTripp
 
 // Attempt returns the per-attempt layers without a breaker: per-attempt Timeout, Bulkhead and
 // PropagateDeadline. NewTransport uses it when there is no balancer.
+// The three run as one layer (see attemptTransport) with the behaviour of
+// Chain(next, Timeout(AttemptTimeout), Bulkhead.Wrap, PropagateDeadline(DeadlineMargin)).
 func (d *Dependency) Attempt(next http.RoundTripper) http.RoundTripper {
-	if d.cfg.PropagateDeadline {
-		next = PropagateDeadline(d.cfg.DeadlineMargin)(next)
+	if d.cfg.AttemptTimeout <= 0 && d.bulkhead == nil && !d.cfg.PropagateDeadline {
+		return next
 	}
-	return Timeout(d.cfg.AttemptTimeout, d.opts...)(d.bulkhead.Wrap(next))
+	return &attemptTransport{
+		timeout:   d.cfg.AttemptTimeout,
+		bulkhead:  d.bulkhead,
+		propagate: d.cfg.PropagateDeadline,
+		margin:    d.cfg.DeadlineMargin,
+		next:      next,
+		tel:       d.tel,
+	}
 }
 
 // NewTransport returns base wrapped in the whole chain for a dependency reached at a single address

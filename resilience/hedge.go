@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/cloudchassis/kit/discovery"
 )
 
 // HedgeConfig configures Hedge.
@@ -33,6 +35,7 @@ func Hedge(cfg HedgeConfig, budget *Budget, opts ...Option) Middleware {
 			return next
 		}
 		h := &hedger{cfg: cfg, budget: budget, next: next, tel: tel}
+		h.direct, _ = next.(discovery.TriedRoundTripper)
 		h.cfg.MaxHedges = max(cfg.MaxHedges, 1)
 		if cfg.Percentile > 0 {
 			h.lat = newLatencyTracker(cfg.Percentile)
@@ -50,6 +53,7 @@ type hedger struct {
 	cfg    HedgeConfig
 	budget *Budget
 	next   http.RoundTripper
+	direct discovery.TriedRoundTripper // next, when it takes the Tried directly
 	tel    *instruments
 	lat    *latencyTracker
 	floor  time.Duration
@@ -73,10 +77,18 @@ func (h *hedger) delay() time.Duration {
 }
 
 func (h *hedger) RoundTrip(req *http.Request) (*http.Response, error) {
+	return h.RoundTripTried(req, nil)
+}
+
+// RoundTripTried implements discovery.TriedRoundTripper: Retry above hands over the call's Tried.
+func (h *hedger) RoundTripTried(req *http.Request, tried *discovery.Tried) (*http.Response, error) {
 	delay := h.delay()
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	if delay <= 0 || !Replayable(req) || (hasBody && req.GetBody == nil) {
-		return h.timed(req)
+		return h.timed(req, tried)
+	}
+	if tried == nil {
+		tried = triedOf(req) // hedges avoid the instances already tried
 	}
 	ctx := req.Context()
 	n := 1 + h.cfg.MaxHedges
@@ -93,7 +105,7 @@ func (h *hedger) RoundTrip(req *http.Request) (*http.Response, error) {
 		cancels = append(cancels, cancel)
 		go func() {
 			start := time.Now()
-			resp, err := h.next.RoundTrip(ar)
+			resp, err := send(h.next, h.direct, ar, tried)
 			results <- hedgeResult{i: i, resp: resp, err: err, took: time.Since(start)}
 		}()
 		return nil
@@ -169,12 +181,12 @@ func (h *hedger) result(win hedgeResult, cancels []context.CancelFunc) (*http.Re
 }
 
 // timed is the path without a hedge; it still feeds the latency estimate.
-func (h *hedger) timed(req *http.Request) (*http.Response, error) {
+func (h *hedger) timed(req *http.Request, tried *discovery.Tried) (*http.Response, error) {
 	if h.lat == nil {
-		return h.next.RoundTrip(req)
+		return send(h.next, h.direct, req, tried)
 	}
 	start := time.Now()
-	resp, err := h.next.RoundTrip(req)
+	resp, err := send(h.next, h.direct, req, tried)
 	if err == nil {
 		h.lat.Record(time.Since(start))
 	}

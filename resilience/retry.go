@@ -39,7 +39,9 @@ type RetryConfig struct {
 func Retry(cfg RetryConfig, budget *Budget, opts ...Option) Middleware {
 	tel := newOptions(opts).instruments()
 	return func(next http.RoundTripper) http.RoundTripper {
-		return &retrier{cfg: cfg, budget: budget, next: next, tel: tel}
+		r := &retrier{cfg: cfg, budget: budget, next: next, tel: tel}
+		r.direct, _ = next.(discovery.TriedRoundTripper)
+		return r
 	}
 }
 
@@ -47,23 +49,47 @@ type retrier struct {
 	cfg    RetryConfig
 	budget *Budget
 	next   http.RoundTripper
+	direct discovery.TriedRoundTripper // next, when it takes the Tried directly
 	tel    *instruments
 }
 
+// triedOf returns the call's Tried: the one in the request's context, or a new one.
+func triedOf(req *http.Request) *discovery.Tried {
+	if t := discovery.TriedFrom(req.Context()); t != nil {
+		return t
+	}
+	return new(discovery.Tried)
+}
+
+// send makes one attempt through next, handing it the call's Tried: directly when next takes it,
+// else in the request's context.
+func send(next http.RoundTripper, direct discovery.TriedRoundTripper, req *http.Request, tried *discovery.Tried) (*http.Response, error) {
+	if direct != nil {
+		return direct.RoundTripTried(req, tried)
+	}
+	if tried != nil && discovery.TriedFrom(req.Context()) != tried {
+		req = req.WithContext(discovery.ContextWithTried(req.Context(), tried))
+	}
+	return next.RoundTrip(req)
+}
+
 func (r *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
+	return r.RoundTripTried(req, nil)
+}
+
+// RoundTripTried implements discovery.TriedRoundTripper, for a Retry below another retrying layer.
+func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*http.Response, error) {
 	ctx := req.Context()
 	if r.budget != nil {
 		r.budget.Deposit()
 	}
 	r.tel.attempt(ctx, attemptFirst)
 	if r.cfg.MaxAttempts <= 1 {
-		return r.next.RoundTrip(req)
+		return send(r.next, r.direct, req, tried)
 	}
 	replayable := Replayable(req)
-	if discovery.TriedFrom(ctx) == nil {
-		// Retries (and hedges below) then avoid the instances this call already used.
-		ctx = discovery.WithTried(ctx)
-		req = req.WithContext(ctx)
+	if tried == nil {
+		tried = triedOf(req) // retries (and hedges below) avoid the instances this call already used
 	}
 	req, canReplay, err := prepareBody(req, cmpOr(r.cfg.BodyBufferMax, DefaultBodyBufferLimit))
 	if err != nil {
@@ -76,7 +102,7 @@ func (r *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 				return nil, fmt.Errorf("resilience: request body for retry: %w", err)
 			}
 		}
-		resp, err := r.next.RoundTrip(ar)
+		resp, err := send(r.next, r.direct, ar, tried)
 		if ctx.Err() != nil || attempt >= r.cfg.MaxAttempts || !canReplay {
 			return resp, err
 		}

@@ -2,6 +2,8 @@ package resilience
 
 import (
 	"context"
+	"runtime"
+	"sync/atomic"
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"go.opentelemetry.io/otel/attribute"
@@ -76,14 +78,13 @@ const scopeName = "github.com/cloudchassis/kit/resilience"
 // allocations (metric.WithAttributeSet in a pre-made slice).
 type instruments struct {
 	tracer     trace.Tracer // nil without WithTracerProvider
-	attempts   metric.Int64Counter
+	attempts   *attemptCounts
 	retries    metric.Int64Counter
 	hedges     metric.Int64Counter
 	hedgesWon  metric.Int64Counter
 	rejections metric.Int64Counter
 	breaker    metric.Int64Counter
 
-	attemptOpts    [3][]metric.AddOption // first, retry, hedge
 	retryOpts      map[string][]metric.AddOption
 	rejectOpts     map[Reason][]metric.AddOption
 	transitionOpts map[string][]metric.AddOption
@@ -113,7 +114,7 @@ func (o *options) instruments() *instruments {
 	}
 	// Creating counters only fails on invalid names, which are constants here; a failed instrument is
 	// a no-op, so the errors are deliberately dropped.
-	t.attempts, _ = m.Int64Counter(MetricAttempts, metric.WithDescription("Attempts sent to the dependency: first, retry or hedge."), metric.WithUnit("{attempt}"))
+	attempts, _ := m.Int64ObservableCounter(MetricAttempts, metric.WithDescription("Attempts sent to the dependency: first, retry or hedge."), metric.WithUnit("{attempt}"))
 	t.retries, _ = m.Int64Counter(MetricRetries, metric.WithDescription("Retries by the reason of the failed attempt."), metric.WithUnit("{retry}"))
 	t.hedges, _ = m.Int64Counter(MetricHedges, metric.WithDescription("Hedged attempts sent."), metric.WithUnit("{attempt}"))
 	t.hedgesWon, _ = m.Int64Counter(MetricHedgesWon, metric.WithDescription("Calls answered by a hedged attempt."), metric.WithUnit("{call}"))
@@ -125,8 +126,19 @@ func (o *options) instruments() *instruments {
 		return []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(append([]attribute.KeyValue{dep}, kvs...)...))}
 	}
 	t.depOpts = set()
+	t.attempts = &attemptCounts{}
+	var observe [3]metric.ObserveOption
 	for i, k := range []string{"first", "retry", "hedge"} {
-		t.attemptOpts[i] = set(AttrAttempt.String(k))
+		observe[i] = metric.WithAttributeSet(attribute.NewSet(dep, AttrAttempt.String(k)))
+	}
+	counts := t.attempts // the callback must not reach t, or the cleanup below would never run
+	if reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for i := range counts {
+			o.ObserveInt64(attempts, counts[i].Load(), observe[i])
+		}
+		return nil
+	}, attempts); err == nil {
+		runtime.AddCleanup(t, func(r metric.Registration) { _ = r.Unregister() }, reg)
 	}
 	t.retryOpts = map[string][]metric.AddOption{}
 	for _, r := range retryReasons {
@@ -146,8 +158,14 @@ func (o *options) instruments() *instruments {
 	return t
 }
 
-func (t *instruments) attempt(ctx context.Context, kind int) {
-	t.attempts.Add(ctx, 1, t.attemptOpts[kind]...)
+// attemptCounts counts attempts by kind (first, retry, hedge); an observable counter reports them at
+// collection. Attempts are counted on every call, and an Int64Counter.Add with an attribute set costs
+// ~400 ns in the OTel SDK (attribute deduplication and a map lookup; BenchmarkResilienceChassis
+// profile), an atomic add ~5 ns. The price: attempts carry no exemplars.
+type attemptCounts [3]atomic.Int64
+
+func (t *instruments) attempt(_ context.Context, kind int) {
+	t.attempts[kind].Add(1)
 }
 
 func (t *instruments) retry(ctx context.Context, reason string, attempt int) {

@@ -398,7 +398,14 @@ func bounded(x uint32, n int) int { return int((uint64(x) * uint64(n)) >> 32) }
 func bounded64(x, n uint64) uint64 { hi, _ := bits.Mul64(x, n); return hi }
 
 // nanos is the balancer's clock: nanoseconds since it was created, monotonic when the clock is.
-func (b *Balancer) nanos() int64 { return int64(b.opts.clock().Sub(b.epoch)) }
+// With the real clock it reads only the monotonic clock (time.Since): time.Now reads the wall clock
+// too, and each read costs ~40 ns on the reference VM; nanos runs twice per call.
+func (b *Balancer) nanos() int64 {
+	if !b.opts.ownClock {
+		return int64(time.Since(b.epoch))
+	}
+	return int64(b.opts.clock().Sub(b.epoch))
+}
 
 // advance moves P2C's coarse clock and re-admits ejected instances whose time is up. It runs when
 // calls finish, so picks never read the clock and re-admission needs no timer: while there is

@@ -43,6 +43,7 @@ type options struct {
 	meter        metric.MeterProvider
 	perInstance  bool
 	clock        func() time.Time
+	ownClock     bool // set by WithClock; false means clock is time.Now
 	src          rand.Source
 }
 
@@ -138,7 +139,9 @@ func WithPerInstanceMetrics() Option { return optionFunc(func(o *options) { o.pe
 
 // WithClock sets the time source of ejection timing, the latency decay and Transport's latency
 // measurement. Default: time.Now. Tests may instead run in a testing/synctest bubble.
-func WithClock(now func() time.Time) Option { return optionFunc(func(o *options) { o.clock = now }) }
+func WithClock(now func() time.Time) Option {
+	return optionFunc(func(o *options) { o.clock, o.ownClock = now, true })
+}
 
 // WithRandSource makes picks draw from src instead of the runtime's per-thread generator, for
 // reproducible tests and simulations (for example rand.NewPCG(1, 2)). The source is guarded by a
