@@ -7,10 +7,17 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // attemptTransport is the per-attempt half of a Dependency below the instance breaker: the
-// per-attempt Timeout, the Bulkhead and PropagateDeadline fused into one layer. Composed from the
+// per-attempt Timeout, the Bulkhead and PropagateDeadline fused into one layer, and the attempt's
+// span (WithTracerProvider) under a sampled call. Composed from the
 // three middlewares, an attempt costs two request copies, a deep copy of the header, a []string and
 // two body wrappers; fused, one allocation holds the request copy (new context and header), the
 // header value and the body wrapper that ends the timer and frees the bulkhead slot. That took the
@@ -22,8 +29,11 @@ type attemptTransport struct {
 	bulkhead  *Bulkhead     // nil: no limit
 	propagate bool
 	margin    time.Duration
+	ownValue  string // the TimeoutHeader value when our own timer sets the deadline: a constant
 	next      http.RoundTripper
 	tel       *instruments
+	tracer    trace.Tracer         // nil: no attempt spans (WithTracerProvider)
+	spanAttrs []attribute.KeyValue // the instance, when known
 }
 
 // attempt is the state of one attempt in flight, allocated once.
@@ -33,12 +43,18 @@ type attempt struct {
 	body     io.ReadCloser
 	cancel   context.CancelFunc // nil without an own timer
 	bulkhead *Bulkhead
+	span     trace.Span // nil without an attempt span
 	done     atomic.Bool
 }
 
 func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	parent := req.Context()
 	ctx := parent
+	var span trace.Span
+	if t.tracer != nil && trace.SpanContextFromContext(parent).IsSampled() {
+		// Attempt spans follow the call's sampling decision: an unsampled call gets none, at no cost.
+		ctx, span = t.tracer.Start(parent, semconv.SpanAttempt, trace.WithAttributes(t.spanAttrs...))
+	}
 	var cancel context.CancelFunc
 	var left time.Duration // time left for the attempt, when it has a deadline
 	dl, hasDeadline := parent.Deadline()
@@ -47,19 +63,19 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	}
 	if t.timeout > 0 && (!hasDeadline || left > t.timeout) {
 		// Without the check a second timer would run that can never fire first.
-		ctx, cancel = context.WithTimeoutCause(parent, t.timeout, errOwnTimeout)
+		ctx, cancel = context.WithTimeoutCause(ctx, t.timeout, errOwnTimeout)
 		left, hasDeadline = t.timeout, true // the clock was just read: no need to read it again
 	}
 	if err := t.bulkhead.Acquire(ctx); err != nil {
 		closeRequestBody(req)
-		return nil, t.failed(parent, ctx, cancel, err)
+		return nil, endSpan(span, t.failed(parent, ctx, cancel, err))
 	}
 	header := t.propagate && hasDeadline
-	if cancel == nil && t.bulkhead == nil && !header {
+	if cancel == nil && t.bulkhead == nil && !header && span == nil {
 		return t.next.RoundTrip(req) // nothing to do after the call: no copy, no wrapper
 	}
 
-	a := &attempt{cancel: cancel, bulkhead: t.bulkhead}
+	a := &attempt{cancel: cancel, bulkhead: t.bulkhead, span: span}
 	a.req = *req.WithContext(ctx) // inlined: WithContext's own copy stays on the stack
 	if header {
 		// A new map sharing the caller's value slices (nothing below writes to them), plus ours.
@@ -67,14 +83,24 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		for k, v := range req.Header {
 			h[k] = v
 		}
-		a.value[0] = strconv.FormatInt(max((left-t.margin).Milliseconds(), 1), 10)
+		if cancel != nil {
+			a.value[0] = t.ownValue
+		} else {
+			a.value[0] = timeoutValue(left, t.margin)
+		}
 		h[TimeoutHeader] = a.value[:]
 		a.req.Header = h
 	}
 	resp, err := t.next.RoundTrip(&a.req)
 	if err != nil {
 		a.bulkhead.Release()
-		return nil, t.failed(parent, ctx, cancel, err)
+		return nil, endSpan(span, t.failed(parent, ctx, cancel, err))
+	}
+	if span != nil {
+		span.SetAttributes(attribute.Int(semconv.AttrHTTPResponseStatusCode, resp.StatusCode))
+		if resp.StatusCode >= 500 {
+			span.SetStatus(codes.Error, strconv.Itoa(resp.StatusCode))
+		}
 	}
 	// 101 Switching Protocols hands over a read-write body that must not be hidden behind a wrapper.
 	if resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
@@ -126,6 +152,25 @@ func (a *attempt) finish() {
 		a.cancel()
 	}
 	a.bulkhead.Release()
+	if a.span != nil {
+		a.span.End()
+	}
+}
+
+// endSpan ends a failed attempt's span, if any, with err, and returns err.
+func endSpan(span trace.Span, err error) error {
+	if span != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		span.End()
+	}
+	return err
+}
+
+// timeoutValue is the TimeoutHeader value for left time to go: left minus margin in milliseconds,
+// at least 1.
+func timeoutValue(left, margin time.Duration) string {
+	return strconv.FormatInt(max((left-margin).Milliseconds(), 1), 10)
 }
 
 // closeRequestBody closes the body of a request that will not be sent, as a RoundTripper must.

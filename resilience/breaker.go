@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // BreakerConfig configures a circuit breaker. Exactly one way of opening applies:
@@ -57,16 +59,17 @@ const (
 type Breaker struct {
 	cb       circuitbreaker.CircuitBreaker[any]
 	name     string
-	scope    string
 	tel      *instruments
-	state    atomic.Int32 // mirror of cb's state, read lock-free by Available
+	state    atomic.Int32 // mirror of cb's state, read lock-free by Available and the state gauge
 	openedAt atomic.Int64 // unix ns at which the open breaker lets a probe through
 	rearmMu  sync.Mutex
 	rearming atomic.Bool
 }
 
 // NewBreaker returns a breaker for cfg, or nil when cfg disables it (a nil *Breaker allows everything).
-// name identifies it in errors and telemetry ("" for a dependency-wide breaker).
+// name identifies it in errors and telemetry (chassis.breaker.instance; "" for a dependency-wide
+// breaker, reported as "service"). The breaker appears on the state gauge until it is garbage
+// collected.
 func NewBreaker(cfg BreakerConfig, name string, opts ...Option) *Breaker {
 	if !cfg.enabled() {
 		return nil
@@ -84,7 +87,7 @@ func newBreaker(cfg BreakerConfig, name, scope string, tel *instruments) *Breake
 	if !cfg.enabled() {
 		return nil
 	}
-	b := &Breaker{name: name, scope: scope, tel: tel}
+	b := &Breaker{name: name, tel: tel}
 	bld := circuitbreaker.NewBuilder[any]().
 		WithDelay(cmpOr(cfg.Delay, DefaultBreakerDelay)).
 		WithJitterFactor(DefaultBreakerJitterFactor).
@@ -99,6 +102,11 @@ func newBreaker(cfg BreakerConfig, name, scope string, tel *instruments) *Breake
 		bld = bld.WithFailureThreshold(cfg.Failures)
 	}
 	b.cb = bld.Build()
+	instance := name
+	if scope == scopeDependency || name == "" {
+		instance = semconv.BreakerInstanceService
+	}
+	tel.addBreaker(b, instance)
 	return b
 }
 
@@ -118,7 +126,7 @@ func (b *Breaker) transition(ev circuitbreaker.StateChangedEvent) {
 		b.openedAt.Store(time.Now().Add(b.cb.RemainingDelay()).UnixNano())
 	}
 	if !b.rearming.Load() {
-		b.tel.breakerTransition(b.scope, ev.NewState)
+		b.tel.breakerTransition(ev.OldState, ev.NewState)
 	}
 }
 

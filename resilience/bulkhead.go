@@ -68,6 +68,7 @@ func (b *Bulkhead) Wrap(next http.RoundTripper) http.RoundTripper {
 	}
 	return RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
 		if err := b.Acquire(req.Context()); err != nil {
+			closeRequestBody(req) // a RoundTripper closes the body, also when it refuses
 			return nil, err
 		}
 		resp, err := next.RoundTrip(req)

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 type retryableKey struct{}
@@ -45,23 +47,24 @@ func notSent(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// retryReason returns why the attempt's result deserves another attempt, or "" if it does not.
+// retryReason returns why the attempt's result deserves another attempt, as a semconv retry reason
+// (the chassis.retry.reason attribute), or "" if it does not.
 // Called only when the caller's context is still live.
 func retryReason(replayable bool, resp *http.Response, err error) string {
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrBreakerOpen):
-			return "breaker_open"
+			return semconv.ReasonBreakerOpen
 		case errors.Is(err, ErrBulkheadFull):
 			return "" // every instance shares the bulkhead; another attempt would only queue
 		case notSent(err):
-			return "connection"
+			return semconv.ReasonConnection
 		case !replayable:
 			return ""
 		case errors.Is(err, ErrTimeout):
-			return "timeout"
+			return semconv.ReasonTimeout
 		case isConnectionError(err):
-			return "connection"
+			return semconv.ReasonConnection
 		}
 		return ""
 	}
@@ -69,8 +72,10 @@ func retryReason(replayable bool, resp *http.Response, err error) string {
 		return ""
 	}
 	switch resp.StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
-		return "status"
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return semconv.ReasonStatus5xx
+	case http.StatusTooManyRequests:
+		return semconv.ReasonStatus429
 	}
 	return ""
 }

@@ -22,13 +22,12 @@ func PropagateDeadline(margin time.Duration) Middleware {
 			if !ok {
 				return next.RoundTrip(req)
 			}
-			ms := max((time.Until(dl) - margin).Milliseconds(), 1)
 			r := *req // shallow copy: the header is replaced, not mutated
 			r.Header = req.Header.Clone()
 			if r.Header == nil {
 				r.Header = make(http.Header, 1)
 			}
-			r.Header[TimeoutHeader] = []string{strconv.FormatInt(ms, 10)}
+			r.Header[TimeoutHeader] = []string{timeoutValue(time.Until(dl), margin)}
 			return next.RoundTrip(&r)
 		})
 	}

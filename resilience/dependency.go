@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // Dependency holds the resilience state of calls to one dependency (a named service): its retry
@@ -96,25 +100,34 @@ func (d *Dependency) overallImplied() bool {
 // makes a new breaker owned by the returned transport, so breakers of instances that left are
 // garbage collected with their transport (no map keyed by instance ids to bound).
 func (d *Dependency) Instance(id string, next http.RoundTripper) http.RoundTripper {
-	return newBreaker(d.instCfg, id, scopeInstance, d.tel).Wrap(d.Attempt(next))
+	return newBreaker(d.instCfg, id, scopeInstance, d.tel).Wrap(d.attempt(next, id))
 }
 
 // Attempt returns the per-attempt layers without a breaker: per-attempt Timeout, Bulkhead and
 // PropagateDeadline. NewTransport uses it when there is no balancer.
 // The three run as one layer (see attemptTransport) with the behaviour of
 // Chain(next, Timeout(AttemptTimeout), Bulkhead.Wrap, PropagateDeadline(DeadlineMargin)).
-func (d *Dependency) Attempt(next http.RoundTripper) http.RoundTripper {
-	if d.cfg.AttemptTimeout <= 0 && d.bulkhead == nil && !d.cfg.PropagateDeadline {
+func (d *Dependency) Attempt(next http.RoundTripper) http.RoundTripper { return d.attempt(next, "") }
+
+func (d *Dependency) attempt(next http.RoundTripper, instance string) http.RoundTripper {
+	if d.cfg.AttemptTimeout <= 0 && d.bulkhead == nil && !d.cfg.PropagateDeadline && d.tel.tracer == nil {
 		return next
 	}
-	return &attemptTransport{
+	t := &attemptTransport{
 		timeout:   d.cfg.AttemptTimeout,
 		bulkhead:  d.bulkhead,
 		propagate: d.cfg.PropagateDeadline,
 		margin:    d.cfg.DeadlineMargin,
+		ownValue:  timeoutValue(d.cfg.AttemptTimeout, d.cfg.DeadlineMargin),
 		next:      next,
 		tel:       d.tel,
+		tracer:    d.tel.tracer,
+		spanAttrs: []attribute.KeyValue{attribute.String(semconv.AttrPeerService, d.name)},
 	}
+	if instance != "" {
+		t.spanAttrs = append(t.spanAttrs, attribute.String(semconv.AttrInstance, instance))
+	}
+	return t
 }
 
 // NewTransport returns base wrapped in the whole chain for a dependency reached at a single address

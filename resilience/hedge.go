@@ -30,6 +30,7 @@ type HedgeConfig struct {
 // Non-replayable requests, and bodies without GetBody, pass straight through.
 func Hedge(cfg HedgeConfig, budget *Budget, opts ...Option) Middleware {
 	tel := newOptions(opts).instruments()
+	tel.observeBudget(budget)
 	return func(next http.RoundTripper) http.RoundTripper {
 		if cfg.Delay <= 0 && cfg.Percentile <= 0 {
 			return next
@@ -129,7 +130,7 @@ func (h *hedger) RoundTripTried(req *http.Request, tried *discovery.Tried) (*htt
 			}
 			if launch() == nil {
 				inflight++
-				h.tel.hedge(ctx)
+				h.tel.hedge(ctx, len(cancels))
 				h.tel.attempt(ctx, attemptHedge)
 				if len(cancels) < n {
 					timer.Reset(delay)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // RetryConfig configures Retry. See Config for the meaning of each field and its default.
@@ -38,6 +39,7 @@ type RetryConfig struct {
 // No retry is started when the caller's deadline would expire during the backoff.
 func Retry(cfg RetryConfig, budget *Budget, opts ...Option) Middleware {
 	tel := newOptions(opts).instruments()
+	tel.observeBudget(budget)
 	return func(next http.RoundTripper) http.RoundTripper {
 		r := &retrier{cfg: cfg, budget: budget, next: next, tel: tel}
 		r.direct, _ = next.(discovery.TriedRoundTripper)
@@ -111,7 +113,7 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 			return resp, err
 		}
 		var wait time.Duration
-		if reason != "breaker_open" { // nothing was sent: re-pick at once
+		if reason != semconv.ReasonBreakerOpen { // nothing was sent: re-pick at once
 			wait = r.backoff(attempt)
 		}
 		if resp != nil {
@@ -125,7 +127,7 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
 			return resp, err
 		}
-		if reason != "breaker_open" && r.budget != nil && !r.budget.TryWithdraw() {
+		if reason != semconv.ReasonBreakerOpen && r.budget != nil && !r.budget.TryWithdraw() {
 			r.tel.reject(ctx, ReasonBudgetExhausted, "")
 			if err != nil {
 				err = fmt.Errorf("%w (retry refused: %w)", err, ErrBudgetExhausted)
@@ -133,7 +135,7 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 			return resp, err
 		}
 		discard(resp)
-		r.tel.retry(ctx, reason, attempt+1)
+		r.tel.retry(ctx, reason, attempt+1, wait)
 		r.tel.attempt(ctx, attemptRetry)
 		if wait > 0 && !sleep(ctx, wait) {
 			return nil, ctx.Err()

@@ -2,36 +2,24 @@ package resilience
 
 import (
 	"context"
+	"math"
 	"runtime"
+	"sync"
 	"sync/atomic"
+	"time"
+	"weak"
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
-// Metric names. docs/telemetry.md had no client-resilience names when this package was written, so
-// they live under chassis.client.* (see docs/resilience.md).
-const (
-	MetricAttempts           = "chassis.client.attempts"
-	MetricRetries            = "chassis.client.retries"
-	MetricHedges             = "chassis.client.hedges"
-	MetricHedgesWon          = "chassis.client.hedges.won"
-	MetricRejections         = "chassis.client.rejections"
-	MetricBreakerTransitions = "chassis.client.breaker.transitions"
-)
-
-// Attribute keys on the metrics and span events.
-const (
-	AttrDependency   = attribute.Key("chassis.dependency")
-	AttrAttempt      = attribute.Key("chassis.attempt") // first | retry | hedge
-	AttrReason       = attribute.Key("chassis.reason")
-	AttrBreakerScope = attribute.Key("chassis.breaker.scope") // instance | dependency
-	AttrBreakerState = attribute.Key("chassis.breaker.state") // open | half-open | closed
-	AttrInstance     = attribute.Key("chassis.instance")      // span events only: unbounded
-)
+// Metric names, attributes and span events are those of telemetry/semconv (docs/telemetry.md, which
+// lists the ones this package emits); docs/resilience.md says when each is recorded.
 
 // Option configures telemetry and naming of this package's policies.
 type Option interface{ apply(*options) }
@@ -53,13 +41,15 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 	return optionFunc(func(o *options) { o.mp = mp })
 }
 
-// WithTracerProvider starts one span per attempt ("attempt", child of the caller's span) through tp.
-// Without it no spans are started; events are still added to a recording span found in the context.
+// WithTracerProvider starts one span per attempt (semconv.SpanAttempt, a child of the caller's span)
+// through tp, when the call is sampled: retries and hedges then show in the trace with the instance
+// each went to and its outcome. Without it no spans are started; span events are still added to a
+// recording span found in the context.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return optionFunc(func(o *options) { o.tp = tp })
 }
 
-// WithDependency names the dependency on metrics (attribute chassis.dependency). NewDependency sets it.
+// WithDependency names the dependency on metrics (attribute peer.service). NewDependency sets it.
 func WithDependency(name string) Option {
 	return optionFunc(func(o *options) { o.dependency = name })
 }
@@ -72,32 +62,62 @@ func newOptions(opts []Option) *options {
 	return o
 }
 
-const scopeName = "github.com/cloudchassis/kit/resilience"
-
-// instruments are created once per policy; every attribute set is prebuilt so the hot path adds no
-// allocations (metric.WithAttributeSet in a pre-made slice).
+// instruments are created once per policy (once per Dependency, shared by its policies); every
+// attribute set is prebuilt so the hot path adds no allocations (metric.WithAttributeSet in a
+// pre-made slice).
 type instruments struct {
-	tracer     trace.Tracer // nil without WithTracerProvider
-	attempts   *attemptCounts
-	retries    metric.Int64Counter
-	hedges     metric.Int64Counter
-	hedgesWon  metric.Int64Counter
-	rejections metric.Int64Counter
-	breaker    metric.Int64Counter
+	tracer      trace.Tracer // nil without WithTracerProvider
+	obs         *observed
+	retries     metric.Int64Counter
+	hedges      metric.Int64Counter
+	hedgesWon   metric.Int64Counter
+	rejections  metric.Int64Counter
+	transitions metric.Int64Counter
 
+	peer           attribute.KeyValue // peer.service
 	retryOpts      map[string][]metric.AddOption
 	rejectOpts     map[Reason][]metric.AddOption
-	transitionOpts map[string][]metric.AddOption
-	depOpts        []metric.AddOption
+	transitionOpts [3][3][]metric.AddOption // [from][to], indexed like breakerStates
+	peerOpts       []metric.AddOption
 }
 
+// Attempt kinds, the indexes of observed.attempts.
 const (
 	attemptFirst = iota
 	attemptRetry
 	attemptHedge
 )
 
-var retryReasons = []string{"connection", "status", "timeout", "breaker_open"}
+var attemptKinds = [...]string{attemptFirst: semconv.AttemptFirst, attemptRetry: semconv.AttemptRetry, attemptHedge: semconv.AttemptHedge}
+
+var retryReasons = []string{semconv.ReasonStatus5xx, semconv.ReasonStatus429, semconv.ReasonTimeout, semconv.ReasonConnection, semconv.ReasonBreakerOpen}
+
+var rejectReasons = []Reason{ReasonBreakerOpen, ReasonBudgetExhausted, ReasonBulkheadFull, ReasonTimeout}
+
+// breakerStates are failsafe-go's states in the order of the prebuilt attribute sets.
+var breakerStates = [3]State{circuitbreaker.ClosedState, circuitbreaker.OpenState, circuitbreaker.HalfOpenState}
+
+// stateIndex returns s's index in breakerStates.
+func stateIndex(s State) int {
+	switch s {
+	case circuitbreaker.OpenState:
+		return 1
+	case circuitbreaker.HalfOpenState:
+		return 2
+	}
+	return 0
+}
+
+// stateName maps a breaker state to its semconv value; failsafe-go's State.String says "half-open".
+func stateName(s State) string {
+	switch s {
+	case circuitbreaker.OpenState:
+		return semconv.BreakerOpen
+	case circuitbreaker.HalfOpenState:
+		return semconv.BreakerHalfOpen
+	}
+	return semconv.BreakerClosed
+}
 
 func (o *options) instruments() *instruments {
 	if o.tel != nil {
@@ -107,96 +127,200 @@ func (o *options) instruments() *instruments {
 	if mp == nil {
 		mp = metricnoop.NewMeterProvider()
 	}
-	m := mp.Meter(scopeName)
-	t := &instruments{}
+	m := mp.Meter(semconv.ScopeResilience)
+	t := &instruments{obs: &observed{}, peer: attribute.String(semconv.AttrPeerService, o.dependency)}
 	if o.tp != nil {
-		t.tracer = o.tp.Tracer(scopeName)
+		t.tracer = o.tp.Tracer(semconv.ScopeResilience)
 	}
-	// Creating counters only fails on invalid names, which are constants here; a failed instrument is
-	// a no-op, so the errors are deliberately dropped.
-	attempts, _ := m.Int64ObservableCounter(MetricAttempts, metric.WithDescription("Attempts sent to the dependency: first, retry or hedge."), metric.WithUnit("{attempt}"))
-	t.retries, _ = m.Int64Counter(MetricRetries, metric.WithDescription("Retries by the reason of the failed attempt."), metric.WithUnit("{retry}"))
-	t.hedges, _ = m.Int64Counter(MetricHedges, metric.WithDescription("Hedged attempts sent."), metric.WithUnit("{attempt}"))
-	t.hedgesWon, _ = m.Int64Counter(MetricHedgesWon, metric.WithDescription("Calls answered by a hedged attempt."), metric.WithUnit("{call}"))
-	t.rejections, _ = m.Int64Counter(MetricRejections, metric.WithDescription("Calls or attempts refused locally, by reason."), metric.WithUnit("{rejection}"))
-	t.breaker, _ = m.Int64Counter(MetricBreakerTransitions, metric.WithDescription("Circuit breaker state changes."), metric.WithUnit("{transition}"))
+	// Creating instruments only fails on invalid names, which are constants here; a failed instrument
+	// is a no-op, so the errors are deliberately dropped.
+	attempts, _ := m.Int64ObservableCounter(semconv.MetricClientAttempts, metric.WithUnit(semconv.UnitAttempt),
+		metric.WithDescription("Attempts sent, by kind: first, retry or hedge."))
+	state, _ := m.Int64ObservableGauge(semconv.MetricBreakerState, metric.WithUnit(semconv.UnitState),
+		metric.WithDescription("1 for the current state of each circuit breaker, 0 for the two others."))
+	tokens, _ := m.Int64ObservableGauge(semconv.MetricRetryBudgetTokens, metric.WithUnit(semconv.UnitAttempt),
+		metric.WithDescription("Retries and hedges the retry budget allows now."))
+	t.retries, _ = m.Int64Counter(semconv.MetricRetryAttempts, metric.WithUnit(semconv.UnitAttempt),
+		metric.WithDescription("Retries sent, by the reason the previous attempt failed."))
+	t.hedges, _ = m.Int64Counter(semconv.MetricHedgesSent, metric.WithUnit(semconv.UnitRequest),
+		metric.WithDescription("Hedged requests sent."))
+	t.hedgesWon, _ = m.Int64Counter(semconv.MetricHedgesWon, metric.WithUnit(semconv.UnitRequest),
+		metric.WithDescription("Hedged requests whose response was used."))
+	// The description is discovery/lb's too: both scopes count into this name, and the Prometheus
+	// exporter merges series of one name only when their metadata agree.
+	t.rejections, _ = m.Int64Counter(semconv.MetricClientRejections, metric.WithUnit(semconv.UnitRequest),
+		metric.WithDescription("Calls refused locally before reaching the network, by reason."))
+	t.transitions, _ = m.Int64Counter(semconv.MetricBreakerTransitions, metric.WithUnit(semconv.UnitTransition),
+		metric.WithDescription("Circuit breaker state changes."))
 
-	dep := AttrDependency.String(o.dependency)
 	set := func(kvs ...attribute.KeyValue) []metric.AddOption {
-		return []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(append([]attribute.KeyValue{dep}, kvs...)...))}
+		return []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(append([]attribute.KeyValue{t.peer}, kvs...)...))}
 	}
-	t.depOpts = set()
-	t.attempts = &attemptCounts{}
-	var observe [3]metric.ObserveOption
-	for i, k := range []string{"first", "retry", "hedge"} {
-		observe[i] = metric.WithAttributeSet(attribute.NewSet(dep, AttrAttempt.String(k)))
-	}
-	counts := t.attempts // the callback must not reach t, or the cleanup below would never run
-	if reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		for i := range counts {
-			o.ObserveInt64(attempts, counts[i].Load(), observe[i])
-		}
-		return nil
-	}, attempts); err == nil {
-		runtime.AddCleanup(t, func(r metric.Registration) { _ = r.Unregister() }, reg)
-	}
-	t.retryOpts = map[string][]metric.AddOption{}
+	t.peerOpts = set()
+	t.retryOpts = make(map[string][]metric.AddOption, len(retryReasons))
 	for _, r := range retryReasons {
-		t.retryOpts[r] = set(AttrReason.String(r))
+		t.retryOpts[r] = set(attribute.String(semconv.AttrRetryReason, r))
 	}
-	t.rejectOpts = map[Reason][]metric.AddOption{}
-	for _, r := range []Reason{ReasonBreakerOpen, ReasonBudgetExhausted, ReasonBulkheadFull, ReasonTimeout} {
-		t.rejectOpts[r] = set(AttrReason.String(string(r)))
+	t.rejectOpts = make(map[Reason][]metric.AddOption, len(rejectReasons))
+	for _, r := range rejectReasons {
+		t.rejectOpts[r] = set(attribute.String(semconv.AttrRejectionReason, string(r)))
 	}
-	t.transitionOpts = map[string][]metric.AddOption{}
-	for _, sc := range []string{scopeInstance, scopeDependency} {
-		for _, st := range []State{circuitbreaker.ClosedState, circuitbreaker.OpenState, circuitbreaker.HalfOpenState} {
-			t.transitionOpts[sc+st.String()] = set(AttrBreakerScope.String(sc), AttrBreakerState.String(st.String()))
+	for i, from := range breakerStates {
+		for j, to := range breakerStates {
+			t.transitionOpts[i][j] = set(attribute.String(semconv.AttrBreakerFrom, stateName(from)),
+				attribute.String(semconv.AttrBreakerTo, stateName(to)))
 		}
+	}
+
+	var kinds [len(attemptKinds)]metric.ObserveOption
+	for i, k := range attemptKinds {
+		kinds[i] = metric.WithAttributeSet(attribute.NewSet(t.peer, attribute.String(semconv.AttrAttemptKind, k)))
+	}
+	budgetOpt := metric.WithAttributeSet(attribute.NewSet(t.peer))
+	obs := t.obs // the callback must not reach t, or the cleanup below would never run
+	if reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for i := range obs.attempts {
+			o.ObserveInt64(attempts, obs.attempts[i].Load(), kinds[i])
+		}
+		if b := obs.budget.Load(); b != nil {
+			o.ObserveInt64(tokens, int64(max(math.Floor(b.Tokens()), 0)), budgetOpt)
+		}
+		obs.observeBreakers(o, state)
+		return nil
+	}, attempts, state, tokens); err == nil {
+		runtime.AddCleanup(t, func(r metric.Registration) { _ = r.Unregister() }, reg)
 	}
 	o.tel = t
 	return t
 }
 
-// attemptCounts counts attempts by kind (first, retry, hedge); an observable counter reports them at
-// collection. Attempts are counted on every call, and an Int64Counter.Add with an attribute set costs
-// ~400 ns in the OTel SDK (attribute deduplication and a map lookup; BenchmarkResilienceChassis
-// profile), an atomic add ~5 ns. The price: attempts carry no exemplars.
-type attemptCounts [3]atomic.Int64
-
-func (t *instruments) attempt(_ context.Context, kind int) {
-	t.attempts[kind].Add(1)
+// observed is what the collection callback reads: attempt counts, the retry budget and the live
+// breakers.
+//
+// Attempts are counted on every call, and an Int64Counter.Add with an attribute set costs ~400 ns in
+// the OTel SDK (attribute deduplication and a map lookup; BenchmarkResilienceChassis profile), an
+// atomic add ~5 ns, so they are atomics reported by an observable counter. The price: attempts carry
+// no exemplars.
+//
+// Breakers are held weakly: a per-instance breaker belongs to its instance's transport, and must be
+// collected with it when the instance leaves the snapshot. Dead entries are dropped at collection,
+// and on registration when the slice is full (without a reader nothing collects), so the list stays
+// within twice the live breakers.
+// An instance that left and came back, or moved, can have a second breaker under its id until the old
+// one is collected: entries stay in registration order and the SDK keeps the last observation of an
+// attribute set, so the newest breaker's state is the one reported.
+type observed struct {
+	attempts [len(attemptKinds)]atomic.Int64
+	budget   atomic.Pointer[Budget]
+	mu       sync.Mutex
+	breakers []breakerRef
 }
 
-func (t *instruments) retry(ctx context.Context, reason string, attempt int) {
-	t.retries.Add(ctx, 1, t.retryOpts[reason]...)
-	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.AddEvent("chassis.retry", trace.WithAttributes(AttrReason.String(reason), attribute.Int("chassis.attempt.number", attempt)))
+type breakerRef struct {
+	b      weak.Pointer[Breaker]
+	states [3]metric.ObserveOption // peer.service, chassis.breaker.instance and each of breakerStates
+}
+
+func (s *observed) observeBreakers(o metric.Observer, gauge metric.Int64Observable) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	live := s.breakers[:0]
+	for _, r := range s.breakers {
+		b := r.b.Value()
+		if b == nil {
+			continue
+		}
+		cur := stateIndex(b.State()) // an atomic load: never waits for the breaker's lock
+		for i, opt := range r.states {
+			v := int64(0)
+			if i == cur {
+				v = 1
+			}
+			o.ObserveInt64(gauge, v, opt)
+		}
+		live = append(live, r)
+	}
+	clear(s.breakers[len(live):])
+	s.breakers = live
+}
+
+// addBreaker registers b for the state gauge, named instance.
+func (t *instruments) addBreaker(b *Breaker, instance string) {
+	r := breakerRef{b: weak.Make(b)}
+	for i, st := range breakerStates {
+		r.states[i] = metric.WithAttributeSet(attribute.NewSet(t.peer,
+			attribute.String(semconv.AttrBreakerInstance, instance),
+			attribute.String(semconv.AttrBreakerState, stateName(st))))
+	}
+	s := t.obs
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.breakers) == cap(s.breakers) {
+		live := s.breakers[:0]
+		for _, r := range s.breakers {
+			if r.b.Value() != nil {
+				live = append(live, r)
+			}
+		}
+		clear(s.breakers[len(live):])
+		s.breakers = live
+	}
+	s.breakers = append(s.breakers, r)
+}
+
+// observeBudget reports b's tokens on the budget gauge. A Dependency's Retry and Hedge share one
+// budget; the first one registered is kept.
+func (t *instruments) observeBudget(b *Budget) {
+	if b != nil {
+		t.obs.budget.CompareAndSwap(nil, b)
 	}
 }
 
-func (t *instruments) hedge(ctx context.Context) {
-	t.hedges.Add(ctx, 1, t.depOpts...)
+func (t *instruments) attempt(_ context.Context, kind int) {
+	t.obs.attempts[kind].Add(1)
+}
+
+// retry records a retry about to be sent: attempt is its 1-based number, backoff the wait before it.
+func (t *instruments) retry(ctx context.Context, reason string, attempt int, backoff time.Duration) {
+	t.retries.Add(ctx, 1, t.retryOpts[reason]...)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.AddEvent("chassis.hedge")
+		span.AddEvent(semconv.EventRetry, trace.WithAttributes(
+			attribute.Int(semconv.AttrAttempt, attempt),
+			attribute.String(semconv.AttrRetryReason, reason),
+			attribute.Float64(semconv.AttrBackoff, backoff.Seconds())))
+	}
+}
+
+// hedge records a hedge sent as the call's attempt number attempt (1-based: the first hedge is 2).
+func (t *instruments) hedge(ctx context.Context, attempt int) {
+	t.hedges.Add(ctx, 1, t.peerOpts...)
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.AddEvent(semconv.EventHedge, trace.WithAttributes(attribute.Int(semconv.AttrAttempt, attempt)))
 	}
 }
 
 func (t *instruments) hedgeWon(ctx context.Context) {
-	t.hedgesWon.Add(ctx, 1, t.depOpts...)
+	t.hedgesWon.Add(ctx, 1, t.peerOpts...)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.AddEvent("chassis.hedge.won")
+		span.AddEvent(semconv.EventHedgeWon)
 	}
 }
 
+// reject records a local refusal; instance is the refusing instance's breaker name, or "".
 func (t *instruments) reject(ctx context.Context, r Reason, instance string) {
 	t.rejections.Add(ctx, 1, t.rejectOpts[r]...)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.AddEvent("chassis.rejected", trace.WithAttributes(AttrReason.String(string(r)), AttrInstance.String(instance)))
+		reason := attribute.String(semconv.AttrRejectionReason, string(r))
+		if instance == "" {
+			span.AddEvent(semconv.EventRejected, trace.WithAttributes(reason))
+		} else {
+			span.AddEvent(semconv.EventRejected, trace.WithAttributes(reason, attribute.String(semconv.AttrInstance, instance)))
+		}
 	}
 }
 
-func (t *instruments) breakerTransition(scope string, s State) {
-	// No request context here: transitions happen inside failsafe-go's state machine.
-	t.breaker.Add(context.Background(), 1, t.transitionOpts[scope+s.String()]...)
+// breakerTransition counts a state change. Metrics only: transitions happen inside failsafe-go's
+// state machine, with no request context whose span could carry a chassis.breaker.transition event.
+func (t *instruments) breakerTransition(from, to State) {
+	t.transitions.Add(context.Background(), 1, t.transitionOpts[stateIndex(from)][stateIndex(to)]...)
 }

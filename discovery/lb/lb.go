@@ -305,9 +305,18 @@ func (b *Balancer) update(instances []discovery.Instance) {
 // the call with Done or Release on the returned Endpoint. When there is no instance to use, the error
 // is a *NoInstancesError matching ErrNoInstances. For RingHash, ctx carries the key (WithHashKey).
 func (b *Balancer) Pick(ctx context.Context) (*Endpoint, error) {
+	e, err := b.pick(ctx)
+	if err != nil {
+		b.m.noInstances()
+	}
+	return e, err
+}
+
+// pick is Pick without counting a failure, for callers that may still succeed (Transport waiting
+// for the first snapshot) and count only the final outcome.
+func (b *Balancer) pick(ctx context.Context) (*Endpoint, error) {
 	t := b.table.Load()
 	if len(t.active) == 0 {
-		b.m.noInstances()
 		return nil, t.err
 	}
 	var e *Endpoint
@@ -326,7 +335,6 @@ func (b *Balancer) Pick(ctx context.Context) (*Endpoint, error) {
 		}
 	}
 	if e == nil {
-		b.m.noInstances()
 		return nil, t.errUnavailable
 	}
 	e.inflight.Add(1)

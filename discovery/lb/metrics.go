@@ -17,8 +17,6 @@ const (
 	metricPanic = "chassis.lb.panic"
 	// metricPanics counts entries into panic mode ({panic}) with AttrPeerService.
 	metricPanics = "chassis.lb.panics"
-	// metricNoInstances counts picks that found no instance ({pick}) with AttrPeerService.
-	metricNoInstances = "chassis.lb.no_instances"
 	// metricPicks counts picks per instance ({pick}) with AttrPeerService and attrInstanceID; only
 	// with WithPerInstanceMetrics.
 	metricPicks = "chassis.lb.picks"
@@ -29,10 +27,11 @@ const (
 type instruments struct {
 	ejections  metric.Int64Counter
 	panics     metric.Int64Counter
-	none       metric.Int64Counter
+	rejections metric.Int64Counter
 	service    metric.MeasurementOption // peer.service, built once
 	serviceAdd []metric.AddOption
 	reasonAdds map[string][]metric.AddOption
+	noneAdd    []metric.AddOption // peer.service, chassis.rejection.reason=no_instances
 	reg        metric.Registration
 }
 
@@ -43,6 +42,9 @@ func newInstruments(b *Balancer) (*instruments, error) {
 		reasonAdds: map[string][]metric.AddOption{},
 	}
 	m.serviceAdd = []metric.AddOption{m.service}
+	m.noneAdd = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
+		attribute.String(semconv.AttrPeerService, b.service),
+		attribute.String(semconv.AttrRejectionReason, semconv.ReasonNoInstances)))}
 	for _, r := range []string{semconv.ReasonConsecutiveError, semconv.ReasonSuccessRate} {
 		m.reasonAdds[r] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
 			attribute.String(semconv.AttrPeerService, b.service),
@@ -57,8 +59,11 @@ func newInstruments(b *Balancer) (*instruments, error) {
 	m.panics, err = meter.Int64Counter(metricPanics, metric.WithUnit("{panic}"),
 		metric.WithDescription("Entries into panic mode: too few healthy instances, ejection ignored."))
 	add(err)
-	m.none, err = meter.Int64Counter(metricNoInstances, metric.WithUnit("{pick}"),
-		metric.WithDescription("Picks that found no instance to use."))
+	// A pick that finds nothing is a local rejection like resilience's, counted into the same name
+	// with the same unit and description (the Prometheus exporter merges one name's series across
+	// scopes only when they agree).
+	m.rejections, err = meter.Int64Counter(semconv.MetricClientRejections, metric.WithUnit(semconv.UnitRequest),
+		metric.WithDescription("Calls refused locally before reaching the network, by reason."))
 	add(err)
 	ejected, err := meter.Int64ObservableGauge(semconv.MetricLBEjected, metric.WithUnit(semconv.UnitInstance),
 		metric.WithDescription("Instances currently ejected."))
@@ -107,7 +112,7 @@ func (m *instruments) ejection(reason string) {
 
 func (m *instruments) panicEntered() { m.panics.Add(context.Background(), 1, m.serviceAdd...) }
 
-func (m *instruments) noInstances() { m.none.Add(context.Background(), 1, m.serviceAdd...) }
+func (m *instruments) noInstances() { m.rejections.Add(context.Background(), 1, m.noneAdd...) }
 
 func (m *instruments) unregister() {
 	if m.reg != nil {

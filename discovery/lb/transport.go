@@ -65,6 +65,7 @@ func (t *Transport) RoundTripTried(req *http.Request, tried *discovery.Tried) (*
 			e, err = b.pickAvoiding(ctx, tried)
 		}
 		if err != nil {
+			b.m.noInstances()
 			closeBody(req)
 			return nil, err
 		}
@@ -155,13 +156,13 @@ type rwBody struct {
 
 func (b *rwBody) Write(p []byte) (int, error) { return b.w.Write(p) }
 
-// pickAvoiding picks like Pick, but when the call already tried the picked instance (this is a retry
-// or a hedge), it takes the next available instance the call has not used, scanning from a random
+// pickAvoiding picks like Pick (a failure is not counted: the caller counts the final outcome), but
+// when the call already tried the picked instance (this is a retry or a hedge), it takes the next available instance the call has not used, scanning from a random
 // place. Retrying on the instance that just failed wastes the attempt, and P2C over a small set keeps
 // choosing a fast-failing instance, whose errors are quick. RingHash keeps its pick: a key belongs to
 // its instance. When every instance was tried, the pick stands.
 func (b *Balancer) pickAvoiding(ctx context.Context, tried *discovery.Tried) (*Endpoint, error) {
-	e, err := b.Pick(ctx)
+	e, err := b.pick(ctx)
 	if err != nil || tried == nil || b.opts.policy == RingHash || !tried.Has(e.key) {
 		return e, err
 	}

@@ -242,7 +242,8 @@ func TestDemoWithChaos(t *testing.T) {
 
 // testDashboard loads the dashboard in headless Chromium, checks that it lists every instance,
 // kills one through its button and waits for the page to show it dead and its replacement ready,
-// updated live over server-sent events. It saves a screenshot in testdata/dashboard.png.
+// updated live over server-sent events. It saves a screenshot in its artifact directory, or in
+// testdata/dashboard.png with UPDATE_SCREENSHOT=1.
 func testDashboard(t *testing.T, url string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -288,7 +289,13 @@ func testDashboard(t *testing.T, url string) {
 	if len(png) < 1000 || !bytes.HasPrefix(png, []byte("\x89PNG")) {
 		t.Fatalf("screenshot is not a PNG (%d bytes)", len(png))
 	}
-	if err := os.WriteFile(filepath.Join("testdata", "dashboard.png"), png, 0o644); err != nil {
+	// The committed screenshot is refreshed only on request, so a test run leaves the tree clean;
+	// otherwise it goes to the artifact directory (kept with -artifacts).
+	dir := t.ArtifactDir()
+	if os.Getenv("UPDATE_SCREENSHOT") != "" {
+		dir = "testdata"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "dashboard.png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -26,10 +26,13 @@ func TestNamesDocumented(t *testing.T) {
 		semconv.MetricLBEjected, semconv.MetricServerShed, semconv.MetricServerRateLimited,
 		semconv.MetricServerConcurrencyLimit, semconv.MetricDiscoverySnapshotAge,
 		semconv.MetricDiscoveryInstances, semconv.MetricDiscoveryErrors, semconv.MetricDiscoveryUpdates,
-		semconv.EventRetry, semconv.EventHedge, semconv.EventRejected, semconv.EventBreakerTransition,
+		semconv.EventRetry, semconv.EventHedge, semconv.EventHedgeWon, semconv.EventRejected, semconv.EventBreakerTransition,
 		semconv.EventEjection, semconv.EventShed, semconv.EventRateLimited, semconv.EventFallback,
-		semconv.AttrOutcome, semconv.AttrRetryReason, semconv.AttrRejectionReason,
-		semconv.AttrBreakerState, semconv.AttrEjectionReason, semconv.AttrPriority,
+		semconv.AttrAttemptKind, semconv.AttrRetryReason, semconv.AttrRejectionReason,
+		semconv.AttrBreakerInstance, semconv.AttrBreakerState, semconv.AttrBreakerFrom, semconv.AttrBreakerTo,
+		semconv.AttrEjectionReason, semconv.AttrPriority,
+		semconv.AttemptFirst, semconv.AttemptRetry, semconv.AttemptHedge, semconv.BreakerHalfOpen,
+		semconv.BreakerInstanceService,
 		semconv.ReasonBudgetExhausted, semconv.ReasonBreakerOpen, semconv.ReasonNoInstances,
 	}
 	// Names follow the OTel rules: lowercase, dot-separated namespaces, snake_case words.
