@@ -372,22 +372,28 @@ func (b *Balancer) pickTwo(t *table) *Endpoint {
 				return x
 			}
 		}
-		var cx, cy float64
-		if b.opts.policy == P2C {
-			now := b.coarse.Load()
-			cx, cy = x.cost(now, b.tau), y.cost(now, b.tau)
-		} else {
-			cx, cy = float64(x.inflight.Load()+1), float64(y.inflight.Load()+1)
-		}
-		if t.weighted {
-			cx, cy = cx/t.weight[i], cy/t.weight[j]
-		}
-		if cy < cx {
+		if b.costOf(t, j) < b.costOf(t, i) {
 			return y
 		}
 		return x
 	}
 	return t.scan(b.rand64())
+}
+
+// costOf is the load of t.active[i] as P2C (peak EWMA × in flight) or LeastRequest (in flight) see
+// it, divided by the instance's weight.
+func (b *Balancer) costOf(t *table, i int) float64 {
+	e := t.active[i]
+	var c float64
+	if b.opts.policy == P2C {
+		c = e.cost(b.coarse.Load(), b.tau)
+	} else {
+		c = float64(e.inflight.Load() + 1)
+	}
+	if t.weighted {
+		c /= t.weight[i]
+	}
+	return c
 }
 
 func (b *Balancer) rand64() uint64 {

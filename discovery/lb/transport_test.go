@@ -324,3 +324,46 @@ func TestRetryAvoidsTriedInstance(t *testing.T) {
 		t.Fatalf("hits %d/%d, want 50/50", hits[0].Load(), hits[1].Load())
 	}
 }
+
+// TestAvoidingPrefersTheLessLoaded: when the pick was already tried, P2C chooses among the untried
+// instances by load too, so a retry or hedge does not land on the slow instance P2C steers around.
+func TestAvoidingPrefersTheLessLoaded(t *testing.T) {
+	insts := []discovery.Instance{{ID: "a", Address: "10.0.0.1", Port: 1}, {ID: "slow", Address: "10.0.0.2", Port: 1}, {ID: "fast", Address: "10.0.0.3", Port: 1}}
+	for _, p := range []Policy{P2C, LeastRequest, Random} {
+		b, err := NewFixed("svc", insts, WithPolicy(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range b.table.Load().active {
+			switch e.key {
+			case "slow":
+				e.Done(500*time.Millisecond, nil)
+				e.inflight.Add(5) // busy, too (LeastRequest)
+			case "fast", "a":
+				e.Done(time.Millisecond, nil)
+			}
+		}
+		got := map[string]int{}
+		for range 300 {
+			tried := &discovery.Tried{}
+			tried.Add("a")
+			e, err := b.pickAvoiding(context.Background(), tried)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[e.key]++
+			e.Release()
+		}
+		if p == Random {
+			// One choice, uniform among the untried: both appear.
+			if got["slow"] == 0 || got["fast"] == 0 {
+				t.Fatalf("%v: %v, want both untried instances", p, got)
+			}
+		} else if got["slow"] != 0 || got["a"] > 300/2 {
+			// "a" is the pick itself whenever P2C chose it and the two others are compared; only the
+			// comparison between slow and fast matters here.
+			t.Fatalf("%v: picks avoiding a: %v, want fast over slow", p, got)
+		}
+		b.Close()
+	}
+}

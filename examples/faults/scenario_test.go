@@ -40,24 +40,34 @@ func TestScenarioSIGKILL(t *testing.T) {
 	rs := load(t, c, "svc", 200, 4*time.Second)
 
 	ok, rate := successRate(rs)
+	// "Out of rotation within 1 s" is measured from the first attempt that met the dead instance: that
+	// is when the client can know. P2C may not pick an instance for a while (its latency estimate
+	// was high), and then the first attempt after the kill comes later than the kill itself.
 	var after, late int
-	var last time.Time
+	var first, last time.Time
 	for _, at := range c.log.times(victim.addr) {
 		if at.After(killedAt) {
+			if after == 0 {
+				first = at
+			}
 			after++
 			last = at
-			if at.Sub(killedAt) > time.Second {
+			if at.Sub(first) > time.Second {
 				late++
 			}
 		}
 	}
-	t.Logf("SIGKILL 1 of 3 at 200 qps for 4 s: %d/%d ok (%.3f%%); attempts to the dead instance after the kill: %d, the last %v after it, %d later than 1 s",
-		ok, len(rs), 100*rate, after, last.Sub(killedAt).Round(time.Millisecond), late)
+	when := "none"
+	if after > 0 {
+		when = fmt.Sprintf("the first %v and the last %v after it", first.Sub(killedAt).Round(time.Millisecond), last.Sub(killedAt).Round(time.Millisecond))
+	}
+	t.Logf("SIGKILL 1 of 3 at 200 qps for 4 s: %d/%d ok (%.3f%%); attempts to the dead instance after the kill: %d (%s), %d more than 1 s after the first",
+		ok, len(rs), 100*rate, after, when, late)
 	if ok != len(rs) {
 		t.Errorf("success %d/%d, want 100%%: %v", ok, len(rs), firstErrors(rs, 5))
 	}
 	if late > 0 {
-		t.Errorf("dead instance still picked %d times more than 1 s after the kill", late)
+		t.Errorf("dead instance still picked %d times more than 1 s after the first failed attempt", late)
 	}
 }
 
@@ -216,7 +226,7 @@ func TestScenarioHedging(t *testing.T) {
 			cfg.HedgeDelay = 5 * time.Millisecond
 		}
 		c := newClient(t, "svc", cfg, insts)
-		rs := load(t, c, "svc", 200, 8*time.Second)
+		rs := load(t, c, "svc", 200, 12*time.Second) // 2,400 calls: p99.9 is the third-slowest
 		return rs, c.log.total()
 	}
 	base, baseAttempts := run(false)
@@ -234,9 +244,9 @@ func TestScenarioHedging(t *testing.T) {
 		return n
 	}
 	extra := float64(hedgedAttempts)/float64(len(hedged)) - float64(baseAttempts)/float64(len(base))
-	t.Logf("4 instances slow (300 ms) on 1%% of calls, one of them on 1/3, 200 qps for 8 s: without hedging p99 %v p99.9 %v (ok %.2f%%); hedging after p90 (floor 5 ms): p99 %v p99.9 %v (ok %.2f%%); extra attempts %.1f%% of calls; calls over 250 ms: %d without, %d with hedging",
+	t.Logf("4 instances slow (300 ms) on 1%% of calls, one of them on 1/3, 200 qps for 12 s: without hedging p99 %v p99.9 %v (ok %.2f%%); hedging after p90 (floor 5 ms): p99 %v p99.9 %v (ok %.2f%%); extra attempts %.1f%% of calls; calls over 250 ms: %d without, %d with hedging",
 		b99, b999, 100*baseRate, h99, h999, 100*hedgedRate, 100*extra, slowCalls(base), slowCalls(hedged))
-	// p99.9 of 1,600 calls is the second-slowest call, too noisy to assert on. The count of calls that
+	// p99.9 of 2,400 calls is the third-slowest call, too noisy to assert on. The count of calls that
 	// waited for a stall is small (tens), so its ratio is noisy on a loaded machine (4× on a quiet one,
 	// 2.6× seen under load): assert that it drops and that p99, which sits in the stall without
 	// hedging, falls at least threefold.
