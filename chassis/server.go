@@ -9,6 +9,7 @@ import (
 	"log"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"unsafe"
 
 	"go.uber.org/zap"
@@ -39,7 +40,8 @@ func RequestID(ctx context.Context) string {
 }
 
 // Handle registers a handler for a ServeMux pattern ("GET /items/{id}") on the public server, wrapped
-// in the default middleware. Call it before Run.
+// in the default middleware. Call it before Run and Handler: they add a catch-all "/" route for
+// requests no pattern matches (see handleUnmatched), unless "/" was registered.
 //
 // The chain is built once per route, outer to inner: telemetry (span, RED metrics with the route
 // template, access log); the chassis core (panic recovery, request id, body size limit, request
@@ -65,12 +67,36 @@ func (s *Service) Handle(pattern string, h http.Handler) {
 	chain = s.core(chain)
 	chain = s.tel.Handler(chain)
 	s.mux.Handle(pattern, chain)
+	s.probe.Handle(pattern, http.NotFoundHandler()) // never served: only its 404/405 decisions are
 	s.routes = append(s.routes, pattern)
 }
 
 // Handler returns the public server's handler with every route and its middleware, for serving in
-// process (benchmarks, httptest) without Run. Health, metrics and pprof are not on it.
-func (s *Service) Handler() http.Handler { return s.mux }
+// process (benchmarks, httptest) without Run. Health, metrics and pprof are not on it. Register
+// every route before calling it.
+func (s *Service) Handler() http.Handler {
+	s.handleUnmatched()
+	return s.mux
+}
+
+// handleUnmatched installs, once, a catch-all "/" route so that requests no pattern matches (404s,
+// 405s, scanners) are traced, counted under http.route "unmatched" and logged like the others, with
+// a request id; unless the service registered "/" itself. The answer stays what a ServeMux gives
+// (404, or 405 with Allow when the path exists for other methods): the probe mux, which holds the
+// same patterns, writes it. A catch-all costs matched requests nothing, where asking the mux first
+// whether a request matches would cost every request a second lookup (~280 ns and an allocation).
+func (s *Service) handleUnmatched() {
+	s.unmatch.Do(func() {
+		if slices.Contains(s.routes, "/") {
+			return
+		}
+		chain := s.tel.Handler(s.core(s.probe))
+		s.mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			r.Pattern = "" // the catch-all is not a route: telemetry records the request as unmatched
+			chain.ServeHTTP(w, r)
+		}))
+	})
+}
 
 // HandleFunc is Handle for a function.
 func (s *Service) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
@@ -79,6 +105,7 @@ func (s *Service) HandleFunc(pattern string, h func(http.ResponseWriter, *http.R
 
 func (s *Service) newPublicServer() *http.Server {
 	st := s.settings
+	s.handleUnmatched()
 	return &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: st.ReadHeaderTimeout,

@@ -102,6 +102,8 @@ type Service struct {
 	health  *health.Checker
 	group   *lifecycle.Group
 	mux     *http.ServeMux
+	probe   *http.ServeMux // the same patterns, no-op handlers: answers 404 or 405 for unmatched requests
+	unmatch sync.Once      // installs the instrumented catch-all on mux
 	public  *http.Server
 	admin   *http.Server
 	routes  []string
@@ -173,6 +175,7 @@ func New(name string, opts ...Option) (*Service, error) {
 	s.log = tel.Logger()
 	s.health = health.New()
 	s.mux = http.NewServeMux()
+	s.probe = http.NewServeMux()
 	gopts := []lifecycle.Option{
 		lifecycle.WithStartTimeout(s.settings.StartTimeout),
 		lifecycle.WithStopTimeout(s.settings.ShutdownTimeout),
