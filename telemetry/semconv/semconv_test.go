@@ -1,6 +1,7 @@
 package semconv_test
 
 import (
+	"encoding/json"
 	"os"
 	"regexp"
 	"strings"
@@ -26,7 +27,7 @@ func TestNamesDocumented(t *testing.T) {
 		semconv.MetricLBEjected, semconv.MetricServerShed, semconv.MetricServerRateLimited,
 		semconv.MetricServerConcurrencyLimit, semconv.MetricDiscoverySnapshotAge,
 		semconv.MetricDiscoveryInstances, semconv.MetricDiscoveryErrors, semconv.MetricDiscoveryUpdates,
-		semconv.EventRetry, semconv.EventHedge, semconv.EventHedgeWon, semconv.EventRejected, semconv.EventBreakerTransition,
+		semconv.SpanAttempt, semconv.EventRetry, semconv.EventHedge, semconv.EventHedgeWon, semconv.EventRejected, semconv.EventBreakerTransition,
 		semconv.EventEjection, semconv.EventShed, semconv.EventRateLimited, semconv.EventFallback,
 		semconv.AttrAttemptKind, semconv.AttrRetryReason, semconv.AttrRejectionReason,
 		semconv.AttrBreakerInstance, semconv.AttrBreakerState, semconv.AttrBreakerFrom, semconv.AttrBreakerTo,
@@ -43,6 +44,101 @@ func TestNamesDocumented(t *testing.T) {
 		}
 		if !strings.Contains(string(doc), "`"+n+"`") {
 			t.Errorf("%q is not documented in docs/telemetry.md", n)
+		}
+	}
+}
+
+// The Grafana dashboard (deploy/grafana/chassis.json) may query only metrics and labels of the scheme,
+// as the Prometheus exporter names them, so that renaming a metric cannot leave a dead panel.
+func TestDashboardUsesSchemeNames(t *testing.T) {
+	raw, err := os.ReadFile("../../deploy/grafana/chassis.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	var exprs []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, e := range v {
+				if s, ok := e.(string); ok && k == "expr" {
+					exprs = append(exprs, s)
+				}
+				walk(e)
+			}
+		case []any:
+			for _, e := range v {
+				walk(e)
+			}
+		}
+	}
+	walk(doc)
+	if len(exprs) < 10 {
+		t.Fatalf("found %d queries in the dashboard, want its panels' queries", len(exprs))
+	}
+
+	prom := func(name string) string { return strings.ReplaceAll(name, ".", "_") }
+	metrics := map[string]bool{}
+	for _, m := range []string{
+		semconv.HTTPServerRequestDuration, semconv.HTTPServerActiveRequests, semconv.HTTPClientRequestDuration,
+		semconv.MetricClientAttempts, semconv.MetricRetryAttempts, semconv.MetricRetryBudgetTokens,
+		semconv.MetricHedgesSent, semconv.MetricHedgesWon, semconv.MetricClientRejections,
+		semconv.MetricBreakerState, semconv.MetricBreakerTransitions, semconv.MetricLBEjections,
+		semconv.MetricLBEjected, semconv.MetricServerShed, semconv.MetricServerRateLimited,
+		semconv.MetricServerConcurrencyLimit, semconv.MetricDiscoverySnapshotAge,
+		semconv.MetricDiscoveryInstances, semconv.MetricDiscoveryErrors, semconv.MetricDiscoveryUpdates,
+	} {
+		for _, suffix := range []string{"", "_total", "_seconds", "_seconds_bucket", "_seconds_count", "_seconds_sum"} {
+			metrics[prom(m)+suffix] = true
+		}
+	}
+	// Not ours: Prometheus' own and the OTel runtime/process instrumentation.
+	metrics["up"] = true
+	metrics["process_memory_usage_bytes"] = true
+	labels := map[string]bool{
+		// Resource attributes and Prometheus' own labels.
+		"service": true, "instance_id": true, "job": true, "instance": true, "le": true,
+	}
+	for _, a := range []string{
+		semconv.AttrHTTPRoute, semconv.AttrHTTPRequestMethod, semconv.AttrHTTPResponseStatusCode, semconv.AttrServerAddress,
+		semconv.AttrPeerService, semconv.AttrAttemptKind, semconv.AttrRetryReason, semconv.AttrRejectionReason,
+		semconv.AttrBreakerInstance, semconv.AttrBreakerState, semconv.AttrBreakerFrom, semconv.AttrBreakerTo,
+		semconv.AttrEjectionReason, semconv.AttrPriority, semconv.AttrErrorType,
+	} {
+		labels[prom(a)] = true
+	}
+	funcs := map[string]bool{"sum": true, "rate": true, "increase": true, "histogram_quantile": true, "max": true,
+		"min": true, "count": true, "clamp_min": true, "vector": true, "by": true, "or": true, "and": true, "avg": true}
+
+	ident := regexp.MustCompile(`[a-zA-Z_:][a-zA-Z0-9_:]*`)
+	strs := regexp.MustCompile(`"[^"]*"|\[[^\]]*\]`)
+	byList := regexp.MustCompile(`by \(([^)]*)\)`)
+	selector := regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)`)
+	number := regexp.MustCompile(`\b[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?`)
+	for _, e := range exprs {
+		for _, m := range byList.FindAllStringSubmatch(e, -1) {
+			for _, l := range strings.Split(m[1], ",") {
+				if l = strings.TrimSpace(l); !labels[l] {
+					t.Errorf("dashboard groups by %q, not a label of the scheme: %s", l, e)
+				}
+			}
+		}
+		for _, m := range selector.FindAllStringSubmatch(e, -1) {
+			if !labels[m[1]] {
+				t.Errorf("dashboard selects on %q, not a label of the scheme: %s", m[1], e)
+			}
+		}
+		// What remains outside strings, ranges, by-lists and selectors are functions and metrics.
+		rest := byList.ReplaceAllString(strs.ReplaceAllString(e, ""), "")
+		rest = number.ReplaceAllString(selector.ReplaceAllString(rest, ""), "")
+		for _, id := range ident.FindAllString(rest, -1) {
+			if !funcs[id] && !metrics[id] {
+				t.Errorf("dashboard queries %q, not a metric of the scheme: %s", id, e)
+			}
 		}
 	}
 }
