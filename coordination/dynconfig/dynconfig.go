@@ -16,6 +16,7 @@ import (
 
 	"github.com/cloudchassis/kit/config"
 	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // Sources of a value, in Setting.Source: package config's (env, file, default, unset) plus kv.
@@ -84,9 +85,9 @@ func (e *RejectedError) Unwrap() error { return e.Err }
 //
 // Every KV change is decoded and validated as a whole, by config.Load with the same tags as at
 // start-up. A valid result is swapped in atomically and announced to subscribers; an invalid one is
-// rejected: the previous value stays, the error is logged, counted (MetricReloads, MetricInvalid)
-// and returned by Err and the Handler until KV is fixed. KV keys that name a variable that is not
-// reloadable are not applied, and are reported as Notices.
+// rejected: the previous value stays, the error is logged, counted (semconv.MetricConfigReloads,
+// semconv.MetricConfigInvalid) and returned by Err and the Handler until KV is fixed. KV keys that
+// name a variable that is not reloadable are not applied, and are reported as Notices.
 //
 // A Config is safe for concurrent use. Load is one atomic pointer read: read it on every use rather
 // than caching the value. Start launches the watch goroutine; Stop ends it.
@@ -293,7 +294,7 @@ func (c *Config[T]) apply(pairs api.KVPairs, index uint64) {
 		c.mu.Lock()
 		c.rejected = rej
 		c.mu.Unlock()
-		c.m.reload(OutcomeRejected)
+		c.m.reload(semconv.OutcomeRejected)
 		c.o.logger.Error("dynconfig: invalid configuration in KV rejected; the previous configuration stays in effect",
 			"prefix", c.prefix, "index", index, "kept_index", old.Index, "error", err)
 		return
@@ -314,10 +315,10 @@ func (c *Config[T]) apply(pairs api.KVPairs, index uint64) {
 		}
 	}
 	if len(changed) == 0 {
-		c.m.reload(OutcomeUnchanged)
+		c.m.reload(semconv.OutcomeUnchanged)
 		return
 	}
-	c.m.reload(OutcomeApplied)
+	c.m.reload(semconv.OutcomeApplied)
 	c.o.logger.Info("dynconfig: configuration changed", "prefix", c.prefix, "index", index, "changed", changed)
 	ch := Change[T]{Old: old, New: snap, Changed: changed}
 	for _, fn := range subs {

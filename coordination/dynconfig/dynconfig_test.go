@@ -21,6 +21,7 @@ import (
 	"github.com/cloudchassis/kit/config"
 	"github.com/cloudchassis/kit/coordination/coordinationtest"
 	"github.com/cloudchassis/kit/coordination/dynconfig"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -179,11 +180,11 @@ func TestChangesApplyRejectAndRecover(t *testing.T) {
 			t.Fatal("subscribers told about a rejected change")
 		}
 		// Two writes: one evaluation, or two when the watch ran between them.
-		if n := counter(t, reader, dynconfig.MetricReloads, dynconfig.OutcomeRejected); n < 1 || n > 2 {
+		if n := counter(t, reader, semconv.MetricConfigReloads, semconv.OutcomeRejected); n < 1 || n > 2 {
 			t.Fatalf("rejected reloads = %d", n)
 		}
-		if g := gauge(t, reader, dynconfig.MetricInvalid); g != 1 {
-			t.Fatalf("%s = %d, want 1", dynconfig.MetricInvalid, g)
+		if g := gauge(t, reader, semconv.MetricConfigInvalid); g != 1 {
+			t.Fatalf("%s = %d, want 1", semconv.MetricConfigInvalid, g)
 		}
 		rep := report(t, c)
 		if rep.Rejected == nil || !strings.Contains(rep.Rejected.Error, "RATE_BURST") || rep.Index != good.Index {
@@ -195,7 +196,7 @@ func TestChangesApplyRejectAndRecover(t *testing.T) {
 		fc.Delete(prefix + "/RATE_BURST")
 		time.Sleep(time.Second)
 		synctest.Wait()
-		if c.Err() != nil || c.Load().LogLevel != "debug" || gauge(t, reader, dynconfig.MetricInvalid) != 0 {
+		if c.Err() != nil || c.Load().LogLevel != "debug" || gauge(t, reader, semconv.MetricConfigInvalid) != 0 {
 			t.Fatalf("after fix: err %v, value %+v", c.Err(), c.Load())
 		}
 
@@ -308,8 +309,8 @@ func TestWatchBacksOffAndRecovers(t *testing.T) {
 		if n := fc.Queries(); n > 200 {
 			t.Fatalf("%d queries in 10 minutes of errors: the watch does not back off", n)
 		}
-		if n := counter(t, reader, dynconfig.MetricWatchErrors, ""); n != int64(fc.Queries()) {
-			t.Fatalf("%s = %d, queries %d", dynconfig.MetricWatchErrors, n, fc.Queries())
+		if n := counter(t, reader, semconv.MetricConfigWatchErrors, ""); n != int64(fc.Queries()) {
+			t.Fatalf("%s = %d, queries %d", semconv.MetricConfigWatchErrors, n, fc.Queries())
 		}
 		fc.SetError(nil)
 		fc.Put(prefix+"/LOG_LEVEL", "debug")
@@ -456,7 +457,7 @@ func counter(t *testing.T, r *metric.ManualReader, name, outcome string) int64 {
 			n += dp.Value
 			continue
 		}
-		if v, ok := dp.Attributes.Value(dynconfig.AttrOutcome); ok && v.AsString() == outcome {
+		if v, ok := dp.Attributes.Value(semconv.AttrConfigOutcome); ok && v.AsString() == outcome {
 			n += dp.Value
 		}
 	}
@@ -472,6 +473,8 @@ func gauge(t *testing.T, r *metric.ManualReader, name string) int64 {
 	return p[0].Value
 }
 
+// points returns the data points of the metric name, which must be in the scheme's dynconfig scope
+// and carry the configuration's prefix on every point.
 func points(t *testing.T, r *metric.ManualReader, name string) []metricdata.DataPoint[int64] {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
@@ -483,12 +486,22 @@ func points(t *testing.T, r *metric.ManualReader, name string) []metricdata.Data
 			if m.Name != name {
 				continue
 			}
+			if sm.Scope.Name != semconv.ScopeDynconfig {
+				t.Fatalf("%s in scope %q, want %q", name, sm.Scope.Name, semconv.ScopeDynconfig)
+			}
+			var dps []metricdata.DataPoint[int64]
 			switch d := m.Data.(type) {
 			case metricdata.Sum[int64]:
-				return d.DataPoints
+				dps = d.DataPoints
 			case metricdata.Gauge[int64]:
-				return d.DataPoints
+				dps = d.DataPoints
 			}
+			for _, dp := range dps {
+				if v, _ := dp.Attributes.Value(semconv.AttrConfigPrefix); v.AsString() != prefix+"/" {
+					t.Fatalf("%s point has %s=%q, want %q", name, semconv.AttrConfigPrefix, v.AsString(), prefix+"/")
+				}
+			}
+			return dps
 		}
 	}
 	return nil

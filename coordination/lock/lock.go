@@ -8,8 +8,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cloudchassis/kit/internal/backoff"
 	"github.com/hashicorp/consul/api"
+
+	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // Token is a fencing token: the Consul raft index at which this holder's acquisition was committed
@@ -38,16 +40,18 @@ var (
 	ErrLost = errors.New("lock: lost")
 )
 
-// Reasons for a loss, in LostError.Reason and the AttrReason attribute.
+// Reasons for a loss, in LostError.Reason and the semconv.AttrLockReason attribute of
+// semconv.MetricLockLosses. They are the scheme's values (docs/telemetry.md), named here too because
+// callers match LostError.Reason against them.
 const (
 	// ReasonSessionInvalidated: Consul no longer knows the session (TTL expired server-side, node
 	// health check failed, or someone destroyed it).
-	ReasonSessionInvalidated = "session_invalidated"
+	ReasonSessionInvalidated = semconv.ReasonSessionInvalidated
 	// ReasonRenewTimeout: no renewal succeeded for a whole TTL, so Consul may have expired the
 	// session; the Lock gives up before a new holder can possibly have the key.
-	ReasonRenewTimeout = "renew_timeout"
+	ReasonRenewTimeout = semconv.ReasonRenewTimeout
 	// ReasonKeyLost: the key was deleted, released or taken by another session while the session lived.
-	ReasonKeyLost = "key_lost"
+	ReasonKeyLost = semconv.ReasonKeyLost
 )
 
 // LostError says why a held lock was lost. It matches ErrLost with errors.Is.
@@ -250,7 +254,7 @@ func (l *Lock) newTenure(ctx context.Context) (*tenure, context.Context, error) 
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
 		}
-		l.m.failed("create_session")
+		l.m.failed(semconv.OperationCreateSession)
 		l.o.logger.Warn("lock: creating session", "key", l.key, "error", err, "attempt", attempt)
 		if err := backoff.Sleep(ctx, l.o.backoff.Delay(attempt)); err != nil {
 			return nil, nil, err
@@ -281,7 +285,7 @@ func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (Token, error) {
 				return 0, l.contendErr(ctx, t, ctx.Err())
 			}
 			failures++
-			l.m.failed("read")
+			l.m.failed(semconv.OperationRead)
 			l.o.logger.Warn("lock: reading key", "key", l.key, "error", err, "attempt", failures)
 			if err := backoff.Sleep(ctx, l.o.backoff.Delay(failures)); err != nil {
 				return 0, l.contendErr(ctx, t, err)
@@ -309,7 +313,7 @@ func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (Token, error) {
 					return 0, l.contendErr(ctx, t, ctx.Err())
 				}
 				failures++
-				l.m.failed("acquire")
+				l.m.failed(semconv.OperationAcquire)
 				l.o.logger.Warn("lock: acquire", "key", l.key, "error", err, "attempt", failures)
 				if err := backoff.Sleep(ctx, l.o.backoff.Delay(failures)); err != nil {
 					return 0, l.contendErr(ctx, t, err)
@@ -349,7 +353,7 @@ func (l *Lock) renew(ctx context.Context, t *tenure, last time.Time) {
 			return
 		}
 		if !time.Now().Before(deadline) {
-			l.lose(t, ReasonRenewTimeout, fmt.Sprintf("no session renewal succeeded for %v (last error counted in %s)", l.o.ttl, MetricErrors))
+			l.lose(t, ReasonRenewTimeout, fmt.Sprintf("no session renewal succeeded for %v (last error counted in %s)", l.o.ttl, semconv.MetricLockErrors))
 			return
 		}
 		start := time.Now()
@@ -361,7 +365,7 @@ func (l *Lock) renew(ctx context.Context, t *tenure, last time.Time) {
 			return
 		case err != nil:
 			failures++
-			l.m.failed("renew_session")
+			l.m.failed(semconv.OperationRenewSession)
 			l.o.logger.Warn("lock: renewing session", "key", l.key, "session", t.session, "error", err, "attempt", failures)
 			wait = min(l.o.backoff.Delay(failures), l.o.ttl/4)
 			continue
@@ -388,7 +392,7 @@ func (l *Lock) monitor(ctx context.Context, t *tenure, index uint64) {
 		if err != nil {
 			// The renewer decides when an unreachable Consul means the lock is gone.
 			failures++
-			l.m.failed("read")
+			l.m.failed(semconv.OperationRead)
 			l.o.logger.Warn("lock: watching key", "key", l.key, "error", err, "attempt", failures)
 			if backoff.Sleep(ctx, l.o.backoff.Delay(failures)) != nil {
 				return
@@ -463,12 +467,12 @@ func (l *Lock) cleanup(ctx context.Context, t *tenure, release bool) error {
 	var errs []error
 	if release {
 		if _, err := l.c.Release(ctx, &api.KVPair{Key: l.key, Value: l.o.value, Session: t.session}); err != nil {
-			l.m.failed("release")
+			l.m.failed(semconv.OperationRelease)
 			errs = append(errs, fmt.Errorf("lock: release %s: %w", l.key, err))
 		}
 	}
 	if err := l.c.DestroySession(ctx, t.session); err != nil {
-		l.m.failed("destroy_session")
+		l.m.failed(semconv.OperationDestroySession)
 		errs = append(errs, fmt.Errorf("lock: destroy session %s: %w", t.session, err))
 	}
 	err := errors.Join(errs...)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cloudchassis/kit/coordination/coordinationtest"
 	"github.com/cloudchassis/kit/coordination/lock"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -165,11 +166,18 @@ func TestLossReasons(t *testing.T) {
 				if err := l.Release(context.Background()); !errors.Is(err, lock.ErrLost) {
 					t.Fatalf("Release after loss = %v, want the LostError", err)
 				}
-				if n := sumCounter(t, reader, lock.MetricLosses); n != 1 {
-					t.Fatalf("%s = %d, want 1", lock.MetricLosses, n)
+				losses := points(t, reader, semconv.MetricLockLosses)
+				if len(losses) != 1 || losses[0].Value != 1 {
+					t.Fatalf("%s = %+v, want one point of 1", semconv.MetricLockLosses, losses)
 				}
-				if n := sumCounter(t, reader, lock.MetricHeld); n != 0 {
-					t.Fatalf("%s = %d, want 0 after the loss", lock.MetricHeld, n)
+				if v, _ := losses[0].Attributes.Value(semconv.AttrLockReason); v.AsString() != tc.reason {
+					t.Fatalf("%s %s = %q, want %q", semconv.MetricLockLosses, semconv.AttrLockReason, v.AsString(), tc.reason)
+				}
+				if n := sumCounter(t, reader, semconv.MetricLockHeld); n != 0 {
+					t.Fatalf("%s = %d, want 0 after the loss", semconv.MetricLockHeld, n)
+				}
+				if n := sumCounter(t, reader, semconv.MetricLockAcquisitions); n != 1 {
+					t.Fatalf("%s = %d, want 1", semconv.MetricLockAcquisitions, n)
 				}
 			})
 		})
@@ -380,22 +388,41 @@ func TestBehaviorDeleteKeepsTokensIncreasing(t *testing.T) {
 
 func sumCounter(t *testing.T, r *metric.ManualReader, name string) int64 {
 	t.Helper()
+	var n int64
+	for _, dp := range points(t, r, name) {
+		n += dp.Value
+	}
+	return n
+}
+
+// points returns the data points of the int64 sum name, which must be in the scheme's lock scope and
+// carry the lock's key on every point.
+func points(t *testing.T, r *metric.ManualReader, name string) []metricdata.DataPoint[int64] {
+	t.Helper()
 	var rm metricdata.ResourceMetrics
 	if err := r.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
 	}
-	var n int64
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			if m.Name != name {
 				continue
 			}
-			if s, ok := m.Data.(metricdata.Sum[int64]); ok {
-				for _, dp := range s.DataPoints {
-					n += dp.Value
+			if sm.Scope.Name != semconv.ScopeLock {
+				t.Fatalf("%s in scope %q, want %q", name, sm.Scope.Name, semconv.ScopeLock)
+			}
+			s, ok := m.Data.(metricdata.Sum[int64])
+			if !ok {
+				t.Fatalf("%s is a %T, want an int64 sum", name, m.Data)
+			}
+			for _, dp := range s.DataPoints {
+				if v, _ := dp.Attributes.Value(semconv.AttrLockKey); v.AsString() != key {
+					t.Fatalf("%s point has %s=%q, want %q", name, semconv.AttrLockKey, v.AsString(), key)
 				}
 			}
+			return s.DataPoints
 		}
 	}
-	return n
+	t.Fatalf("no metric %s", name)
+	return nil
 }

@@ -7,33 +7,12 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
-// ScopeName is the instrumentation scope of this package's metrics.
-const ScopeName = "github.com/cloudchassis/kit/coordination/lock"
-
-// Metric names. Every metric carries AttrKey.
-const (
-	// MetricAcquisitions counts successful Acquire calls ({acquisition}).
-	MetricAcquisitions = "chassis.lock.acquisitions"
-	// MetricAcquireDuration is a histogram of the time Acquire waited before it got the lock (s).
-	MetricAcquireDuration = "chassis.lock.acquire.duration"
-	// MetricLosses counts locks lost while held ({loss}), with AttrReason.
-	MetricLosses = "chassis.lock.losses"
-	// MetricHeld is 1 while this process holds the lock ({lock}).
-	MetricHeld = "chassis.lock.held"
-	// MetricErrors counts failed calls to Consul ({error}), with AttrOperation: create_session,
-	// renew_session, acquire, read, release, destroy_session.
-	MetricErrors = "chassis.lock.errors"
-)
-
-// Attribute keys.
-const (
-	AttrKey       = "chassis.lock.key"
-	AttrReason    = "chassis.lock.reason"
-	AttrOperation = "chassis.lock.operation"
-)
-
+// metrics records a Lock's instruments. The names, units, attributes and their values are the
+// scheme's (telemetry/semconv, docs/telemetry.md); every metric carries semconv.AttrLockKey.
 type metrics struct {
 	key      attribute.KeyValue
 	acquired metric.Int64Counter
@@ -44,19 +23,19 @@ type metrics struct {
 }
 
 func newMetrics(mp metric.MeterProvider, key string) (metrics, error) {
-	m := mp.Meter(ScopeName)
-	lm := metrics{key: attribute.String(AttrKey, key)}
+	m := mp.Meter(semconv.ScopeLock)
+	lm := metrics{key: attribute.String(semconv.AttrLockKey, key)}
 	var errs [5]error
-	lm.acquired, errs[0] = m.Int64Counter(MetricAcquisitions, metric.WithUnit("{acquisition}"),
+	lm.acquired, errs[0] = m.Int64Counter(semconv.MetricLockAcquisitions, metric.WithUnit(semconv.UnitAcquisition),
 		metric.WithDescription("Locks acquired."))
-	lm.duration, errs[1] = m.Float64Histogram(MetricAcquireDuration, metric.WithUnit("s"),
+	lm.duration, errs[1] = m.Float64Histogram(semconv.MetricLockAcquireDuration, metric.WithUnit(semconv.UnitSeconds),
 		metric.WithDescription("Time Acquire waited for the lock."))
-	lm.losses, errs[2] = m.Int64Counter(MetricLosses, metric.WithUnit("{loss}"),
+	lm.losses, errs[2] = m.Int64Counter(semconv.MetricLockLosses, metric.WithUnit(semconv.UnitLoss),
 		metric.WithDescription("Locks lost while held: session invalidated, renewal timed out, or key taken."))
-	lm.held, errs[3] = m.Int64UpDownCounter(MetricHeld, metric.WithUnit("{lock}"),
+	lm.held, errs[3] = m.Int64UpDownCounter(semconv.MetricLockHeld, metric.WithUnit(semconv.UnitLock),
 		metric.WithDescription("1 while this process holds the lock."))
-	lm.errors, errs[4] = m.Int64Counter(MetricErrors, metric.WithUnit("{error}"),
-		metric.WithDescription("Failed calls to Consul, retried with backoff."))
+	lm.errors, errs[4] = m.Int64Counter(semconv.MetricLockErrors, metric.WithUnit(semconv.UnitError),
+		metric.WithDescription("Failed calls to Consul, by operation."))
 	return lm, errors.Join(errs[:]...)
 }
 
@@ -72,10 +51,10 @@ func (m metrics) end(reason string) {
 	ctx := context.Background()
 	m.held.Add(ctx, -1, metric.WithAttributes(m.key))
 	if reason != "" {
-		m.losses.Add(ctx, 1, metric.WithAttributes(m.key, attribute.String(AttrReason, reason)))
+		m.losses.Add(ctx, 1, metric.WithAttributes(m.key, attribute.String(semconv.AttrLockReason, reason)))
 	}
 }
 
 func (m metrics) failed(op string) {
-	m.errors.Add(context.Background(), 1, metric.WithAttributes(m.key, attribute.String(AttrOperation, op)))
+	m.errors.Add(context.Background(), 1, metric.WithAttributes(m.key, attribute.String(semconv.AttrLockOperation, op)))
 }

@@ -87,17 +87,32 @@ func (e *Endpoint) Instance() discovery.Instance { return *e.inst.Load() }
 // Done ends one call started by Pick: it releases the in-flight slot and feeds the latency and the
 // outcome to the latency estimate and to outlier ejection. err nil is a success; otherwise the
 // classifier (WithClassifier, default DefaultClassifier) decides with a nil response, and an error it
-// does not call a failure (such as context.Canceled) records nothing.
+// does not call a failure records nothing. context.Canceled (the call was cut short: a hedge won, the
+// caller gave up) only raises the latency estimate when latency is above it, since the instance
+// took at least that long; it never counts towards ejection.
 func (e *Endpoint) Done(latency time.Duration, err error) {
 	o := success
 	if err != nil {
 		o = ignored
-		if e.b.opts.classifier(nil, err) {
+		switch {
+		case errors.Is(err, context.Canceled):
+			o = cancelled
+		case e.b.opts.classifier(nil, err):
 			o = failure
 		}
 	}
 	e.finish(e.b.nanos(), int64(latency), o)
 	e.Release()
+}
+
+// raise records a lower bound of the instance's latency: the estimate rises to rtt if below it.
+func (e *Endpoint) raise(now int64, rtt float64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if rtt > math.Float64frombits(e.ewma.Load()) {
+		e.ewma.Store(math.Float64bits(rtt))
+		e.stamp.Store(now)
+	}
 }
 
 // Release ends one call started by Pick without recording anything about it: use it when the call
@@ -147,6 +162,10 @@ func (e *Endpoint) finish(now, latency int64, o outcome) {
 	b := e.b
 	b.advance(now)
 	if o == ignored {
+		return
+	}
+	if o == cancelled {
+		e.raise(now, min(float64(max(latency, 0)), penalty))
 		return
 	}
 	rtt := float64(max(latency, 0))
@@ -203,7 +222,7 @@ func (b *Balancer) classify(req *http.Request, resp *http.Response, err error) o
 	if err != nil {
 		switch ctxErr := req.Context().Err(); {
 		case errors.Is(ctxErr, context.Canceled):
-			return ignored
+			return cancelled
 		case ctxErr != nil:
 			return slow // the caller's deadline ran out while the instance was working
 		}

@@ -118,4 +118,9 @@ const (
 	// own deadline ran out while the instance was working).
 	slow
 	failure
+	// cancelled calls were cut short by the caller (a hedge won, the caller gave up): the instance
+	// took at least this long. That raises the latency estimate when above it and is otherwise no
+	// evidence; it never counts towards ejection. Without it an instance whose slow calls are always
+	// hedged never shows as slow: the hedge cancels each of them before it completes.
+	cancelled
 )

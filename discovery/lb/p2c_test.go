@@ -3,11 +3,14 @@ package lb
 import (
 	"container/heap"
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cloudchassis/kit/discovery"
 )
 
 // manualClock is a clock the simulation moves.
@@ -183,5 +186,44 @@ func TestDecayMatchesExp(t *testing.T) {
 		if got, want := decay(x), math.Exp(-x); math.Abs(got-want) > 1e-8 {
 			t.Errorf("decay(%v) = %v, want %v", x, got, want)
 		}
+	}
+}
+
+// A call cut short (context.Canceled: a hedge won, the caller gave up) says the instance took at least
+// that long: it raises the latency estimate when above it, never lowers it, and never counts
+// towards ejection. Otherwise an instance whose slow calls are always hedged would never look slow.
+func TestCancelledCallRaisesEstimateOnly(t *testing.T) {
+	b, err := NewFixed("svc", []discovery.Instance{{ID: "a", Address: "10.0.0.1", Port: 1}},
+		WithOutlier(Outlier{ConsecutiveFailures: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	e := b.table.Load().active[0]
+	est := func() time.Duration { return time.Duration(math.Float64frombits(e.ewma.Load())) }
+	pick := func() *Endpoint {
+		p, err := b.Pick(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pick().Done(2*time.Millisecond, nil)
+	if est() != 2*time.Millisecond {
+		t.Fatalf("estimate %v after a 2 ms success", est())
+	}
+	pick().Done(time.Millisecond, context.Canceled) // shorter than the estimate: no evidence
+	if est() != 2*time.Millisecond {
+		t.Fatalf("a short cancelled call changed the estimate to %v", est())
+	}
+	pick().Done(50*time.Millisecond, fmt.Errorf("attempt: %w", context.Canceled))
+	if est() != 50*time.Millisecond {
+		t.Fatalf("estimate %v after a call cancelled at 50 ms, want 50ms", est())
+	}
+	if e.ejected || e.consecutive != 0 {
+		t.Fatalf("a cancelled call counted towards ejection: ejected %v, consecutive %d", e.ejected, e.consecutive)
+	}
+	if e.inflight.Load() != 0 {
+		t.Fatalf("in flight %d after Done", e.inflight.Load())
 	}
 }

@@ -7,6 +7,10 @@ const (
 	ScopeResilience = "github.com/cloudchassis/kit/resilience"
 	ScopeDiscovery  = "github.com/cloudchassis/kit/discovery"
 	ScopeLB         = "github.com/cloudchassis/kit/discovery/lb"
+	// ScopeLock is also the scope of coordination/election's metrics: an election is a lock, and
+	// its metrics are the lock's (with the election key as AttrLockKey).
+	ScopeLock      = "github.com/cloudchassis/kit/coordination/lock"
+	ScopeDynconfig = "github.com/cloudchassis/kit/coordination/dynconfig"
 )
 
 // HTTP metrics from the OpenTelemetry semantic conventions, emitted by telemetry.Handler and
@@ -174,4 +178,79 @@ const (
 	EventShed              = "chassis.shed"               // AttrPriority
 	EventRateLimited       = "chassis.rate_limited"       // none
 	EventFallback          = "chassis.fallback"           // AttrRejectionReason or AttrErrorType
+)
+
+// Coordination metrics, emitted by coordination/lock (and so by coordination/election, whose
+// leadership is a lock) under ScopeLock, and by coordination/dynconfig under ScopeDynconfig.
+//
+// Every lock metric carries AttrLockKey, every dynconfig metric AttrConfigPrefix: the Consul key or
+// KV prefix the program passed to lock.New, election.New or dynconfig.New. Both are chosen in code,
+// one per Lock, election or Config, never from request data, so their cardinality is the handful
+// of locks and prefixes a service creates. A program that builds keys from data (one lock per
+// customer, say) multiplies every lock series by them.
+const (
+	// MetricLockAcquisitions counts successful Acquire calls ({acquisition}) with AttrLockKey.
+	MetricLockAcquisitions = "chassis.lock.acquisitions"
+	// MetricLockAcquireDuration is a histogram of the time Acquire waited before it got the lock
+	// (s), with AttrLockKey.
+	MetricLockAcquireDuration = "chassis.lock.acquire.duration"
+	// MetricLockLosses counts locks lost while held ({loss}), with AttrLockKey and AttrLockReason.
+	MetricLockLosses = "chassis.lock.losses"
+	// MetricLockHeld is an up-down counter that is 1 while this process holds the lock ({lock}),
+	// with AttrLockKey.
+	MetricLockHeld = "chassis.lock.held"
+	// MetricLockErrors counts failed calls to Consul ({error}), with AttrLockKey and
+	// AttrLockOperation. Session creation, renewal, reads and acquires are retried with backoff; a
+	// failed release or session destroy is not: the session then expires after its TTL.
+	MetricLockErrors = "chassis.lock.errors"
+
+	// MetricConfigReloads counts KV contents evaluated ({reload}), with AttrConfigPrefix and
+	// AttrConfigOutcome.
+	MetricConfigReloads = "chassis.config.reloads"
+	// MetricConfigInvalid is a gauge that is 1 while the newest KV content is rejected and 0
+	// otherwise ({state}), with AttrConfigPrefix: alert on it.
+	MetricConfigInvalid = "chassis.config.invalid"
+	// MetricConfigWatchErrors counts failed KV queries, each followed by a backoff ({error}), with
+	// AttrConfigPrefix.
+	MetricConfigWatchErrors = "chassis.config.watch.errors"
+)
+
+// Units of the coordination metrics, beside UnitSeconds, UnitState and UnitError.
+const (
+	UnitAcquisition = "{acquisition}"
+	UnitLoss        = "{loss}"
+	UnitLock        = "{lock}"
+	UnitReload      = "{reload}"
+)
+
+// Coordination attribute keys.
+const (
+	AttrLockKey       = "chassis.lock.key"       // the lock's Consul key, chosen by the program (bounded, see above)
+	AttrLockReason    = "chassis.lock.reason"    // ReasonSessionInvalidated | ReasonRenewTimeout | ReasonKeyLost
+	AttrLockOperation = "chassis.lock.operation" // Operation* values
+	AttrConfigPrefix  = "chassis.config.prefix"  // the KV prefix, chosen by the program (bounded, see above)
+	AttrConfigOutcome = "chassis.config.outcome" // OutcomeApplied | OutcomeUnchanged | OutcomeRejected
+)
+
+// Coordination attribute values.
+const (
+	// ReasonSessionInvalidated: Consul no longer knows the lock's session (TTL expired server-side,
+	// node failed, or destroyed by an operator).
+	ReasonSessionInvalidated = "session_invalidated"
+	// ReasonRenewTimeout: no renewal succeeded for a whole TTL, so Consul may have expired the
+	// session; the holder gives up first.
+	ReasonRenewTimeout = "renew_timeout"
+	// ReasonKeyLost: the key was deleted, released or taken by another session while the session lived.
+	ReasonKeyLost = "key_lost"
+
+	OperationCreateSession  = "create_session"  // lock error: creating the session for a tenure
+	OperationRenewSession   = "renew_session"   // lock error: renewing the session
+	OperationAcquire        = "acquire"         // lock error: the acquire write
+	OperationRead           = "read"            // lock error: a consistent read of the key
+	OperationRelease        = "release"         // lock error: the release write
+	OperationDestroySession = "destroy_session" // lock error: destroying the session after a tenure
+
+	OutcomeApplied   = "applied"   // config reload: valid, and at least one variable changed
+	OutcomeUnchanged = "unchanged" // config reload: valid, no variable changed
+	OutcomeRejected  = "rejected"  // config reload: invalid; the previous configuration stays
 )

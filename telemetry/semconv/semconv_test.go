@@ -35,6 +35,16 @@ func TestNamesDocumented(t *testing.T) {
 		semconv.AttemptFirst, semconv.AttemptRetry, semconv.AttemptHedge, semconv.BreakerHalfOpen,
 		semconv.BreakerInstanceService,
 		semconv.ReasonBudgetExhausted, semconv.ReasonBreakerOpen, semconv.ReasonNoInstances,
+		// Coordination.
+		semconv.MetricLockAcquisitions, semconv.MetricLockAcquireDuration, semconv.MetricLockLosses,
+		semconv.MetricLockHeld, semconv.MetricLockErrors,
+		semconv.MetricConfigReloads, semconv.MetricConfigInvalid, semconv.MetricConfigWatchErrors,
+		semconv.AttrLockKey, semconv.AttrLockReason, semconv.AttrLockOperation,
+		semconv.AttrConfigPrefix, semconv.AttrConfigOutcome,
+		semconv.ReasonSessionInvalidated, semconv.ReasonRenewTimeout, semconv.ReasonKeyLost,
+		semconv.OperationCreateSession, semconv.OperationRenewSession, semconv.OperationAcquire,
+		semconv.OperationRead, semconv.OperationRelease, semconv.OperationDestroySession,
+		semconv.OutcomeApplied, semconv.OutcomeUnchanged, semconv.OutcomeRejected,
 	}
 	// Names follow the OTel rules: lowercase, dot-separated namespaces, snake_case words.
 	valid := regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$`)
