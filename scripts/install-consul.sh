@@ -10,7 +10,12 @@ VERSION="${CONSUL_VERSION:-1.14.4}"
 BIN_DIR="${CONSUL_BIN_DIR:-$(go env GOPATH)/bin}"
 BIN="$BIN_DIR/consul"
 
-if [ -x "$BIN" ] && "$BIN" version 2>/dev/null | head -1 | grep -q "Consul v${VERSION}\$"; then
+# Output is captured before it is looked at: with pipefail, `consul version | head -1` fails whenever
+# head exits before consul has written its last line (SIGPIPE, exit 141), and the check then fails
+# at random.
+first_line() { local out; out=$("$@" 2>/dev/null || true); printf '%s\n' "${out%%$'\n'*}"; }
+
+if [ -x "$BIN" ] && [ "$(first_line "$BIN" version)" = "Consul v${VERSION}" ]; then
   echo "consul v${VERSION} already at $BIN"
   exit 0
 fi
@@ -32,4 +37,4 @@ mkdir -p "$BIN_DIR"
   -ldflags "-X github.com/hashicorp/consul/version.GitCommit=v${VERSION} -X github.com/hashicorp/consul/version.Version=${VERSION} -X github.com/hashicorp/consul/version.VersionPrerelease=" \
   -o "$BIN.tmp" .)
 mv "$BIN.tmp" "$BIN"
-"$BIN" version | head -1
+first_line "$BIN" version

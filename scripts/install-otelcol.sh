@@ -15,13 +15,15 @@ stamp="$BIN_DIR/.otelcol-chassis.manifest.sha256"
 sum=$(sha256sum "$manifest" | cut -d' ' -f1)
 
 if [ -x "$BIN" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ] \
-  && "$BIN" --version 2>/dev/null | grep -q "version ${VERSION}\$"; then
+  && grep -q "version ${VERSION}\$" <<<"$("$BIN" --version 2>/dev/null || true)"; then
   echo "otelcol-chassis ${VERSION} already at $BIN"
   exit 0
 fi
 
 builder="$BIN_DIR/builder"
-if ! [ -x "$builder" ] || ! "$builder" version 2>/dev/null | grep -q "${VERSION}"; then
+# grep reads captured output, not a pipe: with pipefail, grep -q exiting at the first match would
+# kill the writer with SIGPIPE and fail the check at random.
+if ! [ -x "$builder" ] || ! grep -q "${VERSION}" <<<"$("$builder" version 2>/dev/null || true)"; then
   echo "installing the collector builder v${VERSION}..." >&2
   GOBIN="$BIN_DIR" GOFLAGS=-mod=mod go install "go.opentelemetry.io/collector/cmd/builder@v${VERSION}"
 fi

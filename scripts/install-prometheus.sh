@@ -26,4 +26,5 @@ if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/d
 fi
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 command -v prometheus
-prometheus --version 2>&1 | head -1
+version=$(prometheus --version 2>&1) # not `| head -1`: under pipefail, SIGPIPE fails it at random
+echo "${version%%$'\n'*}"
