@@ -2,18 +2,21 @@ package chassis
 
 import (
 	"context"
-
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/cloudchassis/kit/config"
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/discovery/consul"
 	"github.com/cloudchassis/kit/lifecycle"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // Discovery modes (DISCOVERY).
@@ -51,6 +54,7 @@ func (s *Service) setupDiscovery() error {
 	case DiscoveryStatic:
 		if s.opts.resolver == nil {
 			s.opts.resolver = s.staticResolver
+			return s.observeStatic()
 		}
 		return nil
 	}
@@ -104,7 +108,36 @@ func (s *Service) staticResolver(service string) (discovery.Watcher, func(), err
 	if len(insts) == 0 {
 		return nil, nil, fmt.Errorf("no instances for %q: set %s=host:port,... or DISCOVERY=consul", service, key)
 	}
+	s.static.Store(service, len(insts))
 	return discovery.NewStatic(service, insts), nil, nil
+}
+
+// observeStatic reports the discovery gauges for static lists, as the Consul registry does for its
+// watches: chassis.discovery.instances (the list's length) and chassis.discovery.snapshot.age (0: a
+// fixed list is never stale). Without them, the instances panels of a dashboard stay empty for
+// services configured with DISCOVERY_STATIC_<SERVICE>.
+func (s *Service) observeStatic() error {
+	m := s.tel.MeterProvider().Meter(semconv.ScopeDiscovery)
+	insts, err1 := m.Int64ObservableGauge(semconv.MetricDiscoveryInstances, metric.WithUnit(semconv.UnitInstance),
+		metric.WithDescription("Instances in the list a discovery watch currently serves."))
+	age, err2 := m.Float64ObservableGauge(semconv.MetricDiscoverySnapshotAge, metric.WithUnit(semconv.UnitSeconds),
+		metric.WithDescription("Age of the instance list served while the registry is unreachable; 0 while the watch is connected."))
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("chassis: discovery metrics: %w", err)
+	}
+	_, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		s.static.Range(func(k, v any) bool {
+			attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String(semconv.AttrPeerService, k.(string))))
+			o.ObserveInt64(insts, int64(v.(int)), attrs)
+			o.ObserveFloat64(age, 0, attrs)
+			return true
+		})
+		return nil
+	}, insts, age)
+	if err != nil {
+		return fmt.Errorf("chassis: discovery metrics: %w", err)
+	}
+	return nil
 }
 
 // registration describes this instance to Consul, from the bound listeners.

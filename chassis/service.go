@@ -119,6 +119,7 @@ type Service struct {
 	deps           map[string]*dependency
 	clientsStarted bool
 	closers        []lifecycle.Hook // stop after the clients (the Consul registry)
+	static         sync.Map         // service -> instances listed in DISCOVERY_STATIC_<SERVICE>
 
 	drains      []lifecycle.Hook
 	adminRoutes []adminRoute
