@@ -23,7 +23,7 @@ import (
 // header value and the body wrapper that ends the timer and frees the bulkhead slot. That took the
 // client-call benchmark from +18 to +9 allocations over a bare http.Client (BENCHMARKS.md, #5).
 // The behaviour is that of Chain(next, Timeout(d), bulkhead.Wrap, PropagateDeadline(margin)), which
-// composition_test.go checks against the separate layers.
+// attempt_test.go checks against the separate layers.
 type attemptTransport struct {
 	timeout   time.Duration // <= 0: no per-attempt timeout
 	bulkhead  *Bulkhead     // nil: no limit

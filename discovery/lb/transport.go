@@ -183,7 +183,7 @@ func (b *Balancer) pickAvoiding(ctx context.Context, tried *discovery.Tried) (*E
 	t := b.table.Load()
 	n := len(t.active)
 	start := bounded(uint32(b.rand64()), max(n, 1))
-	best, found := -1, 0
+	best, bestCost, found := -1, 0.0, 0
 	for k := 0; k < n && found < want; k++ {
 		i := (start + k) % n
 		c := t.active[i]
@@ -191,8 +191,12 @@ func (b *Balancer) pickAvoiding(ctx context.Context, tried *discovery.Tried) (*E
 			continue
 		}
 		found++
-		if best < 0 || b.costOf(t, i) < b.costOf(t, best) {
-			best = i
+		var cost float64 // compared only when there is a choice
+		if want > 1 {
+			cost = b.costOf(t, i)
+		}
+		if best < 0 || cost < bestCost {
+			best, bestCost = i, cost
 		}
 	}
 	switch {
