@@ -4,15 +4,19 @@ SHELL := /bin/bash
 GO    ?= go
 GOBIN := $(shell $(GO) env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
+# go.mod's toolchain line names the Go release the project is built and tested with (security fixes
+# of the standard library arrive as toolchain releases). "auto" lets the go command fetch that release
+# from the module proxy when the installed Go is older, which a go.env of GOTOOLCHAIN=local would forbid.
+export GOTOOLCHAIN ?= auto
 
-.PHONY: demo test tools lint unit bench-smoke bench fuzz reference
+.PHONY: demo test tools lint vuln unit bench-smoke bench fuzz reference
 
 demo: ## the demo cluster on embedded defaults (no Consul needed); dashboard on http://127.0.0.1:8088
 	$(GO) run ./examples/cluster
 
-test: tools lint unit bench-smoke ## everything CI runs
+test: tools lint vuln unit bench-smoke ## everything CI runs
 
-tools: ## install Consul, Prometheus, the OTel Collector, Chromium (idempotent)
+tools: ## install Consul, Prometheus, the OTel Collector, Chromium, govulncheck (idempotent)
 	bash scripts/install-tools.sh
 
 lint: ## gofmt and go vet, library and bench module
@@ -20,6 +24,12 @@ lint: ## gofmt and go vet, library and bench module
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...
+
+vuln: ## govulncheck on the library, with a database built from the module proxy (scripts/install-govulncheck.sh)
+	@db=$$(bash scripts/install-govulncheck.sh | tail -1) && \
+	  test -s "$$db/index/modules.json" && \
+	  echo "govulncheck -db file://$$db ./..." && \
+	  govulncheck -db "file://$$db" ./...
 
 unit: ## go test -race over the library (integration tests included)
 	@# -count=1: several tests build and start the repo's own binaries, which the test cache cannot
