@@ -2,6 +2,7 @@ package guard
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"math"
 	"math/bits"
@@ -535,9 +536,20 @@ func (s *Shedder) Middleware(next http.Handler) http.Handler {
 			s.refuse(w, r, p, reason)
 			return
 		}
-		defer t.Done()
+		body := r.Body
+		defer s.complete(t, body)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// complete ends a request's ticket, leaving out of its latency the time its handler was blocked on
+// the client's body (when a BodyGate streams it).
+func (s *Shedder) complete(t Ticket, body io.ReadCloser) {
+	if b, ok := body.(*streamedBody); ok {
+		t.DoneExcluding(b.clientWait())
+		return
+	}
+	t.Done()
 }
 
 // priorityOf decides a request's priority: WithPriorityFunc, then the route table, then the
