@@ -380,7 +380,9 @@ func TestShedderColdStartUnderOverload(t *testing.T) {
 // TestShedderSlowStartGrowsFast checks that a large service is not held at the initial limit.
 func TestShedderSlowStartGrowsFast(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := guard.NewShedder(guard.DefaultShedConfig()) // initial limit 10
+		cfg := guard.DefaultShedConfig()
+		cfg.InitialLimit = 10 // start well below the load, so that slow start must grow the limit
+		s := guard.NewShedder(cfg)
 		h := s.Middleware(workers(400, 20*time.Millisecond))
 		// Capacity 20000/s; offer 8000/s (needs about 160 in flight) for one second.
 		rs := openLoop(h, 8000, time.Second, get("/"))
