@@ -15,6 +15,7 @@ import (
 func (s *Service) setupProtection() error {
 	gopts := []guard.Option{guard.WithMeterProvider(s.tel.MeterProvider()), guard.WithLogger(s.tel.Slog())}
 	s.shedder = s.settings.ShedConfig.NewShedder(gopts...)
+	s.bodies = s.settings.bodyGate(gopts...)
 	s.limiter = s.settings.RateLimitConfig.NewLimiter(auth.Subject, gopts...)
 	if s.settings.AuthEnabled() {
 		v, jwks, err := s.settings.Config.New()

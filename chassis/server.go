@@ -45,10 +45,11 @@ func RequestID(ctx context.Context) string {
 //
 // The chain is built once per route, outer to inner: telemetry (span, RED metrics with the route
 // template, access log); the chassis core (panic recovery, request id, body size limit, request
-// deadline, in one wrapper so that the request is copied once); adaptive load shedding; the TLS
-// peer identity (mutual TLS); bearer-token authentication; rate limiting per caller (after
-// authentication, so that it keys on the verified subject, never on a forgeable one);
-// WithMiddleware's; the handler.
+// deadline, in one wrapper so that the request is copied once); the body gate (bodies up to
+// HTTP_BODY_BUFFER_BYTES read before admission under a minimum rate, so that waiting on a slow
+// client holds no shedder slot); adaptive load shedding; the TLS peer identity (mutual TLS);
+// bearer-token authentication; rate limiting per caller (after authentication, so that it keys on
+// the verified subject, never on a forgeable one); WithMiddleware's; the handler.
 // Building it per route lets telemetry precompute the route's attributes, and puts the route in the
 // metrics even for a panicking handler.
 func (s *Service) Handle(pattern string, h http.Handler) {
@@ -64,6 +65,7 @@ func (s *Service) Handle(pattern string, h http.Handler) {
 		chain = auth.PeerIdentity(chain)
 	}
 	chain = s.shedder.Middleware(chain)
+	chain = s.bodies.Middleware(chain)
 	chain = s.core(chain)
 	chain = s.tel.Handler(chain)
 	s.mux.Handle(pattern, chain)

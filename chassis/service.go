@@ -126,6 +126,7 @@ type Service struct {
 	consul      *api.Client
 
 	shedder    *guard.Shedder   // nil when SHED_ENABLED=false
+	bodies     *guard.BodyGate  // nil when HTTP_BODY_BUFFER_BYTES=0
 	limiter    *guard.Limiter   // nil until RATE_LIMIT_RPS is set
 	verifier   *auth.Verifier   // nil unless AUTH_JWKS_URL or AUTH_JWKS_FILE is set
 	jwks       *auth.JWKS       // refreshed in the background while running

@@ -32,6 +32,14 @@ type Settings struct {
 	MaxBodyBytes      config.ByteSize `envconfig:"HTTP_MAX_BODY_BYTES" default:"10MiB" validate:"gt=0" desc:"request body size limit (larger gets 413)"`
 	RequestTimeout    time.Duration   `envconfig:"HTTP_REQUEST_TIMEOUT" default:"30s" validate:"gte=0" desc:"deadline of a request's context; 0 disables"`
 
+	// Request bodies are read before admission (load shedding), so that waiting on a client's
+	// bytes holds no server slot; see guard.BodyGate.
+	BodyBufferBytes  config.ByteSize `envconfig:"HTTP_BODY_BUFFER_BYTES" default:"1MiB" validate:"gte=0" desc:"request bodies up to this size are read whole before the request is admitted, so that a slow client holds no server slot; larger ones are streamed to the handler; 0 turns body reading before admission, and the minimum rate, off"`
+	BodyBufferTotal  config.ByteSize `envconfig:"HTTP_BODY_BUFFER_TOTAL" default:"64MiB" validate:"gte=0" desc:"memory all bodies read before admission may hold together; beyond it, bodies are streamed to the handler"`
+	BodyMinRate      config.ByteSize `envconfig:"HTTP_BODY_MIN_RATE" default:"1KiB" validate:"gte=0" desc:"slowest a request body may arrive, in bytes per second, once HTTP_BODY_GRACE has passed (408 below)"`
+	BodyGrace        time.Duration   `envconfig:"HTTP_BODY_GRACE" default:"5s" validate:"gte=0" desc:"time a request body may take before HTTP_BODY_MIN_RATE applies"`
+	BodyReadsPerPeer int             `envconfig:"HTTP_BODY_READS_PER_PEER" default:"64" validate:"gte=0" desc:"request bodies one client address may have in progress before admission at once (429 beyond)"`
+
 	Discovery             string            `envconfig:"DISCOVERY" validate:"omitempty,oneof=none static consul" desc:"how Client finds services: static (DISCOVERY_STATIC_<SERVICE>=host:port,...), consul, none; default consul when CONSUL_HTTP_ADDR is set, else static"`
 	Register              bool              `envconfig:"REGISTER" default:"true" desc:"with DISCOVERY=consul, register this instance once ready and deregister it at the start of the drain"`
 	AdvertiseAddress      string            `envconfig:"ADVERTISE_ADDRESS" desc:"address registered for callers to dial; default HOST when it is a specific address, else the Consul agent's node address"`
@@ -65,6 +73,23 @@ func (s *Settings) Validate() error {
 		errs = append(errs, config.Invalid("ADMIN_PORT", strconv.Itoa(s.AdminPort), "must differ from PORT"))
 	}
 	return errors.Join(errs...)
+}
+
+// bodyGate returns the gate that reads request bodies before admission, or nil when
+// HTTP_BODY_BUFFER_BYTES is 0. Clients are told apart as the rate limiter does (TRUSTED_PROXIES).
+func (s *Settings) bodyGate(opts ...guard.Option) *guard.BodyGate {
+	if s.BodyBufferBytes <= 0 {
+		return nil
+	}
+	return guard.NewBodyGate(guard.BodyConfig{
+		BufferBytes: int64(s.BodyBufferBytes),
+		BufferTotal: int64(s.BodyBufferTotal),
+		MinRate:     int64(s.BodyMinRate),
+		Grace:       s.BodyGrace,
+		MaxTime:     s.ReadTimeout,
+		PerPeer:     s.BodyReadsPerPeer,
+		ClientIP:    &guard.ClientIP{Trusted: s.TrustedProxies, IPv6Prefix: s.IPv6Prefix},
+	}, opts...)
 }
 
 // AuthEnabled reports whether bearer-token authentication is configured.

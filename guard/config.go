@@ -12,7 +12,7 @@ import (
 // the defaults below when passed to NewShedder.
 type ShedConfig struct {
 	Enabled         bool          `envconfig:"SHED_ENABLED" default:"true" desc:"adaptive load shedding: refuse requests beyond a latency-derived concurrency limit with 503"`
-	InitialLimit    int           `envconfig:"SHED_INITIAL_LIMIT" default:"10" desc:"concurrency limit at start-up; it doubles per window while latency allows (slow start) and shrinks when latency rises"`
+	InitialLimit    int           `envconfig:"SHED_INITIAL_LIMIT" default:"100" desc:"concurrency limit of a fresh instance until latency shows overload (then it drops to what the server completes at baseline latency); it doubles per window while latency allows and the limit is reached"`
 	MinLimit        int           `envconfig:"SHED_MIN_LIMIT" default:"4" desc:"the limit never goes below this many requests in flight"`
 	MaxLimit        int           `envconfig:"SHED_MAX_LIMIT" default:"5000" desc:"the limit never goes above this many requests in flight"`
 	Tolerance       float64       `envconfig:"SHED_LATENCY_TOLERANCE" default:"1.5" desc:"average latency may reach this multiple of the baseline before the limit shrinks"`
@@ -28,11 +28,19 @@ type ShedConfig struct {
 	SheddableRoutes []string      `envconfig:"SHED_SHEDDABLE_ROUTES" desc:"route templates shed first, comma-separated"`
 }
 
+// DefaultInitialLimit is the concurrency limit of a fresh Shedder, before it has measured anything.
+// It is a cap against catastrophic overload, not an estimate: a new instance in a rolling deploy
+// takes over tens of requests in flight at once, and refusing them would fail every caller that
+// does not retry. Under real overload the first windows show it (latency grows with the number in
+// flight), and the limit then drops to the measured capacity; the queue the cap let in is at most
+// DefaultInitialLimit requests, drained at the server's own throughput.
+const DefaultInitialLimit = 100
+
 // DefaultShedConfig returns the defaults that the environment tags describe.
 func DefaultShedConfig() ShedConfig {
 	return ShedConfig{
 		Enabled:        true,
-		InitialLimit:   10,
+		InitialLimit:   DefaultInitialLimit,
 		MinLimit:       4,
 		MaxLimit:       5000,
 		Tolerance:      1.5,

@@ -14,6 +14,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cloudchassis/kit/problem"
 	"github.com/cloudchassis/kit/telemetry/semconv"
@@ -224,6 +225,9 @@ func (l *Limiter) refuse(w http.ResponseWriter, r *http.Request, route string, p
 		l.limited.Add(ctx, 1)
 	}
 	retry := max(1, int64(math.Ceil(d.RetryAfter.Seconds())))
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.AddEvent(semconv.EventRateLimited)
+	}
 	if l.logger.Enabled(ctx, slog.LevelInfo) {
 		l.logger.LogAttrs(ctx, slog.LevelInfo, "request rate limited",
 			slog.String("reason", "rate_limit"),

@@ -2,8 +2,10 @@ package guard
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"math"
+	"math/bits"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cloudchassis/kit/problem"
 	"github.com/cloudchassis/kit/telemetry/semconv"
@@ -79,6 +82,13 @@ type Shedder struct {
 	maxInflight atomic.Int64
 	windowEnd   atomic.Int64
 
+	// Until the first baseline is measured (cold), completions are also grouped by the number in
+	// flight when they were admitted, so that the baseline comes from the least loaded of them.
+	cold      atomic.Bool
+	started   atomic.Bool // the first request was admitted; the first window starts then
+	coldSum   [coldBuckets]atomic.Int64
+	coldCount [coldBuckets]atomic.Int64
+
 	cfg   ShedConfig
 	clock func() int64 // nanoseconds since construction
 
@@ -86,6 +96,8 @@ type Shedder struct {
 	estimate  float64
 	baseline  float64 // long-term average latency, ns
 	slowStart bool    // doubling the limit until latency first exceeds tolerance
+	over      int     // consecutive windows over tolerance during slow start
+	winStart  int64   // when the current window began (the first admission, then the last update)
 
 	qmu     sync.Mutex
 	waiters []*waiter
@@ -130,6 +142,7 @@ func NewShedder(cfg ShedConfig, opts ...Option) *Shedder {
 	}
 	s.limit.Store(int64(cfg.InitialLimit))
 	s.windowEnd.Store(int64(cfg.Window))
+	s.cold.Store(true)
 	if len(o.routePriorities) > 0 || len(cfg.CriticalRoutes) > 0 || len(cfg.SheddableRoutes) > 0 {
 		s.routePrio = make(map[string]Priority)
 		for _, r := range cfg.SheddableRoutes {
@@ -196,12 +209,22 @@ func (s *Shedder) Close() error {
 type Ticket struct {
 	s     *Shedder
 	start int64
+	at    int64 // requests in flight when admitted, this one included
 }
 
 // Done records the request's latency and frees its slot.
 func (t Ticket) Done() {
 	if t.s != nil {
-		t.s.release(t.start)
+		t.s.release(t.start, t.at)
+	}
+}
+
+// DoneExcluding is Done for a request that spent waited of its time blocked on the client (reading
+// a streamed body): that time is the client's, not the server's, and is left out of the latency
+// sample.
+func (t Ticket) DoneExcluding(waited time.Duration) {
+	if t.s != nil {
+		t.s.release(t.start+int64(max(0, waited)), t.at)
 	}
 }
 
@@ -215,17 +238,32 @@ func (s *Shedder) Acquire(ctx context.Context, p Priority) (Ticket, bool) {
 
 // TryAcquire is Acquire without waiting.
 func (s *Shedder) TryAcquire(p Priority) (Ticket, bool) {
-	if !s.tryAcquire(p) {
+	n, ok := s.tryAcquire(p)
+	if !ok {
 		return Ticket{}, false
 	}
-	return Ticket{s: s, start: s.nanotime()}, true
+	return s.ticket(n), true
 }
 
 func (s *Shedder) nanotime() int64 { return s.clock() }
 
+// ticket starts timing an admitted request; n is the number in flight with it.
+func (s *Shedder) ticket(n int64) Ticket {
+	now := s.nanotime()
+	if !s.started.Load() && s.started.CompareAndSwap(false, true) {
+		// The first window starts with the first request, not at construction: a service may be
+		// built long before traffic arrives, and the first window's throughput must not count that.
+		s.mu.Lock()
+		s.winStart = now
+		s.windowEnd.Store(now + int64(s.cfg.Window))
+		s.mu.Unlock()
+	}
+	return Ticket{s: s, start: now, at: n}
+}
+
 func (s *Shedder) acquire(ctx context.Context, p Priority) (Ticket, string, bool) {
-	if s.tryAcquire(p) {
-		return Ticket{s: s, start: s.nanotime()}, "", true
+	if n, ok := s.tryAcquire(p); ok {
+		return s.ticket(n), "", true
 	}
 	if p == PrioritySheddable {
 		return Ticket{}, reasonSheddable, false
@@ -236,10 +274,10 @@ func (s *Shedder) acquire(ctx context.Context, p Priority) (Ticket, string, bool
 	if reason, ok := s.wait(ctx); !ok {
 		return Ticket{}, reason, false
 	}
-	return Ticket{s: s, start: s.nanotime()}, "", true
+	return s.ticket(s.inflight.Load()), "", true
 }
 
-func (s *Shedder) tryAcquire(p Priority) bool {
+func (s *Shedder) tryAcquire(p Priority) (int64, bool) {
 	limit := s.limit.Load()
 	switch p {
 	case PriorityCritical:
@@ -250,12 +288,12 @@ func (s *Shedder) tryAcquire(p Priority) bool {
 	n := s.inflight.Add(1)
 	if n > limit {
 		s.inflight.Add(-1)
-		return false
+		return n, false
 	}
 	for {
 		m := s.maxInflight.Load()
 		if n <= m || s.maxInflight.CompareAndSwap(m, n) {
-			return true
+			return n, true
 		}
 	}
 }
@@ -277,7 +315,7 @@ func (s *Shedder) wait(ctx context.Context) (string, bool) {
 	s.queued.Add(1)
 	// A request that completed after our first try but before queued was raised did not see us;
 	// trying once more here closes that gap (release decrements inflight before reading queued).
-	if s.tryAcquire(PriorityDefault) {
+	if _, ok := s.tryAcquire(PriorityDefault); ok {
 		s.removeLocked(w)
 		s.qmu.Unlock()
 		return "", true
@@ -318,9 +356,15 @@ func (s *Shedder) removeLocked(w *waiter) bool {
 	return false
 }
 
-func (s *Shedder) release(start int64) {
+func (s *Shedder) release(start, at int64) {
 	now := s.nanotime()
-	s.sumRTT.Add(now - start)
+	rtt := max(0, now-start)
+	s.sumRTT.Add(rtt)
+	if s.cold.Load() {
+		b := min(coldBuckets-1, bits.Len64(uint64(max(1, at)))-1)
+		s.coldSum[b].Add(rtt)
+		s.coldCount[b].Add(1)
+	}
 	n := s.samples.Add(1)
 	if now >= s.windowEnd.Load() && n >= int64(s.cfg.MinSamples) && s.mu.TryLock() {
 		s.update(now)
@@ -341,7 +385,10 @@ func (s *Shedder) free() {
 func (s *Shedder) wake() {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	for len(s.waiters) > 0 && s.tryAcquire(PriorityDefault) {
+	for len(s.waiters) > 0 {
+		if _, ok := s.tryAcquire(PriorityDefault); !ok {
+			return
+		}
 		w := s.waiters[0]
 		copy(s.waiters, s.waiters[1:])
 		s.waiters[len(s.waiters)-1] = nil
@@ -358,7 +405,10 @@ func (s *Shedder) update(now int64) {
 	}
 	sum, n := s.sumRTT.Swap(0), s.samples.Swap(0)
 	peak := s.maxInflight.Swap(s.inflight.Load())
+	began := s.winStart
+	s.winStart = now
 	s.windowEnd.Store(now + int64(s.cfg.Window))
+	least, leastOK := s.coldBaseline()
 	if n <= 0 || sum <= 0 {
 		return
 	}
@@ -373,7 +423,14 @@ func (s *Shedder) update(now int64) {
 	// service whose work genuinely became slower, within about a hundred windows.
 	switch {
 	case s.baseline == 0:
+		// The first window: the initial limit may have let a queue in, so the baseline is the
+		// latency of the requests admitted with the fewest others in flight, when that is lower
+		// than the window's average (a service whose latency does not grow with concurrency gets
+		// the average, as before).
 		s.baseline = short
+		if leastOK && least < short {
+			s.baseline = least
+		}
 	case short < s.baseline:
 		s.baseline += (short - s.baseline) * baselineFall
 	case !saturated:
@@ -384,19 +441,31 @@ func (s *Shedder) update(now int64) {
 
 	gradient := max(0.5, min(1.0, s.cfg.Tolerance*s.baseline/short))
 	if s.slowStart {
-		// Like TCP's slow start: begin from a small limit (so the first baseline is measured
-		// without self-inflicted queueing) and double it per window while latency stays within
-		// tolerance and the limit is what holds the server back; the first window over tolerance
-		// ends slow start. A service that starts under load reaches a limit of 1000 from 10 in
-		// about seven windows instead of tens of seconds of square-root growth.
+		// Like TCP's slow start: the limit doubles per window while latency stays within tolerance
+		// and the limit is what holds the server back. Slow start ends after coldConfirm
+		// consecutive windows over tolerance (one slow window, such as a fresh instance opening its
+		// connection pools, is not overload), and then the limit drops at once to what the server
+		// was measured to complete at baseline latency (Little's law: tolerance × throughput ×
+		// baseline), not by a few percent per window: the initial limit is generous so that a new
+		// instance does not refuse the traffic it takes over, and under real overload the queue it
+		// let in must go quickly.
 		switch {
 		case gradient < 1:
+			s.over++
+			if s.over < coldConfirm {
+				return
+			}
 			s.slowStart = false
+			if d := now - began; d > 0 {
+				s.setEstimate(min(limit, s.cfg.Tolerance*float64(n)/float64(d)*s.baseline))
+				return
+			}
 		case saturated:
-			s.estimate = min(float64(s.cfg.MaxLimit), limit*2)
-			s.limit.Store(int64(math.Round(s.estimate)))
+			s.over = 0
+			s.setEstimate(limit * 2)
 			return
 		default:
+			s.over = 0
 			return
 		}
 	}
@@ -408,13 +477,43 @@ func (s *Shedder) update(now int64) {
 		// holds latency near tolerance/(1-1/sqrt(limit)) times the baseline instead of tolerance.)
 		next += math.Sqrt(limit)
 	}
-	est := limit*(1-s.cfg.Smoothing) + next*s.cfg.Smoothing
+	s.setEstimate(limit*(1-s.cfg.Smoothing) + next*s.cfg.Smoothing)
+}
+
+// setEstimate clamps est to [MinLimit, MaxLimit] and publishes it. Called with s.mu held.
+func (s *Shedder) setEstimate(est float64) {
 	est = max(float64(s.cfg.MinLimit), min(float64(s.cfg.MaxLimit), est))
 	s.estimate = est
 	s.limit.Store(int64(math.Round(est)))
 }
 
+// coldBaseline returns, once, the average latency of the least loaded completions of the first
+// window: the lowest concurrency buckets, merged upwards until they hold coldMinSamples. It turns
+// the grouping off. Called with s.mu held.
+func (s *Shedder) coldBaseline() (float64, bool) {
+	if !s.cold.Load() {
+		return 0, false
+	}
+	s.cold.Store(false)
+	var sum, n int64
+	for i := range s.coldSum {
+		sum += s.coldSum[i].Load()
+		n += s.coldCount[i].Load()
+		if n >= coldMinSamples {
+			break
+		}
+	}
+	if n == 0 || sum <= 0 {
+		return 0, false
+	}
+	return float64(sum) / float64(n), true
+}
+
 const (
+	coldBuckets    = 8 // admitted with 1, 2-3, 4-7, ... 64-127, 128 or more in flight
+	coldMinSamples = 5 // completions the cold baseline averages, at least
+	coldConfirm    = 2 // consecutive windows over tolerance that end slow start
+
 	saturation    = 0.9  // peak in-flight share of the limit that counts as "at the limit"
 	baselineFall  = 0.5  // per window, when latency improves
 	baselineRise  = 0.05 // per window, when latency grows while not saturated
@@ -437,9 +536,20 @@ func (s *Shedder) Middleware(next http.Handler) http.Handler {
 			s.refuse(w, r, p, reason)
 			return
 		}
-		defer t.Done()
+		body := r.Body
+		defer s.complete(t, body)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// complete ends a request's ticket, leaving out of its latency the time its handler was blocked on
+// the client's body (when a BodyGate streams it).
+func (s *Shedder) complete(t Ticket, body io.ReadCloser) {
+	if b, ok := body.(*streamedBody); ok {
+		t.DoneExcluding(b.clientWait())
+		return
+	}
+	t.Done()
 }
 
 // priorityOf decides a request's priority: WithPriorityFunc, then the route table, then the
@@ -474,6 +584,9 @@ func (s *Shedder) refuse(w http.ResponseWriter, r *http.Request, p Priority, rea
 		attrs = append(attrs, attribute.String(semconv.AttrHTTPRoute, route))
 	}
 	s.shed.Add(ctx, 1, metric.WithAttributes(attrs...))
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.AddEvent(semconv.EventShed, trace.WithAttributes(attrs[0]))
+	}
 	limit, inflight := s.limit.Load(), s.inflight.Load()
 	if s.logger.Enabled(ctx, slog.LevelWarn) {
 		s.logger.LogAttrs(ctx, slog.LevelWarn, "request shed",

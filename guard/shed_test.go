@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -363,13 +364,25 @@ func TestShedderColdStartUnderOverload(t *testing.T) {
 		if got := p99(late, http.StatusOK); got > 40*time.Millisecond {
 			t.Errorf("admitted p99 %v, want ≤ 40 ms", got)
 		}
+		if l := s.Limit(); l < 10 || l > 25 {
+			t.Errorf("limit %d, want near the 10 workers", l)
+		}
+		// The generous initial limit holds only until the first windows show the overload.
+		early := rs[:len(rs)/12] // the first half second
+		t.Logf("first 0.5 s: %d shed of %d, admitted p99 %v; later: limit %d, goodput %.0f/s, admitted p99 %v",
+			count(early, http.StatusServiceUnavailable), len(early), p99(early, http.StatusOK), s.Limit(), goodput, p99(late, http.StatusOK))
+		if n := count(early, http.StatusServiceUnavailable); n < len(early)/3 {
+			t.Errorf("only %d of %d requests shed in the first 0.5 s at 3× capacity", n, len(early))
+		}
 	})
 }
 
 // TestShedderSlowStartGrowsFast checks that a large service is not held at the initial limit.
 func TestShedderSlowStartGrowsFast(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := guard.NewShedder(guard.DefaultShedConfig()) // initial limit 10
+		cfg := guard.DefaultShedConfig()
+		cfg.InitialLimit = 10 // start well below the load, so that slow start must grow the limit
+		s := guard.NewShedder(cfg)
 		h := s.Middleware(workers(400, 20*time.Millisecond))
 		// Capacity 20000/s; offer 8000/s (needs about 160 in flight) for one second.
 		rs := openLoop(h, 8000, time.Second, get("/"))
@@ -378,6 +391,86 @@ func TestShedderSlowStartGrowsFast(t *testing.T) {
 		}
 		if shed := count(rs[len(rs)/2:], http.StatusServiceUnavailable); shed != 0 {
 			t.Errorf("%d requests shed in the second half-second below capacity", shed)
+		}
+	})
+}
+
+// TestShedderFreshInstanceTakesOverLoad is a new instance in a rolling deploy: it gets its share of
+// the traffic at once. With default settings it must refuse none of it, whether the requests arrive
+// as one burst or as a steady stream of 10 to 30 in flight, and whatever the spread of latencies.
+func TestShedderFreshInstanceTakesOverLoad(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		rate     int // requests per second for 2 s, each taking about 20 ms
+		burst    int // requests sent at once before the stream
+		jittered bool
+	}{
+		{name: "10 in flight", rate: 500},
+		{name: "30 in flight", rate: 1500},
+		{name: "burst of 30 then 20 in flight", rate: 1000, burst: 30},
+		{name: "30 in flight, latency 5-35 ms", rate: 1500, jittered: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s := guard.NewShedder(guard.DefaultShedConfig())
+				var h http.Handler = workers(400, 20*time.Millisecond) // far from saturated
+				if tc.jittered {
+					var mu sync.Mutex
+					i := 0
+					h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+						mu.Lock()
+						i++
+						d := time.Duration(5+(i*7919)%31) * time.Millisecond
+						mu.Unlock()
+						time.Sleep(d)
+					})
+				}
+				h = s.Middleware(h)
+				var wg sync.WaitGroup
+				var mu sync.Mutex
+				shed := 0
+				for range tc.burst {
+					wg.Go(func() {
+						rec := httptest.NewRecorder()
+						h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+						if rec.Code != http.StatusOK {
+							mu.Lock()
+							shed++
+							mu.Unlock()
+						}
+					})
+				}
+				rs := openLoop(h, tc.rate, 2*time.Second, get("/"))
+				wg.Wait()
+				shed += len(rs) - count(rs, http.StatusOK)
+				if shed != 0 {
+					t.Errorf("%d of %d requests refused by a fresh instance below its capacity (limit now %d)", shed, len(rs)+tc.burst, s.Limit())
+				}
+			})
+		})
+	}
+}
+
+// TestShedderFreshInstanceSlowFirstWindow: a new instance's first window is often slow for reasons
+// that are not overload (connection pools opening, caches filling). One such window must not end
+// slow start and cut the limit to the throughput of that window.
+func TestShedderFreshInstanceSlowFirstWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := guard.NewShedder(guard.DefaultShedConfig())
+		start := time.Now()
+		var inflight atomic.Int64
+		h := s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n := inflight.Add(1)
+			defer inflight.Add(-1)
+			d := 20 * time.Millisecond
+			if time.Since(start) < 100*time.Millisecond && n > 4 {
+				d = 60 * time.Millisecond // a connection being opened for every request beyond the pool's 4
+			}
+			time.Sleep(d)
+		}))
+		rs := openLoop(h, 1000, 2*time.Second, get("/"))
+		if n := count(rs, http.StatusServiceUnavailable); n != 0 {
+			t.Errorf("%d of %d requests shed after one slow window (limit %d)", n, len(rs), s.Limit())
 		}
 	})
 }

@@ -108,12 +108,9 @@ func TestDrainLosesNoRequest(t *testing.T) {
 		work       = 50 * time.Millisecond
 		margin     = time.Second
 	)
-	// The adaptive shedder starts at a limit of 10 in flight and grows while latency allows; 200 req/s
-	// of 50 ms requests sit right at 10, so a fresh instance may shed a few of its first requests
-	// (503 + Retry-After, which chassis clients retry elsewhere). This test is about the drain, so
-	// it starts the limit above the load.
-	p := startHello(t, build(t), "DRAIN_DELAY="+drainDelay.String(), "SHUTDOWN_TIMEOUT=10s", "ACCESS_LOG=false",
-		"SHED_INITIAL_LIMIT=64")
+	// Default shedder settings: 200 req/s of 50 ms requests put about 10 in flight on a fresh
+	// instance from its first second, and the plain client below never retries a 503.
+	p := startHello(t, build(t), "DRAIN_DELAY="+drainDelay.String(), "SHUTDOWN_TIMEOUT=10s", "ACCESS_LOG=false")
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 100}, Timeout: 5 * time.Second}
 	defer client.CloseIdleConnections()
 

@@ -4,11 +4,16 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 
 	"github.com/cloudchassis/kit/chassis"
 	"github.com/cloudchassis/kit/config"
@@ -26,7 +31,7 @@ func TestRollingRestartLosesNoRequest(t *testing.T) {
 	agent := consultest.StartDev(t)
 	bin := build(t)
 	env := []string{"DISCOVERY=consul", "CONSUL_HTTP_ADDR=" + agent.HTTPAddr, "ADVERTISE_ADDRESS=127.0.0.1",
-		"DRAIN_DELAY=1s", "SHUTDOWN_TIMEOUT=10s", "ACCESS_LOG=false", "SHED_INITIAL_LIMIT=64"}
+		"DRAIN_DELAY=1s", "SHUTDOWN_TIMEOUT=10s", "ACCESS_LOG=false"}
 	var olds []*proc
 	for range 3 {
 		olds = append(olds, startHello(t, bin, env...))
@@ -116,4 +121,158 @@ func TestRollingRestartLosesNoRequest(t *testing.T) {
 		t.Errorf("%d of %d requests failed during the rolling restart; first: %v", n, sent.Load(), firstErr.Load())
 	}
 	t.Logf("rolling restart of 3 instances in %v: %d requests, %d failed", time.Since(t0).Round(time.Millisecond), sent.Load(), failed.Load())
+}
+
+// TestRollingRestartPlainClient is the rolling restart as a caller without Chassis sees it: a plain
+// net/http client that never retries, behind a minimal edge balancer that sends each request to
+// the next passing instance in Consul (as a proxy with a Consul-fed upstream list does). With
+// default settings and about 10 requests in flight per instance, including on each new instance
+// from its first second, no request may fail: a fresh instance must not shed its share of the load.
+func TestRollingRestartPlainClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Consul and several processes")
+	}
+	agent := consultest.StartDev(t)
+	bin := build(t)
+	env := []string{"DISCOVERY=consul", "CONSUL_HTTP_ADDR=" + agent.HTTPAddr, "ADVERTISE_ADDRESS=127.0.0.1",
+		"DRAIN_DELAY=1s", "SHUTDOWN_TIMEOUT=10s", "ACCESS_LOG=false"}
+	var olds []*proc
+	for range 3 {
+		olds = append(olds, startHello(t, bin, env...))
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lb := &edgeBalancer{}
+	var watchers sync.WaitGroup
+	watchers.Go(func() { lb.watch(ctx, agent.Client) })
+	defer watchers.Wait()
+	defer cancel()
+	if !lb.waitFor(3, 10*time.Second) {
+		t.Fatal("the three instances never all passed in Consul")
+	}
+
+	// Open-loop load: 150 req/s of 200 ms requests, about 30 in flight, 10 per instance (bounded to 60 s).
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 100}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	var (
+		sent, failed atomic.Int64
+		wg           sync.WaitGroup
+		firstErr     atomic.Value
+		stop         = make(chan struct{})
+		loadDone     = make(chan struct{})
+	)
+	go func() {
+		defer close(loadDone)
+		tick := time.NewTicker(time.Second / 150)
+		defer tick.Stop()
+		limit := time.After(60 * time.Second)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-limit:
+				return
+			case <-tick.C:
+			}
+			sent.Add(1)
+			addr := lb.next()
+			wg.Go(func() {
+				res, err := client.Get("http://" + addr + "/hello/plain?delay=200ms")
+				if err == nil {
+					_, err = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					if err == nil && res.StatusCode != 200 {
+						err = fmt.Errorf("%s: status %d", addr, res.StatusCode)
+					}
+				}
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			})
+		}
+	}()
+
+	time.Sleep(time.Second) // steady state on the three old instances
+	t0 := time.Now()
+	for i, old := range olds {
+		startHello(t, bin, env...) // registers once ready; the balancer sends it a third of the load at once
+		if err := old.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-old.exited:
+			if old.exitErr != nil {
+				t.Errorf("old instance %d exited with %v", i, old.exitErr)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("old instance %d did not exit", i)
+		}
+	}
+	time.Sleep(time.Second) // traffic on the new instances only
+	close(stop)
+	<-loadDone
+	wg.Wait()
+
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d of %d requests failed during the rolling restart; first: %v", n, sent.Load(), firstErr.Load())
+	}
+	t.Logf("rolling restart of 3 instances in %v under a plain client: %d requests, %d failed",
+		time.Since(t0).Round(time.Millisecond), sent.Load(), failed.Load())
+}
+
+// edgeBalancer round-robins over the passing instances of hello that a Consul blocking query
+// reports, and never retries: what an edge proxy fed by Consul does.
+type edgeBalancer struct {
+	mu    sync.Mutex
+	addrs []string
+	i     int
+}
+
+func (b *edgeBalancer) watch(ctx context.Context, c *api.Client) {
+	var index uint64
+	for ctx.Err() == nil {
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Second}).WithContext(ctx)
+		entries, meta, err := c.Health().Service("hello", "", true, q)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		index = meta.LastIndex
+		addrs := make([]string, 0, len(entries))
+		for _, e := range entries {
+			addrs = append(addrs, net.JoinHostPort(e.Service.Address, strconv.Itoa(e.Service.Port)))
+		}
+		b.mu.Lock()
+		b.addrs = addrs
+		b.mu.Unlock()
+	}
+}
+
+func (b *edgeBalancer) next() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.addrs) == 0 {
+		return "127.0.0.1:1" // nothing passing: the request fails, and the test with it
+	}
+	b.i++
+	return b.addrs[b.i%len(b.addrs)]
+}
+
+func (b *edgeBalancer) waitFor(n int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		b.mu.Lock()
+		k := len(b.addrs)
+		b.mu.Unlock()
+		if k == n {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
 }

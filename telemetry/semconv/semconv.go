@@ -71,6 +71,10 @@ const (
 	// MetricServerRateLimited counts requests refused by the rate limiter ({request}) with
 	// AttrHTTPRoute.
 	MetricServerRateLimited = "chassis.server.rate_limited"
+	// MetricServerBodyRefused counts requests refused by guard's BodyGate before admission
+	// ({request}) with AttrRejectionReason (ReasonBodyTooSlow: 408, the body fell below the minimum
+	// rate; ReasonBodyPeerLimit: 429, the client had too many bodies in progress).
+	MetricServerBodyRefused = "chassis.server.body.refused"
 	// MetricServerConcurrencyLimit is a gauge of the adaptive concurrency limit ({request}).
 	MetricServerConcurrencyLimit = "chassis.server.concurrency.limit"
 
@@ -155,6 +159,8 @@ const (
 	ReasonConsecutiveError = "consecutive_errors" // ejection
 	ReasonLatency          = "latency"            // ejection: latency outlier
 	ReasonSuccessRate      = "success_rate"       // ejection: success-rate outlier
+	ReasonBodyTooSlow      = "body_too_slow"      // server body refusal: below the minimum rate (408)
+	ReasonBodyPeerLimit    = "body_peer_limit"    // server body refusal: too many bodies from one client (429)
 
 	PriorityCritical  = "critical"
 	PriorityDefault   = "default"
