@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"math"
@@ -274,13 +275,23 @@ func TestProxyOutage(t *testing.T) {
 	if err := get(); err != nil {
 		t.Fatalf("through the proxy: %v", err)
 	}
-	// A held connection is cut by the outage.
+	// A held connection is cut by the outage. One keep-alive exchange over it first: its answer is
+	// the signal that the proxy has dialled the backend and tracks the pair.
 	held, err := net.Dial("tcp", p.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	time.Sleep(50 * time.Millisecond) // let the proxy dial the backend and track the pair
+	_ = held.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(held, "GET / HTTP/1.1\r\nHost: backend\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(held), nil)
+	if err != nil || res.StatusCode != http.StatusOK || res.Close {
+		t.Fatalf("keep-alive exchange over the held connection: %v %v", res, err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	_ = res.Body.Close()
 	addr := p.Addr()
 	if err := p.SetDown(true); err != nil {
 		t.Fatal(err)
