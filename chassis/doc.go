@@ -20,5 +20,9 @@
 // stop hooks in reverse order and flushes telemetry, all under SHUTDOWN_TIMEOUT. A second signal exits
 // at once.
 //
+// The admin port answers health probes and /metrics to everyone; its debug endpoints (pprof,
+// /debug/loglevel, /debug/info, HandleAdmin routes) answer loopback peers only unless ADMIN_DEBUG and
+// ADMIN_TOKEN say otherwise (docs/protection.md).
+//
 // chassis is the only package that wires the others; each of them is usable alone.
 package chassis

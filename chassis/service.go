@@ -264,7 +264,8 @@ func (s *Service) OnDrain(name string, f func(ctx context.Context) error) {
 }
 
 // HandleAdmin registers a handler on the admin server (for example coordination/dynconfig's
-// /debug/config). Call it before Run.
+// /debug/config). It is a debug endpoint: only the peers ADMIN_DEBUG allows reach it (loopback by
+// default). Call it before Run.
 func (s *Service) HandleAdmin(pattern string, h http.Handler) {
 	s.adminRoutes = append(s.adminRoutes, adminRoute{pattern, h})
 }

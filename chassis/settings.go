@@ -60,6 +60,11 @@ type Settings struct {
 	LogFormat       string  `envconfig:"LOG_FORMAT" default:"json" validate:"oneof=json console" desc:"log encoding"`
 	AccessLog       bool    `envconfig:"ACCESS_LOG" default:"true" desc:"log one line per request"`
 	AccessLogSample float64 `envconfig:"ACCESS_LOG_SAMPLE" default:"1" validate:"gte=0,lte=1" desc:"fraction of successful requests to log; errors are always logged"`
+
+	// Admin debug endpoints: who may use pprof, /debug/loglevel, /debug/info and HandleAdmin routes.
+	// The probes and /metrics on the admin port answer everyone.
+	AdminDebug string        `envconfig:"ADMIN_DEBUG" default:"loopback" validate:"oneof=loopback token open off" desc:"who may use the admin port's debug endpoints (pprof, /debug/loglevel, /debug/info, HandleAdmin routes): loopback (loopback peers, and others with ADMIN_TOKEN), token (only requests with ADMIN_TOKEN), open (anyone), off (not served); probes and /metrics always answer everyone"`
+	AdminToken config.Secret `envconfig:"ADMIN_TOKEN" desc:"bearer token that opens the admin port's debug endpoints to any peer (Authorization: Bearer <token>); required by ADMIN_DEBUG=token."`
 }
 
 // Validate checks relations between settings.
@@ -71,6 +76,9 @@ func (s *Settings) Validate() error {
 	}
 	if s.Port != 0 && s.Port == s.AdminPort {
 		errs = append(errs, config.Invalid("ADMIN_PORT", strconv.Itoa(s.AdminPort), "must differ from PORT"))
+	}
+	if s.AdminDebug == AdminDebugToken && s.AdminToken == "" {
+		errs = append(errs, config.Invalid("ADMIN_DEBUG", s.AdminDebug, "needs ADMIN_TOKEN (or ADMIN_TOKEN_FILE), or nobody could use the debug endpoints"))
 	}
 	return errors.Join(errs...)
 }

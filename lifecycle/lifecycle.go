@@ -215,10 +215,11 @@ func (g *Group) start(ctx context.Context, hooks []Hook, sigc chan os.Signal) ([
 		case <-abort:
 		}
 	})
-	defer func() {
+	stopWatch := sync.OnceFunc(func() {
 		close(abort)
 		watch.Wait()
-	}()
+	})
+	defer stopWatch()
 	for i, h := range hooks {
 		if err := sctx.Err(); err != nil {
 			return hooks[:i], g.startAborted(sctx, h, sig)
@@ -235,6 +236,16 @@ func (g *Group) start(ctx context.Context, hooks []Hook, sigc chan os.Signal) ([
 			}
 			// The failed hook is not stopped: it did not start.
 			return hooks[:i], &HookError{Hook: h.Name, Phase: "start", Err: err}
+		}
+	}
+	stopWatch()
+	if sig != nil {
+		// The signal came while the last hook was starting, too late to abort anything: it asks for a
+		// normal stop, which Run's wait delivers. The watcher took it from sigc, so there is room,
+		// unless newer signals filled it, which stop Run as well.
+		select {
+		case sigc <- sig:
+		default:
 		}
 	}
 	return hooks, nil

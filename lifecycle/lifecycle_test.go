@@ -184,17 +184,17 @@ func TestSignals(t *testing.T) {
 		forced <- code
 		close(release)
 	}))
+	started := make(chan struct{})
 	g.Append(r.hook("a", nil, nil), lifecycle.Hook{Name: "slow-stop", Stop: func(ctx context.Context) error {
 		close(stopping)
 		<-release
 		return nil
-	}})
+	}}, lifecycle.Hook{Name: "last", Start: func(context.Context) error { close(started); return nil }})
 	done := make(chan error)
 	go func() { done <- g.Run(context.Background()) }()
-	for !strings.Contains(r.String(), "start:a") {
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(10 * time.Millisecond) // let Run reach its wait; the signal is buffered either way
+	// Every hook has started: from here a signal is a normal stop, whether Run already waits or is
+	// still returning from the start phase.
+	<-started
 	if err := syscall.Kill(syscall.Getpid(), syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
@@ -226,4 +226,32 @@ func TestObserverSeesPhases(t *testing.T) {
 			t.Fatalf("events %q", got)
 		}
 	})
+}
+
+// TestSignalWhileLastHookStartsIsAStop: a signal that arrives while the last hook is starting cannot
+// abort anything; it must stop the group normally instead of being swallowed by the start phase (Run
+// would then wait for another signal, or here for its context's deadline).
+func TestSignalWhileLastHookStartsIsAStop(t *testing.T) {
+	var cause error
+	g := lifecycle.New(lifecycle.WithSignals(syscall.SIGUSR2), lifecycle.WithObserver(func(e lifecycle.Event) {
+		if e.Phase == "shutdown" {
+			cause = e.Err
+		}
+	}))
+	g.Append(lifecycle.Hook{Name: "last", Start: func(ctx context.Context) error {
+		if err := syscall.Kill(syscall.Getpid(), syscall.SIGUSR2); err != nil {
+			return err
+		}
+		<-ctx.Done() // the start phase took the signal
+		return nil   // this hook ignores its context: it has started
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.Run(ctx); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	var se *lifecycle.SignalError
+	if !errors.As(cause, &se) || se.Signal != syscall.SIGUSR2 {
+		t.Fatalf("stopped by %v, want the signal", cause)
+	}
 }

@@ -74,6 +74,18 @@ func (f *fakeHealth) setIndex(i uint64) {
 	f.changed = make(chan struct{})
 }
 
+// restart simulates an agent that came back without its state: no entries and a fresh, lower index.
+// Blocked queries end, as the restart broke their connections.
+func (f *fakeHealth) restart(index uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clear(f.entries)
+	f.index = index
+	f.epoch++
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
 func (f *fakeHealth) callCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

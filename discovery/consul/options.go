@@ -34,6 +34,12 @@ const (
 	// DefaultDeregisterCriticalAfter is how long the agent keeps a service whose check is critical
 	// (a crashed process never deregisters). Consul does not accept less than one minute.
 	DefaultDeregisterCriticalAfter = time.Minute
+	// DefaultResetGrace is how long a watch keeps its last non-empty list when the agent answers with
+	// no instances right after a reset (a failed query, or an index that went backwards): an agent that
+	// restarted without its state has forgotten every service registered on it until their Registrars
+	// register them again, which takes up to one DefaultResyncInterval. Twice that leaves room for
+	// the retry backoff of the re-registration and the blocking query that brings it.
+	DefaultResetGrace = 2 * DefaultResyncInterval
 )
 
 // Option configures a Registry or a Registrar. Options that do not concern the value being built are
@@ -162,6 +168,7 @@ type watchConfig struct {
 	consistency Consistency
 	wait        time.Duration
 	maxStale    time.Duration
+	resetGrace  time.Duration
 }
 
 // WithTags keeps only instances that have every tag.
@@ -215,6 +222,18 @@ func WithMaxStaleness(d time.Duration) WatchOption {
 			c.maxStale = d
 		}
 	})
+}
+
+// WithResetGrace sets how long a watch keeps serving its last non-empty list, with an Err wrapping
+// ErrUnconfirmedEmpty, when Consul answers with no instances right after a reset: the first answer
+// after failed queries (the agent may have restarted without its state), or an answer whose index went
+// backwards (a snapshot restore or a new raft log). While the grace runs, the watch keeps querying;
+// any non-empty answer is published at once, and if the list is still empty when the grace ends it is
+// published as a real, error-free empty list. Default DefaultResetGrace; zero or less turns the hold
+// off, so an empty answer is published at once whatever preceded it. An empty answer that is not right
+// after a reset (the last instance deregistered while the watch was connected) is never held.
+func WithResetGrace(d time.Duration) WatchOption {
+	return watchOptionFunc(func(c *watchConfig) { c.resetGrace = max(d, 0) })
 }
 
 // MetaFilter returns a filter expression matching instances whose service metadata key has value, for

@@ -24,6 +24,14 @@ import (
 // the request is abandoned: a connection that died without a reset is noticed within that much.
 const requestSlack = 5 * time.Second
 
+// minHoldWait is the shortest blocking query a watch sends while it holds a list (WithResetGrace):
+// Consul treats a wait that rounds to 0 ms as its 5-minute default.
+const minHoldWait = time.Second
+
+// ErrUnconfirmedEmpty is wrapped by a snapshot's Err while a watch keeps its last non-empty list
+// because Consul answered with no instances right after a reset (see WithResetGrace).
+var ErrUnconfirmedEmpty = errors.New("consul: empty instance list right after a reset, not yet confirmed")
+
 // Registry runs the Consul watches of a process: one blocking query per distinct (service, options)
 // however many callers watch it. Watch hands out reference-counted Watchers; the query stops when the
 // last of them is closed, or when the Registry is closed.
@@ -61,13 +69,13 @@ func NewRegistry(h Health, opts ...Option) (*Registry, error) {
 // Watch returns a Watcher for the healthy (passing) instances of service. Callers with the same service
 // and options share one blocking query. The Watcher's Close releases it; it must be called.
 //
-// The defaults are stale reads, DefaultWaitTime, no tag or meta filter, the agent's datacenter and no
-// maximum staleness.
+// The defaults are stale reads, DefaultWaitTime, no tag or meta filter, the agent's datacenter, no
+// maximum staleness and DefaultResetGrace.
 func (r *Registry) Watch(service string, opts ...WatchOption) (*Watcher, error) {
 	if service == "" {
 		return nil, errors.New("consul: Watch: empty service name")
 	}
-	cfg := watchConfig{wait: DefaultWaitTime}
+	cfg := watchConfig{wait: DefaultWaitTime, resetGrace: DefaultResetGrace}
 	for _, o := range opts {
 		if o != nil {
 			o.applyWatch(&cfg)
@@ -247,10 +255,17 @@ func (w *watch) run(ctx context.Context) {
 	defer close(w.done)
 	defer w.stop()
 	var (
-		index     uint64
+		index     uint64 // the index the next query waits on
+		lastIndex uint64 // the index of the last successful answer, kept across failures
 		failures  int
 		nextStart time.Time
 		limit     = newQueryLimiter(w.r.opts.minInterval, time.Now())
+		// reset is set when the agent's state may have been reset since the last answer was published:
+		// a query failed (the agent may have restarted without its data), or the index went backwards.
+		reset bool
+		// holdUntil, when set, is the end of the grace during which an empty answer after a reset does
+		// not replace the last non-empty list (WithResetGrace).
+		holdUntil time.Time
 	)
 	for {
 		if d := time.Until(nextStart); d > 0 {
@@ -263,7 +278,12 @@ func (w *watch) run(ctx context.Context) {
 			}
 		}
 		start := time.Now()
-		entries, meta, err := w.query(ctx, index)
+		wait := w.cfg.wait
+		if !holdUntil.IsZero() {
+			// Return by the end of the grace even if nothing changes, to honour the empty list then.
+			wait = min(wait, max(holdUntil.Sub(start), minHoldWait))
+		}
+		entries, meta, err := w.query(ctx, index, wait)
 		if ctx.Err() != nil {
 			return
 		}
@@ -284,6 +304,7 @@ func (w *watch) run(ctx context.Context) {
 			// The first query after an error must not block: it confirms the list (and clears Err) at
 			// once instead of after a full wait with nothing changed.
 			index = 0
+			reset = true
 			continue
 		}
 		if failures > 0 {
@@ -291,8 +312,32 @@ func (w *watch) run(ctx context.Context) {
 		}
 		failures = 0
 		nextStart = limit.next(end)
+		if meta.LastIndex < lastIndex {
+			reset = true
+			w.log.Warn("consul: discovery index went backwards; starting over",
+				slog.Uint64("index", meta.LastIndex), slog.Uint64("previous", lastIndex))
+		}
+		lastIndex = meta.LastIndex
 		index = nextIndex(index, meta.LastIndex)
-		w.succeed(entries, end)
+		insts := toInstances(entries)
+		if reset && len(insts) == 0 && w.cfg.resetGrace > 0 {
+			first := holdUntil.IsZero()
+			if first {
+				holdUntil = end.Add(w.cfg.resetGrace)
+			}
+			if !end.Before(holdUntil) {
+				w.log.Warn("consul: empty instance list confirmed after the reset grace; publishing it",
+					slog.Duration("grace", w.cfg.resetGrace))
+			} else if n := w.hold(holdUntil); n > 0 {
+				if first {
+					w.log.Warn("consul: empty instance list right after a reset; keeping the last known list until it is confirmed",
+						slog.Int("instances", n), slog.Duration("grace", w.cfg.resetGrace))
+				}
+				continue
+			}
+		}
+		reset, holdUntil = false, time.Time{}
+		w.succeed(insts, end)
 	}
 }
 
@@ -334,12 +379,12 @@ func nextIndex(prev, got uint64) uint64 {
 	return max(got, 1)
 }
 
-func (w *watch) query(ctx context.Context, index uint64) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+func (w *watch) query(ctx context.Context, index uint64, wait time.Duration) ([]*api.ServiceEntry, *api.QueryMeta, error) {
 	q := &api.QueryOptions{
 		Datacenter: w.cfg.datacenter,
 		Filter:     w.cfg.filter,
 		WaitIndex:  index,
-		WaitTime:   w.cfg.wait,
+		WaitTime:   wait,
 	}
 	switch w.cfg.consistency {
 	case Stale:
@@ -350,12 +395,13 @@ func (w *watch) query(ctx context.Context, index uint64) ([]*api.ServiceEntry, *
 		q.UseCache = true
 		q.AllowStale = true
 	}
-	ctx, cancel := context.WithTimeout(ctx, w.requestTimeout())
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout(wait))
 	defer cancel()
 	return w.r.health.Service(ctx, w.service, w.cfg.tags, true, q)
 }
 
-func (w *watch) requestTimeout() time.Duration { return w.cfg.wait + w.cfg.wait/16 + requestSlack }
+// requestTimeout bounds a blocking query of the given wait: Consul adds up to wait/16 of jitter.
+func requestTimeout(wait time.Duration) time.Duration { return wait + wait/16 + requestSlack }
 
 // publish makes s the current snapshot with the next version. w.mu must be held.
 func (w *watch) publish(s discovery.Snapshot) {
@@ -367,8 +413,7 @@ func (w *watch) publish(s discovery.Snapshot) {
 	w.changed = make(chan struct{})
 }
 
-func (w *watch) succeed(entries []*api.ServiceEntry, now time.Time) {
-	insts := toInstances(entries)
+func (w *watch) succeed(insts []discovery.Instance, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stale != nil {
@@ -408,6 +453,30 @@ func (w *watch) fail(err error, start, end time.Time) {
 	default:
 		w.cur.Err = werr // same state, fresher reason: no new version
 	}
+}
+
+// hold keeps the current list while an empty answer after a reset is unconfirmed, and returns its
+// length; 0 means there is nothing to keep and the empty answer is to be published. The kept list is
+// not confirmed either, so Updated stays where it was and Err says why; a snapshot that already
+// carries an error (the outage that preceded the reset) only gets the fresher reason, without a new
+// version.
+func (w *watch) hold(until time.Time) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := len(w.cur.Instances)
+	if n == 0 {
+		return 0
+	}
+	werr := fmt.Errorf("consul: watch %q: %w; keeping the last %d instances until %s unless they register again",
+		w.service, ErrUnconfirmedEmpty, n, until.Format(time.RFC3339))
+	if w.cur.Err != nil {
+		w.cur.Err = werr
+		return n
+	}
+	next := w.cur
+	next.Err = werr
+	w.publish(next)
+	return n
 }
 
 func (w *watch) dropStale() {
@@ -465,6 +534,6 @@ func (c watchConfig) key(service string) string {
 	tags = slices.Compact(tags)
 	return strings.Join([]string{
 		service, strings.Join(tags, "\x01"), c.filter, c.datacenter, c.consistency.String(),
-		c.wait.String(), c.maxStale.String(),
+		c.wait.String(), c.maxStale.String(), c.resetGrace.String(),
 	}, "\x00")
 }

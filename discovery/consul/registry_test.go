@@ -3,6 +3,8 @@ package consul_test
 import (
 	"context"
 	"errors"
+	"slices"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -485,4 +487,136 @@ func checkServiceAttr(t *testing.T, set attribute.Set) {
 	if v, ok := set.Value(semconv.AttrPeerService); !ok || v.AsString() == "" {
 		t.Errorf("data point without %s: %v", semconv.AttrPeerService, set.ToSlice())
 	}
+}
+
+// collect gathers every snapshot a watcher publishes until stop is closed.
+func collect(t *testing.T, w discovery.Watcher, after uint64) (get func() []discovery.Snapshot) {
+	t.Helper()
+	var (
+		mu   sync.Mutex
+		seen []discovery.Snapshot
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			s, err := w.Next(ctx, after)
+			if err != nil {
+				return
+			}
+			after = s.Version
+			mu.Lock()
+			seen = append(seen, s)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return func() []discovery.Snapshot {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen)
+	}
+}
+
+func TestEmptyAnswerAfterAgentRestartIsHeldUntilInstancesReturn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newFakeHealth()
+		h.add("a", "10.0.0.1", 80)
+		h.add("b", "10.0.0.2", 80)
+		r := newRegistry(t, h)
+		w := watch(t, r, "svc")
+		s := next(t, w, 0)
+		seen := collect(t, w, s.Version)
+		time.Sleep(time.Second) // the blocking query is connected
+
+		// The agent dies and comes back without its state: its index starts over, its list is empty.
+		h.setErr(errDown)
+		time.Sleep(2 * time.Second)
+		h.restart(3)
+		h.setErr(nil)
+		time.Sleep(consul.DefaultBackoffMax + time.Second) // the watch has its empty answer by now
+		synctest.Wait()
+		cur, _ := w.Next(t.Context(), 0)
+		if len(cur.Instances) != 2 || !errors.Is(cur.Err, consul.ErrUnconfirmedEmpty) {
+			t.Fatalf("after an empty answer from a restarted agent: %d instances, err %v; want the last 2 with ErrUnconfirmedEmpty", len(cur.Instances), cur.Err)
+		}
+
+		// One instance registers again: published at once, error-free.
+		h.add("b", "10.0.0.2", 80)
+		synctest.Wait()
+		cur, _ = w.Next(t.Context(), 0)
+		if got := ids(cur); len(got) != 1 || got[0] != "b" || cur.Err != nil {
+			t.Fatalf("after re-registration: %v, err %v", got, cur.Err)
+		}
+		for _, s := range seen() {
+			if len(s.Instances) == 0 {
+				t.Errorf("an empty list was published (version %d, err %v)", s.Version, s.Err)
+			}
+		}
+		// Later departures are real and published at once.
+		h.remove("b")
+		synctest.Wait()
+		if cur, _ = w.Next(t.Context(), 0); len(cur.Instances) != 0 || cur.Err != nil {
+			t.Errorf("a departure while connected: %v, err %v; want an empty, error-free list", ids(cur), cur.Err)
+		}
+	})
+}
+
+func TestEmptyAnswerAfterResetIsPublishedAfterTheGrace(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		grace time.Duration
+		opts  []consul.WatchOption
+	}{
+		{"default", consul.DefaultResetGrace, nil},
+		{"5s", 5 * time.Second, []consul.WatchOption{consul.WithResetGrace(5 * time.Second)}},
+		{"off", 0, []consul.WatchOption{consul.WithResetGrace(0)}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newFakeHealth()
+				h.add("a", "10.0.0.1", 80)
+				r := newRegistry(t, h)
+				w := watch(t, r, "svc", c.opts...)
+				s := next(t, w, 0)
+				time.Sleep(time.Second)
+
+				// A snapshot restore: the index goes backwards and the service is gone, with no error.
+				h.restart(1)
+				restored := time.Now()
+				s = next(t, w, s.Version)
+				if c.grace > 0 {
+					if len(s.Instances) != 1 || !errors.Is(s.Err, consul.ErrUnconfirmedEmpty) || !s.Updated.Before(restored) {
+						t.Fatalf("right after the restore: %+v; want the last list with ErrUnconfirmedEmpty and its old Updated", s)
+					}
+					s = next(t, w, s.Version)
+				}
+				if len(s.Instances) != 0 || s.Err != nil {
+					t.Fatalf("after the grace: %+v; want an empty, error-free list (a real empty service)", s)
+				}
+				if d := time.Since(restored); d < c.grace || d > c.grace+time.Second {
+					t.Errorf("empty list published %v after the restore; want the grace, %v", d, c.grace)
+				}
+			})
+		})
+	}
+}
+
+func TestEmptyAnswerAfterOutageWithNothingToKeep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newFakeHealth()
+		r := newRegistry(t, h)
+		w := watch(t, r, "svc")
+		s := next(t, w, 0)
+		time.Sleep(time.Second)
+		h.setErr(errDown)
+		s = next(t, w, s.Version)
+		h.setErr(nil)
+		start := time.Now()
+		s = next(t, w, s.Version)
+		if len(s.Instances) != 0 || s.Err != nil || time.Since(start) > consul.DefaultBackoffMax {
+			t.Fatalf("an empty service after an outage: %+v after %v; want the empty list confirmed at once", s, time.Since(start))
+		}
+	})
 }

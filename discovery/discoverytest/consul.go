@@ -69,6 +69,9 @@ type Consul struct {
 	latency    time.Duration
 	requests   map[string]int
 
+	blocked       int           // blocking queries waiting now
+	blockedChange chan struct{} // closed and replaced when blocked changes
+
 	probe *http.Client
 	wg    sync.WaitGroup
 }
@@ -108,6 +111,8 @@ func NewConsul() *Consul {
 		sessions: map[string]*session{},
 		requests: map[string]int{},
 		probe:    &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+
+		blockedChange: make(chan struct{}),
 	}
 }
 
@@ -161,6 +166,39 @@ func (c *Consul) ResetIndex() {
 	}
 	c.epoch++
 	c.broadcast()
+}
+
+// Blocked returns how many blocking queries are waiting for a change right now.
+func (c *Consul) Blocked() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.blocked
+}
+
+// WaitBlocked returns once at least n blocking queries are waiting for a change, or with ctx's error:
+// the signal that a query the test started has reached the server and blocks, so that a change made
+// next wakes it (instead of a sleep that a loaded machine can outlast).
+func (c *Consul) WaitBlocked(ctx context.Context, n int) error {
+	for {
+		c.mu.Lock()
+		blocked, ch := c.blocked, c.blockedChange
+		c.mu.Unlock()
+		if blocked >= n {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("discoverytest: %d of %d blocking queries waiting: %w", blocked, n, ctx.Err())
+		}
+	}
+}
+
+// setBlocked adds delta to the count of waiting queries. c.mu must be held.
+func (c *Consul) setBlocked(delta int) {
+	c.blocked += delta
+	close(c.blockedChange)
+	c.blockedChange = make(chan struct{})
 }
 
 // Requests returns how many requests a route (RouteHealth, RouteAgent, ...) has received.
@@ -325,7 +363,19 @@ func (c *Consul) block(r *http.Request, indexOf func() uint64) bool {
 	defer timer.Stop()
 	c.mu.Lock()
 	epoch := c.epoch
+	waiting := false
+	defer func() {
+		if waiting {
+			c.mu.Lock()
+			c.setBlocked(-1)
+			c.mu.Unlock()
+		}
+	}()
 	for indexOf() <= want && c.epoch == epoch && !c.closed && c.failStatus == 0 {
+		if !waiting {
+			waiting = true
+			c.setBlocked(1)
+		}
 		ch := c.changed
 		c.mu.Unlock()
 		select {

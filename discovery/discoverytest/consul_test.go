@@ -1,6 +1,7 @@
 package discoverytest_test
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -26,6 +27,16 @@ func startServer(t *testing.T) (*discoverytest.Server, *api.Client) {
 		t.Fatal(err)
 	}
 	return s, c
+}
+
+// waitBlocked waits until n blocking queries wait on the server: a change made next must wake them.
+func waitBlocked(t *testing.T, s *discoverytest.Server, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := s.WaitBlocked(ctx, n); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // eventually polls cond for up to 5 s; the fake's checks run on real timers.
@@ -178,7 +189,7 @@ func TestConsulFaults(t *testing.T) {
 		}
 		done <- m.LastIndex
 	}()
-	time.Sleep(50 * time.Millisecond)
+	waitBlocked(t, s, 1)
 	s.ResetIndex()
 	select {
 	case idx := <-done:
@@ -208,7 +219,7 @@ func TestConsulFaults(t *testing.T) {
 }
 
 func TestConsulKVAndSessions(t *testing.T) {
-	_, c := startServer(t)
+	s, c := startServer(t)
 	kv := c.KV()
 	ok, _, err := kv.CAS(&api.KVPair{Key: "cfg/a", Value: []byte("1"), ModifyIndex: 0}, nil)
 	if err != nil || !ok {
@@ -230,7 +241,7 @@ func TestConsulKVAndSessions(t *testing.T) {
 		}
 		done <- string(p.Value)
 	}()
-	time.Sleep(50 * time.Millisecond)
+	waitBlocked(t, s, 1)
 	if ok, _, err := kv.CAS(&api.KVPair{Key: "cfg/a", Value: []byte("2"), ModifyIndex: p.ModifyIndex}, nil); !ok || err != nil {
 		t.Fatalf("CAS update: %v %v", ok, err)
 	}
@@ -285,5 +296,43 @@ func TestConsulKVAndSessions(t *testing.T) {
 	}
 	if p, _, _ := kv.Get("cfg/a", nil); p != nil {
 		t.Error("key survived DeleteTree")
+	}
+}
+
+func TestWaitBlockedCountsWaitingQueries(t *testing.T) {
+	s, c := startServer(t)
+	if n := s.Blocked(); n != 0 {
+		t.Fatalf("%d blocked before any query", n)
+	}
+	_, meta, err := c.Health().Service("web", "", true, nil) // not blocking: index 0
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Blocked(); n != 0 {
+		t.Fatalf("a non-blocking query counted as blocked: %d", n)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	if err := s.WaitBlocked(ctx, 1); err == nil {
+		t.Fatal("WaitBlocked returned with no query waiting")
+	}
+	cancel()
+	done := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, _, err := c.Health().Service("web", "", true, &api.QueryOptions{WaitIndex: meta.LastIndex, WaitTime: 10 * time.Second})
+			done <- err
+		}()
+	}
+	waitBlocked(t, s, 2)
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{Name: "web", Port: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.Blocked(); n != 0 {
+		t.Errorf("%d still counted as blocked after they returned", n)
 	}
 }

@@ -4,7 +4,8 @@
 // interfaces, and Set, Add, Remove and Fail drive them from the test. For code that talks to Consul
 // over HTTP, Consul is a fake of the Consul HTTP API (agent service registration and checks, the health
 // endpoint with real blocking queries, catalog services, KV with CAS and sessions) with fault
-// injection: SetFailure, SetLatency and ResetIndex. Serve it with httptest.NewServer, or use Server,
+// injection: SetFailure, SetLatency and ResetIndex, and WaitBlocked, which returns once a test's
+// blocking query has reached the fake and waits (so the change made next wakes it). Serve it with httptest.NewServer, or use Server,
 // which listens on a loopback address and can Pause (connection refused) and Resume, and which the
 // demo launcher runs as its registry.
 package discoverytest

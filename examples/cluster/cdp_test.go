@@ -42,12 +42,33 @@ func chromiumArgs(profile string) []string {
 		"--remote-debugging-port=0"}
 }
 
+// chromiumNames are the names Chromium and Chrome install under, in the order they are tried on PATH.
+var chromiumNames = []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"}
+
+// chromiumBinary finds the browser: $CHROMIUM if set (a path or a name on PATH), else the first of
+// chromiumNames on PATH, as scripts/install-chromium.sh accepts any Chromium on PATH.
+func chromiumBinary(getenv func(string) string, lookPath func(string) (string, error)) (string, error) {
+	if v := getenv("CHROMIUM"); v != "" {
+		p, err := lookPath(v)
+		if err != nil {
+			return "", fmt.Errorf("CHROMIUM=%q: %w", v, err)
+		}
+		return p, nil
+	}
+	for _, name := range chromiumNames {
+		if p, err := lookPath(name); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("headless Chromium is needed: none of %v is on PATH and CHROMIUM is not set; run scripts/install-chromium.sh", chromiumNames)
+}
+
 // openBrowser starts Chromium on pageURL and connects to the page's DevTools endpoint.
 func openBrowser(t *testing.T, pageURL string) *browser {
 	t.Helper()
-	bin := "/usr/bin/chromium"
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("headless Chromium is needed: run scripts/install-chromium.sh (%v)", err)
+	bin, err := chromiumBinary(os.Getenv, exec.LookPath)
+	if err != nil {
+		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, append(chromiumArgs(t.TempDir()), pageURL)...)
 	detach(cmd)

@@ -188,8 +188,16 @@ func (ch *chaos) slowRandom(ctx context.Context, d time.Duration) error {
 // balancers' peak-EWMA notices.
 const slowLatency = 150 * time.Millisecond
 
+// Windows around a slowdown in which the slowed instance's share of its service's calls is measured.
+const (
+	shareBefore = 5 * time.Second
+	shareAfter  = 3 * time.Second
+)
+
 // slow adds slowLatency to every request of the pricing instance id for d, then restores it. The
-// reaction is the instance's share of pricing calls while slow against its fair share.
+// reaction is the instance's measured share of pricing calls in the seconds before, while slow and
+// after, and says the balancers steered around it only if the share while slow was at most half the
+// share before (see steering).
 func (ch *chaos) slow(ctx context.Context, id string, d time.Duration) error {
 	p := ch.c.find(id)
 	if p == nil || p.Service != "pricing" {
@@ -201,26 +209,56 @@ func (ch *chaos) slow(ctx context.Context, id string, d time.Duration) error {
 	}
 	ev := ch.tl.add(Event{Kind: EventSlow, Target: id, Chaos: true,
 		Detail: fmt.Sprintf("%s answers %s slower for %s (PUT /chaos)", id, slowLatency, d.Round(100*time.Millisecond))})
-	before := ch.stats.totals().Share["pricing"]
+	fair := 1 / float64(max(1, len(ch.c.live("pricing"))))
 	sleepUntil(ctx, ev.At.Add(d))
 	clearErr := ch.setFaults(context.Background(), addr, "")
-	after := ch.stats.totals().Share["pricing"]
-	mine, all := after[id]-before[id], 0
-	for k, v := range after {
-		all += v - before[k]
-	}
-	fair := 1 / float64(max(1, len(ch.c.live("pricing"))))
-	n, f := ch.stats.between(ev.At, time.Now())
-	ch.tl.finish(ev, func(e *Event) {
-		e.Requests, e.Failures = n, f
-		e.Duration = roundTo(time.Since(ev.At).Seconds(), 0.1)
-		e.Reaction = reaction(n, f, 0, fmt.Sprintf("%s served %.0f%% of pricing calls while slow (fair share %.0f%%): the balancers steered around it",
-			id, 100*rate(mine, all), 100*fair))
-		if clearErr != nil {
-			e.Reaction += "; restoring failed: " + clearErr.Error()
-		}
+	restored := time.Now()
+	n, f := ch.stats.between(ev.At, restored)
+	before := ch.stats.shareBetween("pricing", id, ev.At.Add(-shareBefore), ev.At)
+	during := ch.stats.shareBetween("pricing", id, ev.At, restored)
+	// The share after the restore is measured in the background: the next action need not wait.
+	ch.wg.Go(func() {
+		sleepUntil(ctx, restored.Add(shareAfter+time.Second)) // the last whole second has ended
+		after := ch.stats.shareBetween("pricing", id, restored, restored.Add(shareAfter))
+		ch.tl.finish(ev, func(e *Event) {
+			e.Requests, e.Failures = n, f
+			e.Duration = roundTo(restored.Sub(ev.At).Seconds(), 0.1)
+			e.Reaction = reaction(n, f, 0, steering(id, fair, before, during, after))
+			if clearErr != nil {
+				e.Reaction += "; restoring failed: " + clearErr.Error()
+			}
+		})
 	})
 	return nil
+}
+
+// minShareCalls is how many calls a window needs before a share measured in it means anything.
+const minShareCalls = 20
+
+// steering describes a slowed instance's measured share of its service's calls before, while and
+// after it was slow, and says the balancers steered around it only when they did: its share while
+// slow was at most half its share before (or, without enough calls before, half its fair share).
+func steering(id string, fair float64, before, during, after shareCount) string {
+	pct := func(c shareCount) string {
+		if v, ok := c.share(); ok && c.all >= minShareCalls {
+			return fmt.Sprintf("%.0f%% of %d", 100*v, c.all)
+		}
+		return fmt.Sprintf("n/a (%d calls)", c.all)
+	}
+	s := fmt.Sprintf("%s's share of pricing calls: %s in the %s before, %s while slow, %s in the %s after (fair share %.0f%%)",
+		id, pct(before), shareBefore, pct(during), pct(after), shareAfter, 100*fair)
+	cur, ok := during.share()
+	if !ok || during.all < minShareCalls {
+		return s + ": too few calls while slow to tell whether the balancers steered around it"
+	}
+	base, basis := fair, "its fair share"
+	if v, ok := before.share(); ok && before.all >= minShareCalls {
+		base, basis = v, "its share before"
+	}
+	if cur <= base/2 {
+		return s + ": the balancers steered around it"
+	}
+	return s + fmt.Sprintf(": the balancers did not steer around it (its share while slow was more than half %s)", basis)
 }
 
 // setFaults PUTs faults to an instance's /chaos, or DELETEs them when faults is empty.

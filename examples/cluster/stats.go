@@ -94,6 +94,7 @@ type second struct {
 	P50Ms    float64 `json:"p50_ms"`
 	P99Ms    float64 `json:"p99_ms"`
 	hist     histogram
+	served   map[string]int // responses per instance ("pricing-2") named in X-Served-By
 }
 
 // stats collects outcomes. It is safe for concurrent use.
@@ -206,6 +207,51 @@ func (s *stats) record(o outcome) {
 		sec.Retried++
 	}
 	sec.hist.add(o.latency)
+	for _, inst := range o.servedBy {
+		if sec.served == nil {
+			sec.served = map[string]int{}
+		}
+		sec.served[inst]++
+	}
+}
+
+// shareBetween returns how many of service's responses in the whole seconds within [from, to) came
+// from the instance id, and how many there were in all. Seconds that straddle from or to are left
+// out, so that a window measures only its own traffic.
+func (s *stats) shareBetween(service, id string, from, to time.Time) shareCount {
+	first := from.Unix()
+	if from.After(time.Unix(first, 0)) {
+		first++
+	}
+	last := to.Unix() - 1 // the second starting at to.Unix() is not before to
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var c shareCount
+	for _, sec := range s.seconds {
+		if sec.T < first || sec.T > last {
+			continue
+		}
+		for inst, n := range sec.served {
+			if serviceOf(inst) == service {
+				c.all += n
+				if inst == id {
+					c.mine += n
+				}
+			}
+		}
+	}
+	return c
+}
+
+// shareCount is one instance's responses among its service's, in a window.
+type shareCount struct{ mine, all int }
+
+// share is the instance's fraction of the service's responses; ok is false without any.
+func (c shareCount) share() (float64, bool) {
+	if c.all == 0 {
+		return 0, false
+	}
+	return float64(c.mine) / float64(c.all), true
 }
 
 func describe(o outcome) string {

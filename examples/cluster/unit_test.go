@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"math"
@@ -8,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -158,6 +161,73 @@ func TestStats(t *testing.T) {
 	}
 }
 
+func TestShareBetween(t *testing.T) {
+	base := time.Unix(1_700_000_000, 0)
+	s := newStats(base)
+	// Second 0: pricing-1 twice, pricing-2 once; second 1: pricing-2 three times; second 2: pricing-1.
+	for _, r := range []struct {
+		at   time.Duration
+		inst string
+	}{{0, "pricing-1"}, {100 * time.Millisecond, "pricing-1"}, {200 * time.Millisecond, "pricing-2"},
+		{time.Second, "pricing-2"}, {1500 * time.Millisecond, "pricing-2"}, {1900 * time.Millisecond, "pricing-2"},
+		{2 * time.Second, "pricing-1"}} {
+		s.record(outcome{at: base.Add(r.at), status: 200, attempts: 1, servedBy: []string{"gateway-1", r.inst}})
+	}
+	cases := []struct {
+		from, to time.Duration
+		id       string
+		want     shareCount
+	}{
+		{0, 3 * time.Second, "pricing-2", shareCount{4, 7}},
+		{0, time.Second, "pricing-1", shareCount{2, 3}},
+		{500 * time.Millisecond, 3 * time.Second, "pricing-2", shareCount{3, 4}},         // second 0 straddles from
+		{0, 1500 * time.Millisecond, "pricing-2", shareCount{1, 3}},                      // second 1 straddles to
+		{500 * time.Millisecond, 1500 * time.Millisecond, "pricing-2", shareCount{0, 0}}, // no whole second
+	}
+	for _, c := range cases {
+		if got := s.shareBetween("pricing", c.id, base.Add(c.from), base.Add(c.to)); got != c.want {
+			t.Errorf("shareBetween(%s, %v, %v) = %+v, want %+v", c.id, c.from, c.to, got, c.want)
+		}
+	}
+	if got := s.shareBetween("gateway", "gateway-1", base, base.Add(3*time.Second)); got != (shareCount{7, 7}) {
+		t.Errorf("gateway share %+v", got)
+	}
+}
+
+// TestSteeringSaysSoOnlyWhenTrue: the slow event's text reports the measured shares and claims the
+// balancers steered around the instance only when its share while slow at most halved.
+func TestSteeringSaysSoOnlyWhenTrue(t *testing.T) {
+	const fair = 1.0 / 3
+	cases := []struct {
+		name                  string
+		before, during, after shareCount
+		want                  string
+		claim                 bool
+	}{
+		{"steered", shareCount{100, 300}, shareCount{10, 300}, shareCount{90, 270}, "33% of 300 in the 5s before, 3% of 300 while slow, 33% of 270 in the 3s after", true},
+		{"not steered", shareCount{100, 300}, shareCount{90, 300}, shareCount{100, 300}, "30% of 300 while slow", false},
+		{"just over half", shareCount{100, 300}, shareCount{51, 300}, shareCount{}, "more than half its share before", false},
+		{"exactly half", shareCount{100, 300}, shareCount{50, 300}, shareCount{}, "17% of 300 while slow", true},
+		{"no calls before: fair share", shareCount{0, 0}, shareCount{10, 300}, shareCount{}, "n/a (0 calls) in the 5s before", true},
+		{"no calls before, not steered", shareCount{0, 5}, shareCount{100, 300}, shareCount{}, "more than half its fair share", false},
+		{"too few while slow", shareCount{100, 300}, shareCount{0, 10}, shareCount{}, "too few calls while slow", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := steering("pricing-2", fair, c.before, c.during, c.after)
+			if !strings.Contains(got, c.want) {
+				t.Errorf("%q\ndoes not contain %q", got, c.want)
+			}
+			if claim := strings.HasSuffix(got, ": the balancers steered around it"); claim != c.claim {
+				t.Errorf("claims steering = %v, want %v: %q", claim, c.claim, got)
+			}
+			if !strings.Contains(got, "fair share 33%") {
+				t.Errorf("no fair share: %q", got)
+			}
+		})
+	}
+}
+
 func TestServiceOf(t *testing.T) {
 	for in, want := range map[string]string{"pricing-2": "pricing", "gateway-12": "gateway", "x": "x", "a-b-3": "a-b"} {
 		if got := serviceOf(in); got != want {
@@ -205,13 +275,23 @@ func TestProxyOutage(t *testing.T) {
 	if err := get(); err != nil {
 		t.Fatalf("through the proxy: %v", err)
 	}
-	// A held connection is cut by the outage.
+	// A held connection is cut by the outage. One keep-alive exchange over it first: its answer is
+	// the signal that the proxy has dialled the backend and tracks the pair.
 	held, err := net.Dial("tcp", p.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	time.Sleep(50 * time.Millisecond) // let the proxy dial the backend and track the pair
+	_ = held.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(held, "GET / HTTP/1.1\r\nHost: backend\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(held), nil)
+	if err != nil || res.StatusCode != http.StatusOK || res.Close {
+		t.Fatalf("keep-alive exchange over the held connection: %v %v", res, err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	_ = res.Body.Close()
 	addr := p.Addr()
 	if err := p.SetDown(true); err != nil {
 		t.Fatal(err)
@@ -288,4 +368,46 @@ func Example() {
 	//      4.5s kill             SIGKILL pricing-2
 	//                            500 requests, 1 failed
 	// shutdown     12 instances stopped in 1.5s, 0 needed SIGKILL; every child reaped
+}
+
+func TestChromiumBinary(t *testing.T) {
+	onPath := func(names ...string) func(string) (string, error) {
+		return func(n string) (string, error) {
+			for _, m := range names {
+				if filepath.Base(n) == m {
+					if filepath.IsAbs(n) {
+						return n, nil
+					}
+					return "/opt/bin/" + n, nil
+				}
+			}
+			return "", exec.ErrNotFound
+		}
+	}
+	noEnv := func(string) string { return "" }
+	cases := []struct {
+		name   string
+		getenv func(string) string
+		look   func(string) (string, error)
+		want   string
+	}{
+		{"debian chromium", noEnv, onPath("chromium"), "/opt/bin/chromium"},
+		{"ubuntu chromium-browser", noEnv, onPath("chromium-browser"), "/opt/bin/chromium-browser"},
+		{"chrome", noEnv, onPath("google-chrome"), "/opt/bin/google-chrome"},
+		{"chromium first", noEnv, onPath("google-chrome", "chromium"), "/opt/bin/chromium"},
+		{"CHROMIUM wins", func(k string) string { return map[string]string{"CHROMIUM": "/x/headless_shell"}[k] },
+			onPath("chromium", "headless_shell"), "/x/headless_shell"},
+	}
+	for _, c := range cases {
+		got, err := chromiumBinary(c.getenv, c.look)
+		if err != nil || got != c.want {
+			t.Errorf("%s: %q, %v; want %q", c.name, got, err, c.want)
+		}
+	}
+	if _, err := chromiumBinary(noEnv, onPath()); err == nil || !strings.Contains(err.Error(), "install-chromium.sh") {
+		t.Errorf("nothing on PATH: %v", err)
+	}
+	if _, err := chromiumBinary(func(string) string { return "nope" }, onPath("chromium")); err == nil || !strings.Contains(err.Error(), "CHROMIUM") {
+		t.Errorf("CHROMIUM not found: %v", err)
+	}
 }
