@@ -123,9 +123,7 @@ func Load(spec any, opts ...Option) error {
 		}
 	}
 	validateTags(spec, fields, reads, failed, &errs)
-	if len(failed) == 0 {
-		validateMethods(spec, fields, reads, o.prefix, &errs)
-	}
+	validateMethods(spec, fields, reads, failed, o.prefix, &errs)
 	if len(errs.Problems) > 0 {
 		return &errs
 	}
@@ -362,10 +360,16 @@ func validateTags(spec any, fields []field, reads map[string]reading, failed map
 }
 
 // validateMethods calls Validate on nested structs first, then on the root.
-func validateMethods(spec any, fields []field, reads map[string]reading, prefix string, errs *Error) {
-	n := namer{keys: map[string]bool{}, hidden: map[string]bool{}, bare: map[string]string{}}
+//
+// They run even when some fields failed to decode or to pass their tags, so that a range check in
+// Validate is reported with the others at once; a failed field keeps its previous value, so a
+// problem that names a failed variable (as its Var or in its message) is dropped: it would judge a
+// value the user did not set.
+func validateMethods(spec any, fields []field, reads map[string]reading, failed map[string]bool, prefix string, errs *Error) {
+	n := namer{keys: map[string]bool{}, hidden: map[string]bool{}, bare: map[string]string{}, failed: map[string]bool{}}
 	for _, f := range fields {
 		n.keys[f.key] = true
+		n.failed[f.key] = failed[f.path]
 		n.hidden[f.key] = f.secret || reads[f.path].src == sourceFile
 		if prefix != "" {
 			if b, ok := strings.CutPrefix(f.key, strings.ToUpper(prefix)+"_"); ok {
@@ -404,6 +408,7 @@ type namer struct {
 	keys   map[string]bool   // every variable of the spec
 	hidden map[string]bool   // secret, or read from a file: the value is not shown
 	bare   map[string]string // name without the prefix -> full name, when Load has a prefix
+	failed map[string]bool   // variables that failed to decode or to pass their tags
 }
 
 func (n namer) add(err error, errs *Error) {
@@ -413,7 +418,7 @@ func (n namer) add(err error, errs *Error) {
 	var ce *Error
 	if errors.As(err, &ce) && ce != errs {
 		for _, p := range ce.Problems {
-			errs.add(n.fix(p))
+			n.keep(n.fix(p), errs)
 		}
 		return
 	}
@@ -425,10 +430,25 @@ func (n namer) add(err error, errs *Error) {
 	}
 	var p *Problem
 	if errors.As(err, &p) {
-		errs.add(n.fix(*p))
+		n.keep(n.fix(*p), errs)
 		return
 	}
-	errs.add(n.fix(n.parse(err.Error())))
+	n.keep(n.fix(n.parse(err.Error())), errs)
+}
+
+// keep adds p unless it names a variable that failed.
+func (n namer) keep(p Problem, errs *Error) {
+	names := []string{p.Var}
+	replaceNames(p.Err.Error(), func(w string) string {
+		names = append(names, w, n.bare[w])
+		return w
+	})
+	for _, name := range names {
+		if n.failed[name] {
+			return
+		}
+	}
+	errs.add(p)
 }
 
 // fix puts the prefix on a problem's variable and hides values that must not be shown.

@@ -244,3 +244,18 @@ func TestValidateErrorsGetTheFullName(t *testing.T) {
 		t.Errorf("problem 1:\n got %s\nwant %s", got, want)
 	}
 }
+
+// TestValidateRunsBesideDecodeErrors: a range check in Validate is reported with a decode error of
+// another variable, and a relation that names the variable that failed is not (it would judge a
+// value the user did not set).
+func TestValidateRunsBesideDecodeErrors(t *testing.T) {
+	var r retries
+	env := config.MapLookup(map[string]string{"CLIENT_PRICING_RETRIES": "-1", "CLIENT_PRICING_BREAKER_FAILURES": "abc",
+		"CLIENT_PRICING_BREAKER_WINDOW": "3"})
+	err := config.Load(&r, config.WithStrictPrefix("CLIENT_PRICING"), config.WithLookup(env))
+	var ce *config.Error
+	if !errors.As(err, &ce) || len(ce.Problems) != 2 || ce.Problems[0].Var != "CLIENT_PRICING_BREAKER_FAILURES" ||
+		ce.Problems[1].Var != "CLIENT_PRICING_RETRIES" {
+		t.Fatalf("want the decode error and RETRIES, got %v", err)
+	}
+}
