@@ -71,7 +71,9 @@ type dependency struct {
 // peak-EWMA by default, outlier ejection, instances with an open breaker skipped); the instance's
 // breaker; per-attempt timeout; bulkhead; deadline propagation; http.Transport. Settings come from
 // resilience.DefaultConfig, then WithResilience, then CLIENT_<NAME>_* variables (see
-// resilience.Config). A bad variable makes Run fail with a *config.Error.
+// resilience.Config). When Client is called before Run, a dependency that cannot work (a bad
+// variable, no DISCOVERY_STATIC_<SERVICE> list) makes Run fail before anything starts, with a
+// *config.Error listing every such problem; after Run started, calls through it fail instead.
 // Clients are cached by name; the first call fixes the options. The
 // balancer follows discovery from Run's start until the Service stops, after the public server has
 // drained, so that in-flight handlers can still call out.
@@ -90,12 +92,18 @@ func (s *Service) Client(service string, opts ...ClientOption) *http.Client {
 	}
 	d, err := s.newDependency(service, co)
 	if err != nil {
-		err = fmt.Errorf("chassis: client %q: %w", service, err)
-		var ce *config.Error
-		if errors.As(err, &ce) {
-			s.clientErrs = append(s.clientErrs, ce.Problems...) // fail Run: the environment is wrong
-		} else {
+		if s.running {
+			// Too late to stop the start: calls through this client fail with err.
+			err = fmt.Errorf("chassis: client %q: %w", service, err)
 			s.log.Error("client unusable", zap.String("service", service), zap.Error(err))
+		} else {
+			// Run fails before anything starts, with exit code 2 for configuration problems.
+			problems, fails := partitionProblems(err)
+			s.clientErrs = append(s.clientErrs, problems...)
+			for _, f := range fails {
+				s.clientFails = append(s.clientFails, fmt.Errorf("chassis: client %q: %w", service, f))
+			}
+			err = fmt.Errorf("chassis: client %q: %w", service, err)
 		}
 		d = &dependency{client: &http.Client{Transport: errTransport{err}}}
 	} else if s.clientsStarted {
@@ -117,7 +125,7 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 	}
 	if err := config.Load(&rc, config.WithStrictPrefix(ClientPrefix(service)), config.WithoutDefaults(),
 		config.WithLookup(s.opts.lookup)); err != nil {
-		return nil, err
+		return nil, errors.Join(err, s.probeResolver(service)) // every problem of the dependency at once
 	}
 	dep, err := resilience.NewDependency(service, rc,
 		resilience.WithMeterProvider(s.tel.MeterProvider()), resilience.WithTracerProvider(s.tel.TracerProvider()))
@@ -125,7 +133,7 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 		return nil, err
 	}
 	if s.opts.resolver == nil {
-		return nil, ErrNoResolver
+		return nil, noResolver(service)
 	}
 	w, release, err := s.opts.resolver(service)
 	if err != nil {
@@ -152,9 +160,6 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 func (s *Service) startClients(context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.clientErrs) > 0 {
-		return &config.Error{Problems: s.clientErrs}
-	}
 	s.clientsStarted = true
 	for name, d := range s.deps {
 		if d.bal == nil {

@@ -60,7 +60,7 @@ func (s *Service) setupDiscovery() error {
 	}
 	cfg, err := consul.ConfigFromEnv(s.opts.lookup)
 	if err != nil {
-		return &config.Error{Problems: []config.Problem{{Var: "CONSUL_*", Err: err}}}
+		return &config.Error{Problems: splitProblems(err)}
 	}
 	client, err := api.NewClient(cfg)
 	if err != nil {
@@ -103,10 +103,11 @@ func (s *Service) staticResolver(service string) (discovery.Watcher, func(), err
 	v, _ := s.opts.lookup(key)
 	insts, err := discovery.ParseStatic(v)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", key, err)
+		return nil, nil, &config.Error{Problems: []config.Problem{{Var: key, Value: v, HasValue: true, Err: err}}}
 	}
 	if len(insts) == 0 {
-		return nil, nil, fmt.Errorf("no instances for %q: set %s=host:port,... or DISCOVERY=consul", service, key)
+		return nil, nil, &config.Error{Problems: []config.Problem{{Var: key,
+			Err: fmt.Errorf("no instances for %q: set %s=host:port,... or DISCOVERY=consul", service, key)}}}
 	}
 	s.static.Store(service, len(insts))
 	return discovery.NewStatic(service, insts), nil, nil

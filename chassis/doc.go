@@ -11,8 +11,13 @@
 //
 // or Main, which does the same and also answers -help with the environment reference.
 //
-// New reads the environment (Settings and the service's own config struct, reporting every problem
-// at once), sets up logs, traces and metrics, the public and admin HTTP servers, health probes and
+// New reads the environment and reports every problem at once, whatever its group: Settings, the
+// service's own config structs, OTEL_*, CONSUL_* and the CLIENT_<NAME>_* and DISCOVERY_STATIC_<NAME>
+// variables present. Dependencies are declared with Client after New, so Run checks them before
+// anything starts: a declared dependency with a bad setting, no instance list, or a misspelt variable
+// (CLIENT_PRICNG_TIMEOUT while CLIENT_PRICING_TIMEOUT is unset) fails Run with one *config.Error
+// (exit code 2 through Exit), each problem once under its full name; other CLIENT_* and
+// DISCOVERY_STATIC_* variables that nothing reads are logged as a warning. New also sets up logs, traces and metrics, the public and admin HTTP servers, health probes and
 // the lifecycle. Run starts everything in order — telemetry, admin server, the service's start hooks,
 // public server, startup checks, readiness, registration — and on SIGINT/SIGTERM or ctx cancellation
 // stops it in reverse: readiness reports draining, the instance is deregistered, the server keeps

@@ -34,7 +34,9 @@ type Option func(*options)
 
 type options struct {
 	lookup         config.Lookup
-	readFile       func(string) ([]byte, error)
+	lookupSet      bool
+	environ        func() []string
+	environSet     bool
 	userConfig     []any
 	signals        bool
 	version        string
@@ -56,8 +58,11 @@ func WithConfig(spec any) Option {
 }
 
 // WithEnv reads the environment through lookup instead of os.LookupEnv, so that tests can run several
-// services with different settings in one process.
-func WithEnv(lookup config.Lookup) Option { return func(o *options) { o.lookup = lookup } }
+// services with different settings in one process. Add WithEnviron to keep the checks that list the
+// environment (CLIENT_<NAME>_*, DISCOVERY_STATIC_<NAME>).
+func WithEnv(lookup config.Lookup) Option {
+	return func(o *options) { o.lookup, o.lookupSet = lookup, true }
+}
 
 // WithVersion sets the version reported in telemetry and /debug/info when SERVICE_VERSION is unset.
 // Without it the main module's version from the build info is used.
@@ -125,25 +130,32 @@ type Service struct {
 	adminRoutes []adminRoute
 	consul      *api.Client
 
-	shedder    *guard.Shedder   // nil when SHED_ENABLED=false
-	bodies     *guard.BodyGate  // nil when HTTP_BODY_BUFFER_BYTES=0
-	limiter    *guard.Limiter   // nil until RATE_LIMIT_RPS is set
-	verifier   *auth.Verifier   // nil unless AUTH_JWKS_URL or AUTH_JWKS_FILE is set
-	jwks       *auth.JWKS       // refreshed in the background while running
-	tlsConf    *auth.Reloader   // nil unless TLS_CERT_FILE is set
-	clientErrs []config.Problem // bad CLIENT_<NAME>_* variables, reported by Run
+	shedder  *guard.Shedder  // nil when SHED_ENABLED=false
+	bodies   *guard.BodyGate // nil when HTTP_BODY_BUFFER_BYTES=0
+	limiter  *guard.Limiter  // nil until RATE_LIMIT_RPS is set
+	verifier *auth.Verifier  // nil unless AUTH_JWKS_URL or AUTH_JWKS_FILE is set
+	jwks     *auth.JWKS      // refreshed in the background while running
+	tlsConf  *auth.Reloader  // nil unless TLS_CERT_FILE is set
+
+	scan        *envScan         // the CLIENT_* and DISCOVERY_STATIC_* variables New found
+	clientErrs  []config.Problem // configuration problems of clients declared before Run, reported by Run
+	clientFails []error          // other failures of clients declared before Run, reported by Run
 }
 
 // New reads the environment and builds a Service. A *config.Error lists every bad or missing
-// variable of the chassis settings and of the WithConfig structs; pass it to Exit for exit code 2.
+// variable, whatever its group: the chassis settings, the WithConfig structs, OTEL_*, CONSUL_* (with
+// consul discovery) and, when another problem fails New, the CLIENT_<NAME>_* and
+// DISCOVERY_STATIC_<NAME> variables present; pass it to Exit for exit code 2. Problems of
+// dependencies alone are reported by Run, which knows which dependencies Client declared.
 func New(name string, opts ...Option) (*Service, error) {
-	o := options{lookup: os.LookupEnv, readFile: os.ReadFile, signals: true, forceExit: os.Exit, logOutput: os.Stdout}
+	o := options{lookup: os.LookupEnv, signals: true, forceExit: os.Exit, logOutput: os.Stdout}
 	for _, opt := range opts {
 		opt(&o)
 	}
+	o.environ = defaultEnviron(&o)
 	s := &Service{name: name, opts: o, started: time.Now(), ready: make(chan struct{}), userCfg: o.userConfig,
 		deps: map[string]*dependency{}}
-	if err := s.loadConfig(); err != nil {
+	if err := s.checkEnvironment(); err != nil {
 		return nil, err
 	}
 	if s.settings.Name != "" {
@@ -195,9 +207,10 @@ func New(name string, opts ...Option) (*Service, error) {
 	return s, nil
 }
 
-func (s *Service) loadConfig() error {
-	copts := []config.Option{config.WithLookup(s.opts.lookup), config.WithReadFile(s.opts.readFile)}
-	var all config.Error
+// loadConfig loads the chassis settings and the WithConfig structs, adding their problems to all.
+// The error is for anything else (a spec that is not a pointer to a struct).
+func (s *Service) loadConfig(all *config.Error) error {
+	copts := []config.Option{config.WithLookup(s.opts.lookup)}
 	collect := func(err error) error {
 		var ce *config.Error
 		if errors.As(err, &ce) {
@@ -213,9 +226,6 @@ func (s *Service) loadConfig() error {
 		if err := collect(config.Load(spec, copts...)); err != nil {
 			return fmt.Errorf("chassis: WithConfig: %w", err)
 		}
-	}
-	if len(all.Problems) > 0 {
-		return &all
 	}
 	return nil
 }
@@ -311,7 +321,14 @@ func (s *Service) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	s.running = true
+	err := s.runProblems()
 	s.mu.Unlock()
+	if err != nil {
+		// Nothing started: free what New built. The error is not logged here; Exit (or Main)
+		// prints it, once.
+		s.release(ctx)
+		return err
+	}
 
 	s.public = s.newPublicServer()
 	s.admin = s.newAdminServer()
@@ -415,7 +432,7 @@ func (s *Service) Run(ctx context.Context) error {
 			},
 		},
 	)
-	err := s.group.Run(ctx)
+	err = s.group.Run(ctx)
 	if err != nil {
 		s.log.Error("stopped with error", zap.Error(err))
 	} else {
@@ -514,23 +531,11 @@ func instanceID() string {
 }
 
 // telemetryError turns bad OTEL_* variables into a *config.Error, so that they exit with code 2 like
-// every other configuration problem.
+// every other configuration problem. (New checks them before, with the other groups; this catches
+// what only telemetry.New finds.)
 func telemetryError(err error) error {
-	var ce config.Error
-	var walk func(error)
-	walk = func(e error) {
-		var ee *telemetry.EnvError
-		if j, ok := e.(interface{ Unwrap() []error }); ok {
-			for _, x := range j.Unwrap() {
-				walk(x)
-			}
-		} else if errors.As(e, &ee) {
-			ce.Problems = append(ce.Problems, config.Problem{Var: ee.Key, Value: ee.Value, HasValue: true, Err: errors.New(ee.Reason)})
-		}
-	}
-	walk(err)
-	if len(ce.Problems) > 0 {
-		return &ce
+	if p := envProblems(err); len(p) > 0 {
+		return &config.Error{Problems: p}
 	}
 	return fmt.Errorf("chassis: telemetry: %w", err)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -58,13 +59,16 @@ func WithoutDefaults() Option { return func(o *options) { o.noDefaults = true } 
 // WithLookup reads variables through l instead of os.LookupEnv.
 func WithLookup(l Lookup) Option { return func(o *options) { o.lookup = l } }
 
-// WithReadFile replaces os.ReadFile for NAME_FILE variables (tests).
+// WithReadFile replaces the reader of NAME_FILE variables (tests). The default is ReadFileBounded
+// with MaxFileSize.
 func WithReadFile(f func(name string) ([]byte, error)) Option {
 	return func(o *options) { o.readFile = f }
 }
 
+func readFileDefault(name string) ([]byte, error) { return ReadFileBounded(name, MaxFileSize) }
+
 func newOptions(opts []Option) options {
-	o := options{lookup: os.LookupEnv, readFile: os.ReadFile}
+	o := options{lookup: os.LookupEnv, readFile: readFileDefault}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -85,6 +89,9 @@ var ErrInvalidSpec = errors.New("config: specification must be a non-nil pointer
 // Every problem is collected: the returned error is a *Error that lists all of them. Fields of spec
 // whose variable is unset keep their default tag value or, without a default, their current value, so
 // a caller may pre-fill spec with defaults computed in code. An empty value counts as unset.
+//
+// A value read from a NAME_FILE variable is never shown in a problem: the problem names NAME_FILE
+// and the file's path instead, so that pointing a setting at the wrong file cannot print it.
 func Load(spec any, opts ...Option) error {
 	o := newOptions(opts)
 	fields, err := walk(spec, o.prefix)
@@ -93,31 +100,30 @@ func Load(spec any, opts ...Option) error {
 	}
 	var errs Error
 	failed := map[string]bool{}
-	raws := map[string]string{}
+	reads := map[string]reading{}
 	for _, f := range fields {
-		raw, src, err := o.value(f)
+		r, err := o.value(f)
 		if err != nil {
-			errs.add(Problem{Var: f.key, Want: f.want(), Err: err})
+			errs.add(Problem{Var: r.name, Value: r.path, HasValue: r.path != "", Want: f.want(), Err: err})
 			failed[f.path] = true
 			continue
 		}
-		if src == sourceUnset {
+		if r.src == sourceUnset {
 			if f.required {
 				errs.add(Problem{Var: f.key, Want: f.want(), Err: errRequired})
 				failed[f.path] = true
 			}
 			continue
 		}
-		raws[f.path] = raw
-		if err := decode(raw, f.value); err != nil {
-			errs.add(Problem{Var: f.key, Value: f.show(raw), HasValue: true, Want: f.want(), Err: err})
+		reads[f.path] = r
+		quiet := f.secret || r.src == sourceFile
+		if err := decodeValue(r.raw, f.value, quiet); err != nil {
+			errs.add(f.problem(r, err))
 			failed[f.path] = true
 		}
 	}
-	validateTags(spec, fields, raws, failed, &errs)
-	if len(failed) == 0 {
-		validateMethods(spec, fields, &errs)
-	}
+	validateTags(spec, fields, reads, failed, &errs)
+	validateMethods(spec, fields, reads, failed, o.prefix, &errs)
 	if len(errs.Problems) > 0 {
 		return &errs
 	}
@@ -135,8 +141,16 @@ const (
 	sourceFile
 )
 
+// reading is where a field's raw text came from.
+type reading struct {
+	raw  string
+	src  source
+	name string // the variable read: the field's key, its alt, or either with _FILE
+	path string // the file, for sourceFile
+}
+
 // value returns the raw text for a field and where it came from.
-func (o options) value(f field) (string, source, error) {
+func (o options) value(f field) (reading, error) {
 	key, v, ok := f.key, "", false
 	if v, ok = o.lookup(f.key); !ok || v == "" {
 		if f.alt != "" && f.alt != f.key && !o.strict {
@@ -150,20 +164,34 @@ func (o options) value(f field) (string, source, error) {
 	hasFile = hasFile && path != ""
 	switch {
 	case ok && v != "" && hasFile:
-		return "", sourceUnset, fmt.Errorf("both %s and %s are set; set only one", key, fileVar)
+		return reading{name: key}, fmt.Errorf("both %s and %s are set; set only one", key, fileVar)
 	case ok && v != "":
-		return v, sourceEnv, nil
+		return reading{raw: v, src: sourceEnv, name: key}, nil
 	case hasFile:
 		b, err := o.readFile(path)
 		if err != nil {
-			return "", sourceUnset, fmt.Errorf("reading %s=%q: %w", fileVar, path, err)
+			return reading{name: fileVar, path: path}, fmt.Errorf("reading the file: %w", err)
 		}
-		return strings.TrimRight(string(b), "\r\n"), sourceFile, nil
+		return reading{raw: strings.TrimRight(string(b), "\r\n"), src: sourceFile, name: fileVar, path: path}, nil
 	case f.hasDefault && !o.noDefaults:
-		return f.def, sourceDefault, nil
+		return reading{raw: f.def, src: sourceDefault, name: f.key}, nil
 	}
-	return "", sourceUnset, nil
+	return reading{name: f.key}, nil
 }
+
+// problem reports a bad value of f. A value from a file is shown by its path, never its content.
+func (f field) problem(r reading, err error) Problem {
+	if r.src == sourceFile {
+		return Problem{Var: r.name, Value: r.path, HasValue: true, Want: f.want(), Err: fileContentError{err}}
+	}
+	return Problem{Var: f.key, Value: f.show(r.raw), HasValue: true, Want: f.want(), Err: err}
+}
+
+// fileContentError marks a problem with what a NAME_FILE file holds.
+type fileContentError struct{ err error }
+
+func (e fileContentError) Error() string { return "file content: " + e.err.Error() }
+func (e fileContentError) Unwrap() error { return e.err }
 
 // field is one leaf variable of a spec.
 type field struct {
@@ -294,7 +322,7 @@ var validate = sync.OnceValue(func() *validator.Validate {
 })
 
 // validateTags runs `validate` tags. Fields that already failed to decode are not reported twice.
-func validateTags(spec any, fields []field, raws map[string]string, failed map[string]bool, errs *Error) {
+func validateTags(spec any, fields []field, reads map[string]reading, failed map[string]bool, errs *Error) {
 	byPath := map[string]field{}
 	any := false
 	for _, f := range fields {
@@ -322,19 +350,32 @@ func validateTags(spec any, fields []field, raws map[string]string, failed map[s
 			continue
 		}
 		failed[f.path] = true
-		p := Problem{Var: f.key, Want: f.want(), Err: errors.New(ruleText(fe))}
-		if raw, ok := raws[f.path]; ok {
-			p.Value, p.HasValue = f.show(raw), true
+		rule := errors.New(ruleText(fe))
+		if r, ok := reads[f.path]; ok {
+			errs.add(f.problem(r, rule))
+		} else {
+			errs.add(Problem{Var: f.key, Want: f.want(), Err: rule})
 		}
-		errs.add(p)
 	}
 }
 
 // validateMethods calls Validate on nested structs first, then on the root.
-func validateMethods(spec any, fields []field, errs *Error) {
-	secrets := map[string]bool{}
+//
+// They run even when some fields failed to decode or to pass their tags, so that a range check in
+// Validate is reported with the others at once; a failed field keeps its previous value, so a
+// problem that names a failed variable (as its Var or in its message) is dropped: it would judge a
+// value the user did not set.
+func validateMethods(spec any, fields []field, reads map[string]reading, failed map[string]bool, prefix string, errs *Error) {
+	n := namer{keys: map[string]bool{}, hidden: map[string]bool{}, bare: map[string]string{}, failed: map[string]bool{}}
 	for _, f := range fields {
-		secrets[f.key] = f.secret
+		n.keys[f.key] = true
+		n.failed[f.key] = failed[f.path]
+		n.hidden[f.key] = f.secret || reads[f.path].src == sourceFile
+		if prefix != "" {
+			if b, ok := strings.CutPrefix(f.key, strings.ToUpper(prefix)+"_"); ok {
+				n.bare[b] = f.key
+			}
+		}
 	}
 	var visit func(v reflect.Value)
 	visit = func(v reflect.Value) {
@@ -356,42 +397,113 @@ func validateMethods(spec any, fields []field, errs *Error) {
 			return
 		}
 		if val, ok := v.Addr().Interface().(Validator); ok {
-			addValidationError(val.Validate(), secrets, errs)
+			n.add(val.Validate(), errs)
 		}
 	}
 	visit(reflect.ValueOf(spec))
 }
 
-func addValidationError(err error, secrets map[string]bool, errs *Error) {
+// namer turns the errors of Validate methods into problems under the variables' full names.
+type namer struct {
+	keys   map[string]bool   // every variable of the spec
+	hidden map[string]bool   // secret, or read from a file: the value is not shown
+	bare   map[string]string // name without the prefix -> full name, when Load has a prefix
+	failed map[string]bool   // variables that failed to decode or to pass their tags
+}
+
+func (n namer) add(err error, errs *Error) {
 	if err == nil {
 		return
 	}
 	var ce *Error
 	if errors.As(err, &ce) && ce != errs {
 		for _, p := range ce.Problems {
-			if secrets[p.Var] && p.HasValue {
-				p.Value = redacted
-			}
-			errs.add(p)
+			n.keep(n.fix(p), errs)
 		}
 		return
 	}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		for _, e := range j.Unwrap() {
-			addValidationError(e, secrets, errs)
+			n.add(e, errs)
 		}
 		return
 	}
 	var p *Problem
 	if errors.As(err, &p) {
-		q := *p
-		if secrets[q.Var] && q.HasValue {
-			q.Value = redacted
-		}
-		errs.add(q)
+		n.keep(n.fix(*p), errs)
 		return
 	}
-	errs.add(Problem{Err: err})
+	n.keep(n.fix(n.parse(err.Error())), errs)
+}
+
+// keep adds p unless it names a variable that failed.
+func (n namer) keep(p Problem, errs *Error) {
+	names := []string{p.Var}
+	replaceNames(p.Err.Error(), func(w string) string {
+		names = append(names, w, n.bare[w])
+		return w
+	})
+	for _, name := range names {
+		if n.failed[name] {
+			return
+		}
+	}
+	errs.add(p)
+}
+
+// fix puts the prefix on a problem's variable and hides values that must not be shown.
+func (n namer) fix(p Problem) Problem {
+	if full, ok := n.bare[p.Var]; ok && !n.keys[p.Var] {
+		p.Var = full
+	}
+	if n.hidden[p.Var] && p.HasValue {
+		p.Value = redacted
+	}
+	return p
+}
+
+// parse reads a plain error of a Validate method. Such errors name variables without the prefix
+// that Load was given (a struct does not know it: resilience.Config says "RETRIES=-1: must be 0 or
+// more", read as CLIENT_PRICING_RETRIES): every such name is replaced by the full one, and a message
+// of the form NAME=VALUE: REASON becomes a problem of that variable.
+func (n namer) parse(msg string) Problem {
+	if len(n.bare) > 0 {
+		msg = replaceNames(msg, func(w string) string {
+			if full, ok := n.bare[w]; ok && !n.keys[w] {
+				return full
+			}
+			return w
+		})
+	}
+	if name, rest, ok := strings.Cut(msg, "="); ok && n.keys[name] {
+		if val, reason, ok := strings.Cut(rest, ": "); ok && reason != "" && !strings.ContainsAny(val, "=,") {
+			if uq, err := strconv.Unquote(val); err == nil {
+				val = uq
+			}
+			return Problem{Var: name, Value: val, HasValue: true, Err: plainError(reason)}
+		}
+	}
+	return Problem{Err: plainError(msg)}
+}
+
+// replaceNames applies f to every maximal run of upper-case letters, digits and underscores in s.
+func replaceNames(s string, f func(string) string) string {
+	isName := func(c byte) bool { return c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' }
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		if !isName(s[i]) {
+			b.WriteByte(s[i])
+			i++
+			continue
+		}
+		j := i
+		for j < len(s) && isName(s[j]) {
+			j++
+		}
+		b.WriteString(f(s[i:j]))
+		i = j
+	}
+	return b.String()
 }
 
 func ruleText(fe validator.FieldError) string {

@@ -132,7 +132,7 @@ func TestFileVariables(t *testing.T) {
 		t.Fatalf("want conflict error, got %v", err)
 	}
 	_, err = load(t, map[string]string{"DB_URL": "http://x", "DB_PASSWORD_FILE": filepath.Join(dir, "missing")})
-	if err == nil || !strings.Contains(err.Error(), "reading DB_PASSWORD_FILE") || !errors.Is(err, os.ErrNotExist) {
+	if err == nil || !strings.Contains(err.Error(), "DB_PASSWORD_FILE=") || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("want read error, got %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"reflect"
 	"slices"
@@ -44,8 +45,44 @@ func decodable(v reflect.Value) bool {
 	return false
 }
 
+// decodeValue sets v from s. When quiet, no part of s appears in the error: secrets and values read
+// from files are reported by what was expected, not by what was found.
+func decodeValue(s string, v reflect.Value, quiet bool) error {
+	err := decode(s, v)
+	if err == nil || !quiet {
+		return err
+	}
+	var de decodeError
+	if errors.As(err, &de) {
+		return de // fixed text, nothing from s
+	}
+	return errors.New("cannot be decoded (the value is not shown)")
+}
+
+// decodeError is an error whose text holds nothing of the decoded value.
+type decodeError string
+
+func (e decodeError) Error() string { return string(e) }
+
+const (
+	errNotInteger  = decodeError("not an integer")
+	errNotUint     = decodeError("not a non-negative integer")
+	errNotDecimal  = decodeError("not a decimal integer (0x, 0o, 0b and _ are not accepted)")
+	errLeadingZero = decodeError("not an integer: a leading zero is ambiguous (010 is octal 8 to some readers); write the number without it")
+	errNotNumber   = decodeError("not a number (decimal, like 0.5, 10 or 1e-3; not NaN or Inf)")
+	errNumberRange = decodeError("out of range for a number of this size")
+	errIntRange    = decodeError("out of range for an integer of this size")
+	errNotDuration = decodeError("not a duration (use a number with a unit: 250ms, 30s, 5m)")
+	errNotBool     = decodeError("not a boolean (use true or false)")
+)
+
 // decode sets v from s. The order of preference is envconfig's: Decoder, Setter, TextUnmarshaler,
 // BinaryUnmarshaler, then the kind of the value.
+//
+// Numbers are stricter than strconv's defaults, which envconfig uses: integers are decimal digits
+// with an optional sign (no 0x, 0o, 0b, _ or leading zero, which base 0 would read as octal), and
+// floats are decimal and finite (no NaN, Inf, hexadecimal or _). A non-zero float so small that it
+// rounds to zero is out of range, not zero.
 func decode(s string, v reflect.Value) error {
 	if v.Kind() == reflect.Pointer {
 		if v.IsNil() {
@@ -74,7 +111,7 @@ func decode(s string, v reflect.Value) error {
 	if v.Type() == durationType {
 		d, err := time.ParseDuration(s)
 		if err != nil {
-			return errors.New("not a duration (use a number with a unit: 250ms, 30s, 5m)")
+			return errNotDuration
 		}
 		v.SetInt(int64(d))
 		return nil
@@ -85,25 +122,31 @@ func decode(s string, v reflect.Value) error {
 	case reflect.Bool:
 		b, err := strconv.ParseBool(s)
 		if err != nil {
-			return errors.New("not a boolean (use true or false)")
+			return errNotBool
 		}
 		v.SetBool(b)
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		n, err := strconv.ParseInt(s, 0, v.Type().Bits())
+		if err := checkDecimal(s, true); err != nil {
+			return err
+		}
+		n, err := strconv.ParseInt(s, 10, v.Type().Bits())
 		if err != nil {
-			return numError(err, "an integer")
+			return errIntRange
 		}
 		v.SetInt(n)
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		n, err := strconv.ParseUint(s, 0, v.Type().Bits())
+		if err := checkDecimal(s, false); err != nil {
+			return err
+		}
+		n, err := strconv.ParseUint(s, 10, v.Type().Bits())
 		if err != nil {
-			return numError(err, "a non-negative integer")
+			return errIntRange
 		}
 		v.SetUint(n)
 	case reflect.Float32, reflect.Float64:
-		f, err := strconv.ParseFloat(s, v.Type().Bits())
+		f, err := parseFloat(s, v.Type().Bits())
 		if err != nil {
-			return numError(err, "a number")
+			return err
 		}
 		v.SetFloat(f)
 	case reflect.Slice:
@@ -116,12 +159,61 @@ func decode(s string, v reflect.Value) error {
 	return nil
 }
 
-func numError(err error, what string) error {
-	if errors.Is(err, strconv.ErrRange) {
-		return fmt.Errorf("out of range for %s of this size", what)
+// checkDecimal accepts an optional sign (when signed), then decimal digits with no leading zero. It
+// refuses what strconv's base 0, which envconfig uses, reads differently from what most people mean:
+// 0x50, 0o17, 0b1, 1_000 and 010 (octal 8).
+func checkDecimal(s string, signed bool) error {
+	bad := errNotInteger
+	if !signed {
+		bad = errNotUint
 	}
-	return fmt.Errorf("not %s", what)
+	d := s
+	if d != "" && (d[0] == '+' || d[0] == '-') {
+		if !signed {
+			return bad
+		}
+		d = d[1:]
+	}
+	if d == "" || strings.IndexFunc(d, func(r rune) bool { return !isDigit(r) }) >= 0 {
+		if l := strings.ToLower(d); strings.Contains(l, "_") || len(l) > 2 && l[0] == '0' && strings.ContainsRune("xob", rune(l[1])) {
+			return errNotDecimal
+		}
+		return bad
+	}
+	if len(d) > 1 && d[0] == '0' {
+		return errLeadingZero
+	}
+	return nil
 }
+
+// parseFloat reads a finite decimal number that fits in bits (32 or 64): digits with an optional
+// sign, point and exponent (0.5, -3, 1e-3). It refuses NaN, Inf, hexadecimal floats and
+// underscores, which strconv.ParseFloat accepts, and a non-zero value too small to represent
+// (1e-400), which strconv.ParseFloat rounds to zero. Errors hold nothing of s.
+func parseFloat(s string, bits int) (float64, error) {
+	if s == "" || strings.Trim(s, "0123456789+-.eE") != "" || strings.IndexFunc(s, isDigit) < 0 {
+		return 0, errNotNumber
+	}
+	f, err := strconv.ParseFloat(s, bits)
+	if err != nil {
+		if errors.Is(err, strconv.ErrRange) {
+			return 0, errNumberRange
+		}
+		return 0, errNotNumber
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, errNotNumber
+	}
+	if f == 0 {
+		mant, _, _ := strings.Cut(strings.ToLower(s), "e")
+		if strings.ContainsAny(mant, "123456789") {
+			return 0, errNumberRange
+		}
+	}
+	return f, nil
+}
+
+func isDigit(r rune) bool { return r >= '0' && r <= '9' }
 
 func decodeURL(s string, v reflect.Value) error {
 	u, err := url.Parse(s)

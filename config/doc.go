@@ -18,7 +18,17 @@
 //     secret) and what was expected, instead of stopping at the first;
 //   - validates with `validate` tags (go-playground/validator syntax) and an optional Validate() error
 //     method on the struct or any nested struct;
-//   - reads NAME_FILE when NAME is unset, for secrets mounted as files;
+//   - reads NAME_FILE when NAME is unset, for secrets mounted as files: regular files only (not
+//     /dev/zero, a FIFO or a directory), at most MaxFileSize bytes, within FileReadTimeout
+//     (ReadFileBounded, which other packages may use for their own files); a problem with such a
+//     value names NAME_FILE and the path, never the file's content;
+//   - decodes numbers strictly: integers are decimal (0x50, 0o17, 8_080 and the octal-looking 010
+//     are refused, not read in another base) and overflow is an error; floats are finite and
+//     decimal (NaN, Inf and hexadecimal floats are refused, and so is 1e-400, which would round to 0);
+//   - runs Validate methods even when other variables failed, so that their range checks are reported
+//     in the same error, and puts the prefix on the names in their plain errors (a struct loaded
+//     WithStrictPrefix("CLIENT_PRICING") that says "RETRIES=-1: must be 0 or more" is reported as
+//     CLIENT_PRICING_RETRIES);
 //   - reads from an injectable Lookup, so several services can load different environments in one
 //     process (tests) without touching os.Environ.
 //

@@ -115,8 +115,8 @@ func Dump(spec any, opts ...Option) ([]Setting, error) {
 		if f.secret && s.Value != "" {
 			s.Value = redacted
 		}
-		_, src, _ := o.value(f)
-		switch src {
+		r, _ := o.value(f)
+		switch r.src {
 		case sourceEnv:
 			s.Source = "env"
 		case sourceFile:

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -66,17 +65,17 @@ func ParseByteSize(s string) (ByteSize, error) {
 			break
 		}
 	}
-	errSize := errors.New("not a byte size (use a number with an optional unit: 512, 64KiB, 10MB)")
-	if t == "" {
+	const errSize = decodeError("not a byte size (use a decimal number with an optional unit: 512, 64KiB, 10MB)")
+	if t == "" || strings.Trim(t, "0123456789+-.e") != "" {
 		return 0, errSize
 	}
 	if n, err := strconv.ParseInt(t, 10, 64); err == nil {
 		if n < 0 {
-			return 0, errors.New("negative byte size")
+			return 0, decodeError("negative byte size")
 		}
 		f := float64(n) * mult
 		if f > math.MaxInt64 {
-			return 0, errors.New("byte size out of range")
+			return 0, decodeError("byte size out of range")
 		}
 		return ByteSize(n * int64(mult)), nil
 	}
@@ -85,11 +84,11 @@ func ParseByteSize(s string) (ByteSize, error) {
 		return 0, errSize
 	}
 	if f < 0 {
-		return 0, errors.New("negative byte size")
+		return 0, decodeError("negative byte size")
 	}
 	f *= mult
 	if f >= math.MaxInt64 {
-		return 0, errors.New("byte size out of range")
+		return 0, decodeError("byte size out of range")
 	}
 	return ByteSize(f), nil
 }

@@ -126,8 +126,8 @@ func (c ShedConfig) NewShedder(opts ...Option) *Shedder {
 // limit keyed by client address is only right once TRUSTED_PROXIES names the load balancers in
 // front of the service (otherwise every caller shares the balancer's address).
 type RateLimitConfig struct {
-	RPS            float64    `envconfig:"RATE_LIMIT_RPS" default:"0" desc:"requests per second allowed to each caller (0: no default limit)"`
-	Burst          int        `envconfig:"RATE_LIMIT_BURST" default:"0" desc:"bucket size: requests a caller may send at once (0: one second's worth)"`
+	RPS            float64    `envconfig:"RATE_LIMIT_RPS" default:"0" validate:"omitempty,gte=0.001,lte=1000000000" desc:"requests per second allowed to each caller (0: no default limit)"`
+	Burst          int        `envconfig:"RATE_LIMIT_BURST" default:"0" validate:"gte=0,lte=1000000" desc:"bucket size: requests a caller may send at once (0: one second's worth)"`
 	Routes         RouteRates `envconfig:"RATE_LIMIT_ROUTES" desc:"per-route limits: PATTERN=RPS[:BURST] or PATTERN=off, separated by ';' (for example POST /orders=10:20)"`
 	KeyHeader      string     `envconfig:"RATE_LIMIT_KEY_HEADER" desc:"header naming the caller (for example X-API-Key), tried after the authenticated subject; only for headers verified upstream"`
 	TrustedProxies Prefixes   `envconfig:"TRUSTED_PROXIES" desc:"comma-separated networks of proxies whose Forwarded/X-Forwarded-For headers are believed"`

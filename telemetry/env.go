@@ -198,6 +198,15 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// CheckEnv reports every bad OTEL_* variable that New would refuse, without building anything: the
+// errors are *EnvError values joined with errors.Join (nil when all are valid). lookup is
+// os.LookupEnv when nil. chassis.New uses it to list OTEL_* problems with every other configuration
+// problem at once.
+func CheckEnv(lookup func(string) (string, bool)) error {
+	_, err := readEnv(lookup)
+	return err
+}
+
 // readEnv resolves every OTEL_* variable Chassis honours. Variables the SDK or the exporters would
 // otherwise read from the process environment are all resolved here and passed to them as options,
 // so lookup is the only source.
@@ -242,7 +251,7 @@ func readEnv(lookup func(string) (string, bool)) (envConfig, error) {
 	c.samplerArg = 1
 	if v, ok := r.get("OTEL_TRACES_SAMPLER_ARG"); ok && strings.HasSuffix(c.sampler, "traceidratio") {
 		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f < 0 || f > 1 {
+		if err != nil || !(f >= 0 && f <= 1) { // NaN fails both comparisons
 			r.bad("OTEL_TRACES_SAMPLER_ARG", v, "a sampling probability between 0 and 1")
 		} else {
 			c.samplerArg = f

@@ -207,3 +207,18 @@ func FuzzSplitHostPort(f *testing.F) {
 		}
 	})
 }
+
+// TestSamplerArgRefusesNaN: NaN compares false with everything, so a range check written as
+// "f < 0 || f > 1" let it through as the sampling probability.
+func TestSamplerArgRefusesNaN(t *testing.T) {
+	for _, v := range []string{"NaN", "nan", "-NaN", "Inf", "-1", "1.5"} {
+		err := CheckEnv(lookup("OTEL_TRACES_SAMPLER", "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG", v))
+		var ee *EnvError
+		if !errors.As(err, &ee) || ee.Key != "OTEL_TRACES_SAMPLER_ARG" {
+			t.Errorf("OTEL_TRACES_SAMPLER_ARG=%s: got %v", v, err)
+		}
+	}
+	if err := CheckEnv(lookup("OTEL_TRACES_SAMPLER", "traceidratio", "OTEL_TRACES_SAMPLER_ARG", "0.1")); err != nil {
+		t.Fatal(err)
+	}
+}
