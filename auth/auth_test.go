@@ -2,13 +2,13 @@ package auth_test
 
 import (
 	"context"
-	"errors"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -172,6 +172,12 @@ func TestForgedTokensAreRejected(t *testing.T) {
 		{"tampered payload", tampered, "bad signature"},
 		{"unknown kid", sign(t, jwt.SigningMethodRS256, "nope", rogue, claims(now, nil)), "unknown signing key"},
 		{"garbage", "not.a.token", "malformed token"},
+		{"unknown critical extension", signWith(t, key, func(tok *jwt.Token) {
+			tok.Header["crit"] = []string{"https://ext.example/nonce"}
+			tok.Header["https://ext.example/nonce"] = "x"
+		}, claims(now, nil)), "unsupported critical header"},
+		{"crit naming a standard claim", signWith(t, key, func(tok *jwt.Token) { tok.Header["crit"] = []string{"exp"} }, claims(now, nil)), "unsupported critical header"},
+		{"over 16 KiB", sign(t, jwt.SigningMethodRS256, "k1", key, claims(now, func(c jwt.MapClaims) { c["pad"] = strings.Repeat("a", auth.MaxTokenBytes) })), "token too large"},
 	}
 	for _, f := range forged {
 		t.Run(f.name, func(t *testing.T) {
@@ -250,6 +256,19 @@ func TestForgedTokensAreRejected(t *testing.T) {
 			t.Fatalf("%d %q", rec.Code, rec.Header().Get("WWW-Authenticate"))
 		}
 	})
+}
+
+// signWith signs an RS256 token with kid k1 after mod has changed its header.
+func signWith(t testing.TB, key *rsa.PrivateKey, mod func(*jwt.Token), c jwt.MapClaims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, c)
+	tok.Header["kid"] = "k1"
+	mod(tok)
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func withKid(rest, kid string) string {
