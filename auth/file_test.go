@@ -55,7 +55,10 @@ func TestUnsafeFilesAreRefused(t *testing.T) {
 		}{
 			{"AUTH_JWKS_FILE", func() error { _, _, err := auth.Config{JWKSFile: path}.New(); return err }},
 			{"TLS_CERT_FILE", func() error { _, err := auth.NewReloader(auth.TLSConfig{CertFile: path, KeyFile: keyFile}); return err }},
-			{"TLS_KEY_FILE", func() error { _, err := auth.NewReloader(auth.TLSConfig{CertFile: certFile, KeyFile: path}); return err }},
+			{"TLS_KEY_FILE", func() error {
+				_, err := auth.NewReloader(auth.TLSConfig{CertFile: certFile, KeyFile: path})
+				return err
+			}},
 			{"TLS_CLIENT_CA_FILE", func() error {
 				_, err := auth.NewReloader(auth.TLSConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: path})
 				return err
