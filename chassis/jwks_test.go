@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/chassis"
 )
 
@@ -291,5 +293,116 @@ func TestUnsafeAuthFilesExit2(t *testing.T) {
 			}
 			t.Logf("%v: %s", took.Round(time.Millisecond), strings.TrimSpace(string(out)))
 		})
+	}
+}
+
+// TestJWKSReadinessAndMetrics is issue #13.3 through a service: a key set holding a 1024-bit RSA key
+// beside a good key verifies the good key's tokens and reports the bad one (/metrics); a key set
+// without a usable key keeps /readyz at 503, naming the reason, until a good one loads; a loaded
+// set stays ready (degraded) while the endpoint fails.
+func TestJWKSReadinessAndMetrics(t *testing.T) {
+	good := newIssuerKey(t, "k1")
+	short, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shortJWK := map[string]string{"kty": "RSA", "kid": "short", "alg": "RS256",
+		"n": base64.RawURLEncoding.EncodeToString(short.N.Bytes()), "e": "AQAB"}
+	var doc atomic.Value
+	doc.Store(jwksDoc(shortJWK))
+	var status atomic.Int64
+	status.Store(http.StatusOK)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(int(status.Load()))
+		w.Write(doc.Load().([]byte))
+	}))
+	defer srv.Close()
+	svc, err := chassis.New("orders", chassis.WithEnv(env("AUTH_JWKS_URL", srv.URL, "AUTH_JWKS_MIN_REFRESH", "1s")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.HandleFunc("GET /me", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	start(t, svc)
+	get := func(path string) (int, string) {
+		res, err := http.Get("http://" + svc.AdminAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	code, body := get("/readyz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "auth.jwks") || !strings.Contains(body, "1024 bits") {
+		t.Fatalf("/readyz with only a 1024-bit key: %d %s", code, body)
+	}
+
+	doc.Store(jwksDoc(shortJWK, good.jwk))
+	waitReady(t, svc) // Run retries after 1 s
+	if code := bearer(t, "http://"+svc.Addr()+"/me", good.token(t, "k1", "alice")); code != http.StatusOK {
+		t.Fatalf("token for the good key beside a 1024-bit one: %d", code)
+	}
+	_, metrics := get("/metrics")
+	for _, want := range []string{"chassis_auth_jwks_keys{", "chassis_auth_jwks_keys_rejected{", "chassis_auth_jwks_age_seconds{", "chassis_auth_jwks_fetches_total{"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, "chassis_auth_jwks_keys") && !strings.HasSuffix(line, " 1") {
+			t.Errorf("%s: want 1 usable key and 1 rejected", line)
+		}
+	}
+
+	// The issuer fails: the keys loaded stay in use and the service stays ready, degraded.
+	status.Store(http.StatusInternalServerError)
+	forged := good.token(t, "k1", "x")
+	hdr, _ := json.Marshal(map[string]string{"alg": "ES256", "kid": "new"})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		// A token with a new key id makes a fetch, at most once per AUTH_JWKS_MIN_REFRESH.
+		bearer(t, "http://"+svc.Addr()+"/me", base64.RawURLEncoding.EncodeToString(hdr)+forged[strings.IndexByte(forged, '.'):])
+		code, body = get("/readyz")
+		if strings.Contains(body, "degraded") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code != http.StatusOK || !strings.Contains(body, "auth.jwks.refresh") || !strings.Contains(body, "500") {
+		t.Errorf("/readyz while the issuer fails after a load: %d %s", code, body)
+	}
+}
+
+// TestLargeTokens: a token over auth.MaxTokenBytes that fits the header limit is a problem+json
+// 401; a header block over HTTP_MAX_HEADER_BYTES gets net/http's own 431 text/plain, which no
+// handler can change (documented in docs/protection.md).
+func TestLargeTokens(t *testing.T) {
+	key := newIssuerKey(t, "k1")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "jwks.json")
+	os.WriteFile(file, jwksDoc(key.jwk), 0o600)
+	svc, err := chassis.New("orders", chassis.WithEnv(env("AUTH_JWKS_FILE", file)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.HandleFunc("GET /me", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	start(t, svc)
+	send := func(tok string) (int, string, string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+svc.Addr()+"/me", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		return res.StatusCode, res.Header.Get("Content-Type"), res.Header.Get("WWW-Authenticate")
+	}
+	code, ct, challenge := send(strings.Repeat("a", auth.MaxTokenBytes+1))
+	if code != http.StatusUnauthorized || ct != "application/problem+json" || !strings.Contains(challenge, "token too large") {
+		t.Errorf("a 16 KiB token: %d %q %q", code, ct, challenge)
+	}
+	code, ct, _ = send(strings.Repeat("a", 1<<20))
+	if code != http.StatusRequestHeaderFieldsTooLarge || !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("a 1 MiB token: %d %q: if net/http now lets handlers answer, make it problem+json", code, ct)
 	}
 }
