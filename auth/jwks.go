@@ -232,11 +232,10 @@ func (j *JWKS) fly(ctx context.Context, cancel context.CancelFunc, f *flight) {
 	usable, loaded := j.usable, j.loaded
 	j.mu.Unlock()
 	f.err = err
-	close(f.done)
-	if closed {
-		return // canceled by Close: nothing to say about the endpoint
+	if !closed { // else canceled by Close: nothing to say about the endpoint
+		j.report(ctx, err, prevErr, firstLoad, usable, loaded, set.Rejected, sig)
 	}
-	j.report(ctx, err, prevErr, firstLoad, usable, loaded, set.Rejected, sig)
+	close(f.done) // after the report, so that whoever waited sees the fetch counted and logged
 }
 
 // report counts a fetch and logs what an operator needs to know: failures, the recovery after
@@ -283,15 +282,35 @@ func rejectedText(r []RejectedKey) string {
 	return b.String()
 }
 
+// noUsableKey is the error of a set without a usable key, on one line (it goes into logs).
 func noUsableKey(rejected []RejectedKey) error {
 	if len(rejected) == 0 {
 		return errors.New("the key set holds no usable signature key")
 	}
-	errs := make([]error, len(rejected))
-	for i, r := range rejected {
+	return &noUsableKeyError{rejected}
+}
+
+type noUsableKeyError struct{ rejected []RejectedKey }
+
+func (e *noUsableKeyError) Error() string {
+	var b strings.Builder
+	b.WriteString("the key set holds no usable signature key: ")
+	for i, r := range e.rejected {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(r.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns each rejection.
+func (e *noUsableKeyError) Unwrap() []error {
+	errs := make([]error, len(e.rejected))
+	for i, r := range e.rejected {
 		errs[i] = r
 	}
-	return fmt.Errorf("the key set holds no usable signature key: %w", errors.Join(errs...))
+	return errs
 }
 
 func (j *JWKS) lookup(kid, alg string) (any, bool) {
