@@ -38,7 +38,8 @@ var errClosed = errors.New("auth: JWKS closed")
 // Known keys are served from memory and never wait for the network. A token whose key id is not
 // known starts a fetch, at most one per WithMinRefresh interval however many such tokens arrive (so
 // a flood of forged key ids costs one fetch per interval), and may wait for it: only during the
-// first WithFetchWait of the fetch, only while its own context lasts, and only four requests at a
+// first moments of the fetch (four times as long as the last successful fetch took, at least
+// 100 ms, at most WithFetchWait), only while its own context lasts, and only four requests at a
 // time; the others are refused at once as unknown keys. At most one fetch runs at a time, for every
 // caller (requests, Refresh, Run), and WithFetchTimeout bounds it; a fetch that fails or times out
 // is recorded like any other, so the next one waits its turn. So a hung endpoint costs one fetch in
@@ -65,18 +66,19 @@ type JWKS struct {
 
 	waiters atomic.Int64
 
-	mu          sync.RWMutex
-	keys        keyIndex
-	usable      int
-	rejected    []RejectedKey // of the document in use
-	rejectedSig string        // rejected, as text: rejections are logged when it changes
-	loaded      time.Time     // when the keys in use were fetched
-	lastAttempt time.Time     // start of the last fetch
-	lastErr     error
-	flight      *flight
-	cancel      context.CancelFunc // ends flight
-	closed      bool
-	reg         metric.Registration
+	mu            sync.RWMutex
+	keys          keyIndex
+	usable        int
+	rejected      []RejectedKey // of the document in use
+	rejectedSig   string        // rejected, as text: rejections are logged when it changes
+	loaded        time.Time     // when the keys in use were fetched
+	lastAttempt   time.Time     // start of the last fetch
+	lastErr       error
+	lastFetchTook time.Duration // of the last successful fetch; -1 before one
+	flight        *flight
+	cancel        context.CancelFunc // ends flight
+	closed        bool
+	reg           metric.Registration
 
 	wg sync.WaitGroup // the goroutine of flight
 }
@@ -84,8 +86,24 @@ type JWKS struct {
 // flight is one fetch, shared by everybody who needs it.
 type flight struct {
 	started time.Time
+	window  time.Duration // requests may wait for it until started+window
 	done    chan struct{}
 	err     error // written before done is closed
+}
+
+// minFetchWindow is the least time requests may wait for a fetch once one has succeeded (see
+// waitWindow).
+const minFetchWindow = 100 * time.Millisecond
+
+// waitWindow is how long after its start a fetch may be waited for: four times as long as the last
+// successful fetch took, at least minFetchWindow, at most WithFetchWait (all of it before any fetch
+// has succeeded). So a fetch that answers as usual serves the requests that wait for it, and one
+// that hangs holds them only a little longer than a normal fetch would have. Called with mu held.
+func (j *JWKS) waitWindow() time.Duration {
+	if j.lastFetchTook < 0 {
+		return j.fetchWait
+	}
+	return min(j.fetchWait, max(minFetchWindow, 4*j.lastFetchTook))
 }
 
 // NewJWKS returns a JWKS for url. Nothing is fetched until the first token arrives or Refresh or
@@ -93,16 +111,17 @@ type flight struct {
 func NewJWKS(url string, opts ...Option) *JWKS {
 	o := newOptions(opts)
 	j := &JWKS{
-		url:          url,
-		shownURL:     redactURL(url),
-		client:       o.client,
-		now:          o.now,
-		minRefresh:   o.minRefresh,
-		interval:     o.refreshInterval,
-		maxBytes:     o.maxBytes,
-		fetchTimeout: o.fetchTimeout,
-		fetchWait:    o.fetchWait,
-		logger:       o.logger,
+		url:           url,
+		shownURL:      redactURL(url),
+		client:        o.client,
+		now:           o.now,
+		minRefresh:    o.minRefresh,
+		interval:      o.refreshInterval,
+		maxBytes:      o.maxBytes,
+		fetchTimeout:  o.fetchTimeout,
+		fetchWait:     o.fetchWait,
+		logger:        o.logger,
+		lastFetchTook: -1,
 	}
 	j.instrument(o.meters.Meter(ScopeName))
 	return j
@@ -153,7 +172,7 @@ func (j *JWKS) Key(ctx context.Context, kid, alg string) (any, error) {
 	if f == nil {
 		return nil, ErrUnknownKey
 	}
-	wait := f.started.Add(j.fetchWait).Sub(j.now())
+	wait := f.started.Add(f.window).Sub(j.now())
 	if wait <= 0 {
 		return nil, fmt.Errorf("%w: key set fetch still running", ErrUnknownKey)
 	}
@@ -195,7 +214,7 @@ func (j *JWKS) join(force bool) *flight {
 		return j.flight
 	}
 	now := j.now()
-	f = &flight{started: now, done: make(chan struct{})}
+	f = &flight{started: now, window: j.waitWindow(), done: make(chan struct{})}
 	// The fetch serves every caller, so none of their contexts may end it; the timeout and Close do.
 	ctx, cancel := context.WithTimeout(context.Background(), j.fetchTimeout)
 	j.flight, j.cancel, j.lastAttempt = f, cancel, now
@@ -223,6 +242,7 @@ func (j *JWKS) fly(ctx context.Context, cancel context.CancelFunc, f *flight) {
 	if err == nil {
 		j.keys = indexKeys(set.Keys)
 		j.usable, j.rejected, j.loaded = len(set.Keys), set.Rejected, j.now()
+		j.lastFetchTook = max(0, j.loaded.Sub(f.started))
 		j.rejectedSig = rejectedText(set.Rejected)
 	}
 	if !closed {

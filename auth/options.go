@@ -53,8 +53,8 @@ const (
 	DefaultJWKSMaxBytes = 1 << 20
 	// DefaultFetchTimeout bounds one JWKS fetch.
 	DefaultFetchTimeout = 10 * time.Second
-	// DefaultFetchWait is how long after a JWKS fetch starts a request for an unknown key id may
-	// still wait for it.
+	// DefaultFetchWait is the longest a request for an unknown key id may wait for a JWKS fetch,
+	// counted from the start of the fetch (see WithFetchWait).
 	DefaultFetchWait = time.Second
 )
 
@@ -193,10 +193,11 @@ func WithFetchTimeout(d time.Duration) Option {
 	})
 }
 
-// WithFetchWait sets how long after a JWKS fetch starts a request for an unknown key id may still
-// wait for it (default DefaultFetchWait); later requests are refused at once while the fetch runs.
-// 0 never waits: a token signed with a key published since the last fetch is refused until the fetch
-// it started completes.
+// WithFetchWait bounds how long after a JWKS fetch starts a request for an unknown key id may still
+// wait for it (default DefaultFetchWait). Once a fetch has succeeded the wait is shorter: four times
+// as long as the last successful fetch took, at least 100 ms. Later requests are refused at once
+// while the fetch runs. 0 never waits: a token signed with a key published since the last fetch is
+// refused until the fetch it started completes.
 func WithFetchWait(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.fetchWait = max(0, d) })
 }
