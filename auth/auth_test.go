@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -171,6 +172,12 @@ func TestForgedTokensAreRejected(t *testing.T) {
 		{"tampered payload", tampered, "bad signature"},
 		{"unknown kid", sign(t, jwt.SigningMethodRS256, "nope", rogue, claims(now, nil)), "unknown signing key"},
 		{"garbage", "not.a.token", "malformed token"},
+		{"unknown critical extension", signWith(t, key, func(tok *jwt.Token) {
+			tok.Header["crit"] = []string{"https://ext.example/nonce"}
+			tok.Header["https://ext.example/nonce"] = "x"
+		}, claims(now, nil)), "unsupported critical header"},
+		{"crit naming a standard claim", signWith(t, key, func(tok *jwt.Token) { tok.Header["crit"] = []string{"exp"} }, claims(now, nil)), "unsupported critical header"},
+		{"over 16 KiB", sign(t, jwt.SigningMethodRS256, "k1", key, claims(now, func(c jwt.MapClaims) { c["pad"] = strings.Repeat("a", auth.MaxTokenBytes) })), "token too large"},
 	}
 	for _, f := range forged {
 		t.Run(f.name, func(t *testing.T) {
@@ -249,6 +256,19 @@ func TestForgedTokensAreRejected(t *testing.T) {
 			t.Fatalf("%d %q", rec.Code, rec.Header().Get("WWW-Authenticate"))
 		}
 	})
+}
+
+// signWith signs an RS256 token with kid k1 after mod has changed its header.
+func signWith(t testing.TB, key *rsa.PrivateKey, mod func(*jwt.Token), c jwt.MapClaims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, c)
+	tok.Header["kid"] = "k1"
+	mod(tok)
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func withKid(rest, kid string) string {
@@ -351,16 +371,26 @@ func TestVerifierRefusesUnsafeConfigurations(t *testing.T) {
 func TestParseJWKS(t *testing.T) {
 	key, _ := keys(t)
 	got, err := auth.ParseJWKS(jwksJSON("k1", &key.PublicKey))
-	if err != nil || len(got) != 1 || got[0].KeyID != "k1" || !got[0].Key.(*rsa.PublicKey).Equal(&key.PublicKey) {
-		t.Fatalf("%v %v", got, err)
+	if err != nil || len(got.Keys) != 1 || len(got.Rejected) != 0 || got.Keys[0].KeyID != "k1" || !got.Keys[0].Key.(*rsa.PublicKey).Equal(&key.PublicKey) {
+		t.Fatalf("%+v %v", got, err)
 	}
 	skipped := `{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"h"},{"kty":"RSA","use":"enc","n":"AQAB","e":"AQAB"},{"kty":"OKP","crv":"X25519","x":"AA"}]}`
-	if got, err := auth.ParseJWKS([]byte(skipped)); err != nil || len(got) != 0 {
-		t.Fatalf("symmetric, encryption and X25519 keys must be skipped: %v %v", got, err)
+	if got, err := auth.ParseJWKS([]byte(skipped)); err != nil || len(got.Keys) != 0 || len(got.Rejected) != 0 {
+		t.Fatalf("symmetric, encryption and X25519 keys must be ignored: %+v %v", got, err)
 	}
-	for _, bad := range []string{`{}`, `[]`, `{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB"}]}`, `{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}]}`} {
-		if _, err := auth.ParseJWKS([]byte(bad)); err == nil {
+	for _, bad := range []string{`{}`, `[]`, `{"keys":{}}`, "root:x:0:0:secret"} {
+		_, err := auth.ParseJWKS([]byte(bad))
+		if err == nil {
 			t.Errorf("%s: accepted", bad)
+		} else if strings.Contains(err.Error(), "root") || strings.Contains(err.Error(), "'") {
+			t.Errorf("%s: the error quotes the document: %v", bad, err)
+		}
+	}
+	// Bad keys of a known type are skipped and reported, never fatal to the set.
+	for _, bad := range []string{`{"kty":"RSA","n":"AQAB","e":"AQAB"}`, `{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}`, `{"kty":"EC","crv":"P-192","x":"AA","y":"AA"}`, `7`} {
+		got, err := auth.ParseJWKS([]byte(`{"keys":[` + bad + `]}`))
+		if err != nil || len(got.Keys) != 0 || len(got.Rejected) != 1 {
+			t.Errorf("%s: %+v %v, want one rejected key", bad, got, err)
 		}
 	}
 }
@@ -371,11 +401,16 @@ func FuzzParseJWKS(f *testing.F) {
 	f.Add([]byte(`{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}`))
 	f.Add([]byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		keys, err := auth.ParseJWKS(data)
+		set, err := auth.ParseJWKS(data)
 		if err != nil {
 			return
 		}
-		for _, k := range keys {
+		for _, r := range set.Rejected {
+			if r.Err == nil {
+				t.Fatalf("rejected key %d without a reason", r.Index)
+			}
+		}
+		for _, k := range set.Keys {
 			if k.Key == nil {
 				t.Fatalf("nil key for kid %q", k.KeyID)
 			}
@@ -438,9 +473,9 @@ func TestJWKSFetchSurvivesCanceledRequest(t *testing.T) {
 	srv := newJWKSServer(t, jwksJSON("k1", &key.PublicKey))
 	jwks := auth.NewJWKS(srv.URL)
 	ctx, cancel := context.WithCancel(context.Background())
-	cancel() // the first caller has already gone away
-	if _, err := jwks.Key(ctx, "k1", "RS256"); err != nil {
-		t.Fatalf("fetch made for a canceled request failed: %v", err)
+	cancel() // the first caller has already gone away: it cannot wait, but its fetch goes on
+	if _, err := jwks.Key(ctx, "k1", "RS256"); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("fetch made for a canceled request: %v", err)
 	}
 	if _, err := jwks.Key(context.Background(), "k1", "RS256"); err != nil || srv.fetches.Load() != 1 {
 		t.Fatalf("err %v, fetches %d", err, srv.fetches.Load())

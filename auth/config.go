@@ -3,7 +3,6 @@ package auth
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 )
@@ -48,7 +47,13 @@ func (c Config) Validate() error {
 }
 
 // New builds the Verifier for c and, when the keys come from a URL, the JWKS whose Run the caller
-// must start (and stop through its context). It returns (nil, nil, nil) when c is not Enabled.
+// must start (and stop through its context) and whose Close the caller must call after Run has
+// returned. It returns (nil, nil, nil) when c is not Enabled.
+//
+// AUTH_JWKS_FILE is read once, here: a regular file of at most DefaultJWKSMaxBytes (a device, a
+// FIFO or a larger file is refused before anything is read). Keys that cannot be used are skipped
+// and logged (WithLogger); a file without a usable key is an error. File errors are
+// *config.Problem, naming the variable and the path, never the file's content.
 func (c Config) New(opts ...Option) (*Verifier, *JWKS, error) {
 	if !c.Enabled() {
 		return nil, nil, nil
@@ -71,19 +76,11 @@ func (c Config) New(opts ...Option) (*Verifier, *JWKS, error) {
 	}
 	opts = append(base, opts...)
 	if c.JWKSFile != "" {
-		data, err := os.ReadFile(c.JWKSFile)
+		keys, err := loadKeyFile(c.JWKSFile, newOptions(opts))
 		if err != nil {
-			return nil, nil, fmt.Errorf("AUTH_JWKS_FILE: %w", err)
+			return nil, nil, err
 		}
-		keys, err := ParseJWKS(data)
-		if err != nil {
-			return nil, nil, fmt.Errorf("AUTH_JWKS_FILE %s: %w", c.JWKSFile, err)
-		}
-		static := StaticKeys{}
-		for _, k := range keys {
-			static[k.KeyID] = k.Key
-		}
-		v, err := NewVerifier(static, opts...)
+		v, err := NewVerifier(keys, opts...)
 		return v, nil, err
 	}
 	jwks := NewJWKS(c.JWKSURL, opts...)
@@ -92,6 +89,26 @@ func (c Config) New(opts ...Option) (*Verifier, *JWKS, error) {
 		return nil, nil, err
 	}
 	return v, jwks, nil
+}
+
+// loadKeyFile reads the key set of AUTH_JWKS_FILE.
+func loadKeyFile(path string, o options) (keyIndex, error) {
+	const variable = "AUTH_JWKS_FILE"
+	data, err := readFile(variable, path, o.maxBytes)
+	if err != nil {
+		return nil, err
+	}
+	set, err := ParseJWKS(data)
+	if err == nil && len(set.Keys) == 0 {
+		err = noUsableKey(set.Rejected)
+	}
+	if err != nil {
+		return nil, fileProblem(variable, path, err)
+	}
+	for _, r := range set.Rejected {
+		o.logger.Warn("AUTH_JWKS_FILE: key rejected", "file", path, "kid", clip(r.KeyID), "kty", clip(r.Type), "index", r.Index, "reason", r.Err.Error())
+	}
+	return indexKeys(set.Keys), nil
 }
 
 // RouteScopes maps route templates to required scopes. It decodes from

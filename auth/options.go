@@ -1,8 +1,12 @@
 package auth
 
 import (
+	"log/slog"
 	"net/http"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 )
 
 // Option configures a Verifier, a JWKS or a Reloader. Options that do not concern the type they
@@ -14,7 +18,9 @@ type optionFunc func(*options)
 func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
-	now func() time.Time
+	now    func() time.Time
+	meters metric.MeterProvider
+	logger *slog.Logger
 
 	// Verifier.
 	issuer      string
@@ -31,6 +37,8 @@ type options struct {
 	minRefresh      time.Duration
 	refreshInterval time.Duration
 	maxBytes        int64
+	fetchTimeout    time.Duration
+	fetchWait       time.Duration
 }
 
 // Defaults.
@@ -41,8 +49,13 @@ const (
 	DefaultMinRefresh = time.Minute
 	// DefaultRefreshInterval is how often JWKS.Run refetches the key set.
 	DefaultRefreshInterval = 15 * time.Minute
-	// DefaultJWKSMaxBytes bounds the size of a JWKS document.
+	// DefaultJWKSMaxBytes bounds the size of a JWKS document, fetched or read from a file.
 	DefaultJWKSMaxBytes = 1 << 20
+	// DefaultFetchTimeout bounds one JWKS fetch.
+	DefaultFetchTimeout = 10 * time.Second
+	// DefaultFetchWait is the longest a request for an unknown key id may wait for a JWKS fetch,
+	// counted from the start of the fetch (see WithFetchWait).
+	DefaultFetchWait = time.Second
 )
 
 // DefaultAlgorithms are the asymmetric JWS algorithms accepted unless WithAlgorithms says
@@ -52,13 +65,17 @@ var DefaultAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "P
 func newOptions(opts []Option) options {
 	o := options{
 		now:             time.Now,
+		meters:          noop.NewMeterProvider(),
+		logger:          slog.New(slog.DiscardHandler),
 		leeway:          DefaultLeeway,
 		algorithms:      DefaultAlgorithms,
 		route:           func(r *http.Request) string { return r.Pattern },
 		minRefresh:      DefaultMinRefresh,
 		refreshInterval: DefaultRefreshInterval,
 		maxBytes:        DefaultJWKSMaxBytes,
-		client:          &http.Client{Timeout: 10 * time.Second},
+		fetchTimeout:    DefaultFetchTimeout,
+		fetchWait:       DefaultFetchWait,
+		client:          &http.Client{Timeout: DefaultFetchTimeout},
 	}
 	for _, opt := range opts {
 		opt.apply(&o)
@@ -71,6 +88,26 @@ func WithClock(now func() time.Time) Option {
 	return optionFunc(func(o *options) {
 		if now != nil {
 			o.now = now
+		}
+	})
+}
+
+// WithMeterProvider sets where a JWKS reports its metrics (chassis.auth.jwks.*). The default is a
+// no-op provider: the package never reads the OpenTelemetry globals.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(o *options) {
+		if mp != nil {
+			o.meters = mp
+		}
+	})
+}
+
+// WithLogger sets the logger of a JWKS (failed fetches, rejected keys) and of Config.New (keys of
+// AUTH_JWKS_FILE that were skipped). The default discards.
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(o *options) {
+		if l != nil {
+			o.logger = l
 		}
 	})
 }
@@ -120,7 +157,8 @@ func WithRouteFunc(f func(*http.Request) string) Option {
 	})
 }
 
-// WithHTTPClient sets the client a JWKS is fetched with (default: a client with a 10 s timeout).
+// WithHTTPClient sets the client a JWKS is fetched with (default: a client with a
+// DefaultFetchTimeout timeout). WithFetchTimeout bounds each fetch whatever the client's timeout.
 func WithHTTPClient(c *http.Client) Option {
 	return optionFunc(func(o *options) {
 		if c != nil {
@@ -143,4 +181,23 @@ func WithRefreshInterval(d time.Duration) Option {
 			o.refreshInterval = d
 		}
 	})
+}
+
+// WithFetchTimeout bounds one JWKS fetch (default DefaultFetchTimeout). A fetch that times out counts
+// as failed: the next one starts no sooner than WithMinRefresh later.
+func WithFetchTimeout(d time.Duration) Option {
+	return optionFunc(func(o *options) {
+		if d > 0 {
+			o.fetchTimeout = d
+		}
+	})
+}
+
+// WithFetchWait bounds how long after a JWKS fetch starts a request for an unknown key id may still
+// wait for it (default DefaultFetchWait). Once a fetch has succeeded the wait is shorter: four times
+// as long as the last successful fetch took, at least 100 ms. Later requests are refused at once
+// while the fetch runs. 0 never waits: a token signed with a key published since the last fetch is
+// refused until the fetch it started completes.
+func WithFetchWait(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.fetchWait = max(0, d) })
 }

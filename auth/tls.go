@@ -99,7 +99,10 @@ type Reloader struct {
 	lastErr   atomic.Pointer[error]
 }
 
-// NewReloader loads cfg's files and returns a Reloader, or the error that makes them unusable.
+// NewReloader loads cfg's files and returns a Reloader, or the error that makes them unusable. Each
+// file must be a regular file of at most 1 MiB (a device, a FIFO or a larger file is refused before
+// anything is read); file errors are *config.Problem naming the variable and the path, never the
+// content.
 func NewReloader(cfg TLSConfig, opts ...Option) (*Reloader, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -163,15 +166,17 @@ func (r *Reloader) maybeReload() {
 	_ = r.load() // the error is kept for Err; the previous material stays in use
 }
 
+var fileVars = [...]string{"TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE"}
+
 func (r *Reloader) stampFiles() (string, error) {
 	var b strings.Builder
-	for _, f := range []string{r.cfg.CertFile, r.cfg.KeyFile, r.cfg.ClientCAFile} {
+	for i, f := range []string{r.cfg.CertFile, r.cfg.KeyFile, r.cfg.ClientCAFile} {
 		if f == "" {
 			continue
 		}
 		st, err := os.Stat(f)
 		if err != nil {
-			return "", err
+			return "", fileProblem(fileVars[i], f, osError(err))
 		}
 		fmt.Fprintf(&b, "%s:%d:%d;", f, st.ModTime().UnixNano(), st.Size())
 	}
@@ -189,11 +194,19 @@ func (r *Reloader) load() (err error) {
 	}()
 	stamp, err := r.stampFiles()
 	if err != nil {
-		return fmt.Errorf("tls: %w", err)
+		return err
 	}
-	cert, err := tls.LoadX509KeyPair(r.cfg.CertFile, r.cfg.KeyFile)
+	certPEM, err := readFile("TLS_CERT_FILE", r.cfg.CertFile, maxPEMBytes)
 	if err != nil {
-		return fmt.Errorf("tls: %s / %s: %w", r.cfg.CertFile, r.cfg.KeyFile, err)
+		return err
+	}
+	keyPEM, err := readFile("TLS_KEY_FILE", r.cfg.KeyFile, maxPEMBytes)
+	if err != nil {
+		return err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return fileProblem("TLS_CERT_FILE", r.cfg.CertFile, fmt.Errorf("with TLS_KEY_FILE=%q: %w", r.cfg.KeyFile, err))
 	}
 	c := &tls.Config{
 		MinVersion:   r.min,
@@ -201,13 +214,13 @@ func (r *Reloader) load() (err error) {
 		ClientAuth:   r.auth,
 	}
 	if r.cfg.ClientCAFile != "" {
-		pem, err := os.ReadFile(r.cfg.ClientCAFile)
+		pem, err := readFile("TLS_CLIENT_CA_FILE", r.cfg.ClientCAFile, maxPEMBytes)
 		if err != nil {
-			return fmt.Errorf("tls: %w", err)
+			return err
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("tls: %s: no PEM certificates", r.cfg.ClientCAFile)
+			return fileProblem("TLS_CLIENT_CA_FILE", r.cfg.ClientCAFile, errors.New("no PEM certificates"))
 		}
 		c.ClientCAs = pool
 	}

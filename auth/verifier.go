@@ -85,21 +85,34 @@ func NewVerifier(keys KeySet, opts ...Option) (*Verifier, error) {
 	}, nil
 }
 
-// maxTokenBytes bounds what is parsed at all: headers are already limited by the server, but a
-// token is base64-decoded and JSON-parsed, so a tighter bound keeps the work per request small.
-const maxTokenBytes = 16 << 10
+// MaxTokenBytes bounds what is parsed at all: headers are already limited by the server, but a
+// token is base64-decoded and JSON-parsed, so a tighter bound keeps the work per request small. A
+// longer token is refused with 401 like any invalid one, as long as the whole header block fits
+// the server's header limit (http.Server.MaxHeaderBytes, HTTP_MAX_HEADER_BYTES in chassis): beyond
+// it, net/http answers 431 itself, before any handler runs.
+const MaxTokenBytes = 16 << 10
+
+var (
+	errTooLarge = fmt.Errorf("longer than %d bytes", MaxTokenBytes)
+	// errCritical refuses every token with a "crit" header: RFC 7515 §4.1.11 requires rejecting a
+	// JWS whose critical extensions are not understood, and this verifier understands none.
+	errCritical = errors.New(`"crit" header names extensions this verifier does not support`)
+)
 
 // Verify checks token and returns its principal. Every failure wraps ErrInvalidToken (and the jwt
 // library's error, or ErrUnknownKey).
 func (v *Verifier) Verify(ctx context.Context, token string) (*Principal, error) {
-	if len(token) > maxTokenBytes {
-		return nil, fmt.Errorf("%w: longer than %d bytes", ErrInvalidToken, maxTokenBytes)
+	if len(token) > MaxTokenBytes {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, errTooLarge)
 	}
 	claims := jwt.MapClaims{}
 	_, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
 		alg := t.Method.Alg()
 		if !slices.Contains(v.algs, alg) {
 			return nil, fmt.Errorf("algorithm %q not allowed", alg)
+		}
+		if _, ok := t.Header["crit"]; ok {
+			return nil, errCritical
 		}
 		kid, _ := t.Header["kid"].(string)
 		key, err := v.keys.Key(ctx, kid, alg)
@@ -199,6 +212,10 @@ func (v *Verifier) serveScoped(w http.ResponseWriter, r *http.Request, next http
 // check failed, never key material.
 func describe(err error) string {
 	switch {
+	case errors.Is(err, errTooLarge):
+		return "token too large"
+	case errors.Is(err, errCritical):
+		return "unsupported critical header"
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return "token expired"
 	case errors.Is(err, jwt.ErrTokenNotValidYet):

@@ -11,6 +11,7 @@ const (
 	// its metrics are the lock's (with the election key as AttrLockKey).
 	ScopeLock      = "github.com/cloudchassis/kit/coordination/lock"
 	ScopeDynconfig = "github.com/cloudchassis/kit/coordination/dynconfig"
+	ScopeAuth      = "github.com/cloudchassis/kit/auth"
 )
 
 // HTTP metrics from the OpenTelemetry semantic conventions, emitted by telemetry.Handler and
@@ -89,6 +90,18 @@ const (
 	MetricDiscoveryErrors = "chassis.discovery.errors"
 	// MetricDiscoveryUpdates counts snapshots delivered to watchers ({update}) with AttrPeerService.
 	MetricDiscoveryUpdates = "chassis.discovery.updates"
+
+	// MetricAuthJWKSFetches counts JWKS fetches ({fetch}), with AttrErrorType on failures
+	// (ReasonTimeout, ReasonConnection, ReasonInvalidKeySet, or the HTTP status code).
+	MetricAuthJWKSFetches = "chassis.auth.jwks.fetches"
+	// MetricAuthJWKSKeys is a gauge of the usable keys of the JWKS in use ({key}); 0 until one loads.
+	MetricAuthJWKSKeys = "chassis.auth.jwks.keys"
+	// MetricAuthJWKSKeysRejected is a gauge of the signature keys of the JWKS in use that were
+	// refused: too short, off their curve, malformed ({key}).
+	MetricAuthJWKSKeysRejected = "chassis.auth.jwks.keys.rejected"
+	// MetricAuthJWKSAge is a gauge of the time since the JWKS in use was fetched (s); absent until one
+	// loads. It grows while fetches fail and the last good set is served.
+	MetricAuthJWKSAge = "chassis.auth.jwks.age"
 )
 
 // Units of the metrics above, in UCUM as OpenTelemetry requires.
@@ -102,6 +115,8 @@ const (
 	UnitInstance   = "{instance}"
 	UnitError      = "{error}"
 	UnitUpdate     = "{update}"
+	UnitFetch      = "{fetch}"
+	UnitKey        = "{key}"
 )
 
 // Attribute keys. Standard OpenTelemetry keys where one exists, "chassis." otherwise.
@@ -161,6 +176,7 @@ const (
 	ReasonSuccessRate      = "success_rate"       // ejection: success-rate outlier
 	ReasonBodyTooSlow      = "body_too_slow"      // server body refusal: below the minimum rate (408)
 	ReasonBodyPeerLimit    = "body_peer_limit"    // server body refusal: too many bodies from one client (429)
+	ReasonInvalidKeySet    = "invalid_key_set"    // JWKS fetch: not a key set, too large, or no usable key
 
 	PriorityCritical  = "critical"
 	PriorityDefault   = "default"

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package auth
+
+const openNonBlock = 0
