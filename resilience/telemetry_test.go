@@ -318,12 +318,18 @@ func TestTelemetrySpanEvents(t *testing.T) {
 		"call 1": {"chassis.retry{chassis.attempt=2 chassis.retry.reason=status_5xx chassis.backoff=1}"},
 		"call 2": {"chassis.retry{chassis.attempt=2 chassis.retry.reason=status_429 chassis.backoff=0}"},
 		"call 3": {"chassis.hedge{chassis.attempt=2}", "chassis.hedge.won{}"},
-		"call 4": {"chassis.rejected{chassis.rejection.reason=budget_exhausted}"},
+		"call 4": { // a's second 503 opens its breaker
+			"chassis.breaker.transition{chassis.breaker.from=closed chassis.breaker.to=open chassis.instance=a}",
+			"chassis.rejected{chassis.rejection.reason=budget_exhausted}",
+		},
 		"call 5": {
 			"chassis.rejected{chassis.rejection.reason=breaker_open chassis.instance=a}",
 			"chassis.retry{chassis.attempt=2 chassis.retry.reason=breaker_open chassis.backoff=0}",
 		},
-		"call 6": nil,
+		"call 6": { // the probe: the permit half-opens the breaker, the success closes it
+			"chassis.breaker.transition{chassis.breaker.from=open chassis.breaker.to=half_open chassis.instance=a}",
+			"chassis.breaker.transition{chassis.breaker.from=half_open chassis.breaker.to=closed chassis.instance=a}",
+		},
 	}
 	spans := sr.Ended()
 	if len(spans) != len(want) {
