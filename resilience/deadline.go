@@ -3,7 +3,6 @@ package resilience
 import (
 	"context"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -33,11 +32,25 @@ func PropagateDeadline(margin time.Duration) Middleware {
 	}
 }
 
-// ParseTimeoutHeader parses a TimeoutHeader value: a positive number of milliseconds (at most about
-// 292 years, the range of time.Duration).
+// ParseTimeoutHeader parses a TimeoutHeader value: a positive decimal number of milliseconds, in
+// ASCII digits only (at most about 292 years, the range of time.Duration). It never allocates, also
+// for a malformed value: every request a server receives may carry one.
 func ParseTimeoutHeader(v string) (time.Duration, bool) {
-	ms, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || ms <= 0 || ms > int64(time.Duration(1<<63-1)/time.Millisecond) {
+	const maxMs = int64(1<<63-1) / int64(time.Millisecond)
+	if v == "" {
+		return 0, false
+	}
+	var ms int64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if ms = ms*10 + int64(c-'0'); ms > maxMs {
+			return 0, false
+		}
+	}
+	if ms == 0 {
 		return 0, false
 	}
 	return time.Duration(ms) * time.Millisecond, true
