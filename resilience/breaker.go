@@ -53,9 +53,8 @@ const (
 
 // Breaker is a circuit breaker for one instance or one dependency. It uses failsafe-go's circuit
 // breaker state machine through its permit API (TryAcquirePermit / RecordSuccess / RecordFailure)
-// rather than failsafe.Get: the executor costs ~1.0 µs and 14 allocations per call on the reference
-// VM (PEERS.md), the permit API ~45 ns and none (bench/resilience_test.go: BenchmarkResilienceChassis
-// and BenchmarkResilienceFailsafe measure both in a whole client call).
+// rather than failsafe.Get: the executor allocates on every call, the permit API does not
+// (BenchmarkBreaker in this package runs both; docs/architecture.md has the executor's cost).
 //
 // A Breaker is safe for concurrent use.
 type Breaker struct {
