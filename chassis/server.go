@@ -135,7 +135,8 @@ func (s *Service) stdLog(server string) *log.Logger {
 // a random id, echoed on the response. Body limit: 413 at once when Content-Length is over the limit;
 // otherwise the body is capped, so that a chunked body over the limit fails the handler's read with
 // *http.MaxBytesError. Deadline: the caller's propagated deadline (resilience.TimeoutHeader), capped
-// by HTTP_REQUEST_TIMEOUT, on the request context.
+// by HTTP_REQUEST_TIMEOUT, on the request context, by resilience.WithPropagatedDeadline (the same code
+// as resilience.DeadlineMiddleware, called here so that the request is not copied a second time).
 func (s *Service) core(next http.Handler) http.Handler {
 	limit := int64(s.settings.MaxBodyBytes)
 	tooLarge := fmt.Sprintf("the request body exceeds the limit of %s", s.settings.MaxBodyBytes)
@@ -166,17 +167,8 @@ func (s *Service) core(next http.Handler) http.Handler {
 			problem.Write(w, http.StatusRequestEntityTooLarge, "", tooLarge)
 			return
 		}
-		d := timeout
-		if v := r.Header.Get(resilience.TimeoutHeader); v != "" {
-			if h, ok := resilience.ParseTimeoutHeader(v); ok && (d <= 0 || h < d) {
-				d = h
-			}
-		}
-		if d > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, d)
-			defer cancel()
-		}
+		ctx, cancel := resilience.WithPropagatedDeadline(ctx, r.Header, timeout)
+		defer cancel()
 		r = r.WithContext(ctx)
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = http.MaxBytesReader(w, r.Body, limit)

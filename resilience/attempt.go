@@ -16,6 +16,7 @@ import (
 )
 
 // attemptTransport is the per-attempt half of a Dependency below the instance breaker: the
+// minimum-time check (MinAttemptTime), the
 // per-attempt Timeout, the Bulkhead and PropagateDeadline fused into one layer, and the attempt's
 // span (WithTracerProvider) under a sampled call. Composed from the
 // three middlewares, an attempt costs two request copies, a deep copy of the header, a []string and
@@ -25,15 +26,17 @@ import (
 // The behaviour is that of Chain(next, Timeout(d), bulkhead.Wrap, PropagateDeadline(margin)), which
 // attempt_test.go checks against the separate layers.
 type attemptTransport struct {
-	timeout   time.Duration // <= 0: no per-attempt timeout
-	bulkhead  *Bulkhead     // nil: no limit
-	propagate bool
-	margin    time.Duration
-	ownValue  string // the TimeoutHeader value when our own timer sets the deadline: a constant
-	next      http.RoundTripper
-	tel       *instruments
-	tracer    trace.Tracer         // nil: no attempt spans (WithTracerProvider)
-	spanAttrs []attribute.KeyValue // the instance, when known
+	timeout time.Duration // <= 0: no per-attempt timeout
+	// minAttempt refuses attempts whose caller's deadline leaves less (ReasonDeadlineTooShort); 0: never.
+	minAttempt time.Duration
+	bulkhead   *Bulkhead // nil: no limit
+	propagate  bool
+	margin     time.Duration
+	ownValue   string // the TimeoutHeader value when our own timer sets the deadline: a constant
+	next       http.RoundTripper
+	tel        *instruments
+	tracer     trace.Tracer         // nil: no attempt spans (WithTracerProvider)
+	spanAttrs  []attribute.KeyValue // the instance, when known
 }
 
 // attempt is the state of one attempt in flight, allocated once.
@@ -49,6 +52,18 @@ type attempt struct {
 
 func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	parent := req.Context()
+	var left time.Duration // time left for the attempt, when it has a deadline
+	dl, hasDeadline := parent.Deadline()
+	if hasDeadline {
+		left = time.Until(dl)
+		if left < t.minAttempt {
+			// Too little time for the callee to do anything useful: refuse before any span, pick of a
+			// bulkhead slot or byte on the wire. Local, so neither breakers nor the balancer count it.
+			closeRequestBody(req)
+			t.tel.reject(parent, ReasonDeadlineTooShort, "")
+			return nil, &RejectedError{Reason: ReasonDeadlineTooShort, err: ErrDeadlineTooShort}
+		}
+	}
 	ctx := parent
 	var span trace.Span
 	if t.tracer != nil && trace.SpanContextFromContext(parent).IsSampled() {
@@ -56,11 +71,6 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		ctx, span = t.tracer.Start(parent, semconv.SpanAttempt, trace.WithAttributes(t.spanAttrs...))
 	}
 	var cancel context.CancelFunc
-	var left time.Duration // time left for the attempt, when it has a deadline
-	dl, hasDeadline := parent.Deadline()
-	if hasDeadline {
-		left = time.Until(dl)
-	}
 	if t.timeout > 0 && (!hasDeadline || left > t.timeout) {
 		// Without the check a second timer would run that can never fire first.
 		ctx, cancel = context.WithTimeoutCause(ctx, t.timeout, errOwnTimeout)

@@ -207,10 +207,11 @@ func TestAttemptBulkhead(t *testing.T) {
 	}
 }
 
-// Without a timer, bulkhead or header to add, the fused layer passes the request on untouched.
+// Without a timer, bulkhead, minimum time or header to add, the fused layer passes the request on
+// untouched.
 func TestAttemptPassThrough(t *testing.T) {
 	cfg := attemptCfg()
-	cfg.AttemptTimeout, cfg.PropagateDeadline = 0, false
+	cfg.AttemptTimeout, cfg.PropagateDeadline, cfg.MinAttemptTime = 0, false, 0
 	d, err := NewDependency("dep", cfg)
 	if err != nil {
 		t.Fatal(err)

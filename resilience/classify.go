@@ -57,6 +57,8 @@ func retryReason(replayable bool, resp *http.Response, err error) string {
 			return semconv.ReasonBreakerOpen
 		case errors.Is(err, ErrBulkheadFull):
 			return "" // every instance shares the bulkhead; another attempt would only queue
+		case errors.Is(err, ErrDeadlineTooShort):
+			return "" // a later attempt would have even less time
 		case notSent(err):
 			return semconv.ReasonConnection
 		case !replayable:

@@ -8,23 +8,27 @@ import (
 
 // Defaults of Config, also the values of DefaultConfig.
 const (
-	DefaultTimeout             = 10 * time.Second
-	DefaultAttemptTimeout      = 2 * time.Second
-	DefaultRetries             = 2
-	DefaultRetryBaseDelay      = 25 * time.Millisecond
-	DefaultRetryMaxDelay       = time.Second
-	DefaultRetryAfterMax       = 2 * time.Second
-	DefaultBudgetRatio         = 0.2
-	DefaultBudgetMinPerSecond  = 10
-	DefaultBudgetWindow        = 10 * time.Second
-	DefaultBreakerFailures     = 5
-	DefaultBreakerDelay        = 5 * time.Second
-	DefaultBreakerSuccesses    = 1
-	DefaultDependencyRate      = 0.5
-	DefaultDependencyMinCalls  = 20
-	DefaultDependencyPeriod    = 10 * time.Second
-	DefaultBodyBufferLimit     = 1 << 20
-	DefaultDeadlineMargin      = 5 * time.Millisecond
+	DefaultTimeout            = 10 * time.Second
+	DefaultAttemptTimeout     = 2 * time.Second
+	DefaultRetries            = 2
+	DefaultRetryBaseDelay     = 25 * time.Millisecond
+	DefaultRetryMaxDelay      = time.Second
+	DefaultRetryAfterMax      = 2 * time.Second
+	DefaultBudgetRatio        = 0.2
+	DefaultBudgetMinPerSecond = 10
+	DefaultBudgetWindow       = 10 * time.Second
+	DefaultBreakerFailures    = 5
+	DefaultBreakerDelay       = 5 * time.Second
+	DefaultBreakerSuccesses   = 1
+	DefaultDependencyRate     = 0.5
+	DefaultDependencyMinCalls = 20
+	DefaultDependencyPeriod   = 10 * time.Second
+	DefaultBodyBufferLimit    = 1 << 20
+	DefaultDeadlineMargin     = 5 * time.Millisecond
+	// DefaultMinAttemptTime is the least time an attempt must have left on the caller's deadline to
+	// be sent: with less, the propagated budget (the time left minus DefaultDeadlineMargin) would be
+	// nothing, so the callee could only fail, after using a connection and some of its capacity.
+	DefaultMinAttemptTime      = 5 * time.Millisecond
 	DefaultHedgeMinDelay       = time.Millisecond
 	DefaultMaxHedges           = 1
 	DefaultBreakerJitterFactor = 0.2
@@ -70,6 +74,7 @@ type Config struct {
 
 	PropagateDeadline bool          `envconfig:"PROPAGATE_DEADLINE" default:"true" desc:"send the remaining deadline in the Chassis-Timeout-Ms header"`
 	DeadlineMargin    time.Duration `envconfig:"DEADLINE_MARGIN" default:"5ms" desc:"subtracted from the propagated deadline for the network and the reply"`
+	MinAttemptTime    time.Duration `envconfig:"MIN_ATTEMPT_TIME" default:"5ms" desc:"an attempt with less time left on the caller's deadline is refused locally (deadline_too_short), not sent; 0 disables"`
 }
 
 // DefaultConfig returns the defaults the `default` tags of Config describe.
@@ -96,6 +101,7 @@ func DefaultConfig() Config {
 		DependencyBreakerPeriod:   DefaultDependencyPeriod,
 		PropagateDeadline:         true,
 		DeadlineMargin:            DefaultDeadlineMargin,
+		MinAttemptTime:            DefaultMinAttemptTime,
 	}
 }
 
@@ -116,6 +122,7 @@ func (c Config) Validate() error {
 	neg("BREAKER_DELAY", c.BreakerDelay)
 	neg("MAX_CONCURRENT_WAIT", c.MaxConcurrentWait)
 	neg("DEADLINE_MARGIN", c.DeadlineMargin)
+	neg("MIN_ATTEMPT_TIME", c.MinAttemptTime)
 	if c.Retries < 0 {
 		errs = append(errs, fmt.Errorf("RETRIES=%d: must be 0 or more", c.Retries))
 	}

@@ -3,7 +3,6 @@ package resilience
 import (
 	"context"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -33,35 +32,63 @@ func PropagateDeadline(margin time.Duration) Middleware {
 	}
 }
 
-// ParseTimeoutHeader parses a TimeoutHeader value: a positive number of milliseconds (at most about
-// 292 years, the range of time.Duration).
+// ParseTimeoutHeader parses a TimeoutHeader value: a positive decimal number of milliseconds, in
+// ASCII digits only (at most about 292 years, the range of time.Duration). It never allocates, also
+// for a malformed value: every request a server receives may carry one.
 func ParseTimeoutHeader(v string) (time.Duration, bool) {
-	ms, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || ms <= 0 || ms > int64(time.Duration(1<<63-1)/time.Millisecond) {
+	const maxMs = int64(1<<63-1) / int64(time.Millisecond)
+	if v == "" {
+		return 0, false
+	}
+	var ms int64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if ms = ms*10 + int64(c-'0'); ms > maxMs {
+			return 0, false
+		}
+	}
+	if ms == 0 {
 		return 0, false
 	}
 	return time.Duration(ms) * time.Millisecond, true
 }
 
-// DeadlineMiddleware is the server side of deadline propagation: it gives each request a context
-// deadline of the caller's TimeoutHeader, capped by limit (the route's own maximum). Without the
-// header, or with a malformed one, limit applies alone; limit <= 0 means "no cap" (the header alone).
-// An earlier deadline already on the request context is kept. Safe for concurrent use.
+// WithPropagatedDeadline is the server side of deadline propagation, the one implementation that
+// DeadlineMiddleware and chassis' request core share: it returns ctx with a deadline of the caller's
+// TimeoutHeader in h, capped by limit (the server's own maximum). Without the header, or with a
+// malformed one, limit applies alone; limit <= 0 means "no cap" (the header alone). An earlier
+// deadline already on ctx is kept. When neither sets a deadline, ctx is returned with a no-op cancel
+// and nothing is allocated. The returned cancel must be called, as for context.WithTimeout.
+func WithPropagatedDeadline(ctx context.Context, h http.Header, limit time.Duration) (context.Context, context.CancelFunc) {
+	d := limit
+	if v := h.Get(TimeoutHeader); v != "" {
+		if t, ok := ParseTimeoutHeader(v); ok && (d <= 0 || t < d) {
+			d = t
+		}
+	}
+	if d <= 0 {
+		return ctx, noCancel
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+func noCancel() {}
+
+// DeadlineMiddleware is deadline propagation's server side as an HTTP middleware, for servers not
+// built with chassis (whose request core does the same): each request's context gets the deadline
+// WithPropagatedDeadline computes from the caller's TimeoutHeader and limit. Safe for concurrent use.
 func DeadlineMiddleware(limit time.Duration) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			d := limit
-			if v := r.Header.Get(TimeoutHeader); v != "" {
-				if h, ok := ParseTimeoutHeader(v); ok && (d <= 0 || h < d) {
-					d = h
-				}
-			}
-			if d <= 0 {
+			ctx, cancel := WithPropagatedDeadline(r.Context(), r.Header, limit)
+			defer cancel()
+			if ctx == r.Context() {
 				next.ServeHTTP(w, r)
 				return
 			}
-			ctx, cancel := context.WithTimeout(r.Context(), d)
-			defer cancel()
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}

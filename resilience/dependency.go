@@ -16,7 +16,8 @@ import (
 //
 //	Wrap:     dependency breaker -> overall Timeout -> Retry (budgeted) -> Hedge (same budget) -> next
 //	          (next is the balancer, which picks an instance for every attempt)
-//	Instance: instance breaker -> per-attempt Timeout -> Bulkhead -> PropagateDeadline -> next
+//	Instance: instance breaker -> minimum attempt time -> per-attempt Timeout -> Bulkhead ->
+//	          PropagateDeadline -> next
 //	          (installed by the balancer for each instance, e.g. lb.WithInstanceTransport)
 //
 // The span and the HTTP client metrics sit above Wrap (the telemetry package's client
@@ -103,26 +104,29 @@ func (d *Dependency) Instance(id string, next http.RoundTripper) http.RoundTripp
 	return newBreaker(d.instCfg, id, scopeInstance, d.tel).Wrap(d.attempt(next, id))
 }
 
-// Attempt returns the per-attempt layers without a breaker: per-attempt Timeout, Bulkhead and
-// PropagateDeadline. NewTransport uses it when there is no balancer.
+// Attempt returns the per-attempt layers without a breaker: the minimum attempt time (an attempt
+// whose caller's deadline leaves less than MinAttemptTime is refused with ErrDeadlineTooShort),
+// per-attempt Timeout, Bulkhead and PropagateDeadline. NewTransport uses it when there is no balancer.
 // The three run as one layer (see attemptTransport) with the behaviour of
 // Chain(next, Timeout(AttemptTimeout), Bulkhead.Wrap, PropagateDeadline(DeadlineMargin)).
 func (d *Dependency) Attempt(next http.RoundTripper) http.RoundTripper { return d.attempt(next, "") }
 
 func (d *Dependency) attempt(next http.RoundTripper, instance string) http.RoundTripper {
-	if d.cfg.AttemptTimeout <= 0 && d.bulkhead == nil && !d.cfg.PropagateDeadline && d.tel.tracer == nil {
+	if d.cfg.AttemptTimeout <= 0 && d.bulkhead == nil && !d.cfg.PropagateDeadline && d.tel.tracer == nil &&
+		d.cfg.MinAttemptTime <= 0 {
 		return next
 	}
 	t := &attemptTransport{
-		timeout:   d.cfg.AttemptTimeout,
-		bulkhead:  d.bulkhead,
-		propagate: d.cfg.PropagateDeadline,
-		margin:    d.cfg.DeadlineMargin,
-		ownValue:  timeoutValue(d.cfg.AttemptTimeout, d.cfg.DeadlineMargin),
-		next:      next,
-		tel:       d.tel,
-		tracer:    d.tel.tracer,
-		spanAttrs: []attribute.KeyValue{attribute.String(semconv.AttrPeerService, d.name)},
+		timeout:    d.cfg.AttemptTimeout,
+		minAttempt: d.cfg.MinAttemptTime,
+		bulkhead:   d.bulkhead,
+		propagate:  d.cfg.PropagateDeadline,
+		margin:     d.cfg.DeadlineMargin,
+		ownValue:   timeoutValue(d.cfg.AttemptTimeout, d.cfg.DeadlineMargin),
+		next:       next,
+		tel:        d.tel,
+		tracer:     d.tel.tracer,
+		spanAttrs:  []attribute.KeyValue{attribute.String(semconv.AttrPeerService, d.name)},
 	}
 	if instance != "" {
 		t.spanAttrs = append(t.spanAttrs, attribute.String(semconv.AttrInstance, instance))

@@ -15,9 +15,10 @@
 // Without a balancer, NewTransport wraps a single base transport. Every policy is also a Middleware
 // (Retry, Hedge, Timeout, Breaker.Wrap, Bulkhead.Wrap, PropagateDeadline, Fallback) to compose by
 // hand with Chain, and resilience/kitendpoint has them as go-kit endpoint middlewares. On the server,
-// DeadlineMiddleware reads the propagated deadline.
+// WithPropagatedDeadline (or DeadlineMiddleware, its HTTP middleware) reads the propagated deadline.
 //
 // Every rejection matches a sentinel with errors.Is (ErrBreakerOpen, ErrBudgetExhausted,
-// ErrBulkheadFull, ErrTimeout) and a *RejectedError with errors.As. All types are safe for
+// ErrBulkheadFull, ErrTimeout, ErrDeadlineTooShort) and a *RejectedError with errors.As, and shows
+// as a span event on the call it refused. All types are safe for
 // concurrent use. docs/resilience.md has defaults, environment variables and metric names.
 package resilience

@@ -20,6 +20,9 @@ const (
 	ReasonBudgetExhausted Reason = "budget_exhausted"
 	ReasonBulkheadFull    Reason = "bulkhead_full"
 	ReasonTimeout         Reason = "timeout"
+	// ReasonDeadlineTooShort: the caller's deadline left less than the minimum attempt time
+	// (MIN_ATTEMPT_TIME), so the attempt was not sent.
+	ReasonDeadlineTooShort Reason = "deadline_too_short"
 )
 
 // sentinel is a matchable error that also matches the failsafe-go error it stands for, so code written
@@ -48,6 +51,10 @@ var (
 	// ErrTimeout: a per-attempt or overall timeout set by this package expired. Matches
 	// timeout.ErrExceeded and context.DeadlineExceeded.
 	ErrTimeout error = &timeoutSentinel{sentinel{"resilience: timeout", timeout.ErrExceeded}}
+	// ErrDeadlineTooShort: the caller's deadline left less than the minimum attempt time, too little
+	// for the callee to do anything useful. Nothing was sent, and the call is not retried. Matches
+	// context.DeadlineExceeded, as the caller's deadline is as good as expired.
+	ErrDeadlineTooShort error = &timeoutSentinel{sentinel{"resilience: deadline too short for an attempt", nil}}
 )
 
 type timeoutSentinel struct{ sentinel }
@@ -81,23 +88,29 @@ func (e *RejectedError) Error() string {
 	return msg
 }
 
+// ErrorType returns the reason, so that telemetry's client instrumentation records it as error.type.
+func (e *RejectedError) ErrorType() string { return string(e.Reason) }
+
 // Unwrap returns the sentinel (ErrBreakerOpen, ErrBulkheadFull, ...).
 func (e *RejectedError) Unwrap() error { return e.err }
 
-// Timeout reports whether the rejection is a timeout, for net.Error-style checks.
-func (e *RejectedError) Timeout() bool { return e.Reason == ReasonTimeout }
+// Timeout reports whether the rejection is a timeout (our timer, or a deadline too short to
+// attempt), for net.Error-style checks.
+func (e *RejectedError) Timeout() bool {
+	return e.Reason == ReasonTimeout || e.Reason == ReasonDeadlineTooShort
+}
 
 // isLocalRejection reports whether err means this process refused to send: such outcomes are never
 // counted as failures of the callee (Kratos #2777 counted them and kept breakers open).
 func isLocalRejection(err error) bool {
 	// ErrBudgetExhausted is not listed: it is always joined to the failed attempt that needed the
 	// retry, and that failure is what a breaker should see.
-	return errors.Is(err, ErrBreakerOpen) || errors.Is(err, ErrBulkheadFull)
+	return errors.Is(err, ErrBreakerOpen) || errors.Is(err, ErrBulkheadFull) || errors.Is(err, ErrDeadlineTooShort)
 }
 
 // Local reports whether the call was refused in this process before anything was sent (breaker open,
-// bulkhead full). discovery/lb's default classifier records nothing for such errors, so they neither
-// eject an instance nor skew its latency.
+// bulkhead full, deadline too short). discovery/lb's default classifier records nothing for such
+// errors, so they neither eject an instance nor skew its latency.
 func (e *RejectedError) Local() bool {
-	return e.Reason == ReasonBreakerOpen || e.Reason == ReasonBulkheadFull
+	return e.Reason == ReasonBreakerOpen || e.Reason == ReasonBulkheadFull || e.Reason == ReasonDeadlineTooShort
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -503,6 +504,18 @@ func FuzzParseTimeoutHeader(f *testing.F) {
 		d, ok := ParseTimeoutHeader(s)
 		if ok != (d > 0) {
 			t.Fatalf("%q: %v %v", s, d, ok)
+		}
+		// The same as strconv for the digits-only values the header carries; never an allocation.
+		if ms, err := strconv.ParseInt(s, 10, 64); err == nil && s != "" && s[0] != '+' && s[0] != '-' {
+			want := ms > 0 && ms <= int64(time.Duration(1<<63-1)/time.Millisecond)
+			if ok != want || ok && d != time.Duration(ms)*time.Millisecond {
+				t.Fatalf("%q: %v %v, strconv says %d", s, d, ok, ms)
+			}
+		} else if ok {
+			t.Fatalf("%q accepted: %v", s, d)
+		}
+		if n := testing.AllocsPerRun(1, func() { ParseTimeoutHeader(s) }); n != 0 {
+			t.Fatalf("%q: %v allocations", s, n)
 		}
 	})
 }

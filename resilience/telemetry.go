@@ -92,7 +92,7 @@ var attemptKinds = [...]string{attemptFirst: semconv.AttemptFirst, attemptRetry:
 
 var retryReasons = []string{semconv.ReasonStatus5xx, semconv.ReasonStatus429, semconv.ReasonTimeout, semconv.ReasonConnection, semconv.ReasonBreakerOpen}
 
-var rejectReasons = []Reason{ReasonBreakerOpen, ReasonBudgetExhausted, ReasonBulkheadFull, ReasonTimeout}
+var rejectReasons = []Reason{ReasonBreakerOpen, ReasonBudgetExhausted, ReasonBulkheadFull, ReasonTimeout, ReasonDeadlineTooShort}
 
 // breakerStates are failsafe-go's states in the order of the prebuilt attribute sets.
 var breakerStates = [3]State{circuitbreaker.ClosedState, circuitbreaker.OpenState, circuitbreaker.HalfOpenState}
@@ -319,8 +319,26 @@ func (t *instruments) reject(ctx context.Context, r Reason, instance string) {
 	}
 }
 
-// breakerTransition counts a state change. Metrics only: transitions happen inside failsafe-go's
-// state machine, with no request context whose span could carry a chassis.breaker.transition event.
+// breakerTransition counts a state change. It runs inside failsafe-go's listener, which has no
+// request context; the span event is added by the call that caused the change (transitionEvents).
 func (t *instruments) breakerTransition(from, to State) {
 	t.transitions.Add(context.Background(), 1, t.transitionOpts[stateIndex(from)][stateIndex(to)]...)
+}
+
+// transitionEvents adds a chassis.breaker.transition event to ctx's span for each change the call
+// caused; instance is the breaker's AttrBreakerInstance.
+func transitionEvents(ctx context.Context, instance string, changes []transition) {
+	if len(changes) == 0 {
+		return
+	}
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return
+	}
+	for _, c := range changes {
+		span.AddEvent(semconv.EventBreakerTransition, trace.WithAttributes(
+			attribute.String(semconv.AttrBreakerFrom, stateName(c.from)),
+			attribute.String(semconv.AttrBreakerTo, stateName(c.to)),
+			attribute.String(semconv.AttrInstance, instance)))
+	}
 }

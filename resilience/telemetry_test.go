@@ -314,16 +314,26 @@ func TestTelemetrySpanEvents(t *testing.T) {
 			return ctx, func() { span.End() }
 		},
 	}.run(t)
+	const (
+		attempt, reason, backoff = semconv.AttrAttempt, semconv.AttrRetryReason, semconv.AttrBackoff
+		from, to, instance       = semconv.AttrBreakerFrom, semconv.AttrBreakerTo, semconv.AttrInstance
+	)
 	want := map[string][]string{
-		"call 1": {"chassis.retry{chassis.attempt=2 chassis.retry.reason=status_5xx chassis.backoff=1}"},
-		"call 2": {"chassis.retry{chassis.attempt=2 chassis.retry.reason=status_429 chassis.backoff=0}"},
-		"call 3": {"chassis.hedge{chassis.attempt=2}", "chassis.hedge.won{}"},
-		"call 4": {"chassis.rejected{chassis.rejection.reason=budget_exhausted}"},
-		"call 5": {
-			"chassis.rejected{chassis.rejection.reason=breaker_open chassis.instance=a}",
-			"chassis.retry{chassis.attempt=2 chassis.retry.reason=breaker_open chassis.backoff=0}",
+		"call 1": {ev(semconv.EventRetry, attempt, "2", reason, semconv.ReasonStatus5xx, backoff, "1")},
+		"call 2": {ev(semconv.EventRetry, attempt, "2", reason, semconv.ReasonStatus429, backoff, "0")},
+		"call 3": {ev(semconv.EventHedge, attempt, "2"), ev(semconv.EventHedgeWon)},
+		"call 4": { // a's second 503 opens its breaker
+			ev(semconv.EventBreakerTransition, from, semconv.BreakerClosed, to, semconv.BreakerOpen, instance, "a"),
+			ev(semconv.EventRejected, semconv.AttrRejectionReason, semconv.ReasonBudgetExhausted),
 		},
-		"call 6": nil,
+		"call 5": {
+			ev(semconv.EventRejected, semconv.AttrRejectionReason, semconv.ReasonBreakerOpen, instance, "a"),
+			ev(semconv.EventRetry, attempt, "2", reason, semconv.ReasonBreakerOpen, backoff, "0"),
+		},
+		"call 6": { // the probe: the permit half-opens the breaker, the success closes it
+			ev(semconv.EventBreakerTransition, from, semconv.BreakerOpen, to, semconv.BreakerHalfOpen, instance, "a"),
+			ev(semconv.EventBreakerTransition, from, semconv.BreakerHalfOpen, to, semconv.BreakerClosed, instance, "a"),
+		},
 	}
 	spans := sr.Ended()
 	if len(spans) != len(want) {

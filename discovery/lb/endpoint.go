@@ -51,6 +51,7 @@ type Endpoint struct {
 	winStart    int64
 	winReqs     int
 	winFails    int
+	slowRun     int // slow calls in a row (latency ejection)
 
 	// Guarded by Balancer.mu.
 	ejected      bool
@@ -101,7 +102,7 @@ func (e *Endpoint) Done(latency time.Duration, err error) {
 			o = failure
 		}
 	}
-	e.finish(e.b.nanos(), int64(latency), o)
+	_ = e.finish(e.b.nanos(), int64(latency), o) // no span to report an ejection on: see Transport
 	e.Release()
 }
 
@@ -158,15 +159,25 @@ func decay(x float64) float64 {
 }
 
 // finish records the outcome of one call that ended at now (clock nanoseconds) and took latency ns.
-func (e *Endpoint) finish(now, latency int64, o outcome) {
+// It returns the reason when the call got the instance ejected, else "".
+func (e *Endpoint) finish(now, latency int64, o outcome) (ejected string) {
 	b := e.b
 	b.advance(now)
 	if o == ignored {
-		return
+		return ""
 	}
 	if o == cancelled {
 		e.raise(now, min(float64(max(latency, 0)), penalty))
-		return
+		if b.latencyEject && b.slow(latency) { // it took at least this long
+			e.mu.Lock()
+			e.slowRun++
+			run := e.slowRun
+			e.mu.Unlock()
+			if run >= b.opts.outlier.ConsecutiveSlow && b.eject(e, now, semconv.ReasonLatency) {
+				return semconv.ReasonLatency
+			}
+		}
+		return ""
 	}
 	rtt := float64(max(latency, 0))
 	cfg := &b.opts.outlier
@@ -209,11 +220,22 @@ func (e *Endpoint) finish(now, latency int64, o outcome) {
 			reason = semconv.ReasonSuccessRate
 		}
 	}
+	if b.latencyEject && o != failure { // a failure's latency says nothing about speed
+		if b.slow(latency) {
+			e.slowRun++
+		} else {
+			e.slowRun = 0
+		}
+		if reason == "" && e.slowRun >= cfg.ConsecutiveSlow {
+			reason = semconv.ReasonLatency
+		}
+	}
 	e.mu.Unlock()
 
-	if reason != "" {
-		b.eject(e, now, reason)
+	if reason != "" && b.eject(e, now, reason) {
+		return reason
 	}
+	return ""
 }
 
 // classify maps the result of one attempt sent by Transport to an outcome. req is the caller's

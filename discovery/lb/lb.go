@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/bits"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,9 +90,15 @@ type Balancer struct {
 	opts     options
 	tau      float64 // decay time constant in ns
 	ejection bool
-	epoch    time.Time
-	rng      sync.Mutex // guards opts.src
-	m        *instruments
+	// latencyEject: latency ejection is configured. slowNanos is the latency above which a call is
+	// slow (float64 bits; 0 until enough instances have an estimate), recomputed when latencyStamp
+	// (clock ns) is latencyRefresh old.
+	latencyEject bool
+	slowNanos    atomic.Uint64
+	latencyStamp atomic.Int64
+	epoch        time.Time
+	rng          sync.Mutex // guards opts.src
+	m            *instruments
 
 	table       atomic.Pointer[table]
 	coarse      atomic.Int64 // the latest completion time: P2C's clock, so picks never read the clock
@@ -103,6 +110,7 @@ type Balancer struct {
 	endpoints map[string]*Endpoint
 	order     []*Endpoint // snapshot order
 	ejected   int
+	latBuf    []float64 // scratch for the median of latency estimates
 	panicking bool
 	readyOnce bool
 	running   bool
@@ -152,14 +160,15 @@ func newBalancer(service string, w discovery.Watcher, opts []Option) (*Balancer,
 		return nil, err
 	}
 	b := &Balancer{
-		service:   service,
-		w:         w,
-		opts:      o,
-		tau:       float64(o.decay),
-		ejection:  o.outlier.enabled(),
-		epoch:     o.clock(),
-		ready:     make(chan struct{}),
-		endpoints: map[string]*Endpoint{},
+		service:      service,
+		w:            w,
+		opts:         o,
+		tau:          float64(o.decay),
+		ejection:     o.outlier.enabled(),
+		latencyEject: o.outlier.enabled() && o.outlier.latency(),
+		epoch:        o.clock(),
+		ready:        make(chan struct{}),
+		endpoints:    map[string]*Endpoint{},
 	}
 	b.nextReadmit.Store(math.MaxInt64)
 	b.table.Store(&table{err: &NoInstancesError{Service: service, Reason: "no snapshot yet"}})
@@ -307,7 +316,7 @@ func (b *Balancer) update(instances []discovery.Instance) {
 func (b *Balancer) Pick(ctx context.Context) (*Endpoint, error) {
 	e, err := b.pick(ctx)
 	if err != nil {
-		b.m.noInstances()
+		b.m.noInstances(ctx)
 	}
 	return e, err
 }
@@ -435,6 +444,40 @@ func (b *Balancer) advance(now int64) {
 		}
 		b.mu.Unlock()
 	}
+	if b.latencyEject {
+		if last := b.latencyStamp.Load(); now-last >= int64(latencyRefresh) && b.latencyStamp.CompareAndSwap(last, now) {
+			b.refreshSlow()
+		}
+	}
+}
+
+// refreshSlow recomputes the latency above which a call is slow: LatencyFactor times the median
+// estimate of the healthy instances that have one, at least LatencyMin; 0 (no call is slow) with
+// fewer than latencyMinInstances estimates.
+func (b *Balancer) refreshSlow() {
+	cfg := &b.opts.outlier
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	lat := b.latBuf[:0]
+	for _, e := range b.order {
+		if v := math.Float64frombits(e.ewma.Load()); !e.ejected && v > 0 {
+			lat = append(lat, v)
+		}
+	}
+	b.latBuf = lat
+	if len(lat) < latencyMinInstances {
+		b.slowNanos.Store(0)
+		return
+	}
+	slices.Sort(lat)
+	median := lat[(len(lat)-1)/2] // the lower median: a slow half does not make itself the norm
+	b.slowNanos.Store(math.Float64bits(max(cfg.LatencyFactor*median, float64(cfg.LatencyMin))))
+}
+
+// slow reports whether a call that took latency ns counts towards latency ejection.
+func (b *Balancer) slow(latency int64) bool {
+	limit := math.Float64frombits(b.slowNanos.Load())
+	return limit > 0 && float64(latency) > limit
 }
 
 func (b *Balancer) readmitLocked(now int64) (changed bool) {
@@ -459,20 +502,21 @@ func (b *Balancer) readmitLocked(now int64) (changed bool) {
 
 func (e *Endpoint) resetCounters(now int64) {
 	e.mu.Lock()
-	e.consecutive, e.winStart, e.winReqs, e.winFails = 0, now, 0, 0
+	e.consecutive, e.winStart, e.winReqs, e.winFails, e.slowRun = 0, now, 0, 0, 0
 	e.mu.Unlock()
 }
 
-// eject takes e out of the pick set if the maximum ejection share allows it.
-func (b *Balancer) eject(e *Endpoint, now int64, reason string) {
+// eject takes e out of the pick set if the maximum ejection share allows it, and reports whether
+// it did.
+func (b *Balancer) eject(e *Endpoint, now int64, reason string) bool {
 	cfg := &b.opts.outlier
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if e.removed || e.ejected {
-		return
+		return false
 	}
 	if limit := max(len(b.order)*cfg.MaxEjectionPercent/100, 1); b.ejected >= limit {
-		return
+		return false
 	}
 	if cfg.Interval > 0 && e.ejections > 0 { // forgive one past ejection per healthy interval
 		e.ejections = max(e.ejections-int((now-e.healthySince)/int64(cfg.Interval)), 0)
@@ -491,6 +535,7 @@ func (b *Balancer) eject(e *Endpoint, now int64, reason string) {
 	}
 	b.rebuildLocked()
 	b.m.ejection(reason)
+	return true
 }
 
 // rebuildLocked publishes a new table from the instance set and the ejection state.

@@ -6,6 +6,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
@@ -45,7 +46,7 @@ func newInstruments(b *Balancer) (*instruments, error) {
 	m.noneAdd = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
 		attribute.String(semconv.AttrPeerService, b.service),
 		attribute.String(semconv.AttrRejectionReason, semconv.ReasonNoInstances)))}
-	for _, r := range []string{semconv.ReasonConsecutiveError, semconv.ReasonSuccessRate} {
+	for _, r := range []string{semconv.ReasonConsecutiveError, semconv.ReasonSuccessRate, semconv.ReasonLatency} {
 		m.reasonAdds[r] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
 			attribute.String(semconv.AttrPeerService, b.service),
 			attribute.String(semconv.AttrEjectionReason, r)))}
@@ -112,7 +113,24 @@ func (m *instruments) ejection(reason string) {
 
 func (m *instruments) panicEntered() { m.panics.Add(context.Background(), 1, m.serviceAdd...) }
 
-func (m *instruments) noInstances() { m.rejections.Add(context.Background(), 1, m.noneAdd...) }
+// noInstances counts a pick that found no instance, and adds the rejection to ctx's recording span.
+func (m *instruments) noInstances(ctx context.Context) {
+	m.rejections.Add(ctx, 1, m.noneAdd...)
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.AddEvent(semconv.EventRejected, trace.WithAttributes(
+			attribute.String(semconv.AttrRejectionReason, semconv.ReasonNoInstances)))
+	}
+}
+
+// ejectionEvent adds the ejection of instance, which the call whose context is ctx caused, to ctx's
+// recording span.
+func ejectionEvent(ctx context.Context, reason, instance string) {
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.AddEvent(semconv.EventEjection, trace.WithAttributes(
+			attribute.String(semconv.AttrEjectionReason, reason),
+			attribute.String(semconv.AttrInstance, instance)))
+	}
+}
 
 func (m *instruments) unregister() {
 	if m.reg != nil {

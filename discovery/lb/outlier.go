@@ -17,6 +17,18 @@ import (
 // forgives one past ejection. Never more than MaxEjectionPercent of the instances are ejected at
 // once, but at least one may be, as in Envoy.
 //
+// Latency ejection (off by default): an instance is ejected after ConsecutiveSlow calls in a row
+// that each took longer than LatencyFactor times the median latency estimate of the healthy
+// instances, and longer than LatencyMin. The median is taken over the peak-EWMA estimates P2C keeps,
+// refreshed at most every latencyRefresh as calls complete, and only when at least
+// latencyMinInstances instances have one: with fewer, "slower than the others" means nothing. A call
+// cut short (a hedge won, the caller gave up) after longer than the threshold counts as slow too,
+// since the instance took at least that long; a failed call neither counts nor breaks the run.
+// P2C alone already steers most calls away from a slow instance, but keeps probing it, and every
+// probe of an instance that hangs costs a caller its whole deadline: ejection stops the probes for
+// BaseEjectionTime. It is relative on purpose: when every instance is slow (an overloaded
+// dependency, a slow database behind all of them), none is ejected.
+//
 // Panic mode: when fewer than PanicPercent of the instances are healthy (not ejected), the balancer
 // ignores ejection and spreads calls over all instances, because overloading the few left would be
 // worse than sending some calls to bad ones. PanicPercent 0 disables panic mode: with every instance
@@ -43,7 +55,24 @@ type Outlier struct {
 	// PanicPercent is the healthy share below which panic mode starts; 0 disables panic mode.
 	// Default 50.
 	PanicPercent int
+	// LatencyFactor is how many times slower than the median instance a call must be to count as
+	// slow; 0 disables latency ejection, otherwise it must be above 1. Default 0 (off).
+	LatencyFactor float64
+	// LatencyMin is the latency below which no call counts as slow, whatever the median (a 2 ms call
+	// is not an outlier because the others take 0.2 ms). Default 100ms.
+	LatencyMin time.Duration
+	// ConsecutiveSlow ejects after this many slow calls in a row; 0 disables latency ejection.
+	// Default 5.
+	ConsecutiveSlow int
 }
+
+// Latency ejection constants (see Outlier).
+const (
+	// latencyMinInstances is how many instances need a latency estimate for the median to be used.
+	latencyMinInstances = 3
+	// latencyRefresh is how often the median is recomputed, at most.
+	latencyRefresh = time.Second
+)
 
 // DefaultOutlier returns the default outlier settings, documented on the fields of Outlier.
 func DefaultOutlier() Outlier {
@@ -56,6 +85,8 @@ func DefaultOutlier() Outlier {
 		MaxEjectionTime:     300 * time.Second,
 		MaxEjectionPercent:  50,
 		PanicPercent:        50,
+		LatencyMin:          100 * time.Millisecond,
+		ConsecutiveSlow:     5,
 	}
 }
 
@@ -69,13 +100,16 @@ func (c Outlier) validate() error {
 	pct("FailurePercent", c.FailurePercent)
 	pct("MaxEjectionPercent", c.MaxEjectionPercent)
 	pct("PanicPercent", c.PanicPercent)
-	if c.ConsecutiveFailures < 0 || c.MinRequests < 0 {
-		errs = append(errs, errors.New("lb: outlier ConsecutiveFailures and MinRequests must not be negative"))
+	if c.ConsecutiveFailures < 0 || c.MinRequests < 0 || c.ConsecutiveSlow < 0 {
+		errs = append(errs, errors.New("lb: outlier ConsecutiveFailures, MinRequests and ConsecutiveSlow must not be negative"))
+	}
+	if c.LatencyFactor != 0 && !(c.LatencyFactor > 1) {
+		errs = append(errs, fmt.Errorf("lb: outlier LatencyFactor %g: must be 0 (off) or above 1", c.LatencyFactor))
 	}
 	if c.FailurePercent > 0 && c.Interval <= 0 {
 		errs = append(errs, fmt.Errorf("lb: outlier Interval %v: must be positive when FailurePercent is set", c.Interval))
 	}
-	if c.Interval < 0 || c.BaseEjectionTime < 0 || c.MaxEjectionTime < 0 {
+	if c.Interval < 0 || c.BaseEjectionTime < 0 || c.MaxEjectionTime < 0 || c.LatencyMin < 0 {
 		errs = append(errs, errors.New("lb: outlier durations must not be negative"))
 	}
 	if c.enabled() && c.BaseEjectionTime <= 0 {
@@ -85,8 +119,11 @@ func (c Outlier) validate() error {
 }
 
 func (c Outlier) enabled() bool {
-	return c.MaxEjectionPercent > 0 && (c.ConsecutiveFailures > 0 || c.FailurePercent > 0)
+	return c.MaxEjectionPercent > 0 && (c.ConsecutiveFailures > 0 || c.FailurePercent > 0 || c.latency())
 }
+
+// latency reports whether latency ejection is configured.
+func (c Outlier) latency() bool { return c.LatencyFactor > 1 && c.ConsecutiveSlow > 0 }
 
 // DefaultClassifier is the default of WithClassifier: transport errors and 5xx responses other than
 // 501 Not Implemented count as failures of the instance; a context.Canceled error (the caller gave

@@ -65,7 +65,7 @@ func (t *Transport) RoundTripTried(req *http.Request, tried *discovery.Tried) (*
 			e, err = b.pickAvoiding(ctx, tried)
 		}
 		if err != nil {
-			b.m.noInstances()
+			b.m.noInstances(ctx)
 			closeBody(req)
 			return nil, err
 		}
@@ -87,7 +87,9 @@ func (t *Transport) RoundTripTried(req *http.Request, tried *discovery.Tried) (*
 	start := b.nanos()
 	resp, err := e.rt.RoundTrip(out)
 	end := b.nanos()
-	e.finish(end, end-start, b.classify(req, resp, err))
+	if reason := e.finish(end, end-start, b.classify(req, resp, err)); reason != "" {
+		ejectionEvent(ctx, reason, e.key) // on the span of the call whose outcome ejected it
+	}
 	if err != nil {
 		e.Release()
 		return nil, fmt.Errorf("lb: %s instance %s at %s: %w", b.service, e.key, e.hostPort, err)

@@ -70,17 +70,17 @@ func backoff(n int, base, capd time.Duration) time.Duration {
 func Breaker(b *resilience.Breaker) endpoint.Middleware {
 	return func(next endpoint.Endpoint) endpoint.Endpoint {
 		return func(ctx context.Context, req any) (any, error) {
-			if err := b.Allow(); err != nil {
+			if err := b.AllowContext(ctx); err != nil {
 				return nil, err
 			}
 			resp, err := next(ctx, req)
 			switch {
 			case err == nil:
-				b.Record(resilience.Success)
+				b.RecordContext(ctx, resilience.Success)
 			case ctx.Err() != nil, errors.Is(err, resilience.ErrBulkheadFull), errors.Is(err, resilience.ErrBreakerOpen):
-				b.Record(resilience.Ignored)
+				b.RecordContext(ctx, resilience.Ignored)
 			default:
-				b.Record(resilience.Failure)
+				b.RecordContext(ctx, resilience.Failure)
 			}
 			return resp, err
 		}
