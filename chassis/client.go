@@ -28,6 +28,7 @@ type ClientOption func(*clientOptions)
 type clientOptions struct {
 	lb         []lb.Option
 	resilience []func(*resilience.Config)
+	transport  []func(*TransportConfig)
 }
 
 // WithResilience adjusts the dependency's resilience settings in code. The environment
@@ -58,9 +59,10 @@ func WithBalancer(opts ...lb.Option) ClientOption {
 var ErrNoResolver = errors.New("chassis: no resolver for service names (set DISCOVERY or use WithResolver)")
 
 type dependency struct {
-	bal     *lb.Balancer
-	release func()
-	client  *http.Client
+	bal       *lb.Balancer
+	release   func()
+	client    *http.Client
+	transport *http.Transport // its idle connections are closed when the Service stops
 }
 
 // Client returns an *http.Client for calls to another service by name: "http://pricing/prices/42".
@@ -111,12 +113,8 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 	if strings.ContainsAny(service, "/:") || service == "" {
 		return nil, fmt.Errorf("bad service name %q", service)
 	}
-	rc := resilience.DefaultConfig()
-	for _, f := range co.resilience {
-		f(&rc)
-	}
-	if err := config.Load(&rc, config.WithStrictPrefix(ClientPrefix(service)), config.WithoutDefaults(),
-		config.WithLookup(s.opts.lookup)); err != nil {
+	rc, tc, err := s.dependencyConfig(service, co)
+	if err != nil {
 		return nil, err
 	}
 	dep, err := resilience.NewDependency(service, rc,
@@ -127,12 +125,18 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 	if s.opts.resolver == nil {
 		return nil, ErrNoResolver
 	}
+	transport, base, err := newTransport(service, tc, s.tel.MeterProvider())
+	if err != nil {
+		// Unreadable certificate or CA files: the environment is wrong, and Run fails with it.
+		return nil, &config.Error{Problems: []config.Problem{{Err: fmt.Errorf("%s_TLS_*: %w", ClientPrefix(service), err)}}}
+	}
 	w, release, err := s.opts.resolver(service)
 	if err != nil {
 		return nil, err
 	}
 	bopts := append([]lb.Option{
 		lb.WithMeterProvider(s.tel.MeterProvider()),
+		lb.WithBaseTransport(base), // WithBalancer's options come after, and may replace it
 		lb.WithInstanceTransport(func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper {
 			return dep.Instance(inst.ID, next)
 		}),
@@ -145,7 +149,42 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 		return nil, err
 	}
 	rt := s.tel.Transport(dep.Wrap(lb.NewTransport(bal)))
-	return &dependency{bal: bal, release: release, client: &http.Client{Transport: rt}}, nil
+	return &dependency{bal: bal, release: release, client: &http.Client{Transport: rt}, transport: transport}, nil
+}
+
+// dependencyConfig layers a dependency's settings: defaults (and CLIENT_TLS_* for TLS), then the
+// code's WithResilience and WithTransport, then CLIENT_<NAME>_*. Every bad variable is reported.
+func (s *Service) dependencyConfig(service string, co clientOptions) (resilience.Config, TransportConfig, error) {
+	rc := resilience.DefaultConfig()
+	for _, f := range co.resilience {
+		f(&rc)
+	}
+	tc := DefaultTransportConfig()
+	tc.TLS = s.settings.ClientTLS
+	for _, f := range co.transport {
+		f(&tc)
+	}
+	prefix := ClientPrefix(service)
+	copts := []config.Option{config.WithStrictPrefix(prefix), config.WithoutDefaults(), config.WithLookup(s.opts.lookup),
+		config.WithReadFile(s.opts.readFile)}
+	var all config.Error
+	errs := []error{config.Load(&rc, copts...), config.Load(&tc, copts...)}
+	if errs[1] == nil { // the relations between the TLS settings, once each is valid
+		errs = append(errs, tc.TLS.Check(prefix+"_TLS"))
+	}
+	for _, err := range errs {
+		var ce *config.Error
+		switch {
+		case errors.As(err, &ce):
+			all.Problems = append(all.Problems, ce.Problems...)
+		case err != nil:
+			all.Problems = append(all.Problems, config.Problem{Err: err})
+		}
+	}
+	if len(all.Problems) > 0 {
+		return rc, tc, &all
+	}
+	return rc, tc, nil
 }
 
 // clientsHook starts the balancers when Run starts and closes them when it stops.
@@ -181,6 +220,9 @@ func (s *Service) stopClients(context.Context) error {
 			d.release()
 		}
 		d.client.CloseIdleConnections()
+		if d.transport != nil {
+			d.transport.CloseIdleConnections()
+		}
 	}
 	s.clientsStarted = false
 	return errors.Join(errs...)
