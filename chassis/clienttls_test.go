@@ -267,14 +267,16 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	}
-	pricing := tlsCallee(t, "pricing", serverFiles, caFile, handler, "TLS_RELOAD_INTERVAL", "0s")
+	pricing := tlsCallee(t, "pricing", serverFiles, caFile, handler, "TLS_RELOAD_INTERVAL", "0s", "SHED_ENABLED", "false")
 	svc, err := chassis.New("gateway", chassis.WithEnv(env(
 		"DISCOVERY_STATIC_PRICING", pricing.Addr(),
 		"CLIENT_TLS_ENABLED", "true", "CLIENT_TLS_CA_FILE", caFile,
 		"CLIENT_TLS_CERT_FILE", clientFiles.cert, "CLIENT_TLS_KEY_FILE", clientFiles.key,
 		"CLIENT_TLS_RELOAD_INTERVAL", "0s",
-		// Every failed attempt must show: no retry, no breaker.
+		// Every failed attempt must show: no retry, no breaker; and no deadline but the test's, so
+		// that a slow machine does not count as a failed rotation.
 		"CLIENT_PRICING_RETRIES", "0", "CLIENT_PRICING_DEPENDENCY_BREAKER_RATE", "0",
+		"CLIENT_PRICING_TIMEOUT", "0", "CLIENT_PRICING_ATTEMPT_TIMEOUT", "0",
 		"CLIENT_PRICING_BREAKER_FAILURES", "0")), chassis.WithoutSignals())
 	if err != nil {
 		t.Fatal(err)
