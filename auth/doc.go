@@ -11,6 +11,7 @@
 //	mux.Handle("POST /orders", auth.RequireScopes("orders:write")(createOrder))
 //
 // and with Reloader (TLS_CERT_FILE, TLS_KEY_FILE, TLS_CLIENT_CA_FILE, TLS_CLIENT_AUTH) plus
-// PeerIdentity for mTLS. Failures answer 401 with WWW-Authenticate (RFC 6750) or 403 for a missing
+// PeerIdentity for mTLS. ClientReloader (the CAs a client trusts and the certificate it presents,
+// reloaded the same way) and Dialer make the client side. Failures answer 401 with WWW-Authenticate (RFC 6750) or 403 for a missing
 // scope, both as application/problem+json.
 package auth

@@ -71,9 +71,12 @@ type dependency struct {
 // timeout; retries (idempotent or marked requests, full-jitter backoff, Retry-After, a retry budget of
 // 20% + 10/s by default); optional hedging under the same budget; a balancer pick per attempt (P2C
 // peak-EWMA by default, outlier ejection, instances with an open breaker skipped); the instance's
-// breaker; per-attempt timeout; bulkhead; deadline propagation; http.Transport. Settings come from
-// resilience.DefaultConfig, then WithResilience, then CLIENT_<NAME>_* variables (see
-// resilience.Config). A bad variable makes Run fail with a *config.Error.
+// breaker; per-attempt timeout; bulkhead; deadline propagation; the dependency's own http.Transport
+// (see TransportConfig: idle connections kept per instance, HTTP/2 with TLS instances that offer it,
+// TLS from CLIENT_TLS_* and CLIENT_<NAME>_TLS_* with certificates reloaded on rotation, new
+// connections counted). Settings come from resilience.DefaultConfig and DefaultTransportConfig, then
+// WithResilience and WithTransport, then CLIENT_<NAME>_* variables (see resilience.Config and
+// TransportConfig). A bad variable makes Run fail with a *config.Error.
 // Clients are cached by name; the first call fixes the options. The
 // balancer follows discovery from Run's start until the Service stops, after the public server has
 // drained, so that in-flight handlers can still call out.
