@@ -18,7 +18,8 @@
 // AUTH_* variables.
 //
 // For mTLS use Reloader (TLS_CERT_FILE, TLS_KEY_FILE, TLS_CLIENT_CA_FILE, TLS_CLIENT_AUTH) plus
-// PeerIdentity. Files are read only when they are regular files of bounded size; their errors are
+// PeerIdentity; ClientReloader (the CAs a client trusts and the certificate it presents, reloaded
+// the same way) and Dialer make the client side. Files are read only when they are regular files of bounded size; their errors are
 // *config.Problem and never show the content. Failures answer 401 with WWW-Authenticate (RFC 6750)
 // or 403 for a missing scope, both as application/problem+json.
 package auth

@@ -28,6 +28,7 @@ type ClientOption func(*clientOptions)
 type clientOptions struct {
 	lb         []lb.Option
 	resilience []func(*resilience.Config)
+	transport  []func(*TransportConfig)
 }
 
 // WithResilience adjusts the dependency's resilience settings in code. The environment
@@ -58,9 +59,10 @@ func WithBalancer(opts ...lb.Option) ClientOption {
 var ErrNoResolver = errors.New("chassis: no resolver for service names (set DISCOVERY or use WithResolver)")
 
 type dependency struct {
-	bal     *lb.Balancer
-	release func()
-	client  *http.Client
+	bal       *lb.Balancer
+	release   func()
+	client    *http.Client
+	transport *http.Transport // its idle connections are closed when the Service stops
 }
 
 // Client returns an *http.Client for calls to another service by name: "http://pricing/prices/42".
@@ -69,9 +71,12 @@ type dependency struct {
 // timeout; retries (idempotent or marked requests, full-jitter backoff, Retry-After, a retry budget of
 // 20% + 10/s by default); optional hedging under the same budget; a balancer pick per attempt (P2C
 // peak-EWMA by default, outlier ejection, instances with an open breaker skipped); the instance's
-// breaker; per-attempt timeout; bulkhead; deadline propagation; http.Transport. Settings come from
-// resilience.DefaultConfig, then WithResilience, then CLIENT_<NAME>_* variables (see
-// resilience.Config). When Client is called before Run, a dependency that cannot work (a bad
+// breaker; per-attempt timeout; bulkhead; deadline propagation; the dependency's own http.Transport
+// (see TransportConfig: idle connections kept per instance, HTTP/2 with TLS instances that offer it,
+// TLS from CLIENT_TLS_* and CLIENT_<NAME>_TLS_* with certificates reloaded on rotation, new
+// connections counted). Settings come from resilience.DefaultConfig and DefaultTransportConfig, then
+// WithResilience and WithTransport, then CLIENT_<NAME>_* variables (see resilience.Config and
+// TransportConfig). When Client is called before Run, a dependency that cannot work (a bad
 // variable, no DISCOVERY_STATIC_<SERVICE> list) makes Run fail before anything starts, with a
 // *config.Error listing every such problem; after Run started, calls through it fail instead.
 // Clients are cached by name; the first call fixes the options. The
@@ -119,12 +124,8 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 	if strings.ContainsAny(service, "/:") || service == "" {
 		return nil, fmt.Errorf("bad service name %q", service)
 	}
-	rc := resilience.DefaultConfig()
-	for _, f := range co.resilience {
-		f(&rc)
-	}
-	if err := config.Load(&rc, config.WithStrictPrefix(ClientPrefix(service)), config.WithoutDefaults(),
-		config.WithLookup(s.opts.lookup)); err != nil {
+	rc, tc, err := s.dependencyConfig(service, co)
+	if err != nil {
 		return nil, errors.Join(err, s.probeResolver(service)) // every problem of the dependency at once
 	}
 	dep, err := resilience.NewDependency(service, rc,
@@ -135,12 +136,18 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 	if s.opts.resolver == nil {
 		return nil, noResolver(service)
 	}
+	transport, base, err := newTransport(service, tc, s.tel.MeterProvider())
+	if err != nil {
+		// Unreadable certificate or CA files: the environment is wrong, and Run fails with it.
+		return nil, &config.Error{Problems: []config.Problem{{Err: fmt.Errorf("%s_TLS_*: %w", ClientPrefix(service), err)}}}
+	}
 	w, release, err := s.opts.resolver(service)
 	if err != nil {
 		return nil, err
 	}
 	bopts := append([]lb.Option{
 		lb.WithMeterProvider(s.tel.MeterProvider()),
+		lb.WithBaseTransport(base), // WithBalancer's options come after, and may replace it
 		lb.WithInstanceTransport(func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper {
 			return dep.Instance(inst.ID, next)
 		}),
@@ -153,7 +160,41 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 		return nil, err
 	}
 	rt := s.tel.Transport(dep.Wrap(lb.NewTransport(bal)))
-	return &dependency{bal: bal, release: release, client: &http.Client{Transport: rt}}, nil
+	return &dependency{bal: bal, release: release, client: &http.Client{Transport: rt}, transport: transport}, nil
+}
+
+// dependencyConfig layers a dependency's settings: defaults (and CLIENT_TLS_* for TLS), then the
+// code's WithResilience and WithTransport, then CLIENT_<NAME>_*. Every bad variable is reported.
+func (s *Service) dependencyConfig(service string, co clientOptions) (resilience.Config, TransportConfig, error) {
+	rc := resilience.DefaultConfig()
+	for _, f := range co.resilience {
+		f(&rc)
+	}
+	tc := DefaultTransportConfig()
+	tc.TLS = s.settings.ClientTLS
+	for _, f := range co.transport {
+		f(&tc)
+	}
+	prefix := ClientPrefix(service)
+	copts := []config.Option{config.WithStrictPrefix(prefix), config.WithoutDefaults(), config.WithLookup(s.opts.lookup)}
+	var all config.Error
+	errs := []error{config.Load(&rc, copts...), config.Load(&tc, copts...)}
+	if errs[1] == nil { // the relations between the TLS settings, once each is valid
+		errs = append(errs, tc.TLS.Check(prefix+"_TLS"))
+	}
+	for _, err := range errs {
+		var ce *config.Error
+		switch {
+		case errors.As(err, &ce):
+			all.Problems = append(all.Problems, ce.Problems...)
+		case err != nil:
+			all.Problems = append(all.Problems, config.Problem{Err: err})
+		}
+	}
+	if len(all.Problems) > 0 {
+		return rc, tc, &all
+	}
+	return rc, tc, nil
 }
 
 // clientsHook starts the balancers when Run starts and closes them when it stops.
@@ -186,6 +227,9 @@ func (s *Service) stopClients(context.Context) error {
 			d.release()
 		}
 		d.client.CloseIdleConnections()
+		if d.transport != nil {
+			d.transport.CloseIdleConnections()
+		}
 	}
 	s.clientsStarted = false
 	return errors.Join(errs...)

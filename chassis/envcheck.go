@@ -38,7 +38,10 @@ type clientSpec struct {
 // <NAME> found in the environment, and Run takes the variable names from it to tell a misspelt
 // variable from a known one. A struct read per dependency belongs here.
 func clientSpecs() []clientSpec {
-	return []clientSpec{{new: func() any { c := resilience.DefaultConfig(); return &c }}}
+	return []clientSpec{
+		{new: func() any { c := resilience.DefaultConfig(); return &c }},
+		{new: func() any { c := DefaultTransportConfig(); return &c }},
+	}
 }
 
 // envScan is what New found by listing the environment, kept for Run's final check.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/cloudchassis/kit/config"
 	"github.com/cloudchassis/kit/resilience"
@@ -102,6 +103,18 @@ func EnvReference(opts ...Option) ([]config.Var, error) {
 		return nil, err
 	}
 	vars = append(vars, deps...)
+	conns, err := config.Reference(&TransportConfig{}, config.WithStrictPrefix("CLIENT_<NAME>"))
+	if err != nil {
+		return nil, err
+	}
+	for i, v := range conns {
+		// A dependency's TLS settings default to the shared CLIENT_TLS_* ones, not to the tags.
+		if rest, ok := strings.CutPrefix(v.Name, "CLIENT_<NAME>_TLS_"); ok {
+			conns[i].Default, conns[i].HasDefault = "", false
+			conns[i].Description = "overrides CLIENT_TLS_" + rest + " for this dependency"
+		}
+	}
+	vars = append(vars, conns...)
 	for _, spec := range o.userConfig {
 		v, err := config.Reference(spec)
 		if err != nil {

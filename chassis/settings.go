@@ -56,6 +56,10 @@ type Settings struct {
 	auth.Config
 	auth.TLSConfig
 
+	// ClientTLS is the TLS of calls made through Client, shared by every dependency; each setting
+	// can be overridden per dependency as CLIENT_<NAME>_TLS_* (see TransportConfig).
+	ClientTLS auth.ClientTLSConfig `envconfig:"CLIENT_TLS"`
+
 	LogLevel        string  `envconfig:"LOG_LEVEL" default:"info" validate:"oneof=debug info warn error" desc:"log level; changeable at runtime on the admin port"`
 	LogFormat       string  `envconfig:"LOG_FORMAT" default:"json" validate:"oneof=json console" desc:"log encoding"`
 	AccessLog       bool    `envconfig:"ACCESS_LOG" default:"true" desc:"log one line per request"`
@@ -80,6 +84,7 @@ func (s *Settings) Validate() error {
 	if s.AdminDebug == AdminDebugToken && s.AdminToken == "" {
 		errs = append(errs, config.Invalid("ADMIN_DEBUG", s.AdminDebug, "needs ADMIN_TOKEN (or ADMIN_TOKEN_FILE), or nobody could use the debug endpoints"))
 	}
+	errs = append(errs, s.ClientTLS.Check("CLIENT_TLS"))
 	return errors.Join(errs...)
 }
 

@@ -276,3 +276,21 @@ const (
 	OutcomeUnchanged = "unchanged" // config reload: valid, no variable changed
 	OutcomeRejected  = "rejected"  // config reload: invalid; the previous configuration stays
 )
+
+// Connection metrics of the client transport chassis builds for each dependency, under
+// ScopeChassis. Divide the rate of MetricClientConnectionsOpened by the rate of
+// HTTPClientRequestDuration's count to get new connections per request: near 0 when connections
+// are reused, near 1 when every call dials.
+const (
+	// ScopeChassis is the instrumentation scope of what package chassis measures itself.
+	ScopeChassis = "github.com/cloudchassis/kit/chassis"
+	// MetricClientConnectionsOpened counts connections dialled to instances, TLS handshake done
+	// ({connection}), with AttrPeerService and AttrURLScheme (http or https). Failed dials are not
+	// counted here; they fail the attempt (see MetricRetryAttempts' ReasonConnection).
+	MetricClientConnectionsOpened = "chassis.client.connections.opened"
+	// MetricClientConnectionsOpen is an up-down counter of the connections to instances currently
+	// open, idle or in use ({connection}), with AttrPeerService.
+	MetricClientConnectionsOpen = "chassis.client.connections.open"
+	// UnitConnection is the unit of the connection metrics.
+	UnitConnection = "{connection}"
+)

@@ -1,5 +1,0 @@
-//go:build !unix
-
-package auth
-
-const openNonBlock = 0
