@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -195,6 +196,28 @@ func TestLimits(t *testing.T) {
 		res.Body.Close()
 		if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 			t.Fatalf("status %d", res.StatusCode)
+		}
+	})
+	t.Run("too many header fields get 431 as problem+json", func(t *testing.T) {
+		// 200 distinct short names fit in the 4 KiB header limit; the default allows 100.
+		for _, n := range []int{100, 200} {
+			req, _ := http.NewRequest("POST", url, strings.NewReader("x"))
+			for i := range n - 4 { // Host, User-Agent, Content-Length and Accept-Encoding come too
+				req.Header.Set(fmt.Sprintf("X-F%d", i), "v")
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			switch {
+			case n <= 100 && res.StatusCode != http.StatusOK:
+				t.Fatalf("%d fields: status %d %s", n, res.StatusCode, body)
+			case n > 100 && (res.StatusCode != http.StatusRequestHeaderFieldsTooLarge ||
+				res.Header.Get("Content-Type") != "application/problem+json" || res.Header.Get(chassis.RequestIDHeader) == ""):
+				t.Fatalf("%d fields: status %d %q %s", n, res.StatusCode, res.Header.Get("Content-Type"), body)
+			}
 		}
 	})
 	t.Run("oversize body gets 413", func(t *testing.T) {

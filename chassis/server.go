@@ -127,12 +127,13 @@ func (s *Service) stdLog(server string) *log.Logger {
 	return l
 }
 
-// core is recovery, request id, body limit and deadline in one wrapper.
+// core is recovery, request id, header-field and body limits and deadline in one wrapper.
 //
 // Recovery: a panic becomes a 500 problem response and an error log with the stack;
 // http.ErrAbortHandler keeps its meaning (the connection is dropped), and so does a panic after the
 // response started. Request id: a well-formed X-Request-Id from the caller, else the trace id, else
-// a random id, echoed on the response. Body limit: 413 at once when Content-Length is over the limit;
+// a random id, echoed on the response. Header fields: 431 when the request has more distinct header
+// names than HTTP_MAX_HEADER_FIELDS. Body limit: 413 at once when Content-Length is over the limit;
 // otherwise the body is capped, so that a chunked body over the limit fails the handler's read with
 // *http.MaxBytesError. Deadline: the caller's propagated deadline (resilience.TimeoutHeader), capped
 // by HTTP_REQUEST_TIMEOUT, on the request context, by resilience.WithPropagatedDeadline (the same code
@@ -141,6 +142,8 @@ func (s *Service) core(next http.Handler) http.Handler {
 	limit := int64(s.settings.MaxBodyBytes)
 	tooLarge := fmt.Sprintf("the request body exceeds the limit of %s", s.settings.MaxBodyBytes)
 	timeout := s.settings.RequestTimeout
+	maxFields := s.settings.MaxHeaderFields
+	tooManyFields := fmt.Sprintf("the request has more than %d distinct header names", maxFields)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tw := &trackingWriter{ResponseWriter: w}
 		defer func() {
@@ -162,6 +165,13 @@ func (s *Service) core(next http.Handler) http.Handler {
 		tw.idHeader[0] = id
 		w.Header()[RequestIDHeader] = tw.idHeader[:]
 
+		if len(r.Header) > maxFields {
+			// net/http bounds the header's bytes (HTTP_MAX_HEADER_BYTES), not its fields: 64 KiB of
+			// distinct short names is thousands of map entries per request for the handler's code to walk.
+			w.Header().Set("Connection", "close")
+			problem.Write(w, http.StatusRequestHeaderFieldsTooLarge, "", tooManyFields)
+			return
+		}
 		if r.ContentLength > limit {
 			w.Header().Set("Connection", "close") // the unread body must not be parsed as a request
 			problem.Write(w, http.StatusRequestEntityTooLarge, "", tooLarge)

@@ -29,6 +29,7 @@ type Settings struct {
 	WriteTimeout      time.Duration   `envconfig:"HTTP_WRITE_TIMEOUT" default:"60s" validate:"gte=0" desc:"time to write a response, from the end of the headers"`
 	IdleTimeout       time.Duration   `envconfig:"HTTP_IDLE_TIMEOUT" default:"120s" validate:"gte=0" desc:"keep-alive idle time"`
 	MaxHeaderBytes    config.ByteSize `envconfig:"HTTP_MAX_HEADER_BYTES" default:"64KiB" validate:"gt=0" desc:"request header size limit (larger gets 431)"`
+	MaxHeaderFields   int             `envconfig:"HTTP_MAX_HEADER_FIELDS" default:"100" validate:"gt=0,lte=10000" desc:"distinct request header names allowed (more gets 431); Envoy's default is also 100"`
 	MaxBodyBytes      config.ByteSize `envconfig:"HTTP_MAX_BODY_BYTES" default:"10MiB" validate:"gt=0" desc:"request body size limit (larger gets 413)"`
 	RequestTimeout    time.Duration   `envconfig:"HTTP_REQUEST_TIMEOUT" default:"30s" validate:"gte=0" desc:"deadline of a request's context; 0 disables"`
 

@@ -456,20 +456,31 @@ func (rr *RouteRates) UnmarshalText(text []byte) error {
 	return nil
 }
 
+// Bounds of a per-route rate in RATE_LIMIT_ROUTES, the same as those of RATE_LIMIT_RPS and
+// RATE_LIMIT_BURST (RateLimitConfig's validate tags).
+const (
+	minRoutePerSecond = 0.001
+	maxRoutePerSecond = 1_000_000_000
+	maxRouteBurst     = 1_000_000
+)
+
 func parseRate(s string) (Rate, error) {
 	if strings.EqualFold(s, "off") {
 		return Rate{}, nil
 	}
 	perS, burstS, hasBurst := strings.Cut(s, ":")
+	// The same bounds as RATE_LIMIT_RPS and RATE_LIMIT_BURST: a rate so small that it rounds to
+	// nothing, or a burst so large that the refill time overflows Retry-After, is a typo.
 	f, err := strconv.ParseFloat(strings.TrimSuffix(perS, "/s"), 64)
-	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
-		return Rate{}, fmt.Errorf("rate %q is not a non-negative number of requests per second", perS)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || (f > 0 && f < minRoutePerSecond) || f > maxRoutePerSecond {
+		return Rate{}, fmt.Errorf("rate %q is not a number of requests per second from %g to %g (or 0)", perS,
+			minRoutePerSecond, float64(maxRoutePerSecond))
 	}
 	r := Rate{PerSecond: f}
 	if hasBurst {
 		b, err := strconv.Atoi(burstS)
-		if err != nil || b < 1 {
-			return Rate{}, fmt.Errorf("burst %q is not a positive integer", burstS)
+		if err != nil || b < 1 || b > maxRouteBurst || burstS != strconv.Itoa(b) {
+			return Rate{}, fmt.Errorf("burst %q is not a whole number from 1 to %d", burstS, maxRouteBurst)
 		}
 		r.Burst = b
 	}

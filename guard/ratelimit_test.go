@@ -223,7 +223,8 @@ func TestRateLimitConfig(t *testing.T) {
 	if fmt.Sprint(rr) != fmt.Sprint(want) {
 		t.Fatalf("got %v, want %v", rr, want)
 	}
-	for _, bad := range []string{"POST /orders", "x=-1", "x=1:0", "x=abc", "x=NaN"} {
+	for _, bad := range []string{"POST /orders", "x=-1", "x=1:0", "x=abc", "x=NaN", "x=Inf", "x=1e-300", "x=2e9",
+		"x=1:10000000000", "x=1:2000000", "x=1:010", "x=1:+5", "x=0x10"} {
 		if err := rr.UnmarshalText([]byte(bad)); err == nil {
 			t.Errorf("%q: no error", bad)
 		}
