@@ -25,17 +25,7 @@ import (
 // ready, each old one deregisters at the start of its drain and keeps serving for DRAIN_DELAY, and the
 // caller sees no failed request.
 func TestRollingRestartLosesNoRequest(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Consul and several processes")
-	}
-	agent := consultest.StartDev(t)
-	bin := build(t)
-	env := []string{"DISCOVERY=consul", "CONSUL_HTTP_ADDR=" + agent.HTTPAddr, "ADVERTISE_ADDRESS=127.0.0.1",
-		"DRAIN_DELAY=1s", "SHUTDOWN_TIMEOUT=10s", "ACCESS_LOG=false"}
-	var olds []*proc
-	for range 3 {
-		olds = append(olds, startHello(t, bin, env...))
-	}
+	agent, bin, env, olds := startRolling(t)
 
 	caller, err := chassis.New("caller", chassis.WithEnv(config.MapLookup(map[string]string{
 		"DISCOVERY": "consul", "CONSUL_HTTP_ADDR": agent.HTTPAddr, "REGISTER": "false",
@@ -129,17 +119,7 @@ func TestRollingRestartLosesNoRequest(t *testing.T) {
 // default settings and about 10 requests in flight per instance, including on each new instance
 // from its first second, no request may fail: a fresh instance must not shed its share of the load.
 func TestRollingRestartPlainClient(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Consul and several processes")
-	}
-	agent := consultest.StartDev(t)
-	bin := build(t)
-	env := []string{"DISCOVERY=consul", "CONSUL_HTTP_ADDR=" + agent.HTTPAddr, "ADVERTISE_ADDRESS=127.0.0.1",
-		"DRAIN_DELAY=1s", "SHUTDOWN_TIMEOUT=10s", "ACCESS_LOG=false"}
-	var olds []*proc
-	for range 3 {
-		olds = append(olds, startHello(t, bin, env...))
-	}
+	agent, bin, env, olds := startRolling(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -275,4 +255,21 @@ func (b *edgeBalancer) waitFor(n int, d time.Duration) bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return false
+}
+
+// startRolling starts a Consul dev agent and three hello instances registered in it, with default
+// shedder settings, and returns what a rolling restart test needs to start their replacements.
+func startRolling(t *testing.T) (agent *consultest.Agent, bin string, env []string, olds []*proc) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs Consul and several processes")
+	}
+	agent = consultest.StartDev(t)
+	bin = build(t)
+	env = []string{"DISCOVERY=consul", "CONSUL_HTTP_ADDR=" + agent.HTTPAddr, "ADVERTISE_ADDRESS=127.0.0.1",
+		"DRAIN_DELAY=1s", "SHUTDOWN_TIMEOUT=10s", "ACCESS_LOG=false"}
+	for range 3 {
+		olds = append(olds, startHello(t, bin, env...))
+	}
+	return agent, bin, env, olds
 }
