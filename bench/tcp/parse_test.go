@@ -104,3 +104,25 @@ func TestMedianAndRatio(t *testing.T) {
 		t.Fatalf("ratio = %v, want 0.5 (median of 0.5, 0.6, 0.4)", got)
 	}
 }
+
+func TestProfileTotal(t *testing.T) {
+	for in, want := range map[string]float64{
+		"Showing nodes accounting for 937732, 100% of 937743 total":        937743,
+		"Showing nodes accounting for 110.46MB, 98.22% of 112.5MB total":   112.5 * (1 << 20),
+		"Showing nodes accounting for 44664.61kB, 100% of 44664.5kB total": 44664.5 * (1 << 10),
+	} {
+		if got, ok := profileTotal(in); !ok || got != want {
+			t.Errorf("profileTotal(%q) = %v, %v; want %v", in, got, ok, want)
+		}
+	}
+	if _, ok := profileTotal("no total here"); ok {
+		t.Error("profileTotal found a total in a line without one")
+	}
+}
+
+func TestPerfDSO(t *testing.T) {
+	in := []byte("# Samples: 1K of event 'cpu-clock'\n#\n    57.55%  [kernel.kallsyms]\n    41.25%  hello-chassis\n     1.20%  [vdso]\n")
+	if got, want := perfDSO(in), "kernel 57.55%, hello-chassis 41.25%, vdso 1.20%"; got != want {
+		t.Fatalf("perfDSO = %q, want %q", got, want)
+	}
+}

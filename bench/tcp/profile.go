@@ -146,10 +146,51 @@ func (h *harness) profileOne(ctx context.Context, t target, dir string) (string,
 			}
 		}
 	}
-	return fmt.Sprintf("- **%s** (load %s): %.0f req/s under profiling, %.1f µs CPU/req; %d GCs during the run "+
-		"(%.2f per 1,000 requests), GC CPU since start %s, heap goal %s. Files: %s.{cpu,allocs}.pprof/.txt%s\n",
-		t.name, load, res.rps, perReq(c1-c0, res.requests), n, 1000*float64(n)/float64(max(1, res.requests)), gcPct, goal,
-		t.name, map[bool]string{true: ", .perf-{dso,sym}.txt", false: ""}[h.f.perf]), nil
+	cpuReq := perReq(c1-c0, res.requests)
+	// The allocation profile is a delta over secs seconds: divide by the requests of that window.
+	windowReqs := res.rps * float64(secs)
+	allocs := "?"
+	objs, err1 := os.ReadFile(filepath.Join(dir, t.name+".allocs-count.txt"))
+	space, err2 := os.ReadFile(filepath.Join(dir, t.name+".allocs.txt"))
+	if err := errors.Join(err1, err2); err != nil {
+		return "", err
+	}
+	if o, ok := profileTotal(string(objs)); ok && windowReqs > 0 {
+		if sp, ok := profileTotal(string(space)); ok {
+			allocs = fmt.Sprintf("%.1f allocations, %.0f bytes", o/windowReqs, sp/windowReqs)
+		}
+	}
+	table, err := breakdown(ctx, bin, filepath.Join(dir, t.name+".cpu.pprof"), cpuReq)
+	if err != nil {
+		return "", err
+	}
+	perfLine := ""
+	if h.f.perf {
+		if b, err := os.ReadFile(filepath.Join(dir, t.name+".perf-dso.txt")); err == nil {
+			perfLine = "; perf (cpu-clock, whole process): " + perfDSO(b)
+		}
+	}
+	return fmt.Sprintf("- **%s** (load %s): %.0f req/s under profiling, %.1f µs CPU/req; per request (allocation profile) %s; "+
+		"%d GCs during the run (%.2f per 1,000 requests), GC CPU since start %s, heap goal %s%s. Files: %s.*\n%s",
+		t.name, load, res.rps, cpuReq, allocs, n, 1000*float64(n)/float64(max(1, res.requests)), gcPct, goal,
+		perfLine, t.name, table), nil
+}
+
+// perfDSO summarises perf report --sort dso: "kernel 57.6%, hello-chassis 41.3%, ...".
+func perfDSO(b []byte) string {
+	var parts []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || strings.HasPrefix(f[0], "#") || !strings.HasSuffix(f[0], "%") {
+			continue
+		}
+		name := strings.Trim(f[len(f)-1], "[]")
+		if name == "kernel.kallsyms" {
+			name = "kernel"
+		}
+		parts = append(parts, name+" "+f[0])
+	}
+	return strings.Join(parts, ", ")
 }
 
 func fetch(ctx context.Context, url, path string) error {
