@@ -10,29 +10,34 @@ import (
 )
 
 // category is one line of the "where the time goes" breakdown: the CPU samples whose stack holds a
-// function matching re. Categories overlap (the access log's write(2) is also a syscall), so the
-// shares do not add up to 100%.
+// function matching focus and none matching ignore (pprof's -focus and -ignore). A middleware's own
+// cost is its frame with the next layer's frame ignored. Categories overlap (the access log's
+// write(2) is also a syscall), so the shares do not add up to 100%.
 type category struct {
-	name, re string
+	name, focus, ignore string
 }
 
 var categories = []category{
-	{"socket reads and writes (net.netFD, syscall included)", `^net\.\(\*netFD\)\.(Read|Write)$`},
-	{"all syscalls (Syscall6: sockets, log file, epoll)", `^internal/runtime/syscall/linux\.Syscall6$`},
-	{"net/http: reading and parsing the request", `^net/http\.\(\*conn\)\.readRequest$`},
-	{"handler: JSON encode of the body", `^encoding/json\.\(\*Encoder\)\.Encode$`},
-	{"Chassis telemetry middleware, total (span, metrics, access log)", `^github\.com/cloudchassis/kit/telemetry\.\(\*serverHandler\)\.ServeHTTP$`},
-	{"access log: encode and write a JSON line", `^github\.com/cloudchassis/kit/telemetry\.\(\*Telemetry\)\.logAccess$`},
-	{"log file write(2)", `^os\.\(\*File\)\.Write$`},
-	{"tracing: OTel SDK span start/end", `^go\.opentelemetry\.io/otel/sdk/trace\.`},
-	{"metrics: OTel SDK instruments", `^go\.opentelemetry\.io/otel/sdk/metric\.`},
-	{"request deadline (context.WithTimeout/WithDeadline)", `^context\.(WithTimeout|WithDeadline)`},
-	{"load shedder", `Shedder`},
-	{"outgoing call (http.Client.Do / ReverseProxy)", `^net/http\.\(\*Client\)\.Do$|^net/http/httputil\.\(\*ReverseProxy\)\.ServeHTTP$`},
-	{"dialing new connections", `^net/http\.\(\*Transport\)\.dialConn$`},
-	{"allocation (mallocgc)", `^runtime\.mallocgc$`},
-	{"GC: background marking, assists, sweeping", `^runtime\.(gcBgMarkWorker|gcAssistAlloc|bgsweep|bgscavenge)$`},
-	{"scheduler and netpoll (idle included)", `^runtime\.(schedule|findRunnable|netpoll)$`},
+	{name: "socket reads and writes (net.netFD, syscall included)", focus: `^net\.\(\*netFD\)\.(Read|Write)$`},
+	{name: "all syscalls (Syscall6: sockets, log file, epoll)", focus: `^internal/runtime/syscall/linux\.Syscall6$`},
+	{name: "net/http: reading and parsing the request", focus: `^net/http\.\(\*conn\)\.readRequest$`},
+	{name: "net/http: finishing the response (flush, chunked writer)", focus: `^net/http\.\(\*response\)\.finishRequest$`},
+	{name: "the route's handler (JSON encode; gateways: the outgoing call)", focus: `^main\.|^github\.com/cloudchassis/kit/bench/internal/hello\.Handle$`},
+	{name: "Chassis telemetry middleware, own: span, RED metrics, access log", focus: `^github\.com/cloudchassis/kit/telemetry\.\(\*serverHandler\)\.ServeHTTP$`,
+		ignore: `^github\.com/cloudchassis/kit/chassis\.\(\*Service\)\.core\.func1$`},
+	{name: "  access log: encode and write a JSON line", focus: `^github\.com/cloudchassis/kit/telemetry\.\(\*Telemetry\)\.logAccess$`},
+	{name: "  log file write(2)", focus: `^os\.\(\*File\)\.Write$`},
+	{name: "  tracing: OTel SDK span start/end", focus: `^go\.opentelemetry\.io/otel/sdk/trace\.`},
+	{name: "  metrics: OTel SDK instruments", focus: `^go\.opentelemetry\.io/otel/sdk/metric\.`},
+	{name: "Chassis core middleware, own: recovery, request id, body limit, deadline", focus: `^github\.com/cloudchassis/kit/chassis\.\(\*Service\)\.core\.func1$`,
+		ignore: `Shedder\)\.Middleware`},
+	{name: "  request deadline (context.WithTimeout)", focus: `^context\.(WithTimeout|WithDeadline)`},
+	{name: "Chassis load shedder, own", focus: `Shedder\)\.Middleware`, ignore: `^main\.`},
+	{name: "outgoing call (http.Client.Do / ReverseProxy)", focus: `^net/http\.\(\*Client\)\.Do$|^net/http/httputil\.\(\*ReverseProxy\)\.ServeHTTP$`},
+	{name: "  dialing new connections", focus: `^net/http\.\(\*Transport\)\.dialConn$`},
+	{name: "allocation (mallocgc)", focus: `^runtime\.mallocgc$`},
+	{name: "GC: background marking, assists, sweeping", focus: `^runtime\.(gcBgMarkWorker|gcAssistAlloc|bgsweep|bgscavenge)$`},
+	{name: "scheduler and netpoll (idle included)", focus: `^runtime\.(schedule|findRunnable|netpoll)$`},
 }
 
 var showing = regexp.MustCompile(`Showing nodes accounting for [^,]+, ([0-9.]+)% of`)
@@ -43,10 +48,13 @@ func breakdown(ctx context.Context, bin, prof string, cpuPerReq float64) (string
 	var b strings.Builder
 	b.WriteString("\n  | item (stacks containing) | share of CPU samples | ≈ µs/request |\n  |---|---:|---:|\n")
 	for _, c := range categories {
-		out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=1000000",
-			"-focus="+c.re, bin, prof).Output()
+		args := []string{"tool", "pprof", "-top", "-nodecount=1000000", "-focus=" + c.focus}
+		if c.ignore != "" {
+			args = append(args, "-ignore="+c.ignore)
+		}
+		out, err := exec.CommandContext(ctx, "go", append(args, bin, prof)...).Output()
 		if err != nil {
-			return "", fmt.Errorf("pprof -focus %s: %w", c.re, err)
+			return "", fmt.Errorf("pprof -focus %s: %w", c.focus, err)
 		}
 		m := showing.FindSubmatch(out)
 		if m == nil {
