@@ -9,7 +9,7 @@ export PATH := $(GOBIN):$(PATH)
 # from the module proxy when the installed Go is older, which a go.env of GOTOOLCHAIN=local would forbid.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: demo test tools lint vuln unit bench-smoke bench fuzz reference
+.PHONY: demo test tools lint vuln unit bench-smoke bench bench-tcp fuzz reference
 
 demo: ## the demo cluster on embedded defaults (no Consul needed); dashboard on http://127.0.0.1:8088
 	$(GO) run ./examples/cluster
@@ -41,6 +41,10 @@ bench-smoke: ## every benchmark once, so that they keep compiling and running
 
 bench: ## the benchmarks as BENCHMARKS.md quotes them
 	cd bench && $(GO) test -run '^$$' -bench . -benchmem -count 6 -timeout 60m ./... | tee bench.out
+
+bench-tcp: ## throughput over TCP loopback, servers and wrk pinned to separate cores (ARGS="-d 1s -warmup 1s -rounds 1" for a smoke run)
+	bash scripts/install-wrk.sh
+	cd bench && $(GO) run ./tcp $(ARGS)
 
 fuzz: ## each fuzz target for 30 s
 	@for pkg in $$($(GO) list ./...); do \
