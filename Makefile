@@ -38,6 +38,7 @@ unit: ## go test -race over the library (integration tests included)
 
 bench-smoke: ## every benchmark once, so that they keep compiling and running
 	cd bench && $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./...
+	cd bench && $(GO) test -count=1 ./tcp/ # the TCP harness's parsers (make bench-tcp runs it)
 
 bench: ## the benchmarks as BENCHMARKS.md quotes them
 	cd bench && $(GO) test -run '^$$' -bench . -benchmem -count 6 -timeout 60m ./... | tee bench.out
