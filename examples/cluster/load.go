@@ -35,6 +35,7 @@ const (
 const (
 	headerServedBy = "X-Served-By"
 	headerDegraded = "X-Degraded"
+	headerInstance = "X-Instance"
 )
 
 // maxInflight bounds the load generator's concurrent requests: an open-loop generator keeps sending
@@ -242,9 +243,20 @@ func (g *loadGen) do(target string, r request) outcome {
 	}
 	res, err := g.client.Do(req)
 	if err == nil {
+		o.status = res.StatusCode
+		if res.StatusCode >= 400 {
+			// An error's problem details say why (shed, rate-limited, which dependency failed).
+			var p struct {
+				Detail string `json:"detail"`
+			}
+			data, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+			if json.Unmarshal(data, &p) == nil {
+				o.detail = p.Detail
+			}
+		}
 		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 1<<20))
 		_ = res.Body.Close()
-		o.status = res.StatusCode
+		o.instance = res.Header.Get(headerInstance)
 		o.degraded = res.Header.Get(headerDegraded) != ""
 		o.servedBy = strings.Fields(res.Header.Get(headerServedBy))
 	} else {
