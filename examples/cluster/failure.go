@@ -27,7 +27,7 @@ const (
 type failureKey struct {
 	Status   string `json:"status"`   // "503", or "no response"
 	Route    string `json:"route"`    // the load generator's operation, "POST /cart/{user}/items"
-	Instance string `json:"instance"` // the gateway that answered (X-Instance); "" without an answer
+	Instance string `json:"instance"` // the gateway that answered (X-Instance), else the one the last attempt went to; "" if none
 	Reason   string `json:"reason"`   // one of the reason constants
 }
 
