@@ -11,8 +11,24 @@ export GOTOOLCHAIN ?= auto
 
 .PHONY: demo test tools lint vuln unit bench-smoke bench bench-tcp fuzz reference
 
+# The dashboard's address (empty turns it off) and any other flags of the launcher (docs/demo.md).
+DEMO_DASHBOARD ?= 127.0.0.1:8088
+DEMO_FLAGS     ?=
+
+# demo checks the dashboard's port first (a busy one fails now, not after the build), then builds the
+# launcher and the four services in one go build, saying so and how long it took, and runs them.
 demo: ## the demo cluster on embedded defaults (no Consul needed); dashboard on http://127.0.0.1:8088
-	$(GO) run ./examples/cluster
+	@addr='$(DEMO_DASHBOARD)'; port=$${addr##*:}; \
+	if [ -n "$$addr" ] && [ "$$port" != 0 ] && (exec 3<>"/dev/tcp/$${addr%:*}/$$port") 2>/dev/null; then \
+		echo "make demo: the dashboard address $$addr is in use (is another demo still running?)."; \
+		echo "           Choose another: make demo DEMO_DASHBOARD=127.0.0.1:8089 (the launcher's -dashboard flag)"; \
+		exit 1; \
+	fi
+	@echo "make demo: building the launcher and the shop's four services (seconds with a warm Go build cache; a first build compiles every dependency and takes a minute or two)..."
+	@dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; start=$$(date +%s); \
+	$(GO) build -o "$$dir/" ./examples/cluster ./examples/shop/catalog ./examples/shop/pricing ./examples/shop/cart ./examples/shop/gateway || exit 1; \
+	echo "make demo: built in $$(( $$(date +%s) - start ))s; starting the cluster"; \
+	"$$dir/cluster" -prebuilt "$$dir" -dashboard='$(DEMO_DASHBOARD)' $(DEMO_FLAGS)
 
 test: tools lint vuln unit bench-smoke ## everything CI runs
 

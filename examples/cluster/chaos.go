@@ -153,20 +153,28 @@ func (ch *chaos) observe(ctx context.Context, ev *Event, t0 time.Time, settle ti
 	end = time.Now()
 	n, f := ch.stats.between(t0, end)
 	last := ch.stats.lastFailure(t0, end)
+	fails := ch.stats.failuresBetween(t0, end)
 	ch.tl.finish(ev, func(e *Event) {
 		e.Requests, e.Failures = n, f
 		e.Duration = roundTo(end.Sub(t0).Seconds(), 0.1)
 		if !last.IsZero() {
 			e.RecoverySeconds = roundTo(max(0, last.Sub(t0).Seconds()), 0.1)
 		}
-		e.Reaction = reaction(n, f, e.RecoverySeconds, extra)
+		e.Reaction = reaction(n, f, e.RecoverySeconds, fails, extra)
 	})
 }
 
-func reaction(n, f int, recovery float64, extra string) string {
+// reaction is an event's computed reaction: its requests and failures, why those failed (status,
+// route, instance and reason, from stats.failuresBetween) and what the action itself measured.
+func reaction(n, f int, recovery float64, fails []Failure, extra string) string {
 	s := fmt.Sprintf("%d requests, %d failed (%.2f%% ok)", n, f, 100*rate(n-f, n))
 	if f > 0 {
-		s += fmt.Sprintf(", last failure %.1fs after the event", recovery)
+		if len(fails) > 0 {
+			s += ": " + explainFailures(fails)
+		}
+		if recovery > 0 {
+			s += fmt.Sprintf("; last failure %.1fs after the event", recovery)
+		}
 	}
 	if extra != "" {
 		s += "; " + extra
@@ -214,6 +222,7 @@ func (ch *chaos) slow(ctx context.Context, id string, d time.Duration) error {
 	clearErr := ch.setFaults(context.Background(), addr, "")
 	restored := time.Now()
 	n, f := ch.stats.between(ev.At, restored)
+	fails := ch.stats.failuresBetween(ev.At, restored)
 	before := ch.stats.shareBetween("pricing", id, ev.At.Add(-shareBefore), ev.At)
 	during := ch.stats.shareBetween("pricing", id, ev.At, restored)
 	// The share after the restore is measured in the background: the next action need not wait.
@@ -223,7 +232,7 @@ func (ch *chaos) slow(ctx context.Context, id string, d time.Duration) error {
 		ch.tl.finish(ev, func(e *Event) {
 			e.Requests, e.Failures = n, f
 			e.Duration = roundTo(restored.Sub(ev.At).Seconds(), 0.1)
-			e.Reaction = reaction(n, f, 0, steering(id, fair, before, during, after))
+			e.Reaction = reaction(n, f, 0, fails, steering(id, fair, before, during, after))
 			if clearErr != nil {
 				e.Reaction += "; restoring failed: " + clearErr.Error()
 			}

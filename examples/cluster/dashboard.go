@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"embed"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -21,9 +23,10 @@ var webFS embed.FS
 type State struct {
 	Now        time.Time         `json:"now"`
 	Elapsed    float64           `json:"elapsed_s"`
-	Duration   float64           `json:"duration_s"` // 0: until Ctrl-C
+	LoadStart  int64             `json:"load_start_ms,omitempty"` // unix ms; the origin of event offsets
+	Duration   float64           `json:"duration_s"`              // 0: until Ctrl-C
 	Chaos      bool              `json:"chaos"`
-	Phase      string            `json:"phase"` // starting, running, stopping, done
+	Phase      string            `json:"phase"` // building, starting, running, stopping, done
 	Registry   RegistryView      `json:"registry"`
 	Instances  []InstanceView    `json:"instances"`
 	Load       LoadView          `json:"load"`
@@ -36,6 +39,7 @@ type State struct {
 type InstanceView struct {
 	InstanceInfo
 	InstanceMetrics
+	Live       bool    `json:"live"`       // not killed or exited; a dead instance has no metrics or share
 	Share      float64 `json:"share"`      // of the service's responses in the last second, 0-1
 	Registered string  `json:"registered"` // registry status: passing, critical, "" (absent)
 }
@@ -58,11 +62,16 @@ type dashboard struct {
 	clients map[chan []byte]struct{}
 	srv     *http.Server
 	ln      net.Listener
+	page    []byte // index.html
 	done    chan struct{}
 }
 
 func newDashboard(addr string, state func() State, act func(action, target string) error) (*dashboard, error) {
 	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("dashboard: %s is in use (is another demo still running?); choose another address with -dashboard, "+
+			"for example -dashboard 127.0.0.1:8089, or -dashboard 127.0.0.1:0 for any free port, or -dashboard '' for none: %w", addr, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: %w", err)
 	}
@@ -73,7 +82,13 @@ func newDashboard(addr string, state func() State, act func(action, target strin
 	}
 	_ = mime.AddExtensionType(".js", "text/javascript; charset=utf-8")
 	mux := http.NewServeMux()
+	page, err := fs.ReadFile(static, "index.html")
+	if err != nil {
+		return nil, err
+	}
+	d.page = page
 	mux.Handle("GET /", http.FileServerFS(static))
+	mux.HandleFunc("GET /{$}", d.servePage)
 	mux.HandleFunc("GET /api/state", d.serveState)
 	mux.HandleFunc("GET /api/events", d.serveEvents)
 	mux.HandleFunc("POST /api/chaos", d.serveChaos)
@@ -87,6 +102,25 @@ func newDashboard(addr string, state func() State, act func(action, target strin
 
 // URL is the dashboard's address for a browser.
 func (d *dashboard) URL() string { return "http://" + d.ln.Addr().String() + "/" }
+
+// initialMarker is where servePage puts the current state into index.html.
+const initialMarker = "<!--initial-state-->"
+
+// servePage serves index.html with the current state inside it, so that the first paint already
+// shows the cluster (the page renders it before the event stream connects).
+func (d *dashboard) servePage(w http.ResponseWriter, _ *http.Request) {
+	st, err := json.Marshal(d.state()) // escapes <, > and &: safe inside a script element
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	before, after, _ := bytes.Cut(d.page, []byte(initialMarker))
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(before)
+	_, _ = fmt.Fprintf(w, `<script id="initial-state" type="application/json">%s</script>`, st)
+	_, _ = w.Write(after)
+}
 
 func (d *dashboard) serveState(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")

@@ -220,6 +220,18 @@ func TestDemoWithChaos(t *testing.T) {
 	if tot.IdempotentRate < 0.999 {
 		t.Errorf("idempotent success %.4f < 99.9%%; failures: %v", tot.IdempotentRate, tot.ErrorSamples)
 	}
+	// Every failed request is explained: status, route, instance and a reason.
+	explained := 0
+	for _, f := range tot.Failures {
+		explained += f.Count
+		if f.Reason == "" || f.Route == "" || f.Status == "" {
+			t.Errorf("unexplained failure group %+v", f)
+		}
+		t.Logf("failed: %s (%s)", f, f.Detail)
+	}
+	if explained != tot.Requests-tot.OK {
+		t.Errorf("the summary explains %d failures of %d: %+v", explained, tot.Requests-tot.OK, tot.Failures)
+	}
 	kinds := map[string]bool{}
 	for _, e := range s.Events {
 		if e.Chaos {
@@ -251,6 +263,7 @@ func testDashboard(t *testing.T, url string) {
 	if err := b.waitFor(ctx, `document.querySelectorAll('.inst[data-state="ready"]').length >= 12 && document.body.dataset.phase === "running"`, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	checkEventTimes(t, b)
 	var ids []string
 	if err := b.eval(`[...document.querySelectorAll('.inst')].map(e => e.dataset.instance)`, &ids); err != nil {
 		t.Fatal(err)

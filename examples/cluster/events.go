@@ -22,7 +22,8 @@ const (
 type Event struct {
 	ID       int       `json:"id"`
 	At       time.Time `json:"at"`
-	Offset   float64   `json:"offset_s"` // seconds since the load started
+	Offset   float64   `json:"offset_s"`        // seconds since the load started; negative for the setup's
+	Setup    bool      `json:"setup,omitempty"` // before the load started
 	Kind     string    `json:"kind"`
 	Target   string    `json:"target,omitempty"`
 	Detail   string    `json:"detail"`
@@ -55,7 +56,12 @@ func (t *timeline) add(e Event) *Event {
 	if e.At.IsZero() {
 		e.At = time.Now()
 	}
-	e.Offset = roundTo(e.At.Sub(t.start).Seconds(), 0.1)
+	// Before the load starts there is no origin yet: begin fills the offset in. (A zero start would
+	// saturate the Duration and show 9223372036.9 s.)
+	e.Setup = t.start.IsZero()
+	if !e.Setup {
+		e.Offset = roundTo(e.At.Sub(t.start).Seconds(), 0.1)
+	}
 	ev := &e
 	t.events = append(t.events, ev)
 	if len(t.events) > maxEvents {
@@ -67,6 +73,18 @@ func (t *timeline) add(e Event) *Event {
 		t.notify(c)
 	}
 	return ev
+}
+
+// begin sets the origin of the offsets, the load's start; the setup's events get negative offsets.
+func (t *timeline) begin(start time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.start = start
+	for _, e := range t.events {
+		if e.Setup {
+			e.Offset = roundTo(e.At.Sub(start).Seconds(), 0.1)
+		}
+	}
 }
 
 // finish records the reaction of ev.

@@ -35,6 +35,7 @@ const (
 const (
 	headerServedBy = "X-Served-By"
 	headerDegraded = "X-Degraded"
+	headerInstance = "X-Instance"
 )
 
 // maxInflight bounds the load generator's concurrent requests: an open-loop generator keeps sending
@@ -61,6 +62,32 @@ func (c countAttempts) RoundTrip(req *http.Request) (*http.Response, error) {
 		n.Add(1)
 	}
 	return c.next.RoundTrip(req)
+}
+
+type pickedKey struct{}
+
+// pickedInstance records in the request's context the gateway instance the balancer sent its last
+// attempt to, so that a failure without an X-Instance header (a load shedder's 503, a reset) still
+// names it.
+type pickedInstance struct {
+	name string
+	next http.RoundTripper
+}
+
+func (p pickedInstance) RoundTrip(req *http.Request) (*http.Response, error) {
+	if v, ok := req.Context().Value(pickedKey{}).(*atomic.Value); ok {
+		v.Store(p.name)
+	}
+	return p.next.RoundTrip(req)
+}
+
+// instanceName is the shop's name of an instance ("gateway-2", from its registration's metadata),
+// or its registry id.
+func instanceName(inst discovery.Instance) string {
+	if n := inst.Meta["instance_id"]; n != "" {
+		return n
+	}
+	return inst.ID
 }
 
 func newEdge(registryAddr string) (*edge, error) {
@@ -91,7 +118,7 @@ func newEdge(registryAddr string) (*edge, error) {
 	bal, err := lb.New("gateway", w,
 		lb.WithBaseTransport(countAttempts{base}),
 		lb.WithInstanceTransport(func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper {
-			return dep.Instance(inst.ID, next)
+			return dep.Instance(inst.ID, pickedInstance{name: instanceName(inst), next: next})
 		}))
 	if err != nil {
 		_ = w.Close()
@@ -221,7 +248,9 @@ func (g *loadGen) fire(target string) {
 // finish and count).
 func (g *loadGen) do(target string, r request) outcome {
 	var attempts atomic.Int32
-	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), attemptsKey{}, &attempts), 10*time.Second)
+	var picked atomic.Value
+	ctx := context.WithValue(context.WithValue(context.Background(), attemptsKey{}, &attempts), pickedKey{}, &picked)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	start := time.Now()
 	o := outcome{op: r.op, idempotent: r.method == http.MethodGet}
@@ -242,13 +271,27 @@ func (g *loadGen) do(target string, r request) outcome {
 	}
 	res, err := g.client.Do(req)
 	if err == nil {
+		o.status = res.StatusCode
+		if res.StatusCode >= 400 {
+			// An error's problem details say why (shed, rate-limited, which dependency failed).
+			var p struct {
+				Detail string `json:"detail"`
+			}
+			data, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+			if json.Unmarshal(data, &p) == nil {
+				o.detail = p.Detail
+			}
+		}
 		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 1<<20))
 		_ = res.Body.Close()
-		o.status = res.StatusCode
+		o.instance = res.Header.Get(headerInstance)
 		o.degraded = res.Header.Get(headerDegraded) != ""
 		o.servedBy = strings.Fields(res.Header.Get(headerServedBy))
 	} else {
 		o.err = shorten(err.Error())
+	}
+	if name, ok := picked.Load().(string); ok && o.instance == "" {
+		o.instance = name
 	}
 	o.at = time.Now()
 	o.latency = o.at.Sub(start)

@@ -132,10 +132,10 @@ type demo struct {
 	edge    *edge
 	load    *loadGen
 	tl      *timeline
-	scr     *scraper
+	scr     *scraper // with reg, regView and cl: set once, before the observer starts
 	ch      *chaos
 	dash    *dashboard
-	phaseMu sync.Mutex // guards phase, and start, load and ch once the load starts
+	phaseMu sync.Mutex // guards phase, reg, regView, cl and scr as they are set, and start, load and ch once the load starts
 	phase   string
 	shareMu sync.Mutex
 	share   map[string]map[string]int // last second's responses per instance, by service
@@ -191,6 +191,15 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	defer os.RemoveAll(tmp)
 
 	d.printf("Chassis demo: the shop (gateway, catalog, pricing, cart), %d instances each, %s\n", o.instances, describeRun(o))
+	// The dashboard first: a busy port fails now, not after the build, and the page shows the
+	// build and the start-up as they happen.
+	if o.dashboard != "" {
+		if d.dash, err = newDashboard(o.dashboard, d.state, d.act(ctx)); err != nil {
+			return err
+		}
+		defer func() { _ = d.dash.Close() }()
+		d.printf("%s dashboard: %s\n", d.clock(), d.dash.URL())
+	}
 	t0 := time.Now()
 	binDir := tmp
 	var bins map[string]string
@@ -200,19 +209,24 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 			return err
 		}
 	} else {
-		d.printf("%s building the services...\n", d.clock())
-		if bins, err = build(ctx, o.goTool, tmp); err != nil {
+		d.setPhase("building")
+		d.printf("%s building the services: go build %s (seconds with a warm build cache; a first build compiles every dependency, a minute or more)\n",
+			d.clock(), strings.Join(services, ", "))
+		if bins, err = d.buildWithProgress(ctx, tmp); err != nil {
 			return err
 		}
 		d.printf("%s built in %.1fs\n", d.clock(), time.Since(t0).Seconds())
+		d.setPhase("starting")
 	}
 
-	if d.reg, err = startRegistry(ctx, o); err != nil {
+	reg, err := startRegistry(ctx, o)
+	if err != nil {
 		return err
 	}
-	defer func() { _ = d.reg.Close() }()
-	d.printf("%s registry: %s, services use it at %s\n", d.clock(), d.reg.Kind(), d.reg.Addr())
-	if d.regView, err = newRegistryWatcher(d.reg); err != nil {
+	defer func() { _ = reg.Close() }()
+	d.printf("%s registry: %s, services use it at %s\n", d.clock(), reg.Kind(), reg.Addr())
+	regView, err := newRegistryWatcher(reg)
+	if err != nil {
 		return err
 	}
 
@@ -226,18 +240,12 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		}
 		extra["gateway"] = iss.gatewayEnv()
 	}
-	d.cl = newCluster(bins, baseEnv(d.reg.Addr()), extra)
+	cl := newCluster(bins, baseEnv(reg.Addr()), extra)
 	// From here on, every child is stopped however run returns.
-	defer d.cl.stopAll(stopGrace) // a no-op after the orderly stop below
-
-	d.scr = newScraper()
-	if o.dashboard != "" {
-		if d.dash, err = newDashboard(o.dashboard, d.state, d.act(ctx)); err != nil {
-			return err
-		}
-		defer func() { _ = d.dash.Close() }()
-		d.printf("%s dashboard: %s\n", d.clock(), d.dash.URL())
-	}
+	defer cl.stopAll(stopGrace) // a no-op after the orderly stop below
+	d.phaseMu.Lock()
+	d.reg, d.regView, d.cl, d.scr = reg, regView, cl, newScraper()
+	d.phaseMu.Unlock()
 	bg, stopBG := context.WithCancel(context.Background())
 	var bgWG sync.WaitGroup
 	defer func() { stopBG(); bgWG.Wait() }()
@@ -267,9 +275,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		return err
 	}
 	ch := newChaos(d.cl, d.reg, load, st, d.tl, chaosToken, o.seed)
-	d.tl.mu.Lock()
-	d.tl.start = start
-	d.tl.mu.Unlock()
+	d.tl.begin(start)
 	d.phaseMu.Lock()
 	d.start, d.load, d.ch, d.phase = start, load, ch, "running"
 	d.phaseMu.Unlock()
@@ -363,6 +369,29 @@ func (d *demo) startAll(ctx context.Context) error {
 	return nil
 }
 
+// buildWithProgress builds the services and says every 15 s that it still does, so that a first
+// build on a cold cache is not a silent minute.
+func (d *demo) buildWithProgress(ctx context.Context, dir string) (map[string]string, error) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(done)
+	t0 := time.Now()
+	wg.Go(func() {
+		tick := time.NewTicker(15 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				d.printf("%s still building (%.0fs so far; the go build cache makes the next run fast)\n", d.clock(), time.Since(t0).Seconds())
+			}
+		}
+	})
+	return build(ctx, d.o.goTool, dir)
+}
+
 // onEvent prints timeline events as they happen.
 func (d *demo) onEvent(e Event) {
 	switch {
@@ -430,35 +459,32 @@ func (d *demo) progress(load *loadGen) {
 		d.clock(), t.Requests, 100*t.SuccessRate, 100*t.IdempotentRate, t.P50Ms, t.P99Ms, load.Rate(), ready)
 }
 
-// state assembles the dashboard document.
+// state assembles the dashboard document. It is called from the dashboard's first request on, also
+// while the services build and start, when the registry and the cluster may not exist yet.
 func (d *demo) state() State {
 	s := State{Now: time.Now(), Duration: d.o.duration.Seconds(), Chaos: d.o.chaos, Services: services}
 	d.phaseMu.Lock()
 	s.Phase = d.phase
+	reg, regView, cl, scr := d.reg, d.regView, d.cl, d.scr
 	d.phaseMu.Unlock()
 	start, load, _ := d.running()
 	if !start.IsZero() {
 		s.Elapsed = roundTo(time.Since(start).Seconds(), 0.1)
+		s.LoadStart = start.UnixMilli()
 	}
-	s.Registry = d.regView.get()
+	switch {
+	case regView != nil:
+		s.Registry = regView.get()
+	case reg != nil:
+		s.Registry = RegistryView{Kind: reg.Kind(), Addr: reg.Addr()}
+	}
 	d.shareMu.Lock()
 	share := d.share
 	d.shareMu.Unlock()
-	for _, in := range d.cl.instances() {
-		v := InstanceView{InstanceInfo: in, InstanceMetrics: d.scr.metrics(in.ID)}
-		total := 0
-		for _, c := range share[in.Service] {
-			total += c
+	if cl != nil && scr != nil {
+		for _, in := range cl.instances() {
+			s.Instances = append(s.Instances, instanceView(in, scr.metrics(in.ID), share, s.Registry))
 		}
-		if total > 0 {
-			v.Share = roundTo(float64(share[in.Service][in.ID])/float64(total), 0.001)
-		}
-		for _, it := range s.Registry.Services[in.Service] {
-			if it.Instance == in.ID {
-				v.Registered = it.Status
-			}
-		}
-		s.Instances = append(s.Instances, v)
 	}
 	if load != nil {
 		s.Load = LoadView{Rate: load.Rate(), Inflight: load.inflight.Load(), Totals: load.stats.totals(), Series: load.stats.window(120)}
@@ -466,6 +492,31 @@ func (d *demo) state() State {
 	}
 	s.Events = d.tl.list()
 	return s
+}
+
+// instanceView is one instance as the dashboard shows it: its metrics from the last scrapes, its
+// share of its service's responses in the last second and its registry status. An instance that was
+// killed or has exited serves nothing: it shows no share, rate or latency, whatever its last scrape
+// and the last second said.
+func instanceView(in InstanceInfo, m InstanceMetrics, share map[string]map[string]int, reg RegistryView) InstanceView {
+	v := InstanceView{InstanceInfo: in, InstanceMetrics: m, Live: in.State != StateKilled && in.State != StateExited}
+	if !v.Live {
+		v.InstanceMetrics = InstanceMetrics{}
+	} else {
+		total := 0
+		for _, c := range share[in.Service] {
+			total += c
+		}
+		if total > 0 {
+			v.Share = roundTo(float64(share[in.Service][in.ID])/float64(total), 0.001)
+		}
+	}
+	for _, it := range reg.Services[in.Service] {
+		if it.Instance == in.ID {
+			v.Registered = it.Status
+		}
+	}
+	return v
 }
 
 // act is the dashboard's chaos button.

@@ -79,6 +79,8 @@ type outcome struct {
 	degraded   bool
 	attempts   int
 	servedBy   []string // instances named in X-Served-By
+	instance   string   // X-Instance: the gateway that answered, when one did
+	detail     string   // the problem details' "detail" of an error response
 	op         string
 }
 
@@ -95,6 +97,7 @@ type second struct {
 	P99Ms    float64 `json:"p99_ms"`
 	hist     histogram
 	served   map[string]int // responses per instance ("pricing-2") named in X-Served-By
+	failed   map[failureKey]int
 }
 
 // stats collects outcomes. It is safe for concurrent use.
@@ -115,6 +118,7 @@ type stats struct {
 	servedAll  map[string]map[string]int
 	seconds    []*second // the last maxSeconds seconds
 	errSamples []string
+	failures   map[failureKey]*Failure
 }
 
 type opStats struct {
@@ -126,7 +130,7 @@ const maxSeconds = 600
 
 func newStats(start time.Time) *stats {
 	return &stats{start: start, byStatus: map[string]int{}, byOp: map[string]*opStats{},
-		served: map[string]map[string]int{}, servedAll: map[string]map[string]int{}}
+		served: map[string]map[string]int{}, servedAll: map[string]map[string]int{}, failures: map[failureKey]*Failure{}}
 }
 
 func (s *stats) record(o outcome) {
@@ -163,8 +167,11 @@ func (s *stats) record(o outcome) {
 	op.Requests++
 	if ok {
 		op.OK++
-	} else if len(s.errSamples) < 20 {
-		s.errSamples = append(s.errSamples, o.at.Format("15:04:05.000")+" "+o.op+": "+describe(o))
+	} else {
+		if len(s.errSamples) < 20 {
+			s.errSamples = append(s.errSamples, o.at.Format("15:04:05.000")+" "+o.op+": "+describe(o))
+		}
+		s.addFailure(o)
 	}
 	s.all.add(o.latency)
 	for _, inst := range o.servedBy {
@@ -199,6 +206,10 @@ func (s *stats) record(o outcome) {
 	sec.Requests++
 	if !ok {
 		sec.Errors++
+		if sec.failed == nil {
+			sec.failed = map[failureKey]int{}
+		}
+		sec.failed[keyOf(o)]++
 	}
 	if o.degraded {
 		sec.Degraded++
@@ -290,7 +301,7 @@ func (s *stats) window(n int) []second {
 		c := *sec
 		c.P50Ms = ms(sec.hist.quantile(0.5))
 		c.P99Ms = ms(sec.hist.quantile(0.99))
-		c.hist = histogram{}
+		c.hist, c.served, c.failed = histogram{}, nil, nil
 		out = append(out, c)
 	}
 	return out
@@ -320,6 +331,26 @@ func (s *stats) p99Between(from, to time.Time) time.Duration {
 		}
 	}
 	return h.quantile(0.99)
+}
+
+// failuresBetween classifies the failures that finished in the seconds of [from, to], most first.
+func (s *stats) failuresBetween(from, to time.Time) []Failure {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := map[failureKey]int{}
+	for _, sec := range s.seconds {
+		if sec.T >= from.Unix() && sec.T <= to.Unix() {
+			for k, n := range sec.failed {
+				m[k] += n
+			}
+		}
+	}
+	out := make([]Failure, 0, len(m))
+	for k, n := range m {
+		out = append(out, Failure{failureKey: k, Count: n})
+	}
+	sortFailures(out)
+	return out
 }
 
 // lastFailure returns the end of the last second in [from, to] with a failure, or zero.
@@ -354,6 +385,8 @@ type Totals struct {
 	ByOp           map[string]opStats        `json:"by_operation"`
 	Share          map[string]map[string]int `json:"share"`
 	ErrorSamples   []string                  `json:"error_samples,omitempty"`
+	// Failures explains every failed request: their counts add up to Requests - OK.
+	Failures []Failure `json:"failures"`
 }
 
 func (s *stats) totals() Totals {
@@ -374,6 +407,11 @@ func (s *stats) totals() Totals {
 	for k, v := range s.byOp {
 		t.ByOp[k] = *v
 	}
+	t.Failures = make([]Failure, 0, len(s.failures))
+	for _, f := range s.failures {
+		t.Failures = append(t.Failures, *f)
+	}
+	sortFailures(t.Failures)
 	for svc, m := range s.servedAll {
 		t.Share[svc] = map[string]int{}
 		for k, v := range m {

@@ -79,11 +79,35 @@ func printSummary(w io.Writer, s Summary) {
 	}
 	fmt.Fprintf(&b, "shutdown     %d instances stopped in %.1fs, %d needed SIGKILL; every child reaped\n",
 		s.Shutdown.Stopped, s.Shutdown.Seconds, s.Shutdown.Killed)
-	if len(t.ErrorSamples) > 0 {
-		fmt.Fprintf(&b, "first failures:\n")
-		for _, e := range t.ErrorSamples {
-			fmt.Fprintf(&b, "  %s\n", e)
-		}
-	}
+	printFailures(&b, t)
 	_, _ = io.WriteString(w, b.String())
+}
+
+// printFailures explains every failed request the summary counts: grouped by status, route, the
+// gateway instance that answered and the reason, with the first one's detail and when they happened.
+func printFailures(b *strings.Builder, t Totals) {
+	failed := t.Requests - t.OK
+	if failed == 0 {
+		fmt.Fprintf(b, "failures     none\n")
+		return
+	}
+	explained := 0
+	for _, f := range t.Failures {
+		explained += f.Count
+	}
+	fmt.Fprintf(b, "failures     %d, in %d groups (status, route, instance that answered, reason):\n", failed, len(t.Failures))
+	for _, f := range t.Failures {
+		when := fmt.Sprintf("at %.1fs", f.First)
+		if f.Last > f.First {
+			when = fmt.Sprintf("%.1fs–%.1fs", f.First, f.Last)
+		}
+		fmt.Fprintf(b, "  %s, %s", f, when)
+		if f.Detail != "" {
+			fmt.Fprintf(b, " (%s)", f.Detail)
+		}
+		fmt.Fprintln(b)
+	}
+	if explained != failed {
+		fmt.Fprintf(b, "  %d failures not classified (a bug in the launcher's accounting)\n", failed-explained)
+	}
 }

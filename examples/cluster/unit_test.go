@@ -411,3 +411,126 @@ func TestChromiumBinary(t *testing.T) {
 		t.Errorf("CHROMIUM not found: %v", err)
 	}
 }
+
+func TestClassifyFailures(t *testing.T) {
+	cases := []struct {
+		o    outcome
+		want string
+	}{
+		{outcome{status: 503, detail: "server overloaded (limit: 120 in flight, limit 100); retry in 1 s"}, reasonShed},
+		{outcome{status: 503, detail: "draining"}, reasonUnavailable},
+		{outcome{status: 429, detail: "rate limit exceeded"}, reasonRateLimited},
+		{outcome{status: 504, detail: "pricing did not answer in time"}, reasonTimeout},
+		{outcome{status: 502, detail: "cart: connection refused"}, reasonUpstream},
+		{outcome{status: 500}, reasonServerError},
+		{outcome{status: 409}, reasonClientError},
+		{outcome{err: "Post \"http://gateway/cart\": dial tcp 127.0.0.1:1: connect: connection refused"}, reasonRefused},
+		{outcome{err: "context deadline exceeded"}, reasonTimeout},
+		{outcome{err: "read tcp: connection reset by peer"}, reasonConnLost},
+		{outcome{err: "lb: no instances available"}, reasonNoInstance},
+		{outcome{err: "load generator saturated (too many requests in flight)"}, reasonSaturated},
+		{outcome{err: "something else"}, reasonTransport},
+	}
+	for _, c := range cases {
+		if got := classify(c.o); got != c.want {
+			t.Errorf("classify(%+v) = %q, want %q", c.o, got, c.want)
+		}
+	}
+}
+
+// TestFailuresExplainEveryFailure checks that the totals group every failed request by status,
+// route, instance and reason, that the per-second groups give an event's window, and that the
+// printed summary names them.
+func TestFailuresExplainEveryFailure(t *testing.T) {
+	start := time.Unix(1_700_000_000, 0)
+	st := newStats(start)
+	shed := "server overloaded (limit: 101 in flight, limit 100); retry in 1 s"
+	for i := range 100 {
+		o := outcome{at: start.Add(time.Duration(i) * 100 * time.Millisecond), status: 200, op: opProduct, idempotent: true}
+		switch {
+		case i%10 == 3:
+			o.op, o.status, o.detail, o.instance, o.idempotent = opCartAdd, 503, shed, "gateway-2", false
+		case i == 55:
+			o.status, o.err = 0, "dial tcp 127.0.0.1:9: connect: connection refused"
+		}
+		st.record(o)
+	}
+	tot := st.totals()
+	sum := 0
+	for _, f := range tot.Failures {
+		sum += f.Count
+	}
+	if failed := tot.Requests - tot.OK; sum != failed || failed != 11 {
+		t.Fatalf("failures %+v explain %d of %d", tot.Failures, sum, failed)
+	}
+	top := tot.Failures[0]
+	if top.Count != 10 || top.Status != "503" || top.Route != opCartAdd || top.Instance != "gateway-2" || top.Reason != reasonShed ||
+		top.First != 0.3 || top.Last != 9.3 || top.Detail != shed {
+		t.Errorf("first group %+v", top)
+	}
+	win := st.failuresBetween(start.Add(5*time.Second), start.Add(5*time.Second))
+	if len(win) != 2 || win[0].Count != 1 || win[1].Count != 1 {
+		t.Errorf("failures in second 5: %+v, want the shed POST and the refused GET", win)
+	}
+	if got := reaction(10, 2, 0.4, win, ""); !strings.Contains(got, "1× GET /products/{id} no response: connection refused") ||
+		!strings.Contains(got, "1× POST /cart/{user}/items 503 from gateway-2: shed") {
+		t.Errorf("reaction %q does not say why the requests failed", got)
+	}
+	var b strings.Builder
+	printFailures(&b, tot)
+	if out := b.String(); !strings.Contains(out, "failures     11, in 2 groups") || !strings.Contains(out, "10× POST /cart/{user}/items 503 from gateway-2: shed, 0.3s–9.3s") {
+		t.Errorf("summary:\n%s", out)
+	}
+}
+
+// TestTimelineSetupOffsets checks that events before the load's start do not get an offset from a
+// zero time (which saturates at 9223372036.9 s) and get a negative one once the load starts.
+func TestTimelineSetupOffsets(t *testing.T) {
+	start := time.Unix(1_700_000_000, 0)
+	tl := &timeline{}
+	tl.add(Event{At: start.Add(-1500 * time.Millisecond), Kind: EventStart})
+	if e := tl.list()[0]; !e.Setup || e.Offset != 0 {
+		t.Fatalf("setup event before begin: %+v", e)
+	}
+	tl.begin(start)
+	tl.add(Event{At: start.Add(2 * time.Second), Kind: EventKill})
+	evs := tl.list()
+	if !evs[0].Setup || evs[0].Offset != -1.5 || evs[1].Setup || evs[1].Offset != 2 {
+		t.Errorf("offsets: %+v", evs)
+	}
+}
+
+// TestInstanceViewDead checks that a killed or exited instance shows no share or metrics, however
+// its last scrape and the last second's responses name it.
+func TestInstanceViewDead(t *testing.T) {
+	share := map[string]map[string]int{"cart": {"cart-1": 30, "cart-2": 70}}
+	m := InstanceMetrics{RPS: 12, P99Ms: 3}
+	for _, st := range []ProcState{StateKilled, StateExited} {
+		v := instanceView(InstanceInfo{Service: "cart", ID: "cart-1", State: st}, m, share, RegistryView{})
+		if v.Live || v.Share != 0 || v.RPS != 0 || v.P99Ms != 0 {
+			t.Errorf("%s: %+v", st, v)
+		}
+	}
+	v := instanceView(InstanceInfo{Service: "cart", ID: "cart-2", State: StateReady}, m, share, RegistryView{})
+	if !v.Live || v.Share != 0.7 || v.RPS != 12 {
+		t.Errorf("ready: %+v", v)
+	}
+}
+
+// TestDashboardPortBusy checks that a busy dashboard port fails with a message that names -dashboard
+// (the launcher listens before it builds, so this comes at once).
+func TestDashboardPortBusy(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d, err := newDashboard(ln.Addr().String(), func() State { return State{} }, nil)
+	if err == nil {
+		_ = d.Close()
+		t.Fatal("newDashboard on a busy port succeeded")
+	}
+	if !strings.Contains(err.Error(), "is in use") || !strings.Contains(err.Error(), "-dashboard 127.0.0.1:0") {
+		t.Errorf("error %q does not say the port is busy and how to choose another", err)
+	}
+}
