@@ -443,13 +443,20 @@ func (s *Shedder) update(now int64) {
 	if s.slowStart {
 		// Like TCP's slow start: the limit doubles per window while latency stays within tolerance
 		// and the limit is what holds the server back. Slow start ends after coldConfirm
-		// consecutive windows over tolerance (one slow window, such as a fresh instance opening its
+		// consecutive windows over tolerance with a queue (peak in flight at least coldQueue of the
+		// limit; one slow window, such as a fresh instance opening its
 		// connection pools, is not overload), and then the limit drops at once to what the server
 		// was measured to complete at baseline latency (Little's law: tolerance × throughput ×
 		// baseline), not by a few percent per window: the initial limit is generous so that a new
 		// instance does not refuse the traffic it takes over, and under real overload the queue it
 		// let in must go quickly.
 		switch {
+		case gradient < 1 && float64(peak) < limit*coldQueue:
+			// Slower, but without a queue that admission let in (a busy machine, a slow dependency
+			// at light load): cutting the limit cannot help, and Little's law at this window's
+			// throughput would set it far below the next spike.
+			s.over = 0
+			return
 		case gradient < 1:
 			s.over++
 			if s.over < coldConfirm {
@@ -513,6 +520,9 @@ const (
 	coldBuckets    = 8 // admitted with 1, 2-3, 4-7, ... 64-127, 128 or more in flight
 	coldMinSamples = 5 // completions the cold baseline averages, at least
 	coldConfirm    = 2 // consecutive windows over tolerance that end slow start
+	// coldQueue is the peak in-flight share of the limit from which slow latency in slow start counts
+	// as the server's own queue (overload) rather than noise at light load.
+	coldQueue = 0.5
 
 	saturation    = 0.9  // peak in-flight share of the limit that counts as "at the limit"
 	baselineFall  = 0.5  // per window, when latency improves

@@ -474,3 +474,32 @@ func TestShedderFreshInstanceSlowFirstWindow(t *testing.T) {
 		}
 	})
 }
+
+// TestShedderLightLoadNoiseKeepsTheLimit: on a busy machine a lightly loaded instance sees its latency
+// double for seconds (CPU contention, a slow dependency) with only a few requests in flight. That is
+// not overload that admission can relieve: it must not end slow start and cut the limit to the
+// window's throughput (Little's law at 20 requests/s gives a limit of 1), or the next spike is shed.
+func TestShedderLightLoadNoiseKeepsTheLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := guard.NewShedder(guard.DefaultShedConfig())
+		start := time.Now()
+		h := s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			d := 20 * time.Millisecond
+			if el := time.Since(start); el > 500*time.Millisecond && el < 2*time.Second {
+				d = 60 * time.Millisecond // three times the baseline, with ~1 request in flight
+			}
+			time.Sleep(d)
+		}))
+		if rs := openLoop(h, 20, 3*time.Second, get("/")); count(rs, http.StatusServiceUnavailable) != 0 {
+			t.Fatalf("light load shed")
+		}
+		if l := s.Limit(); l < guard.DefaultInitialLimit/2 {
+			t.Errorf("limit %d after slow, lightly loaded windows; want it kept near %d", l, guard.DefaultInitialLimit)
+		}
+		// The spike: 30 in flight at the baseline latency, well within the server's capacity.
+		rs := openLoop(h, 1500, time.Second, get("/"))
+		if n := count(rs, http.StatusServiceUnavailable); n != 0 {
+			t.Errorf("%d of %d requests of a spike shed after a noisy quiet period (limit %d)", n, len(rs), s.Limit())
+		}
+	})
+}
