@@ -179,6 +179,7 @@ func New(name string, opts ...Option) (*Service, error) {
 		LogFormat:              s.settings.LogFormat,
 		AccessLog:              s.settings.AccessLog,
 		AccessLogSuccessSample: s.settings.AccessLogSample,
+		LogBuffer:              int(s.settings.LogBuffer),
 		Lookup:                 o.lookup,
 		LogOutput:              o.logOutput,
 	}, o.telemetry...)
