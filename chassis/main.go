@@ -75,11 +75,13 @@ func runMain(args []string, stdout, stderr io.Writer, name string, setup func(*S
 		return report(stderr, err)
 	}
 	if *version {
+		svc.release(context.Background())
 		fmt.Fprintln(stdout, svc.Name(), svc.Settings().Version)
 		return ExitOK
 	}
 	if setup != nil {
 		if err := setup(svc); err != nil {
+			svc.release(context.Background()) // flushes what setup logged before failing
 			return report(stderr, fmt.Errorf("setup: %w", err))
 		}
 	}

@@ -179,6 +179,7 @@ func New(name string, opts ...Option) (*Service, error) {
 		LogFormat:              s.settings.LogFormat,
 		AccessLog:              s.settings.AccessLog,
 		AccessLogSuccessSample: s.settings.AccessLogSample,
+		LogBuffer:              int(s.settings.LogBuffer),
 		Lookup:                 o.lookup,
 		LogOutput:              o.logOutput,
 	}, o.telemetry...)
@@ -399,7 +400,8 @@ func (s *Service) Run(ctx context.Context) error {
 				s.log.Info("ready",
 					zap.String("addr", s.Addr()), zap.String("admin_addr", s.AdminAddr()),
 					zap.Duration("startup", time.Since(s.started)))
-				close(s.ready) // after the log line, so that whoever waits on Ready can find it
+				_ = s.log.Sync() // the line is out of LOG_BUFFER: whoever watches the output sees it now
+				close(s.ready)   // after the log line, so that whoever waits on Ready can find it
 				return nil
 			},
 			Stop: func(ctx context.Context) error {

@@ -66,6 +66,9 @@ type Settings struct {
 	AccessLog       bool    `envconfig:"ACCESS_LOG" default:"true" desc:"log one line per request"`
 	AccessLogSample float64 `envconfig:"ACCESS_LOG_SAMPLE" default:"1" validate:"gte=0,lte=1" desc:"fraction of successful requests to log; errors are always logged"`
 
+	// LogBuffer buffers the lines written to standard output (see telemetry.Settings.LogBuffer).
+	LogBuffer config.ByteSize `envconfig:"LOG_BUFFER" default:"256KiB" validate:"gte=0,lte=67108864" desc:"lines to standard output are buffered up to this size (at most 64MiB) and written when it fills, at least every second, at once for errors, and at shutdown; loggers wait for a slow output rather than drop lines; 0 writes each line at once"`
+
 	// Admin debug endpoints: who may use pprof, /debug/loglevel, /debug/info and HandleAdmin routes.
 	// The probes and /metrics on the admin port answer everyone.
 	AdminDebug string        `envconfig:"ADMIN_DEBUG" default:"loopback" validate:"oneof=loopback token open off" desc:"who may use the admin port's debug endpoints (pprof, /debug/loglevel, /debug/info, HandleAdmin routes): loopback (loopback peers, and others with ADMIN_TOKEN), token (only requests with ADMIN_TOKEN), open (anyone), off (not served); probes and /metrics always answer everyone"`

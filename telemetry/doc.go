@@ -9,7 +9,9 @@
 // transports with Transport; both follow the HTTP semantic conventions
 // (http.server.request.duration per route template, http.client.request.duration) at a fraction of
 // otelhttp's cost, because attribute sets are computed once per route and cached. For returns a
-// request's logger with trace_id and span_id. Shutdown flushes everything within its context.
+// request's logger with trace_id and span_id. Settings.LogBuffer buffers the lines to standard
+// output (a copy per line instead of a write(2); errors and Shutdown flush it; lines are never
+// dropped). Shutdown flushes everything within its context.
 //
 // Nothing here sets OpenTelemetry globals; call SetGlobal to opt in. The names the rest of Chassis
 // emits (breaker, retry, discovery metrics and span events) are constants in the semconv

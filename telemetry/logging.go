@@ -57,7 +57,13 @@ func (t *Telemetry) buildLogging(ctx context.Context, s Settings, env envConfig,
 	if out == nil {
 		out = os.Stdout
 	}
-	ws := zapcore.Lock(zapcore.AddSync(out))
+	var ws zapcore.WriteSyncer
+	if f, ok := out.(*os.File); ok && s.LogBuffer > 0 {
+		t.sink = newLogSink(f, s.LogBuffer, LogFlushInterval)
+		ws = t.sink
+	} else {
+		ws = zapcore.Lock(zapcore.AddSync(out))
+	}
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.TimeKey = "ts"
 	encCfg.EncodeTime = zapcore.RFC3339NanoTimeEncoder
@@ -71,8 +77,10 @@ func (t *Telemetry) buildLogging(ctx context.Context, s Settings, env envConfig,
 		enc = zapcore.NewJSONEncoder(encCfg)
 	}
 	// The level lives in one place (levelCore) so that LevelHandler changes every tee'd core.
-	cores := []zapcore.Core{zapcore.NewCore(enc, ws, zapcore.DebugLevel)}
-	cores = append(cores, o.cores...)
+	// The access log and the other loggers share the output core, but only the other loggers flush
+	// the buffer on errors (see flushCore).
+	outCore := zapcore.NewCore(enc, ws, zapcore.DebugLevel)
+	cores := append([]zapcore.Core{outCore}, o.cores...)
 
 	processors := o.logProcessors
 	if !env.disabled && contains(env.logs, exporterOTLP) {
@@ -110,6 +118,11 @@ func (t *Telemetry) buildLogging(ctx context.Context, s Settings, env envConfig,
 	}
 	base := zap.New(core, zap.ErrorOutput(ws)).With(zap.String("service", service))
 	t.accessLog = base
+	if t.sink != nil {
+		cores[0] = &flushCore{Core: outCore, sink: t.sink}
+		core = &levelCore{Core: zapcore.NewTee(cores...), level: t.level}
+		base = zap.New(core, zap.ErrorOutput(ws)).With(zap.String("service", service))
+	}
 	t.logger = base.WithOptions(zap.AddCaller())
 	t.slog = slog.New(newSlogHandler(base.Core()))
 	return nil

@@ -50,6 +50,15 @@ type Settings struct {
 	// LogOutput receives the log lines; nil means os.Stdout. It must be safe for concurrent writes
 	// (zap serialises writes to it through zapcore.Lock).
 	LogOutput io.Writer
+
+	// LogBuffer, in bytes, buffers the lines written to an *os.File output (standard output by
+	// default) so that a log line costs a memory copy instead of a write(2): lines are written by a
+	// background write when the buffer fills, at least every LogFlushInterval, at once for a line of
+	// level error or above from any logger but the access log, and by Shutdown and Logger().Sync.
+	// When the output is slower than the service logs, loggers wait for it (lines are never
+	// dropped). 0 writes every line at once, unbuffered. Other io.Writers are never buffered: they
+	// are in memory or do their own buffering. chassis passes LOG_BUFFER (DefaultLogBuffer).
+	LogBuffer int
 }
 
 // An Option changes how New builds a Telemetry, in the style of zap's options.

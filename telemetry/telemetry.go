@@ -47,6 +47,7 @@ type Telemetry struct {
 	sdkTP *sdktrace.TracerProvider // owned providers, nil when user-supplied or disabled
 	sdkMP *sdkmetric.MeterProvider
 	sdkLP *sdklog.LoggerProvider
+	sink  *logSink // buffered log output, nil when unbuffered
 
 	metrics    http.Handler // Prometheus exposition, nil without the prometheus exporter
 	otlpLogs   bool         // log records also go to OpenTelemetry: loggers carry their span context
@@ -174,6 +175,20 @@ func newResource(ctx context.Context, s Settings, env envConfig) (*resource.Reso
 	}
 	// A partial resource (e.g. no host name in a sandbox) is still useful.
 	return res, nil
+}
+
+// closeSink flushes and closes the log buffer, giving up when ctx ends (an output that does not
+// take writes, such as a pipe nobody reads): the flush then finishes, and the goroutine ends, when
+// the output takes the bytes, or with the process.
+func (t *Telemetry) closeSink(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- t.sink.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // newInstanceID returns a random UUID (version 4), the form service.instance.id recommends.
@@ -408,6 +423,13 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 		run("logs", t.sdkLP.Shutdown)
 	}
 	wg.Wait()
+	// The log buffer is flushed last, after everything that could still log, and then turned off:
+	// a line logged after Shutdown (chassis' "stopped") is written at once.
+	if t.sink != nil {
+		if err := t.closeSink(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("telemetry: shutdown log output: %w", err))
+		}
+	}
 	if t.logger != nil {
 		_ = t.logger.Sync() // stdout cannot be synced on most systems; that is not a failure
 	}
