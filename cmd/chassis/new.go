@@ -102,6 +102,10 @@ Makefile, CI workflow, Dockerfile and Kubernetes manifests. Existing files are l
 Example:
   chassis new -deps pricing,catalog github.com/acme/orders`
 
+// placeholderVersion is the conventional version of a replaced module, required when the version
+// of a -chassis-replace checkout cannot be told.
+const placeholderVersion = "v0.0.0-00010101000000-000000000000"
+
 // newOptions are the flags of `chassis new`.
 type newOptions struct {
 	module, dir    string
@@ -155,6 +159,10 @@ func runNew(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "\ngo.work builds against %s; git and docker ignore it, so CI and the image use\n"+
 			"%s %s from go.mod. Once that version is published (the commit pushed),\n"+
 			"run `go mod tidy` and commit go.sum.\n", p.ChassisReplace, p.ChassisModule, p.ChassisVersion)
+		if p.ChassisVersion == placeholderVersion {
+			fmt.Fprintf(stdout, "That version is a placeholder (the checkout's commit is unknown): set a published one\n"+
+				"with `go mod edit -require=%s@<version>`.\n", p.ChassisModule)
+		}
 		return nil
 	}
 	if p.ChassisVersion == "" {
@@ -238,7 +246,7 @@ func (o newOptions) project() (project, error) {
 			// can serve: the checkout's commit. Without git, the conventional version of a replaced
 			// module at least builds locally; the message after generation says to publish one.
 			if cv, _ = checkoutVersion(replace); cv == "" {
-				cv = "v0.0.0-00010101000000-000000000000"
+				cv = placeholderVersion
 			}
 		}
 	} else if err := module.Check(chassisModule, cv); err != nil {
