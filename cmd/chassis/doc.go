@@ -9,6 +9,12 @@
 // Dockerfile, Kubernetes manifests, .gitignore) into ./orders, refusing to overwrite files unless
 // -force is given. Every command answers -h. Exit codes: 0 success, 1 failure, 2 usage error.
 //
+// The generated repository builds in its own CI and image as generated: -chassis-replace (develop
+// against a local Chassis checkout) writes a go.work that .gitignore and .dockerignore exclude, never
+// a replace directive, and go.mod requires the checkout's commit (its tag or pseudo-version). The
+// Makefile's IMAGE, $(IMAGE_REPO):$(VERSION) with VERSION from git describe, is what `make docker`
+// and CI build and what `make deploy` puts into deploy/kubernetes.yaml.
+//
 // Install it with
 //
 //	go install github.com/cloudchassis/kit/cmd/chassis@latest

@@ -18,8 +18,9 @@ import (
 )
 
 // TestGeneratedProjectBuildsTestsAndRuns is the generator's end-to-end check: generate a service
-// that uses this checkout (replace directive), build it, run its own tests, start it, see /readyz
-// answer 200, stop it with SIGTERM and see exit code 0. Every dependency comes from the module cache.
+// that uses this checkout (-chassis-replace, through go.work), build it, run its own tests, start it,
+// see /readyz answer 200, stop it with SIGTERM and see exit code 0. Then build and test it as CI and
+// the Dockerfile do, without go.work (see ciAndImage). Every dependency comes from the module cache.
 func TestGeneratedProjectBuildsTestsAndRuns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs a generated project (about a minute); skipped with -short")
@@ -29,21 +30,22 @@ func TestGeneratedProjectBuildsTestsAndRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "orders")
-	code, _, errOut := cli("new", "-chassis-replace", root, "-deps", "pricing", "example.com/acme/orders", dir)
+	// e2eVersion, not the checkout's own pseudo-version, because ciAndImage publishes this checkout
+	// under it in the shared module cache: it must be a version no one can publish.
+	code, _, errOut := cli("new", "-chassis-replace", root, "-chassis-version", e2eVersion, "-deps", "pricing", "example.com/acme/orders", dir)
 	if code != 0 {
 		t.Fatalf("chassis new: exit %d: %s", code, errOut)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	bin := filepath.Join(t.TempDir(), "orders")
 	gocmd := func(args ...string) {
 		t.Helper()
 		cmd := exec.CommandContext(ctx, "go", args...)
 		cmd.Dir = dir
-		// -mod=mod lets the build write go.sum (and the requirements of the replaced module) from the
-		// module cache, as `go mod tidy` would.
-		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
+		// The generated go.work finds the checkout; nothing is fetched (no go mod tidy needed).
+		cmd.Env = append(os.Environ(), "GOWORK=", "GOPROXY=off")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
@@ -128,6 +130,8 @@ func TestGeneratedProjectBuildsTestsAndRuns(t *testing.T) {
 	if !strings.Contains(logs.String(), `"msg":"stopped"`) {
 		t.Errorf("no stopped line:\n%s", logs.String())
 	}
+
+	ciAndImage(ctx, t, root, dir)
 }
 
 // syncBuffer is a bytes.Buffer the log reader writes while the test may print it.

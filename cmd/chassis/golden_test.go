@@ -34,7 +34,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, f := range files {
+			for _, f := range generated(p) {
 				golden := filepath.Join("testdata", name, filepath.FromSlash(f.out)+".golden")
 				if *update {
 					if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
@@ -232,22 +232,54 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 }
 
+// workflow is the part of the CI workflow the checks read.
+type workflow struct {
+	Env  map[string]string `yaml:"env"`
+	Jobs map[string]struct {
+		Steps []struct {
+			Uses string         `yaml:"uses"`
+			Run  string         `yaml:"run"`
+			With map[string]any `yaml:"with"`
+		} `yaml:"steps"`
+	} `yaml:"jobs"`
+}
+
+// runs returns the shell commands of a job, in order.
+func (w workflow) runs(job string) []string {
+	var out []string
+	for _, s := range w.Jobs[job].Steps {
+		if s.Run != "" {
+			out = append(out, s.Run)
+		}
+	}
+	return out
+}
+
+// The workflow parses, tests with the Makefile's targets on go.mod's dependencies only (GOWORK=off)
+// and builds the image with `make docker`, so CI's tag is the Makefile's.
 func TestWorkflowParses(t *testing.T) {
-	p, _ := goldenCases["plain"].project()
-	out, err := render(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wf struct {
-		Jobs map[string]struct {
-			Steps []map[string]any `yaml:"steps"`
-		} `yaml:"jobs"`
-	}
-	if err := yaml.Unmarshal(out[".github/workflows/ci.yml"], &wf); err != nil {
-		t.Fatal(err)
-	}
-	if len(wf.Jobs["test"].Steps) == 0 {
-		t.Fatalf("no test job: %+v", wf)
+	for name, o := range goldenCases {
+		p, _ := o.project()
+		out, err := render(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wf workflow
+		if err := yaml.Unmarshal(out[".github/workflows/ci.yml"], &wf); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if wf.Env["GOWORK"] != "off" {
+			t.Errorf("%s: the workflow must not use a go.work: env %v", name, wf.Env)
+		}
+		if got := strings.Join(wf.runs("test"), ";"); got != "make lint;make test" {
+			t.Errorf("%s: test job runs %q", name, got)
+		}
+		if got := wf.runs("image"); len(got) != 1 || !strings.HasPrefix(got[0], "make docker") {
+			t.Errorf("%s: image job runs %q, want make docker", name, got)
+		}
+		if steps := wf.Jobs["image"].Steps; len(steps) == 0 || fmt.Sprint(steps[0].With["fetch-depth"]) != "0" {
+			t.Errorf("%s: the image job must check out the tags (fetch-depth: 0) for VERSION", name)
+		}
 	}
 }
 

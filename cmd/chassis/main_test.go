@@ -95,9 +95,13 @@ func TestNewWritesAndRefusesToOverwrite(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	for _, f := range files {
-		if !strings.Contains(out, "created "+filepath.Join(dir, filepath.FromSlash(f.out))+"\n") {
-			t.Errorf("no progress line for %s:\n%s", f.out, out)
+		line := "created " + filepath.Join(dir, filepath.FromSlash(f.out)) + "\n"
+		if want := f.when == nil; strings.Contains(out, line) != want {
+			t.Errorf("progress line for %s: want %v:\n%s", f.out, want, out)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+		t.Error("go.work written without -chassis-replace")
 	}
 	mod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
 	if err != nil {

@@ -10,15 +10,19 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"text/template"
+	"time"
 
 	"golang.org/x/mod/module"
+	"golang.org/x/mod/semver"
 )
 
 // minGoVersion is the go directive of github.com/cloudchassis/kit: generated modules need at least
@@ -30,24 +34,42 @@ var templates embed.FS
 
 // file is one generated file: a template and where its output goes in the repository.
 type file struct {
-	tmpl string // under templates/
-	out  string // slash-separated, relative to the repository root
+	tmpl string             // under templates/
+	out  string             // slash-separated, relative to the repository root
+	when func(project) bool // nil: always generated
 }
+
+// localCheckout reports whether the project develops against a local Chassis checkout.
+func localCheckout(p project) bool { return p.ChassisReplace != "" }
 
 // files lists the generated repository. Templates have neutral names (no leading dot, .tmpl suffix)
 // so that embed keeps them and tools do not take them for real Go files or workflows.
 var files = []file{
-	{"go.mod.tmpl", "go.mod"},
-	{"main.go.tmpl", "main.go"},
-	{"handlers.go.tmpl", "handlers.go"},
-	{"handlers_test.go.tmpl", "handlers_test.go"},
-	{"README.md.tmpl", "README.md"},
-	{"Makefile.tmpl", "Makefile"},
-	{"Dockerfile.tmpl", "Dockerfile"},
-	{"dockerignore.tmpl", ".dockerignore"},
-	{"gitignore.tmpl", ".gitignore"},
-	{"github/workflows/ci.yml.tmpl", ".github/workflows/ci.yml"},
-	{"deploy/kubernetes.yaml.tmpl", "deploy/kubernetes.yaml"},
+	{"go.mod.tmpl", "go.mod", nil},
+	{"main.go.tmpl", "main.go", nil},
+	{"handlers.go.tmpl", "handlers.go", nil},
+	{"handlers_test.go.tmpl", "handlers_test.go", nil},
+	{"README.md.tmpl", "README.md", nil},
+	{"Makefile.tmpl", "Makefile", nil},
+	{"Dockerfile.tmpl", "Dockerfile", nil},
+	{"dockerignore.tmpl", ".dockerignore", nil},
+	{"gitignore.tmpl", ".gitignore", nil},
+	{"github/workflows/ci.yml.tmpl", ".github/workflows/ci.yml", nil},
+	{"deploy/kubernetes.yaml.tmpl", "deploy/kubernetes.yaml", nil},
+	// -chassis-replace: the local checkout goes into go.work, which is git- and docker-ignored, so
+	// go.mod stays publishable and CI and the image build with the version it requires.
+	{"go.work.tmpl", "go.work", localCheckout},
+}
+
+// generated returns the files p's repository has.
+func generated(p project) []file {
+	var fs []file
+	for _, f := range files {
+		if f.when == nil || f.when(p) {
+			fs = append(fs, f)
+		}
+	}
+	return fs
 }
 
 // project is what the templates see.
@@ -58,7 +80,7 @@ type project struct {
 	GoMinor        string // major.minor, for the builder image tag
 	ChassisModule  string
 	ChassisVersion string // required version; "" leaves the requirement to `go mod tidy`
-	ChassisReplace string // local checkout to replace the module with, or ""
+	ChassisReplace string // local checkout that go.work replaces the module with, or ""
 	Deps           []dependency
 }
 
@@ -80,6 +102,10 @@ Makefile, CI workflow, Dockerfile and Kubernetes manifests. Existing files are l
 Example:
   chassis new -deps pricing,catalog github.com/acme/orders`
 
+// placeholderVersion is the conventional version of a replaced module, required when the version
+// of a -chassis-replace checkout cannot be told.
+const placeholderVersion = "v0.0.0-00010101000000-000000000000"
+
 // newOptions are the flags of `chassis new`.
 type newOptions struct {
 	module, dir    string
@@ -99,7 +125,7 @@ func runNew(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.goVersion, "go", minGoVersion, "`version` for the go directive (at least "+minGoVersion+")")
 	fs.StringVar(&o.name, "name", "", "service `name` (a DNS label); default: the last element of the module path")
 	fs.BoolVar(&o.force, "force", false, "overwrite existing files")
-	fs.StringVar(&o.chassisReplace, "chassis-replace", "", "`path` of a local chassis checkout to use through a replace directive")
+	fs.StringVar(&o.chassisReplace, "chassis-replace", "", "`path` of a local chassis checkout to build against, through a go.work file that git and docker ignore (go.mod then requires the checkout's commit)")
 	fs.StringVar(&o.chassisVersion, "chassis-version", "", "`version` of "+chassisModule+" to require; default: this CLI's own")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -127,6 +153,18 @@ func runNew(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "\nDone. Next:\n  cd %s\n", o.dir)
+	if p.ChassisReplace != "" {
+		// go mod tidy ignores go.work: it would look the required version up on the proxy.
+		fmt.Fprint(stdout, "  go run .        # serves :8080, health on :9090\n  go test ./...\n")
+		fmt.Fprintf(stdout, "\ngo.work builds against %s; git and docker ignore it, so CI and the image use\n"+
+			"%s %s from go.mod. Once that version is published (the commit pushed),\n"+
+			"run `go mod tidy` and commit go.sum.\n", p.ChassisReplace, p.ChassisModule, p.ChassisVersion)
+		if p.ChassisVersion == placeholderVersion {
+			fmt.Fprintf(stdout, "That version is a placeholder (the checkout's commit is unknown): set a published one\n"+
+				"with `go mod edit -require=%s@<version>`.\n", p.ChassisModule)
+		}
+		return nil
+	}
 	if p.ChassisVersion == "" {
 		fmt.Fprintf(stdout, "  go get %s@latest\n", p.ChassisModule)
 	}
@@ -203,8 +241,13 @@ func (o newOptions) project() (project, error) {
 		if strings.Contains(cv, "+") { // +dirty, +incompatible: not something go.mod can require
 			cv = ""
 		}
-		if cv == "" && replace != "" {
-			cv = "v0.0.0-00010101000000-000000000000" // the conventional version of a replaced module
+		if cv == "" && replace != "" && len(errs) == 0 {
+			// CI and the image build without go.work, so go.mod must require something the proxy
+			// can serve: the checkout's commit. Without git, the conventional version of a replaced
+			// module at least builds locally; the message after generation says to publish one.
+			if cv, _ = checkoutVersion(replace); cv == "" {
+				cv = placeholderVersion
+			}
 		}
 	} else if err := module.Check(chassisModule, cv); err != nil {
 		errs = append(errs, fmt.Errorf("-chassis-version %q: %v", cv, err))
@@ -243,7 +286,7 @@ func render(p project) (map[string][]byte, error) {
 		return nil, fmt.Errorf("templates: %w", err)
 	}
 	out := map[string][]byte{}
-	for _, f := range files {
+	for _, f := range generated(p) {
 		var b bytes.Buffer
 		if err := t.ExecuteTemplate(&b, path.Base(f.tmpl), p); err != nil {
 			return nil, fmt.Errorf("template %s: %w", f.tmpl, err)
@@ -269,9 +312,10 @@ func generate(p project, dir string, force bool, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	todo := generated(p)
 	if !force {
 		var exist []string
-		for _, f := range files {
+		for _, f := range todo {
 			if _, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(f.out))); err == nil {
 				exist = append(exist, f.out)
 			} else if !errors.Is(err, fs.ErrNotExist) {
@@ -282,7 +326,7 @@ func generate(p project, dir string, force bool, stdout io.Writer) error {
 			return fmt.Errorf("%s: %w: %s (use -force to overwrite)", dir, ErrExists, strings.Join(exist, ", "))
 		}
 	}
-	for _, f := range files {
+	for _, f := range todo {
 		target := filepath.Join(dir, filepath.FromSlash(f.out))
 		verb := "created"
 		if _, err := os.Lstat(target); err == nil {
@@ -297,4 +341,35 @@ func generate(p project, dir string, force bool, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "%s %s\n", verb, target)
 	}
 	return nil
+}
+
+// checkoutVersion returns the version the Go proxy gives the commit checked out in dir: its tag
+// when HEAD is tagged, otherwise its pseudo-version (based on the latest v0/v1 tag before it).
+func checkoutVersion(dir string) (string, error) {
+	git := func(args ...string) (string, error) {
+		cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
+		out, err := cmd.Output()
+		if err != nil {
+			return "", fmt.Errorf("git %s: %w", strings.Join(args, " "), err)
+		}
+		return strings.TrimSpace(string(out)), nil
+	}
+	const tags = "v[01].*" // the module path has no /vN suffix
+	if tag, err := git("describe", "--tags", "--exact-match", "--match", tags, "HEAD"); err == nil && semver.IsValid(tag) && semver.Build(tag) == "" {
+		return tag, nil
+	}
+	info, err := git("log", "-1", "--format=%H %ct", "HEAD")
+	if err != nil {
+		return "", err
+	}
+	hash, secs, ok := strings.Cut(info, " ")
+	ts, perr := strconv.ParseInt(secs, 10, 64)
+	if !ok || perr != nil || len(hash) < 12 {
+		return "", fmt.Errorf("git log: unexpected output %q", info)
+	}
+	older, _ := git("describe", "--tags", "--abbrev=0", "--match", tags, "HEAD") // none: v0.0.0-...
+	if !semver.IsValid(older) || semver.Build(older) != "" {
+		older = ""
+	}
+	return module.PseudoVersion("", older, time.Unix(ts, 0), hash[:12]), nil
 }
