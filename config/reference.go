@@ -3,8 +3,8 @@ package config
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 )
 
 // Var describes one environment variable of a spec.
@@ -17,6 +17,9 @@ type Var struct {
 	Secret      bool   `json:"secret,omitempty"`
 	Description string `json:"description,omitempty"`
 	Validate    string `json:"validate,omitempty"`
+	// Group is a heading for the variable in WriteUsage; Reference leaves it empty and callers that
+	// assemble several specs set it. Variables of a group are expected to be contiguous.
+	Group string `json:"group,omitempty"`
 }
 
 // Reference describes every variable spec reads, in declaration order. spec is a pointer to a struct;
@@ -43,22 +46,91 @@ func Reference(spec any, opts ...Option) ([]Var, error) {
 	return out, nil
 }
 
-// WriteUsage prints the reference as an aligned table for a -help flag.
+// DefaultUsageWidth is the line width WriteUsage wraps to.
+const DefaultUsageWidth = 100
+
+// WriteUsage prints the reference for a -help flag, wrapped to DefaultUsageWidth columns; see
+// WriteUsageWidth.
 func WriteUsage(w io.Writer, vars []Var) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "VARIABLE\tTYPE\tDEFAULT\tREQUIRED\tDESCRIPTION")
-	for _, v := range vars {
-		req := ""
-		if v.Required {
-			req = "yes"
+	return WriteUsageWidth(w, vars, DefaultUsageWidth)
+}
+
+// WriteUsageWidth prints the reference for a -help flag: a heading for each Group, then one entry
+// per variable, its name and its description followed by the type, default, and whether it is
+// required or secret, the description wrapped under itself so that no line is longer than width
+// (except a single word that does not fit). A width below 40 counts as 40.
+func WriteUsageWidth(w io.Writer, vars []Var, width int) error {
+	width = max(width, 40)
+	var b strings.Builder
+	for i := 0; i < len(vars); {
+		j := i + 1
+		for j < len(vars) && vars[j].Group == vars[i].Group {
+			j++
 		}
-		desc := v.Description
-		if v.Secret {
-			desc = strings.TrimSpace(desc + " (secret; or " + v.Name + "_FILE)")
+		if g := vars[i].Group; g != "" {
+			if i > 0 {
+				b.WriteByte('\n')
+			}
+			b.WriteString(g + ":\n")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.Name, v.Type, v.Default, req, desc)
+		// The descriptions of a group start in one column, after its longest name unless that would
+		// leave them less than two thirds of the line; longer names put their text on the next line.
+		col := 0
+		for _, v := range vars[i:j] {
+			col = max(col, len(v.Name))
+		}
+		col = 2 + min(col, width/3) + 2
+		for _, v := range vars[i:j] {
+			writeEntry(&b, v, col, width)
+		}
+		i = j
 	}
-	return tw.Flush()
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func writeEntry(b *strings.Builder, v Var, col, width int) {
+	var facts []string
+	if v.Type != "" {
+		facts = append(facts, v.Type)
+	}
+	if v.HasDefault || v.Default != "" {
+		d := v.Default
+		if d == "" || strings.ContainsAny(d, " \t") {
+			d = strconv.Quote(d)
+		}
+		facts = append(facts, "default "+d)
+	}
+	if v.Required {
+		facts = append(facts, "required")
+	}
+	if v.Secret {
+		facts = append(facts, "secret; or "+v.Name+"_FILE")
+	}
+	text := strings.TrimSpace(v.Description)
+	if len(facts) > 0 {
+		text = strings.TrimSpace(text + " (" + strings.Join(facts, ", ") + ")")
+	}
+	line := "  " + v.Name
+	if len(line)+2 > col {
+		b.WriteString(line + "\n")
+		line = ""
+	}
+	line += strings.Repeat(" ", col-len(line))
+	indent := strings.Repeat(" ", col)
+	n := 0 // words on the current line
+	for _, word := range strings.Fields(text) {
+		if n > 0 && len(line)+1+len(word) > width {
+			b.WriteString(line + "\n")
+			line, n = indent, 0
+		}
+		if n > 0 {
+			line += " "
+		}
+		line += word
+		n++
+	}
+	b.WriteString(strings.TrimRight(line, " ") + "\n")
 }
 
 // WriteMarkdown prints the reference as a Markdown table, for READMEs.
