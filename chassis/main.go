@@ -116,9 +116,10 @@ func writeHelp(w io.Writer, name string, opts ...Option) error {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Usage: %s [-version]\n\n", name)
-	fmt.Fprintf(&b, "%s is configured by environment variables, listed below: its own first, then the\n", name)
-	b.WriteString("chassis settings by group. A variable NAME can also be read from a file: NAME_FILE=path.\n")
-	b.WriteString("OpenTelemetry reads the standard OTEL_* variables (docs/telemetry.md).\n\n")
+	b.WriteString(config.Wrap(name+" is configured by environment variables, listed below: its own first, then the "+
+		"chassis settings by group. A variable NAME can also be read from a file: NAME_FILE=path. "+
+		"OpenTelemetry reads the standard OTEL_* variables (docs/telemetry.md).", width))
+	b.WriteString("\n")
 	b.WriteString("Flags:\n  -help     print this help and exit\n  -version  print the version and exit\n\n")
 	if err := config.WriteUsageWidth(&b, vars, width); err != nil {
 		return err
@@ -140,7 +141,7 @@ const (
 	groupClientTLS  = "Chassis: clients: TLS shared by every dependency"
 	groupLogging    = "Chassis: logging"
 	groupAdmin      = "Chassis: admin port"
-	groupDependency = "Chassis: clients: per dependency, CLIENT_<NAME>_* with <NAME> the service called"
+	groupDependency = "Chassis: clients, per dependency (CLIENT_<NAME>_*)"
 	groupOther      = "Chassis: other"
 )
 

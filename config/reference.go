@@ -116,22 +116,43 @@ func writeEntry(b *strings.Builder, v Var, col, width int) {
 		b.WriteString(line + "\n")
 		line = ""
 	}
-	line += strings.Repeat(" ", col-len(line))
-	indent := strings.Repeat(" ", col)
-	n := 0 // words on the current line
+	b.WriteString(wrap(line+strings.Repeat(" ", col-len(line)), text, col, width))
+}
+
+// wrap appends text to first, whose length is the indent of the following lines, breaking lines at
+// spaces so that none is longer than width, and inside a word too long for a line after its commas.
+// Only a piece with no space nor comma can make a line longer.
+func wrap(first, text string, indent, width int) string {
+	var b strings.Builder
+	line, n := first, 0 // n: pieces on the current line
 	for _, word := range strings.Fields(text) {
-		if n > 0 && len(line)+1+len(word) > width {
-			b.WriteString(line + "\n")
-			line, n = indent, 0
+		pieces := []string{word}
+		if indent+len(word) > width {
+			pieces = strings.SplitAfter(word, ",")
 		}
-		if n > 0 {
-			line += " "
+		for i, p := range pieces {
+			sep := " "
+			if i > 0 {
+				sep = "" // the rest of a word split at its commas
+			}
+			if n > 0 && len(line)+len(sep)+len(p) > width {
+				b.WriteString(line + "\n")
+				line, n, sep = strings.Repeat(" ", indent), 0, ""
+			}
+			if n == 0 {
+				sep = ""
+			}
+			line += sep + p
+			n++
 		}
-		line += word
-		n++
 	}
 	b.WriteString(strings.TrimRight(line, " ") + "\n")
+	return b.String()
 }
+
+// Wrap breaks text into lines of at most width columns (at spaces; inside a word too long for a
+// line, after its commas), for text printed around WriteUsage's.
+func Wrap(text string, width int) string { return wrap("", text, 0, max(width, 40)) }
 
 // WriteMarkdown prints the reference as a Markdown table, for READMEs.
 func WriteMarkdown(w io.Writer, vars []Var) error {
