@@ -20,7 +20,7 @@ func TestWriteUsageWidthGroupsAndWraps(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, want := range []string{"One:\n  A          first (string)\n", "\nTwo:\n", "(integer, default 8,\n             required)", "(string, secret; or\n                 TOKEN_FILE)"} {
+	for _, want := range []string{"One:\n  A          first (string)\n", "\nTwo:\n", "(integer, default 8,\n             required)", "(string, secret; or\n         TOKEN_FILE)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("lacks %q:\n%s", want, out)
 		}
