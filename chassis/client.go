@@ -13,6 +13,7 @@ import (
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/discovery/lb"
 	"github.com/cloudchassis/kit/resilience"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // Resolver returns a watcher over a service's instances, and a function that releases it when the
@@ -100,7 +101,7 @@ func (s *Service) Client(service string, opts ...ClientOption) *http.Client {
 		if s.running {
 			// Too late to stop the start: calls through this client fail with err.
 			err = fmt.Errorf("chassis: client %q: %w", service, err)
-			s.log.Error("client unusable", zap.String("service", service), zap.Error(err))
+			s.log.Error("client unusable", zap.String(semconv.AttrPeerService, service), zap.Error(err))
 		} else {
 			// Run fails before anything starts, with exit code 2 for configuration problems.
 			problems, fails := partitionProblems(err)
@@ -113,7 +114,7 @@ func (s *Service) Client(service string, opts ...ClientOption) *http.Client {
 		d = &dependency{client: &http.Client{Transport: errTransport{err}}}
 	} else if s.clientsStarted {
 		if err := d.bal.Start(); err != nil {
-			s.log.Error("client start", zap.String("service", service), zap.Error(err))
+			s.log.Error("client start", zap.String(semconv.AttrPeerService, service), zap.Error(err))
 		}
 	}
 	s.deps[service] = d

@@ -4,17 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
 
 	"github.com/cloudchassis/kit/config"
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/discovery/consul"
+	"github.com/cloudchassis/kit/internal/backoff"
 	"github.com/cloudchassis/kit/lifecycle"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
@@ -90,11 +95,127 @@ func (s *Service) setupDiscovery() error {
 		s.closers = append(s.closers, lifecycle.Hook{Name: "consul registry", Stop: func(context.Context) error { return reg.Close() }})
 	}
 	if s.opts.registrar == nil && s.settings.Register {
+		where := "http://" + cfg.Address
+		if strings.Contains(cfg.Address, "://") {
+			where = cfg.Address // a unix socket
+		} else if cfg.Scheme != "" {
+			where = cfg.Scheme + "://" + cfg.Address
+		}
+		if v, ok := s.opts.lookup("CONSUL_HTTP_ADDR"); ok && strings.TrimSpace(v) != "" {
+			where += " (CONSUL_HTTP_ADDR)"
+		} else {
+			where += " (the default; set CONSUL_HTTP_ADDR)"
+		}
 		s.opts.registrar = func(svc *Service) (discovery.Registrar, error) {
-			return consul.NewRegistrar(cc, svc.registration(), consul.WithMeterProvider(s.tel.MeterProvider()), consul.WithLogger(s.tel.Slog()))
+			return &agentRegistrar{svc: svc, api: client, agent: cc, where: where}, nil
 		}
 	}
 	return nil
+}
+
+// Registration retries while the agent is unreachable, between these bounds (full jitter): an agent
+// that starts beside the service (a sidecar, a node agent restarting) is usually up within seconds.
+const (
+	registerRetryBase = 100 * time.Millisecond
+	registerRetryMax  = 2 * time.Second
+)
+
+// agentRegistrar registers the instance with the local Consul agent once the agent answers. Until
+// then (connection refused, reset, timed out, or a 5xx), it retries with backoff, within the
+// readiness hook's context, that is until START_TIMEOUT, and says so once in the log; a 4xx (a
+// refused token, a rejected registration) fails at once. When neither ADVERTISE_ADDRESS nor HOST
+// names an address, the agent's node address is registered, which is what Consul would use, and
+// it names the instance ("orders-10.0.0.7-8080-…").
+type agentRegistrar struct {
+	svc   *Service
+	api   *api.Client
+	agent consul.Agent
+	where string // the agent's address and where it came from, for messages
+
+	reg *consul.Registrar // set by a successful Register
+}
+
+var _ discovery.Registrar = (*agentRegistrar)(nil)
+
+// Register implements discovery.Registrar.
+func (a *agentRegistrar) Register(ctx context.Context) error {
+	if a.reg != nil {
+		return a.reg.Register(ctx)
+	}
+	policy := backoff.Policy{Base: registerRetryBase, Max: registerRetryMax}
+	for attempt := 1; ; attempt++ {
+		err := a.register(ctx)
+		if err == nil {
+			if attempt > 1 {
+				a.svc.log.Info("consul: agent reachable; registered", zap.String("agent", a.where), zap.Int("attempts", attempt))
+			}
+			return nil
+		}
+		reason, transient := agentTrouble(err)
+		if !transient {
+			return err
+		}
+		if ctx.Err() == nil && attempt == 1 {
+			a.svc.log.Warn(fmt.Sprintf("%s %s: retrying until START_TIMEOUT (%s)", reason, a.where, a.svc.settings.StartTimeout),
+				zap.Error(err))
+		}
+		if ctx.Err() != nil || backoff.Sleep(ctx, policy.Delay(attempt)) != nil {
+			if errors.Is(ctx.Err(), context.Canceled) { // the start was cancelled (a signal): not a timeout
+				return fmt.Errorf("%s %s: %w", reason, a.where, err)
+			}
+			return fmt.Errorf("%s %s within START_TIMEOUT (%s) (%d attempts): %w", reason, a.where, a.svc.settings.StartTimeout, attempt, err)
+		}
+	}
+}
+
+// register makes one attempt: it asks the agent for its node address when the registration needs
+// it, then registers.
+func (a *agentRegistrar) register(ctx context.Context) error {
+	reg := a.svc.registration()
+	if reg.Address == "" {
+		var self struct{ Member struct{ Addr string } }
+		if _, err := a.api.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+			return err
+		}
+		reg.Address = self.Member.Addr
+	}
+	r, err := consul.NewRegistrar(a.agent, reg, consul.WithMeterProvider(a.svc.tel.MeterProvider()), consul.WithLogger(a.svc.tel.Slog()))
+	if err != nil {
+		return err
+	}
+	if err := r.Register(ctx); err != nil {
+		return err
+	}
+	a.reg = r
+	return nil
+}
+
+// Deregister implements discovery.Registrar.
+func (a *agentRegistrar) Deregister(ctx context.Context) error {
+	if a.reg == nil {
+		return nil
+	}
+	return a.reg.Deregister(ctx)
+}
+
+// agentTrouble classifies a failed call to the agent: transient when no agent answered (a transport
+// error) or it answered 5xx. reason starts the message that describes it.
+func agentTrouble(err error) (reason string, transient bool) {
+	var se api.StatusError
+	switch {
+	case errors.As(err, &se) && se.Code >= 500:
+		return fmt.Sprintf("the Consul agent answers %d at", se.Code), true
+	case errors.As(err, &se):
+		return "", false
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return "no Consul agent answered at", true
+	}
+	var ue *url.Error
+	var oe *net.OpError
+	if errors.As(err, &ue) || errors.As(err, &oe) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return "no Consul agent at", true
+	}
+	return "", false
 }
 
 // staticResolver serves DISCOVERY_STATIC_<SERVICE>.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/cloudchassis/kit/config"
@@ -39,9 +41,10 @@ func report(w io.Writer, err error) int {
 	return ExitError
 }
 
-// Main is a whole main function: it answers -help with the environment reference of the chassis
-// settings and the WithConfig structs, builds the Service, lets setup register its routes and hooks,
-// runs it, and exits with the right code (see Exit).
+// Main is a whole main function: it answers -help with the environment reference (the service's own
+// WithConfig variables first, then the chassis settings by group), builds the Service, lets setup
+// register its routes and hooks, runs it, and exits with the right code (see Exit). A bad flag or a
+// positional argument exits with ExitConfig: a service is configured by its environment.
 //
 //	func main() {
 //		var cfg Config
@@ -58,16 +61,24 @@ func runMain(args []string, stdout, stderr io.Writer, name string, setup func(*S
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	version := fs.Bool("version", false, "print the version and exit")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage of %s: configured by environment variables.\n\n", name)
-		fs.PrintDefaults()
-		fmt.Fprintln(stderr)
-		_ = WriteEnvReference(stderr, opts...)
+	fs.Usage = func() {} // -help is answered below, on standard output; a bad flag gets one line
+	short := func() {
+		fmt.Fprintf(stderr, "Usage: %s [-version]. It is configured by environment variables: run %s -help to list them.\n", name, name)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			if err := writeHelp(stdout, name, opts...); err != nil {
+				fmt.Fprintln(stderr, err)
+				return ExitError
+			}
 			return ExitOK
 		}
+		short() // the flag package printed what was wrong
+		return ExitConfig
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected arguments %q: a service takes no arguments.\n", name, fs.Args())
+		short()
 		return ExitConfig
 	}
 	svc, err := New(name, opts...)
@@ -88,12 +99,110 @@ func runMain(args []string, stdout, stderr io.Writer, name string, setup func(*S
 	return report(stderr, svc.Run(context.Background()))
 }
 
-// EnvReference describes every environment variable a service reads: the chassis settings first,
-// then the WithConfig structs given in opts.
+// writeHelp answers -help: the flags, then the environment reference wrapped to the terminal's
+// width (COLUMNS, read through WithEnv's lookup; DefaultUsageWidth when unset).
+func writeHelp(w io.Writer, name string, opts ...Option) error {
+	o := options{lookup: os.LookupEnv}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	width := config.DefaultUsageWidth
+	if v, ok := o.lookup("COLUMNS"); ok {
+		if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 {
+			width = n
+		}
+	}
+	vars, err := EnvReference(opts...)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Usage: %s [-version]\n\n", name)
+	b.WriteString(config.Wrap(name+" is configured by environment variables, listed below: its own first, then the "+
+		"chassis settings by group. A variable NAME can also be read from a file: NAME_FILE=path. "+
+		"OpenTelemetry reads the standard OTEL_* variables (docs/telemetry.md).", width))
+	b.WriteString("\n")
+	b.WriteString("Flags:\n  -help     print this help and exit\n  -version  print the version and exit\n\n")
+	if err := config.WriteUsageWidth(&b, vars, width); err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, b.String())
+	return err
+}
+
+// Groups of the environment reference, in the order -help shows them.
+const (
+	GroupService    = "This service"
+	groupServer     = "Chassis: server"
+	groupHTTP       = "Chassis: HTTP limits"
+	groupDiscovery  = "Chassis: discovery and registration"
+	groupShed       = "Chassis: load shedding"
+	groupRateLimit  = "Chassis: rate limiting"
+	groupAuth       = "Chassis: bearer-token authentication"
+	groupTLS        = "Chassis: TLS of the servers"
+	groupClientTLS  = "Chassis: clients: TLS shared by every dependency"
+	groupLogging    = "Chassis: logging"
+	groupAdmin      = "Chassis: admin port"
+	groupDependency = "Chassis: clients, per dependency (CLIENT_<NAME>_*)"
+	groupOther      = "Chassis: other"
+)
+
+// settingGroup returns the -help group of a chassis variable.
+func settingGroup(name string) string {
+	has := func(prefixes ...string) bool {
+		for _, p := range prefixes {
+			if strings.HasPrefix(name, p) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case has("CLIENT_<NAME>_"):
+		return groupDependency
+	case has("CLIENT_TLS_"):
+		return groupClientTLS
+	case has("HTTP_"):
+		return groupHTTP
+	case has("DISCOVERY", "CONSUL_") || name == "REGISTER" || name == "ADVERTISE_ADDRESS" ||
+		name == "SERVICE_TAGS" || name == "SERVICE_META":
+		return groupDiscovery
+	case has("SERVICE_", "HOST", "PORT", "ADMIN_PORT", "START_", "SHUTDOWN_", "DRAIN_"):
+		return groupServer
+	case has("SHED_"):
+		return groupShed
+	case has("RATE_LIMIT_", "TRUSTED_PROXIES"):
+		return groupRateLimit
+	case has("AUTH_"):
+		return groupAuth
+	case has("TLS_"):
+		return groupTLS
+	case has("LOG_", "ACCESS_LOG"):
+		return groupLogging
+	case has("ADMIN_"):
+		return groupAdmin
+	}
+	return groupOther
+}
+
+// EnvReference describes every environment variable a service reads: the WithConfig structs given
+// in opts first (Group GroupService), then the chassis settings, grouped (server, HTTP limits,
+// discovery, protection, clients, logging, admin; Group names the group).
 func EnvReference(opts ...Option) ([]config.Var, error) {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
+	}
+	var own []config.Var
+	for _, spec := range o.userConfig {
+		v, err := config.Reference(spec)
+		if err != nil {
+			return nil, err
+		}
+		own = append(own, v...)
+	}
+	for i := range own {
+		own[i].Group = GroupService
 	}
 	vars, err := config.Reference(&Settings{})
 	if err != nil {
@@ -117,17 +226,19 @@ func EnvReference(opts ...Option) ([]config.Var, error) {
 		}
 	}
 	vars = append(vars, conns...)
-	for _, spec := range o.userConfig {
-		v, err := config.Reference(spec)
-		if err != nil {
-			return nil, err
+	// Groups come in the order of their first variable; within a group, declaration order stays.
+	rank := map[string]int{}
+	for i := range vars {
+		vars[i].Group = settingGroup(vars[i].Name)
+		if _, ok := rank[vars[i].Group]; !ok {
+			rank[vars[i].Group] = len(rank)
 		}
-		vars = append(vars, v...)
 	}
-	return vars, nil
+	slices.SortStableFunc(vars, func(a, b config.Var) int { return rank[a.Group] - rank[b.Group] })
+	return append(own, vars...), nil
 }
 
-// WriteEnvReference prints EnvReference as an aligned table.
+// WriteEnvReference prints EnvReference, grouped and wrapped to config.DefaultUsageWidth columns.
 func WriteEnvReference(w io.Writer, opts ...Option) error {
 	vars, err := EnvReference(opts...)
 	if err != nil {

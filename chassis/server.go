@@ -83,16 +83,21 @@ func (s *Service) Handler() http.Handler {
 
 // handleUnmatched installs, once, a catch-all "/" route so that requests no pattern matches (404s,
 // 405s, scanners) are traced, counted under http.route "unmatched" and logged like the others, with
-// a request id; unless the service registered "/" itself. The answer stays what a ServeMux gives
+// a request id; unless the service registered "/" itself. The decision stays what a ServeMux makes
 // (404, or 405 with Allow when the path exists for other methods): the probe mux, which holds the
-// same patterns, writes it. A catch-all costs matched requests nothing, where asking the mux first
-// whether a request matches would cost every request a second lookup (~280 ns and an allocation).
+// same patterns, makes it, and its text answer is rewritten as problem+json with the same status and
+// headers, like every other error of the public server. A catch-all costs matched requests nothing,
+// where asking the mux first whether a request matches would cost every request a second lookup
+// (~280 ns and an allocation).
 func (s *Service) handleUnmatched() {
 	s.unmatch.Do(func() {
 		if slices.Contains(s.routes, "/") {
 			return
 		}
-		chain := s.tel.Handler(s.core(s.probe))
+		probe := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.probe.ServeHTTP(&problemAnswer{ResponseWriter: w}, r)
+		})
+		chain := s.tel.Handler(s.core(probe))
 		s.mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			r.Pattern = "" // the catch-all is not a route: telemetry records the request as unmatched
 			chain.ServeHTTP(w, r)

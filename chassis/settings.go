@@ -61,8 +61,8 @@ type Settings struct {
 	// can be overridden per dependency as CLIENT_<NAME>_TLS_* (see TransportConfig).
 	ClientTLS auth.ClientTLSConfig `envconfig:"CLIENT_TLS"`
 
-	LogLevel        string  `envconfig:"LOG_LEVEL" default:"info" validate:"oneof=debug info warn error" desc:"log level; changeable at runtime on the admin port"`
-	LogFormat       string  `envconfig:"LOG_FORMAT" default:"json" validate:"oneof=json console" desc:"log encoding"`
+	LogLevel        string  `envconfig:"LOG_LEVEL" default:"info" lower:"true" validate:"oneof=debug info warn error" desc:"log level; changeable at runtime on the admin port"`
+	LogFormat       string  `envconfig:"LOG_FORMAT" default:"json" lower:"true" validate:"oneof=json console" desc:"log encoding"`
 	AccessLog       bool    `envconfig:"ACCESS_LOG" default:"true" desc:"log one line per request"`
 	AccessLogSample float64 `envconfig:"ACCESS_LOG_SAMPLE" default:"1" validate:"gte=0,lte=1" desc:"fraction of successful requests to log; errors are always logged"`
 

@@ -117,7 +117,11 @@ func Load(spec any, opts ...Option) error {
 		}
 		reads[f.path] = r
 		quiet := f.secret || r.src == sourceFile
-		if err := decodeValue(r.raw, f.value, quiet); err != nil {
+		raw := r.raw
+		if isTrue(f.sf.Tag.Get("lower")) {
+			raw = strings.ToLower(raw) // `lower:"true"`: the value is case-insensitive (LOG_LEVEL=DEBUG)
+		}
+		if err := decodeValue(raw, f.value, quiet); err != nil {
 			errs.add(f.problem(r, err))
 			failed[f.path] = true
 		}

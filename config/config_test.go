@@ -234,7 +234,7 @@ func TestReferenceAndDump(t *testing.T) {
 	}
 	var usage strings.Builder
 	_ = config.WriteUsage(&usage, vars)
-	if !strings.Contains(usage.String(), "DB_URL") || !strings.Contains(usage.String(), "yes") {
+	if !strings.Contains(usage.String(), "DB_URL        database URL (URL, required)") {
 		t.Fatalf("usage:\n%s", usage.String())
 	}
 

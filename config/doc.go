@@ -29,9 +29,11 @@
 //     in the same error, and puts the prefix on the names in their plain errors (a struct loaded
 //     WithStrictPrefix("CLIENT_PRICING") that says "RETRIES=-1: must be 0 or more" is reported as
 //     CLIENT_PRICING_RETRIES);
+//   - folds a value to lower case before decoding and validating it when the field has
+//     `lower:"true"`, for case-insensitive words (LOG_LEVEL=DEBUG reads as debug);
 //   - reads from an injectable Lookup, so several services can load different environments in one
 //     process (tests) without touching os.Environ.
 //
 // Reference describes every variable (name, type, default, required, description) for -help output
-// and generated docs; Dump lists current values with secrets redacted and the source of each value.
+// (WriteUsage, grouped under Var.Group and wrapped to a width) and generated docs (WriteMarkdown); Dump lists current values with secrets redacted and the source of each value.
 package config

@@ -27,8 +27,7 @@ func Example() {
 	//   PORT="80a": not an integer; want integer: public HTTP port
 	//   TIMEOUT="10": not a duration (use a number with a unit: 250ms, 30s, 5m); want duration: upstream timeout
 	//   DB_PASSWORD: required, not set; want secret string: database password
-	// VARIABLE     TYPE           DEFAULT  REQUIRED  DESCRIPTION
-	// PORT         integer        8080               public HTTP port
-	// TIMEOUT      duration       5s                 upstream timeout
-	// DB_PASSWORD  secret string           yes       database password (secret; or DB_PASSWORD_FILE)
+	//   PORT         public HTTP port (integer, default 8080)
+	//   TIMEOUT      upstream timeout (duration, default 5s)
+	//   DB_PASSWORD  database password (secret string, required, secret; or DB_PASSWORD_FILE)
 }

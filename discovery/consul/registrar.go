@@ -120,7 +120,7 @@ func NewRegistrar(agent Agent, reg Registration, opts ...Option) (*Registrar, er
 	o := newOptions(opts)
 	r := &Registrar{
 		agent: agent, ttl: reg.TTL, opts: o,
-		log: o.logger.With(slog.String("service", reg.Name), slog.String("service_id", id)),
+		log: o.logger.With(slog.String("service_id", id)), // the caller's logger names the service: no second "service" key
 		initial: metric.WithAttributeSet(attribute.NewSet(
 			attribute.String(semconv.AttrPeerService, reg.Name), attribute.String("reason", "initial"))),
 		restored: metric.WithAttributeSet(attribute.NewSet(

@@ -243,7 +243,7 @@ func newWatch(r *Registry, service, key string, cfg watchConfig) *watch {
 	return &watch{
 		r: r, service: service, key: key, cfg: cfg,
 		backoff: r.opts.backoff,
-		log:     r.opts.logger.With(slog.String("service", service)),
+		log:     r.opts.logger.With(slog.String(semconv.AttrPeerService, service)),
 		attrs:   serviceAttrs(service),
 		done:    make(chan struct{}),
 		cur:     discovery.Snapshot{Service: service},
