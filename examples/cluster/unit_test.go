@@ -351,7 +351,9 @@ func Example() {
 		Registry: "embedded fake Consul", Duration: 30, RateTarget: 100, Seed: 7,
 		Totals: Totals{Requests: 3000, OK: 2999, SuccessRate: 2999.0 / 3000, Idempotent: 2500, IdempotentOK: 2500, IdempotentRate: 1,
 			P50Ms: 2.5, P99Ms: 40, P999Ms: 120, MaxMs: 300, ByStatus: map[string]int{"200": 2999, "502": 1},
-			ByOp: map[string]opStats{opCartAdd: {Requests: 500, OK: 499}}},
+			ByOp: map[string]opStats{opCartAdd: {Requests: 500, OK: 499}},
+			Failures: []Failure{{failureKey: failureKey{Status: "502", Route: opCartAdd, Instance: "gateway-1", Reason: reasonUpstream},
+				Count: 1, Detail: "pricing: connection refused", First: 4.6, Last: 4.6}}},
 		Events:   []Event{{Offset: 4.5, Kind: EventKill, Detail: "SIGKILL pricing-2", Reaction: "500 requests, 1 failed"}},
 		Shutdown: Shutdown{Stopped: 12, Seconds: 1.5},
 	})
@@ -368,6 +370,8 @@ func Example() {
 	//      4.5s kill             SIGKILL pricing-2
 	//                            500 requests, 1 failed
 	// shutdown     12 instances stopped in 1.5s, 0 needed SIGKILL; every child reaped
+	// failures     1, in 1 groups (status, route, instance that answered, reason):
+	//   1× POST /cart/{user}/items 502 from gateway-1: upstream error, at 4.6s (pricing: connection refused)
 }
 
 func TestChromiumBinary(t *testing.T) {
