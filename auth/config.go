@@ -86,6 +86,7 @@ func (c Config) New(opts ...Option) (*Verifier, *JWKS, error) {
 	jwks := NewJWKS(c.JWKSURL, opts...)
 	v, err := NewVerifier(jwks, opts...)
 	if err != nil {
+		_ = jwks.Close() // unregisters its metrics callback
 		return nil, nil, err
 	}
 	return v, jwks, nil

@@ -203,7 +203,7 @@ func rsaKey(n, e string) (*rsa.PublicKey, error) {
 	for _, c := range eb {
 		exp = exp<<8 | int(c)
 	}
-	if exp < 3 || exp%2 == 0 {
+	if exp < 3 || exp%2 == 0 || exp > 1<<31-1 { // crypto/rsa refuses exponents above 2³¹-1 when verifying
 		return nil, errors.New("bad RSA exponent")
 	}
 	k := &rsa.PublicKey{N: new(big.Int).SetBytes(nb), E: exp}

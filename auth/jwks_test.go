@@ -421,3 +421,22 @@ func TestBadKeyInSet(t *testing.T) {
 		t.Errorf("log:\n%s", logs)
 	}
 }
+
+// TestHugeRSAExponentRejected: crypto/rsa refuses to verify with an exponent above 2³¹-1, so such a
+// key is reported as rejected rather than counted as usable (which would keep /readyz green while
+// every token signed with it fails).
+func TestHugeRSAExponentRejected(t *testing.T) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwk := rsaJWK("huge-e", &k.PublicKey)
+	jwk["e"] = base64.RawURLEncoding.EncodeToString([]byte{0xff, 0xff, 0xff, 0xff})
+	set, err := auth.ParseJWKS(keySet(jwk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Keys) != 0 || len(set.Rejected) != 1 || !strings.Contains(set.Rejected[0].Err.Error(), "exponent") {
+		t.Fatalf("keys %d, rejected %+v; want the key rejected for its exponent", len(set.Keys), set.Rejected)
+	}
+}

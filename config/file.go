@@ -37,9 +37,16 @@ func ReadFileBounded(path string, max int64) ([]byte, error) {
 	return readBounded(path, max, FileReadTimeout, openNonBlocking)
 }
 
-// openNonBlocking opens path for reading without blocking on a FIFO that has no writer (on Unix,
-// with O_NONBLOCK, which regular files ignore).
+// openNonBlocking opens path for reading, refusing what is not a regular file before the open, and
+// without blocking on a FIFO that has no writer (on Unix, with O_NONBLOCK, which regular files ignore).
 func openNonBlocking(path string) (*os.File, error) {
+	// Look before opening: opening a device can have effects of its own (a watchdog arms, a tape
+	// rewinds). readRegular checks again after the open, for a file swapped in between.
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: %w (%s)", path, ErrNotRegular, kind(st.Mode()))
+	}
 	return os.OpenFile(path, os.O_RDONLY|oNonBlock, 0)
 }
 

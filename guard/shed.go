@@ -457,6 +457,11 @@ func (s *Shedder) update(now int64) {
 			// throughput would set it far below the next spike.
 			s.over = 0
 			return
+		case gradient < 1 && now-began > 2*int64(s.cfg.Window):
+			// The window spans an idle spell (windows close when a request completes): its
+			// throughput is meaningless, and the slow window before the gap is not "consecutive".
+			s.over = 0
+			return
 		case gradient < 1:
 			s.over++
 			if s.over < coldConfirm {

@@ -503,3 +503,49 @@ func TestShedderLightLoadNoiseKeepsTheLimit(t *testing.T) {
 		}
 	})
 }
+
+// TestShedderIdleGapIsNotAWindow: windows close when a request completes, so the first window after
+// an idle spell spans the whole spell. Its throughput (a few requests over a minute) must not end
+// slow start and set the limit, and the slow window before the gap is not "consecutive" with it.
+func TestShedderIdleGapIsNotAWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := guard.NewShedder(guard.DefaultShedConfig())
+		var d atomic.Int64
+		h := s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(time.Duration(d.Load()))
+		}))
+		serve := func() int {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+			return rec.Code
+		}
+		burst := func(n int) (shed int) {
+			var wg sync.WaitGroup
+			var m atomic.Int64
+			for range n {
+				wg.Go(func() {
+					if serve() == http.StatusServiceUnavailable {
+						m.Add(1)
+					}
+				})
+			}
+			wg.Wait()
+			return int(m.Load())
+		}
+		d.Store(int64(10 * time.Millisecond))
+		for range 30 { // the baseline: one at a time, 10 ms
+			serve()
+		}
+		d.Store(int64(40 * time.Millisecond))
+		for range 5 { // slow windows with a queue; the last one is left open
+			burst(80)
+		}
+		time.Sleep(time.Minute)
+		for range 5 { // the first window that closes here began a minute ago
+			burst(80)
+		}
+		if l := s.Limit(); l < 20 {
+			t.Errorf("limit %d after an idle minute between two bursts; want about the burst's concurrency", l)
+		}
+	})
+}

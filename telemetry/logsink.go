@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -43,7 +44,15 @@ type logSink struct {
 	armed   bool
 	closed  bool
 	err     error // first error of a background write, reported by the next Flush, Sync or Close
+
+	// abandoned is set when a Close did not finish within Shutdown's deadline: the output is stuck
+	// and a goroutine holds mu in a write that may never return. From then on Write, Flush and Sync
+	// fail at once with errSinkAbandoned instead of queueing behind it, so that the process can exit.
+	abandoned atomic.Bool
 }
+
+// errSinkAbandoned is what the sink answers after a Close that timed out on a stuck output.
+var errSinkAbandoned = errors.New("telemetry: log output stuck; buffered log abandoned at shutdown")
 
 var _ zapcore.WriteSyncer = (*logSink)(nil)
 
@@ -58,6 +67,9 @@ func newLogSink(out io.Writer, size int, interval time.Duration) *logSink {
 
 // Write buffers p, which zap passes as one whole encoded line.
 func (s *logSink) Write(p []byte) (int, error) {
+	if s.abandoned.Load() {
+		return 0, errSinkAbandoned
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -66,6 +78,9 @@ func (s *logSink) Write(p []byte) (int, error) {
 	if len(s.buf) > 0 && len(s.buf)+len(p) > s.size {
 		for s.writing {
 			s.idle.Wait()
+		}
+		if s.closed { // Close ran while this writer waited: keep the order, write through
+			return s.out.Write(p)
 		}
 		if len(s.buf) > 0 { // another writer may have handed it over while this one waited
 			s.startWrite()
@@ -126,6 +141,9 @@ func (s *logSink) tick() {
 // Flush writes everything buffered, and waits for a background write in progress, before it
 // returns. Lines logged meanwhile wait for it.
 func (s *logSink) Flush() error {
+	if s.abandoned.Load() {
+		return errSinkAbandoned
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.flushLocked()
@@ -152,6 +170,9 @@ func (s *logSink) flushLocked() error {
 // Sync flushes, then syncs out when it can be synced. zap calls it for DPanic, Panic and Fatal
 // entries, and Logger.Sync calls it.
 func (s *logSink) Sync() error {
+	if s.abandoned.Load() {
+		return errSinkAbandoned
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	err := s.flushLocked()

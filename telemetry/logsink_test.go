@@ -292,3 +292,89 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// TestLogSinkCloseWhileWriterWaits: a Write waiting for a background write when Close runs must not
+// leave its line in the buffer (no timer or flush would ever write it): it is written through,
+// after what Close flushed.
+func TestLogSinkCloseWhileWriterWaits(t *testing.T) {
+	for range 20 { // which of the two waiters wakes first varies; each order must keep the line
+		synctest.Test(t, func(t *testing.T) {
+			w := &recWriter{gate: make(chan struct{})}
+			s := newLogSink(w, 20, time.Hour)
+			var want bytes.Buffer
+			for i := range 4 { // A (lines 0-1) is being written, blocked; B holds lines 2-3
+				if _, err := s.Write(line(i)); err != nil {
+					t.Fatal(err)
+				}
+				want.Write(line(i))
+			}
+			synctest.Wait()
+			wrote := make(chan struct{})
+			go func() { // waits: both buffers are full
+				defer close(wrote)
+				if _, err := s.Write(line(4)); err != nil {
+					t.Error(err)
+				}
+			}()
+			closed := make(chan struct{})
+			go func() { // waits for the background write too
+				defer close(closed)
+				if err := s.Close(); err != nil {
+					t.Error(err)
+				}
+			}()
+			synctest.Wait()
+			close(w.gate) // the output unblocks for good
+			<-wrote
+			<-closed
+			synctest.Wait()
+			want.Write(line(4))
+			if _, all := w.got(); all != want.String() {
+				t.Fatalf("output %q, want %q", all, want.String())
+			}
+		})
+	}
+}
+
+// TestShutdownGivesUpOnAStuckOutput: when the output blocks for good, Shutdown returns at its
+// deadline, and later log calls fail at once instead of queueing behind the stuck Close.
+func TestShutdownGivesUpOnAStuckOutput(t *testing.T) {
+	w := &recWriter{gate: make(chan struct{})}
+	s := newLogSink(w, 20, time.Hour)
+	for i := range 4 { // a background write is stuck on the output
+		if _, err := s.Write(line(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tel := &Telemetry{sink: s}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := tel.closeSink(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("closeSink: %v, want the deadline", err)
+	}
+	for name, f := range map[string]func() error{
+		"Write": func() error { _, err := s.Write(line(9)); return err },
+		"Sync":  s.Sync,
+		"Flush": s.Flush,
+	} {
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, errSinkAbandoned) {
+				t.Errorf("%s after an abandoned Close: %v, want errSinkAbandoned", name, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s blocked behind the stuck output", name)
+		}
+	}
+	close(w.gate) // let the stuck writes finish, so that no goroutine outlives the test
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.mu.Lock()
+		idle := !s.writing && s.closed
+		s.mu.Unlock()
+		if idle || time.Now().After(deadline) {
+			break
+		}
+	}
+}

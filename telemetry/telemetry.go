@@ -187,6 +187,7 @@ func (t *Telemetry) closeSink(ctx context.Context) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
+		t.sink.abandoned.Store(true) // the output is stuck: nothing may queue behind the Close
 		return ctx.Err()
 	}
 }
@@ -425,12 +426,14 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	// The log buffer is flushed last, after everything that could still log, and then turned off:
 	// a line logged after Shutdown (chassis' "stopped") is written at once.
+	sinkStuck := false
 	if t.sink != nil {
 		if err := t.closeSink(ctx); err != nil {
+			sinkStuck = true
 			errs = append(errs, fmt.Errorf("telemetry: shutdown log output: %w", err))
 		}
 	}
-	if t.logger != nil {
+	if t.logger != nil && !sinkStuck {
 		_ = t.logger.Sync() // stdout cannot be synced on most systems; that is not a failure
 	}
 	t.shutErr = errors.Join(errs...)
