@@ -158,15 +158,7 @@ func TestDrainLosesNoRequest(t *testing.T) {
 			}
 			sent.Add(1)
 			wg.Go(func() {
-				res, err := client.Get(fmt.Sprintf("http://%s/hello/load?delay=%s", p.addr, work))
-				if err == nil {
-					_, err = io.Copy(io.Discard, res.Body)
-					res.Body.Close()
-					if err == nil && res.StatusCode != 200 {
-						err = fmt.Errorf("status %d", res.StatusCode)
-					}
-				}
-				if err != nil {
+				if err := get(client, fmt.Sprintf("http://%s/hello/load?delay=%s", p.addr, work)); err != nil {
 					select {
 					case failures <- err:
 					default:

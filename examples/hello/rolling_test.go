@@ -47,70 +47,19 @@ func TestRollingRestartLosesNoRequest(t *testing.T) {
 	<-caller.Ready()
 
 	// Open-loop load at 100 req/s of 20 ms requests until the restart is over (bounded to 60 s).
-	var (
-		sent, failed atomic.Int64
-		wg           sync.WaitGroup
-		firstErr     atomic.Value
-		stop         = make(chan struct{})
-	)
-	go func() {
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		limit := time.After(60 * time.Second)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-limit:
-				return
-			case <-tick.C:
-			}
-			sent.Add(1)
-			wg.Go(func() {
-				res, err := client.Get("http://hello/hello/rolling?delay=20ms")
-				if err == nil {
-					_, err = io.Copy(io.Discard, res.Body)
-					res.Body.Close()
-					if err == nil && res.StatusCode != 200 {
-						err = fmt.Errorf("status %d", res.StatusCode)
-					}
-				}
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-				}
-			})
-		}
-	}()
-
+	load := startLoad(10*time.Millisecond, func() error { return get(client, "http://hello/hello/rolling?delay=20ms") })
 	time.Sleep(time.Second) // steady state on the three old instances
 	t0 := time.Now()
-	for i, old := range olds {
-		startHello(t, bin, env...) // the replacement registers once ready
-		if err := old.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-old.exited:
-			if old.exitErr != nil {
-				t.Errorf("old instance %d exited with %v", i, old.exitErr)
-			}
-		case <-time.After(15 * time.Second):
-			t.Fatalf("old instance %d did not exit", i)
-		}
-	}
+	replaceEach(t, bin, env, olds)
 	time.Sleep(500 * time.Millisecond) // traffic on the new instances only
-	close(stop)
-	wg.Wait()
+	load.finish()
 
 	entries, _, err := agent.Client.Health().Service("hello", "", true, nil)
 	if err != nil || len(entries) != 3 {
 		t.Errorf("passing instances after the restart: %d (%v), want 3", len(entries), err)
 	}
-	if n := failed.Load(); n > 0 {
-		t.Errorf("%d of %d requests failed during the rolling restart; first: %v", n, sent.Load(), firstErr.Load())
-	}
-	t.Logf("rolling restart of 3 instances in %v: %d requests, %d failed", time.Since(t0).Round(time.Millisecond), sent.Load(), failed.Load())
+	load.check(t, "during the rolling restart")
+	t.Logf("rolling restart of 3 instances in %v: %d requests, %d failed", time.Since(t0).Round(time.Millisecond), load.sent.Load(), load.failed.Load())
 }
 
 // TestRollingRestartPlainClient is the rolling restart as a caller without Chassis sees it: a plain
@@ -135,71 +84,22 @@ func TestRollingRestartPlainClient(t *testing.T) {
 	// Open-loop load: 150 req/s of 200 ms requests, about 30 in flight, 10 per instance (bounded to 60 s).
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 100}, Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
-	var (
-		sent, failed atomic.Int64
-		wg           sync.WaitGroup
-		firstErr     atomic.Value
-		stop         = make(chan struct{})
-		loadDone     = make(chan struct{})
-	)
-	go func() {
-		defer close(loadDone)
-		tick := time.NewTicker(time.Second / 150)
-		defer tick.Stop()
-		limit := time.After(60 * time.Second)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-limit:
-				return
-			case <-tick.C:
-			}
-			sent.Add(1)
-			addr := lb.next()
-			wg.Go(func() {
-				res, err := client.Get("http://" + addr + "/hello/plain?delay=200ms")
-				if err == nil {
-					_, err = io.Copy(io.Discard, res.Body)
-					res.Body.Close()
-					if err == nil && res.StatusCode != 200 {
-						err = fmt.Errorf("%s: status %d", addr, res.StatusCode)
-					}
-				}
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-				}
-			})
+	load := startLoad(time.Second/150, func() error {
+		addr := lb.next()
+		if err := get(client, "http://"+addr+"/hello/plain?delay=200ms"); err != nil {
+			return fmt.Errorf("%s: %w", addr, err)
 		}
-	}()
-
+		return nil
+	})
 	time.Sleep(time.Second) // steady state on the three old instances
 	t0 := time.Now()
-	for i, old := range olds {
-		startHello(t, bin, env...) // registers once ready; the balancer sends it a third of the load at once
-		if err := old.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-old.exited:
-			if old.exitErr != nil {
-				t.Errorf("old instance %d exited with %v", i, old.exitErr)
-			}
-		case <-time.After(15 * time.Second):
-			t.Fatalf("old instance %d did not exit", i)
-		}
-	}
-	time.Sleep(time.Second) // traffic on the new instances only
-	close(stop)
-	<-loadDone
-	wg.Wait()
+	replaceEach(t, bin, env, olds) // each new instance gets a third of the load as soon as it passes
+	time.Sleep(time.Second)        // traffic on the new instances only
+	load.finish()
 
-	if n := failed.Load(); n > 0 {
-		t.Errorf("%d of %d requests failed during the rolling restart; first: %v", n, sent.Load(), firstErr.Load())
-	}
+	load.check(t, "during the rolling restart")
 	t.Logf("rolling restart of 3 instances in %v under a plain client: %d requests, %d failed",
-		time.Since(t0).Round(time.Millisecond), sent.Load(), failed.Load())
+		time.Since(t0).Round(time.Millisecond), load.sent.Load(), load.failed.Load())
 }
 
 // edgeBalancer round-robins over the passing instances of hello that a Consul blocking query
@@ -272,4 +172,89 @@ func startRolling(t *testing.T) (agent *consultest.Agent, bin string, env []stri
 		olds = append(olds, startHello(t, bin, env...))
 	}
 	return agent, bin, env, olds
+}
+
+// replaceEach starts a replacement for each old instance (it registers once ready), then stops the
+// old one with SIGTERM and waits for its clean exit: a rolling restart, one instance at a time.
+func replaceEach(t *testing.T, bin string, env []string, olds []*proc) {
+	t.Helper()
+	for i, old := range olds {
+		startHello(t, bin, env...)
+		if err := old.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-old.exited:
+			if old.exitErr != nil {
+				t.Errorf("old instance %d exited with %v", i, old.exitErr)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("old instance %d did not exit", i)
+		}
+	}
+}
+
+// openLoad sends one call per tick, each in its own goroutine (open loop: a slow answer does not
+// delay the next call), until finish or for 60 s at most, and counts the calls that failed.
+type openLoad struct {
+	sent, failed atomic.Int64
+	firstErr     atomic.Value
+	wg           sync.WaitGroup
+	stop, done   chan struct{}
+}
+
+func startLoad(every time.Duration, call func() error) *openLoad {
+	l := &openLoad{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		limit := time.After(60 * time.Second)
+		for {
+			select {
+			case <-l.stop:
+				return
+			case <-limit:
+				return
+			case <-tick.C:
+			}
+			l.sent.Add(1)
+			l.wg.Go(func() {
+				if err := call(); err != nil {
+					l.failed.Add(1)
+					l.firstErr.CompareAndSwap(nil, err)
+				}
+			})
+		}
+	}()
+	return l
+}
+
+// finish stops sending and waits for every call in flight.
+func (l *openLoad) finish() {
+	close(l.stop)
+	<-l.done
+	l.wg.Wait()
+}
+
+// check fails the test if any call failed.
+func (l *openLoad) check(t *testing.T, when string) {
+	t.Helper()
+	if n := l.failed.Load(); n > 0 {
+		t.Errorf("%d of %d requests failed %s; first: %v", n, l.sent.Load(), when, l.firstErr.Load())
+	}
+}
+
+// get is one GET that fails unless the answer is a 200 whose body reads to the end.
+func get(c *http.Client, url string) error {
+	res, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if err == nil && res.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %d", res.StatusCode)
+	}
+	return err
 }
