@@ -7,9 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,11 +68,8 @@ type ClientReloader struct {
 	interval time.Duration
 	min      uint16
 
-	current   atomic.Pointer[clientMaterial]
-	mu        sync.Mutex // one check at a time
-	nextCheck time.Time
-	stamp     string
-	lastErr   atomic.Pointer[error]
+	current atomic.Pointer[clientMaterial]
+	watch   fileWatch
 }
 
 type clientMaterial struct {
@@ -91,14 +85,20 @@ func NewClientReloader(cfg ClientTLSConfig, opts ...Option) (*ClientReloader, er
 		return nil, fmt.Errorf("tls: %w", err)
 	}
 	o := newOptions(opts)
-	r := &ClientReloader{cfg: cfg, now: o.now, interval: cfg.ReloadInterval, min: tls.VersionTLS12}
+	r := &ClientReloader{cfg: cfg, min: tls.VersionTLS12}
+	r.watch = fileWatch{now: o.now, interval: cfg.ReloadInterval, read: r.read, stamp: func() (string, error) {
+		stamp, err := fileStamp([]string{cfg.CAFile, cfg.CertFile, cfg.KeyFile}, nil)
+		if err != nil {
+			return "", fmt.Errorf("tls: %w", err)
+		}
+		return stamp, nil
+	}}
 	if cfg.MinVersion == "1.3" {
 		r.min = tls.VersionTLS13
 	}
-	if err := r.load(); err != nil {
+	if err := r.watch.start(); err != nil {
 		return nil, err
 	}
-	r.nextCheck = r.now().Add(r.interval)
 	return r, nil
 }
 
@@ -130,50 +130,19 @@ func (r *ClientReloader) clientCertificate(*tls.CertificateRequestInfo) (*tls.Ce
 }
 
 // Err returns the error of the last reload attempt, nil if it succeeded.
-func (r *ClientReloader) Err() error {
-	if p := r.lastErr.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
+func (r *ClientReloader) Err() error { return r.watch.Err() }
 
 // Reload re-reads the files now, whether or not they changed.
-func (r *ClientReloader) Reload() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.load()
-}
+func (r *ClientReloader) Reload() error { return r.watch.Reload() }
 
 func (r *ClientReloader) maybeReload() {
-	if !r.cfg.HasFiles() {
-		return
+	if r.cfg.HasFiles() {
+		r.watch.maybeReload()
 	}
-	now := r.now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if now.Before(r.nextCheck) {
-		return
-	}
-	r.nextCheck = now.Add(r.interval)
-	if stamp, err := fileStamp(r.cfg.CAFile, r.cfg.CertFile, r.cfg.KeyFile); err == nil && stamp == r.stamp {
-		return
-	}
-	_ = r.load() // the error is kept for Err; the previous material stays in use
 }
 
-// load is called with mu held (or before the ClientReloader is shared).
-func (r *ClientReloader) load() (err error) {
-	defer func() {
-		if err != nil {
-			r.lastErr.Store(&err)
-		} else {
-			r.lastErr.Store(nil)
-		}
-	}()
-	stamp, err := fileStamp(r.cfg.CAFile, r.cfg.CertFile, r.cfg.KeyFile)
-	if err != nil {
-		return fmt.Errorf("tls: %w", err)
-	}
+// read loads the client certificate and the CA pool; the fileWatch calls it with its lock held.
+func (r *ClientReloader) read() error {
 	var m clientMaterial
 	if r.cfg.CertFile != "" {
 		certPEM, err := config.ReadFileBounded(r.cfg.CertFile, maxPEMBytes)
@@ -201,25 +170,7 @@ func (r *ClientReloader) load() (err error) {
 		}
 	}
 	r.current.Store(&m)
-	r.stamp = stamp
 	return nil
-}
-
-// fileStamp identifies the versions of files by path, modification time and size; empty names
-// are skipped.
-func fileStamp(files ...string) (string, error) {
-	var b strings.Builder
-	for _, f := range files {
-		if f == "" {
-			continue
-		}
-		st, err := os.Stat(f)
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(&b, "%s:%d:%d;", f, st.ModTime().UnixNano(), st.Size())
-	}
-	return b.String(), nil
 }
 
 // Dialer makes client TLS connections with the current material of a ClientReloader: each dial

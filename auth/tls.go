@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -92,11 +90,8 @@ type Reloader struct {
 	auth     tls.ClientAuthType
 	min      uint16
 
-	current   atomic.Pointer[tls.Config]
-	mu        sync.Mutex // one check at a time
-	nextCheck time.Time
-	stamp     string
-	lastErr   atomic.Pointer[error]
+	current atomic.Pointer[tls.Config]
+	watch   fileWatch
 }
 
 // NewReloader loads cfg's files and returns a Reloader, or the error that makes them unusable. Each
@@ -111,17 +106,17 @@ func NewReloader(cfg TLSConfig, opts ...Option) (*Reloader, error) {
 		return nil, errors.New("auth: TLS_CERT_FILE and TLS_KEY_FILE are not set")
 	}
 	o := newOptions(opts)
-	r := &Reloader{cfg: cfg, now: o.now, interval: cfg.ReloadInterval, auth: tls.ClientAuthType(cfg.ClientAuth), min: tls.VersionTLS12}
+	r := &Reloader{cfg: cfg, auth: tls.ClientAuthType(cfg.ClientAuth), min: tls.VersionTLS12}
+	r.watch = fileWatch{now: o.now, interval: cfg.ReloadInterval, stamp: r.stampFiles, read: r.read}
 	if cfg.MinVersion == "1.3" {
 		r.min = tls.VersionTLS13
 	}
 	if cfg.ClientCAFile != "" && cfg.ClientAuth == ClientAuth(tls.NoClientCert) {
 		r.auth = tls.RequireAndVerifyClientCert
 	}
-	if err := r.load(); err != nil {
+	if err := r.watch.start(); err != nil {
 		return nil, err
 	}
-	r.nextCheck = r.now().Add(r.interval)
 	return r, nil
 }
 
@@ -131,71 +126,27 @@ func (r *Reloader) TLSConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: r.min,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			r.maybeReload()
+			r.watch.maybeReload()
 			return r.current.Load(), nil
 		},
 	}
 }
 
 // Err returns the error of the last reload attempt, nil if it succeeded.
-func (r *Reloader) Err() error {
-	if p := r.lastErr.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
+func (r *Reloader) Err() error { return r.watch.Err() }
 
 // Reload re-reads the files now, whether or not they changed.
-func (r *Reloader) Reload() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.load()
-}
-
-func (r *Reloader) maybeReload() {
-	now := r.now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if now.Before(r.nextCheck) {
-		return
-	}
-	r.nextCheck = now.Add(r.interval)
-	if stamp, err := r.stampFiles(); err == nil && stamp == r.stamp {
-		return
-	}
-	_ = r.load() // the error is kept for Err; the previous material stays in use
-}
+func (r *Reloader) Reload() error { return r.watch.Reload() }
 
 var fileVars = [...]string{"TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE"}
 
 func (r *Reloader) stampFiles() (string, error) {
-	var b strings.Builder
-	for i, f := range []string{r.cfg.CertFile, r.cfg.KeyFile, r.cfg.ClientCAFile} {
-		if f == "" {
-			continue
-		}
-		st, err := os.Stat(f)
-		if err != nil {
-			return "", fileProblem(fileVars[i], f, osError(err))
-		}
-		fmt.Fprintf(&b, "%s:%d:%d;", f, st.ModTime().UnixNano(), st.Size())
-	}
-	return b.String(), nil
+	files := []string{r.cfg.CertFile, r.cfg.KeyFile, r.cfg.ClientCAFile}
+	return fileStamp(files, func(i int, err error) error { return fileProblem(fileVars[i], files[i], osError(err)) })
 }
 
-// load is called with mu held (or before the Reloader is shared).
-func (r *Reloader) load() (err error) {
-	defer func() {
-		if err != nil {
-			r.lastErr.Store(&err)
-		} else {
-			r.lastErr.Store(nil)
-		}
-	}()
-	stamp, err := r.stampFiles()
-	if err != nil {
-		return err
-	}
+// read loads the certificate and the client CAs; the fileWatch calls it with its lock held.
+func (r *Reloader) read() error {
 	certPEM, err := readFile("TLS_CERT_FILE", r.cfg.CertFile, maxPEMBytes)
 	if err != nil {
 		return err
@@ -225,7 +176,6 @@ func (r *Reloader) load() (err error) {
 		c.ClientCAs = pool
 	}
 	r.current.Store(c)
-	r.stamp = stamp
 	return nil
 }
 
