@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/cloudchassis/kit/chassis"
 	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/internal/syncbuf"
 )
 
 // mapEnv is env's map with WithEnviron listing it, so that New scans CLIENT_* and DISCOVERY_STATIC_*.
@@ -25,23 +25,6 @@ func mapEnv(kv ...string) []chassis.Option {
 		}
 		return out
 	})}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func problemVars(t *testing.T, err error) []string {
@@ -71,7 +54,7 @@ func TestConsulSettingsWithTheOthers(t *testing.T) {
 // CLIENT_<NAME>_* alone do not fail it; Run fails before anything starts, listing the declared
 // dependencies' problems once, and releases what New built (goleak checks it).
 func TestDependencyProblemsAloneWaitForRun(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	opts := append(mapEnv("CLIENT_PRICING_RETRIES", "-1", "DISCOVERY_STATIC_PRICING", "127.0.0.1:1",
 		"CLIENT_PRICING_TIMEOTU", "1s", // misspelt, and CLIENT_PRICING_TIMEOUT is unset: a problem
 		"CLIENT_PRICING_HEDGE_DELAY", "1ms", "CLIENT_PRICING_HEDGE_DELY", "5ms", // the real one is set: a warning

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/cloudchassis/kit/internal/syncbuf"
 )
 
 // recWriter records each Write call; when gate is not nil, every Write first waits for a value on it.
@@ -263,7 +265,7 @@ func TestBufferedLogOutput(t *testing.T) {
 
 // An io.Writer that is not an *os.File is written line by line, whatever LogBuffer says.
 func TestLogBufferOnlyForFiles(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	tel, err := New(t.Context(), Settings{LogOutput: &buf, LogBuffer: 1 << 16,
 		Lookup: func(string) (string, bool) { return "", false }}, WithoutRuntimeMetrics())
 	if err != nil {
@@ -274,23 +276,6 @@ func TestLogBufferOnlyForFiles(t *testing.T) {
 	if !strings.Contains(buf.String(), "at once") {
 		t.Fatalf("output %q, want the line at once", buf.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestLogSinkCloseWhileWriterWaits: a Write waiting for a background write when Close runs must not

@@ -24,6 +24,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
+	"github.com/cloudchassis/kit/internal/syncbuf"
 	"github.com/cloudchassis/kit/telemetry"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 	"github.com/cloudchassis/kit/telemetry/telemetrytest"
@@ -114,7 +115,7 @@ func TestHandlerContinuesTraceAndRecordsRoute(t *testing.T) {
 }
 
 func TestHandlerLogLinesJSONCarryTraceID(t *testing.T) {
-	var out syncBuffer
+	var out syncbuf.Buffer
 	tel, rec := telemetrytest.New(t, telemetry.Settings{ServiceName: "svc", LogOutput: &out})
 	h := tel.Handler(newMux(tel))
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/items/7", nil))
@@ -130,24 +131,6 @@ func TestHandlerLogLinesJSONCarryTraceID(t *testing.T) {
 		t.Errorf("log line %v, want trace_id %s", line, span.SpanContext().TraceID())
 	}
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
-}
-func (s *syncBuffer) String() string { return string(s.Bytes()) }
 
 func TestHandlerServerErrorAndUnmatched(t *testing.T) {
 	tel, rec := telemetrytest.New(t, telemetry.Settings{ServiceName: "svc"})

@@ -11,10 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cloudchassis/kit/internal/syncbuf"
 )
 
 // TestGeneratedProjectBuildsTestsAndRuns is the generator's end-to-end check: generate a service
@@ -68,7 +69,7 @@ func TestGeneratedProjectBuildsTestsAndRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	ready := make(chan string, 1)
 	go func() {
 		// Read the JSON log lines until the "ready" one, which names the admin address.
@@ -132,22 +133,4 @@ func TestGeneratedProjectBuildsTestsAndRuns(t *testing.T) {
 	}
 
 	ciAndImage(ctx, t, root, dir)
-}
-
-// syncBuffer is a bytes.Buffer the log reader writes while the test may print it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
