@@ -64,18 +64,7 @@ func (t *Telemetry) buildLogging(ctx context.Context, s Settings, env envConfig,
 	} else {
 		ws = zapcore.Lock(zapcore.AddSync(out))
 	}
-	encCfg := zap.NewProductionEncoderConfig()
-	encCfg.TimeKey = "ts"
-	encCfg.EncodeTime = zapcore.RFC3339NanoTimeEncoder
-	encCfg.EncodeDuration = zapcore.SecondsDurationEncoder
-	var enc zapcore.Encoder
-	if format == "console" {
-		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
-		encCfg.EncodeDuration = zapcore.StringDurationEncoder
-		enc = zapcore.NewConsoleEncoder(encCfg)
-	} else {
-		enc = zapcore.NewJSONEncoder(encCfg)
-	}
+	enc := newEncoder(format)
 	// The level lives in one place (levelCore) so that LevelHandler changes every tee'd core.
 	// The access log and the other loggers share the output core, but only the other loggers flush
 	// the buffer on errors (see flushCore).
@@ -118,6 +107,9 @@ func (t *Telemetry) buildLogging(ctx context.Context, s Settings, env envConfig,
 	}
 	base := zap.New(core, zap.ErrorOutput(ws)).With(zap.String("service", service))
 	t.accessLog = base
+	if format == "json" && len(cores) == 1 {
+		t.accessFast = newAccessWriter(ws, t.level, service) // nil when service needs escaping
+	}
 	if t.sink != nil {
 		cores[0] = &flushCore{Core: outCore, sink: t.sink}
 		core = &levelCore{Core: zapcore.NewTee(cores...), level: t.level}
@@ -126,6 +118,21 @@ func (t *Telemetry) buildLogging(ctx context.Context, s Settings, env envConfig,
 	t.logger = base.WithOptions(zap.AddCaller())
 	t.slog = slog.New(newSlogHandler(base.Core()))
 	return nil
+}
+
+// newEncoder returns the encoder of LOG_FORMAT: "json" (production keys, "ts" in RFC 3339 with
+// nanoseconds, durations in seconds) or "console".
+func newEncoder(format string) zapcore.Encoder {
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.TimeKey = "ts"
+	encCfg.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+	encCfg.EncodeDuration = zapcore.SecondsDurationEncoder
+	if format == "console" {
+		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		encCfg.EncodeDuration = zapcore.StringDurationEncoder
+		return zapcore.NewConsoleEncoder(encCfg)
+	}
+	return zapcore.NewJSONEncoder(encCfg)
 }
 
 // levelCore applies the runtime level to a tee of cores.

@@ -366,7 +366,8 @@ func (h *serverHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		k := routeKey{route: route, method: m, scheme: scheme, proto: protocolIndex(r.ProtoMajor, r.ProtoMinor), status: uint16(status)}
 		e, _ := si.cache.get(k, buildServerEntry)
-		d := time.Since(start)
+		end := time.Now()
+		d := end.Sub(start)
 		si.duration.Record(ctx, d.Seconds(), e.record...)
 		active.n.Add(-1)
 		if recording {
@@ -378,7 +379,7 @@ func (h *serverHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		span.End()
 		if t.access {
-			t.logAccess(r, route, status, d, st.w.bytes, span.SpanContext())
+			t.logAccess(r, route, status, end, d, st.w.bytes, span.SpanContext())
 		}
 	}()
 	h.next.ServeHTTP(rw, r2)
@@ -472,11 +473,14 @@ func splitHostPort(hp string) (string, int) {
 	return hp[:i], port
 }
 
-func (t *Telemetry) logAccess(r *http.Request, route string, status int, d time.Duration, bytes int64, sc trace.SpanContext) {
+func (t *Telemetry) logAccess(r *http.Request, route string, status int, end time.Time, d time.Duration, bytes int64, sc trace.SpanContext) {
 	lvl := zap.InfoLevel
 	if status >= 500 {
 		lvl = zap.ErrorLevel
 	} else if t.sample < 1 && rand.Float64() >= t.sample {
+		return
+	}
+	if t.accessFast != nil && t.accessFast.write(end, lvl, r, route, status, d, bytes, sc) {
 		return
 	}
 	ce := t.accessLog.Check(lvl, "request")

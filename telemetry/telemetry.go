@@ -37,6 +37,7 @@ import (
 type Telemetry struct {
 	logger      *zap.Logger
 	accessLog   *zap.Logger // logger without caller: the caller would always be this package
+	accessFast  *accessWriter
 	slog        *slog.Logger
 	level       zap.AtomicLevel
 	tp          trace.TracerProvider
