@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"slices"
+	"time"
 	"unsafe"
 
 	"go.uber.org/zap"
@@ -150,7 +151,9 @@ func (s *Service) core(next http.Handler) http.Handler {
 	maxFields := s.settings.MaxHeaderFields
 	tooManyFields := fmt.Sprintf("the request has more than %d distinct header names", maxFields)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tw := &trackingWriter{ResponseWriter: w}
+		st := &coreState{} // the writer wrapper and the context layer in one allocation
+		tw := &st.w
+		tw.ResponseWriter = w
 		defer func() {
 			if p := recover(); p != nil {
 				s.recovered(tw, r, p)
@@ -159,13 +162,14 @@ func (s *Service) core(next http.Handler) http.Handler {
 
 		ctx := r.Context()
 		id := r.Header.Get(RequestIDHeader)
+		var ownID string
 		if validRequestID(id) {
-			ctx = context.WithValue(ctx, requestIDKey{}, id)
+			ownID = id
 		} else if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 			id = tw.traceHex(sc.TraceID())
 		} else {
 			id = randomHex(16)
-			ctx = context.WithValue(ctx, requestIDKey{}, id)
+			ownID = id
 		}
 		tw.idHeader[0] = id
 		w.Header()[RequestIDHeader] = tw.idHeader[:]
@@ -182,14 +186,32 @@ func (s *Service) core(next http.Handler) http.Handler {
 			problem.Write(w, http.StatusRequestEntityTooLarge, "", tooLarge)
 			return
 		}
-		ctx, cancel := resilience.WithPropagatedDeadline(ctx, r.Header, timeout)
-		defer cancel()
-		r = r.WithContext(ctx)
+		st.ctx.init(ctx, ownID, time.Now(), requestTimeout(r.Header, timeout))
+		defer st.ctx.release()
+		r = r.WithContext(&st.ctx)
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = http.MaxBytesReader(w, r.Body, limit)
 		}
 		next.ServeHTTP(tw, r)
 	})
+}
+
+// coreState is the chassis core's per-request state.
+type coreState struct {
+	w   trackingWriter
+	ctx requestCtx
+}
+
+// requestTimeout is the request's time budget: the caller's resilience.TimeoutHeader capped by
+// limit (HTTP_REQUEST_TIMEOUT); limit <= 0 means no cap. 0: no deadline.
+func requestTimeout(h http.Header, limit time.Duration) time.Duration {
+	d := limit
+	if v := h[resilience.TimeoutHeader]; len(v) > 0 {
+		if t, ok := resilience.ParseTimeoutHeader(v[0]); ok && (d <= 0 || t < d) {
+			d = t
+		}
+	}
+	return d
 }
 
 func (s *Service) recovered(tw *trackingWriter, r *http.Request, p any) {
