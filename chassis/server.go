@@ -188,7 +188,10 @@ func (s *Service) core(next http.Handler) http.Handler {
 		}
 		st.ctx.init(ctx, ownID, time.Now(), requestTimeout(r.Header, timeout))
 		defer st.ctx.release()
-		r = r.WithContext(&st.ctx)
+		// core is always the direct child of telemetry's Handler (Handle, handleUnmatched), which
+		// made r, a copy, for this chain alone: core replaces that copy's context in place (the
+		// compiler keeps WithContext's copy on the stack) instead of copying 250 bytes once more.
+		*r = *r.WithContext(&st.ctx)
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = http.MaxBytesReader(w, r.Body, limit)
 		}
