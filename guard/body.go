@@ -2,6 +2,7 @@ package guard
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -105,19 +106,19 @@ type BodyGate struct {
 }
 
 // NewBodyGate returns a BodyGate configured by cfg; zero fields take the defaults.
-func NewBodyGate(cfg BodyConfig, opts ...Option) *BodyGate {
+func NewBodyGate(cfg BodyConfig, opts ...Option) (*BodyGate, error) {
 	cfg = cfg.withDefaults()
 	o := newOptions(opts)
-	g := &BodyGate{cfg: cfg, now: o.now, peers: make(map[string]int), logger: o.logger, problems: o.problems}
+	g := &BodyGate{cfg: cfg, now: o.now, peers: make(map[string]int), logger: o.Logger, problems: o.problems}
 	g.budget.Store(cfg.BufferTotal)
 	var err error
-	g.refused, err = o.meters.Meter(ScopeName).Int64Counter(semconv.MetricServerBodyRefused,
+	g.refused, err = o.Meters.Meter(ScopeName).Int64Counter(semconv.MetricServerBodyRefused,
 		metric.WithUnit(semconv.UnitRequest),
 		metric.WithDescription("Requests refused because their body arrived too slowly or their client had too many bodies in progress."))
 	if err != nil {
-		g.refused, _ = noopMeter.Int64Counter(semconv.MetricServerBodyRefused)
+		return nil, fmt.Errorf("guard: body gate metrics: %w", err)
 	}
-	return g
+	return g, nil
 }
 
 // Reasons a body was refused, in logs and in the metric's chassis.rejection.reason.

@@ -85,14 +85,14 @@ type Limiter struct {
 
 // NewLimiter returns a Limiter that allows each caller rate (and each route its own rate, with
 // WithRouteRates). Callers are keyed by client address unless WithKeys says otherwise.
-func NewLimiter(rate Rate, opts ...Option) *Limiter {
+func NewLimiter(rate Rate, opts ...Option) (*Limiter, error) {
 	o := newOptions(opts)
 	l := &Limiter{
 		keys:     o.keys,
 		route:    o.route,
 		clock:    o.monotonic(o.now()),
 		headers:  o.headers,
-		logger:   o.logger,
+		logger:   o.Logger,
 		problems: o.problems,
 	}
 	if len(l.keys) == 0 {
@@ -105,14 +105,14 @@ func NewLimiter(rate Rate, opts ...Option) *Limiter {
 			l.routes[pattern] = newPolicy(pattern, r, o.maxKeys)
 		}
 	}
-	m := o.meters.Meter(ScopeName)
+	m := o.Meters.Meter(ScopeName)
 	var err error
 	l.limited, err = m.Int64Counter(semconv.MetricServerRateLimited, metric.WithUnit(semconv.UnitRequest),
 		metric.WithDescription("Requests refused by the rate limiter."))
 	if err != nil {
-		l.limited, _ = noopMeter.Int64Counter(semconv.MetricServerRateLimited)
+		return nil, fmt.Errorf("guard: rate limiter metrics: %w", err)
 	}
-	return l
+	return l, nil
 }
 
 // WithKeys sets how callers are told apart, tried in order: the first function that returns a

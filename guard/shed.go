@@ -2,6 +2,7 @@ package guard
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -126,7 +127,7 @@ const (
 
 // NewShedder returns a Shedder configured by cfg; zero fields take the defaults of
 // DefaultShedConfig. cfg.Enabled is not consulted (see ShedConfig.NewShedder).
-func NewShedder(cfg ShedConfig, opts ...Option) *Shedder {
+func NewShedder(cfg ShedConfig, opts ...Option) (*Shedder, error) {
 	cfg = cfg.withDefaults()
 	o := newOptions(opts)
 	s := &Shedder{
@@ -137,7 +138,7 @@ func NewShedder(cfg ShedConfig, opts ...Option) *Shedder {
 		route:      o.route,
 		priorityFn: o.priority,
 		header:     http.CanonicalHeaderKey(cfg.PriorityHeader),
-		logger:     o.logger,
+		logger:     o.Logger,
 		problems:   o.problems,
 	}
 	s.limit.Store(int64(cfg.InitialLimit))
@@ -155,22 +156,26 @@ func NewShedder(cfg ShedConfig, opts ...Option) *Shedder {
 			s.routePrio[r] = p
 		}
 	}
-	m := o.meters.Meter(ScopeName)
+	m := o.Meters.Meter(ScopeName)
 	var err error
 	s.shed, err = m.Int64Counter(semconv.MetricServerShed, metric.WithUnit(semconv.UnitRequest),
 		metric.WithDescription("Requests refused by the adaptive load shedder."))
 	if err != nil {
-		s.shed, _ = noopMeter.Int64Counter(semconv.MetricServerShed)
+		return nil, fmt.Errorf("guard: shedder metrics: %w", err)
 	}
 	gauge, err := m.Int64ObservableGauge(semconv.MetricServerConcurrencyLimit, metric.WithUnit(semconv.UnitRequest),
 		metric.WithDescription("Current adaptive concurrency limit of the server."))
-	if err == nil {
-		s.reg, _ = m.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
-			obs.ObserveInt64(gauge, s.limit.Load())
-			return nil
-		}, gauge)
+	if err != nil {
+		return nil, fmt.Errorf("guard: shedder metrics: %w", err)
 	}
-	return s
+	s.reg, err = m.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
+		obs.ObserveInt64(gauge, s.limit.Load())
+		return nil
+	}, gauge)
+	if err != nil {
+		return nil, fmt.Errorf("guard: shedder metrics: %w", err)
+	}
+	return s, nil
 }
 
 // WithPriorityFunc sets a function that decides a request's priority before the route table and

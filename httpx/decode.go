@@ -37,37 +37,43 @@ type Decoder struct {
 }
 
 // DecoderOption configures a Decoder.
-type DecoderOption func(*Decoder)
+type DecoderOption interface{ apply(*Decoder) }
+
+type decoderOptionFunc func(*Decoder)
+
+func (f decoderOptionFunc) apply(o *Decoder) { f(o) }
 
 // WithMaxBytes bounds the body at n bytes, below whatever bound the server sets (default: none of
 // the Decoder's own).
 func WithMaxBytes(n int64) DecoderOption {
-	return func(d *Decoder) {
+	return decoderOptionFunc(func(d *Decoder) {
 		if n > 0 {
 			d.maxBytes = n
 		}
-	}
+	})
 }
 
 // WithUnknownFields accepts JSON members the target does not declare (default: refused with 400,
 // so that typos in optional fields do not pass silently).
-func WithUnknownFields(allow bool) DecoderOption { return func(d *Decoder) { d.allowUnknown = allow } }
+func WithUnknownFields(allow bool) DecoderOption {
+	return decoderOptionFunc(func(d *Decoder) { d.allowUnknown = allow })
+}
 
 // WithValidator uses v (for custom rules); its tag-name function is replaced so that errors name
 // fields by their JSON names.
 func WithValidator(v *validator.Validate) DecoderOption {
-	return func(d *Decoder) {
+	return decoderOptionFunc(func(d *Decoder) {
 		if v != nil {
 			d.validate = v
 		}
-	}
+	})
 }
 
 // NewDecoder returns a Decoder with the given options.
 func NewDecoder(opts ...DecoderOption) *Decoder {
 	d := &Decoder{}
 	for _, o := range opts {
-		o(d)
+		o.apply(d)
 	}
 	if d.validate == nil {
 		d.validate = validator.New(validator.WithRequiredStructEnabled())

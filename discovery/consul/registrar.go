@@ -120,14 +120,14 @@ func NewRegistrar(agent Agent, reg Registration, opts ...Option) (*Registrar, er
 	o := newOptions(opts)
 	r := &Registrar{
 		agent: agent, ttl: reg.TTL, opts: o,
-		log: o.logger.With(slog.String("service_id", id)), // the caller's logger names the service: no second "service" key
+		log: o.Logger.With(slog.String("service_id", id)), // the caller's logger names the service: no second "service" key
 		initial: metric.WithAttributeSet(attribute.NewSet(
 			attribute.String(semconv.AttrPeerService, reg.Name), attribute.String("reason", "initial"))),
 		restored: metric.WithAttributeSet(attribute.NewSet(
 			attribute.String(semconv.AttrPeerService, reg.Name), attribute.String("reason", "restore"))),
 	}
 	var err error
-	if r.regs, err = o.meter.Meter(semconv.ScopeDiscovery).Int64Counter(MetricRegistrations, metric.WithUnit(semconv.UnitRequest),
+	if r.regs, err = o.Meters.Meter(semconv.ScopeDiscovery).Int64Counter(MetricRegistrations, metric.WithUnit(semconv.UnitRequest),
 		metric.WithDescription("Service registrations sent to the Consul agent, by reason (initial or restore).")); err != nil {
 		return nil, fmt.Errorf("consul: metrics: %w", err)
 	}

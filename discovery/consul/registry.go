@@ -56,10 +56,10 @@ func NewRegistry(h Health, opts ...Option) (*Registry, error) {
 	}
 	r := &Registry{health: h, opts: newOptions(opts), watches: map[string]*watch{}}
 	var err error
-	if r.metrics, err = newRegistryMetrics(r.opts.meter); err != nil {
+	if r.metrics, err = newRegistryMetrics(r.opts.Meters); err != nil {
 		return nil, fmt.Errorf("consul: metrics: %w", err)
 	}
-	r.cb, err = r.opts.meter.Meter(semconv.ScopeDiscovery).RegisterCallback(r.observe, r.metrics.age, r.metrics.insts)
+	r.cb, err = r.opts.Meters.Meter(semconv.ScopeDiscovery).RegisterCallback(r.observe, r.metrics.age, r.metrics.insts)
 	if err != nil {
 		return nil, fmt.Errorf("consul: metrics: %w", err)
 	}
@@ -243,7 +243,7 @@ func newWatch(r *Registry, service, key string, cfg watchConfig) *watch {
 	return &watch{
 		r: r, service: service, key: key, cfg: cfg,
 		backoff: r.opts.backoff,
-		log:     r.opts.logger.With(slog.String(semconv.AttrPeerService, service)),
+		log:     r.opts.Logger.With(slog.String(semconv.AttrPeerService, service)),
 		attrs:   serviceAttrs(service),
 		done:    make(chan struct{}),
 		cur:     discovery.Snapshot{Service: service},
