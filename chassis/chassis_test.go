@@ -19,6 +19,7 @@ import (
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/health"
 	"github.com/cloudchassis/kit/httpx"
+	"github.com/cloudchassis/kit/lifecycle"
 	"go.uber.org/goleak"
 )
 
@@ -367,7 +368,7 @@ func TestFailedStartStopsWhatStarted(t *testing.T) {
 	if got := strings.Join(log, " "); got != "start:db stop:db" {
 		t.Fatalf("got %s", got)
 	}
-	if err := svc.Run(context.Background()); !errors.Is(err, chassis.ErrRunning) {
+	if err := svc.Run(context.Background()); !errors.Is(err, lifecycle.ErrAlreadyRun) {
 		t.Fatalf("second Run: %v", err)
 	}
 }

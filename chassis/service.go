@@ -310,16 +310,14 @@ func (s *Service) AdminAddr() string {
 // Ready is closed when the service is ready: listeners bound, start hooks done, startup checks passed.
 func (s *Service) Ready() <-chan struct{} { return s.ready }
 
-// ErrRunning is returned by a second call to Run.
-var ErrRunning = errors.New("chassis: service already ran")
-
 // Run starts the service and blocks until ctx is done, SIGINT/SIGTERM arrives (unless
-// WithoutSignals), or a server fails; then it shuts down in order. It returns nil after a clean stop.
+// WithoutSignals), or a server fails; then it shuts down in order. It returns nil after a clean stop,
+// and lifecycle.ErrAlreadyRun when called a second time.
 func (s *Service) Run(ctx context.Context) error {
 	s.mu.Lock()
 	if s.running {
 		s.mu.Unlock()
-		return ErrRunning
+		return lifecycle.ErrAlreadyRun
 	}
 	s.running = true
 	err := s.runProblems()

@@ -17,8 +17,8 @@ const (
 	DefaultStopTimeout  = 30 * time.Second
 )
 
-// ErrAlreadyRun is returned by a second call to Run.
-var ErrAlreadyRun = errors.New("lifecycle: group already run")
+// ErrAlreadyRun is returned by a second call to Run, of a Group or of a chassis.Service.
+var ErrAlreadyRun = errors.New("lifecycle: already run")
 
 // Hook is one component. Start must return once the component is started (launching its own
 // goroutines if it serves in the background) and Stop must stop it and wait for those goroutines.
