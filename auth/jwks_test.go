@@ -23,12 +23,11 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/cloudchassis/kit/internal/obs/obstest"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/cloudchassis/kit/auth"
+	"github.com/cloudchassis/kit/internal/obs/obstest"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 

@@ -1,12 +1,13 @@
 package auth
 
 import (
-	"github.com/cloudchassis/kit/internal/obs"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/cloudchassis/kit/internal/obs"
 )
 
 // Option configures a Verifier, a JWKS or a Reloader. Options that do not concern the type they

@@ -14,13 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/cloudchassis/kit/chassis"
 	"github.com/cloudchassis/kit/config"
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/health"
 	"github.com/cloudchassis/kit/httpx"
 	"github.com/cloudchassis/kit/lifecycle"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/cloudchassis/kit/guard"
 	"github.com/cloudchassis/kit/internal/obs/obstest"
-
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -1,12 +1,13 @@
 package guard
 
 import (
-	"github.com/cloudchassis/kit/internal/obs"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/cloudchassis/kit/internal/obs"
 )
 
 // Option configures a Limiter or a Shedder. Options that do not concern the type they are passed

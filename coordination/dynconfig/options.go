@@ -2,7 +2,6 @@ package dynconfig
 
 import (
 	"context"
-	"github.com/cloudchassis/kit/internal/obs"
 	"log/slog"
 	"os"
 	"time"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/cloudchassis/kit/config"
 	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/internal/obs"
 )
 
 // KV is the part of the Consul API a Config uses: a recursive read of a prefix, which supports

@@ -1,13 +1,13 @@
 package lock
 
 import (
-	"github.com/cloudchassis/kit/internal/obs"
 	"log/slog"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/internal/obs"
 )
 
 // Defaults of a Lock's options.

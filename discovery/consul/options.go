@@ -1,7 +1,6 @@
 package consul
 
 import (
-	"github.com/cloudchassis/kit/internal/obs"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/internal/obs"
 )
 
 // Defaults for Registry, Registrar and Watch options.

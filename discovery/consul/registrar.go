@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/internal/consulapi"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -255,7 +256,7 @@ func (r *Registrar) keep(ctx context.Context, done chan struct{}) {
 
 func (r *Registrar) heartbeat(ctx context.Context) error {
 	err := r.agent.UpdateTTL(ctx, r.reg.Check.CheckID, "", api.HealthPassing)
-	if isNotFound(err) {
+	if consulapi.IsNotFound(err) {
 		return r.restore(ctx) // the agent forgot the check, hence the service
 	}
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/cloudchassis/kit/internal/feed"
 	"log/slog"
 	"slices"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/internal/feed"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 

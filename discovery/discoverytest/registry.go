@@ -4,13 +4,13 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"github.com/cloudchassis/kit/internal/feed"
 	"maps"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/internal/feed"
 )
 
 // Registry is an in-memory service registry for tests: Watcher and Registrar fakes over one shared

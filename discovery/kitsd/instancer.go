@@ -3,7 +3,6 @@ package kitsd
 import (
 	"context"
 	"errors"
-	"github.com/cloudchassis/kit/internal/feed"
 	"net"
 	"slices"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"github.com/go-kit/kit/sd"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/internal/feed"
 )
 
 // Instancer adapts a discovery.Watcher to go-kit's sd.Instancer. Instances are reported as
