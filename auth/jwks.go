@@ -22,9 +22,6 @@ import (
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
-// ScopeName is the instrumentation scope of the package's metrics.
-const ScopeName = semconv.ScopeAuth
-
 // maxFetchWaiters bounds how many requests wait for a running fetch at once; the others are
 // answered at once. With the wait bounded by WithFetchWait from the start of the fetch, requests for
 // unknown keys hold at most this many server slots, for at most that long, per fetch.
@@ -123,7 +120,7 @@ func NewJWKS(url string, opts ...Option) (*JWKS, error) {
 		logger:        o.Logger,
 		lastFetchTook: -1,
 	}
-	if err := j.instrument(o.Meters.Meter(ScopeName)); err != nil {
+	if err := j.instrument(o.Meters.Meter(semconv.ScopeAuth)); err != nil {
 		return nil, fmt.Errorf("auth: jwks metrics: %w", err)
 	}
 	return j, nil

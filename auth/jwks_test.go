@@ -325,7 +325,7 @@ func jwksMetrics(t *testing.T, r *sdkmetric.ManualReader) map[string]string {
 	}
 	out := map[string]string{}
 	for _, sm := range rm.ScopeMetrics {
-		if sm.Scope.Name != auth.ScopeName {
+		if sm.Scope.Name != semconv.ScopeAuth {
 			continue
 		}
 		for _, m := range sm.Metrics {

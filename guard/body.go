@@ -112,7 +112,7 @@ func NewBodyGate(cfg BodyConfig, opts ...Option) (*BodyGate, error) {
 	g := &BodyGate{cfg: cfg, now: o.now, peers: make(map[string]int), logger: o.Logger, problems: o.problems}
 	g.budget.Store(cfg.BufferTotal)
 	var err error
-	g.refused, err = o.Meters.Meter(ScopeName).Int64Counter(semconv.MetricServerBodyRefused,
+	g.refused, err = o.Meters.Meter(semconv.ScopeGuard).Int64Counter(semconv.MetricServerBodyRefused,
 		metric.WithUnit(semconv.UnitRequest),
 		metric.WithDescription("Requests refused because their body arrived too slowly or their client had too many bodies in progress."))
 	if err != nil {

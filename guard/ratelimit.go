@@ -23,9 +23,6 @@ import (
 // DefaultMaxKeys is the default bound on the number of callers a Limiter tracks per policy.
 const DefaultMaxKeys = 65536
 
-// ScopeName is the instrumentation scope of the guard's metrics.
-const ScopeName = "github.com/cloudchassis/kit/guard"
-
 // Rate is a token bucket: PerSecond tokens are added each second, up to Burst. A zero or negative
 // PerSecond means no limit. A Burst below 1 means max(1, ceil(PerSecond)).
 type Rate struct {
@@ -105,7 +102,7 @@ func NewLimiter(rate Rate, opts ...Option) (*Limiter, error) {
 			l.routes[pattern] = newPolicy(pattern, r, o.maxKeys)
 		}
 	}
-	m := o.Meters.Meter(ScopeName)
+	m := o.Meters.Meter(semconv.ScopeGuard)
 	var err error
 	l.limited, err = m.Int64Counter(semconv.MetricServerRateLimited, metric.WithUnit(semconv.UnitRequest),
 		metric.WithDescription("Requests refused by the rate limiter."))

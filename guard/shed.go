@@ -156,7 +156,7 @@ func NewShedder(cfg ShedConfig, opts ...Option) (*Shedder, error) {
 			s.routePrio[r] = p
 		}
 	}
-	m := o.Meters.Meter(ScopeName)
+	m := o.Meters.Meter(semconv.ScopeGuard)
 	var err error
 	s.shed, err = m.Int64Counter(semconv.MetricServerShed, metric.WithUnit(semconv.UnitRequest),
 		metric.WithDescription("Requests refused by the adaptive load shedder."))
