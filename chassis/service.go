@@ -77,8 +77,9 @@ func WithLogOutput(w interface{ Write([]byte) (int, error) }) Option {
 	return func(o *options) { o.logOutput = w }
 }
 
-// WithMiddleware adds middleware to every public route, inside the chassis' own (after recovery,
-// telemetry, request id and limits; before the body limit and the request timeout).
+// WithMiddleware adds middleware to every public route, innermost: after all of the chassis' own
+// (telemetry, recovery, request id, limits, deadline, body gate, shedding, authentication, rate
+// limiting), just before the handler. The first one given runs first.
 func WithMiddleware(m ...Middleware) Option {
 	return func(o *options) { o.middleware = append(o.middleware, m...) }
 }
