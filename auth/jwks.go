@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/internal/obs"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -120,7 +121,7 @@ func NewJWKS(url string, opts ...Option) (*JWKS, error) {
 		logger:        o.Logger,
 		lastFetchTook: -1,
 	}
-	if err := j.instrument(o.Meters.Meter(semconv.ScopeAuth)); err != nil {
+	if err := j.instrument(obs.NewInstruments(o.Meters, semconv.ScopeAuth)); err != nil {
 		return nil, fmt.Errorf("auth: jwks metrics: %w", err)
 	}
 	return j, nil
@@ -133,32 +134,27 @@ func redactURL(s string) string {
 	return s
 }
 
-func (j *JWKS) instrument(m metric.Meter) error {
-	var err0 error
-	j.fetches, err0 = m.Int64Counter(semconv.MetricAuthJWKSFetches, metric.WithUnit(semconv.UnitFetch),
-		metric.WithDescription("JWKS fetches; error.type is set on failures."))
-	keys, err1 := m.Int64ObservableGauge(semconv.MetricAuthJWKSKeys, metric.WithUnit(semconv.UnitKey),
-		metric.WithDescription("Usable keys of the JWKS in use."))
-	rejected, err2 := m.Int64ObservableGauge(semconv.MetricAuthJWKSKeysRejected, metric.WithUnit(semconv.UnitKey),
-		metric.WithDescription("Signature keys of the JWKS in use that were refused (too short, off-curve, malformed)."))
-	age, err3 := m.Float64ObservableGauge(semconv.MetricAuthJWKSAge, metric.WithUnit(semconv.UnitSeconds),
-		metric.WithDescription("Time since the JWKS in use was fetched; absent until one is loaded."))
-	if err := errors.Join(err0, err1, err2, err3); err != nil {
-		return err
-	}
-	var err error
-	j.reg, err = m.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
+func (j *JWKS) instrument(in *obs.Instruments) error {
+	j.fetches = in.Counter(semconv.MetricAuthJWKSFetches, semconv.UnitFetch,
+		"JWKS fetches; error.type is set on failures.")
+	keys := in.ObservableGauge(semconv.MetricAuthJWKSKeys, semconv.UnitKey,
+		"Usable keys of the JWKS in use.")
+	rejected := in.ObservableGauge(semconv.MetricAuthJWKSKeysRejected, semconv.UnitKey,
+		"Signature keys of the JWKS in use that were refused (too short, off-curve, malformed).")
+	age := in.FloatObservableGauge(semconv.MetricAuthJWKSAge, semconv.UnitSeconds,
+		"Time since the JWKS in use was fetched; absent until one is loaded.")
+	j.reg = in.Register(func(_ context.Context, ob metric.Observer) error {
 		j.mu.RLock()
 		usable, nrej, loaded := j.usable, len(j.rejected), j.loaded
 		j.mu.RUnlock()
-		obs.ObserveInt64(keys, int64(usable))
-		obs.ObserveInt64(rejected, int64(nrej))
+		ob.ObserveInt64(keys, int64(usable))
+		ob.ObserveInt64(rejected, int64(nrej))
 		if !loaded.IsZero() {
-			obs.ObserveFloat64(age, j.now().Sub(loaded).Seconds())
+			ob.ObserveFloat64(age, j.now().Sub(loaded).Seconds())
 		}
 		return nil
 	}, keys, rejected, age)
-	return err
+	return in.Err()
 }
 
 // Key implements KeySet.

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/cloudchassis/kit/internal/obs"
 	"github.com/cloudchassis/kit/problem"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
@@ -111,11 +112,10 @@ func NewBodyGate(cfg BodyConfig, opts ...Option) (*BodyGate, error) {
 	o := newOptions(opts)
 	g := &BodyGate{cfg: cfg, now: o.now, peers: make(map[string]int), logger: o.Logger, problems: o.problems}
 	g.budget.Store(cfg.BufferTotal)
-	var err error
-	g.refused, err = o.Meters.Meter(semconv.ScopeGuard).Int64Counter(semconv.MetricServerBodyRefused,
-		metric.WithUnit(semconv.UnitRequest),
-		metric.WithDescription("Requests refused because their body arrived too slowly or their client had too many bodies in progress."))
-	if err != nil {
+	in := obs.NewInstruments(o.Meters, semconv.ScopeGuard)
+	g.refused = in.Counter(semconv.MetricServerBodyRefused, semconv.UnitRequest,
+		"Requests refused because their body arrived too slowly or their client had too many bodies in progress.")
+	if err := in.Err(); err != nil {
 		return nil, fmt.Errorf("guard: body gate metrics: %w", err)
 	}
 	return g, nil

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cloudchassis/kit/internal/obs"
 	"github.com/cloudchassis/kit/problem"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
@@ -102,11 +103,9 @@ func NewLimiter(rate Rate, opts ...Option) (*Limiter, error) {
 			l.routes[pattern] = newPolicy(pattern, r, o.maxKeys)
 		}
 	}
-	m := o.Meters.Meter(semconv.ScopeGuard)
-	var err error
-	l.limited, err = m.Int64Counter(semconv.MetricServerRateLimited, metric.WithUnit(semconv.UnitRequest),
-		metric.WithDescription("Requests refused by the rate limiter."))
-	if err != nil {
+	in := obs.NewInstruments(o.Meters, semconv.ScopeGuard)
+	l.limited = in.Counter(semconv.MetricServerRateLimited, semconv.UnitRequest, "Requests refused by the rate limiter.")
+	if err := in.Err(); err != nil {
 		return nil, fmt.Errorf("guard: rate limiter metrics: %w", err)
 	}
 	return l, nil

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cloudchassis/kit/internal/obs"
 	"github.com/cloudchassis/kit/problem"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
@@ -156,23 +157,15 @@ func NewShedder(cfg ShedConfig, opts ...Option) (*Shedder, error) {
 			s.routePrio[r] = p
 		}
 	}
-	m := o.Meters.Meter(semconv.ScopeGuard)
-	var err error
-	s.shed, err = m.Int64Counter(semconv.MetricServerShed, metric.WithUnit(semconv.UnitRequest),
-		metric.WithDescription("Requests refused by the adaptive load shedder."))
-	if err != nil {
-		return nil, fmt.Errorf("guard: shedder metrics: %w", err)
-	}
-	gauge, err := m.Int64ObservableGauge(semconv.MetricServerConcurrencyLimit, metric.WithUnit(semconv.UnitRequest),
-		metric.WithDescription("Current adaptive concurrency limit of the server."))
-	if err != nil {
-		return nil, fmt.Errorf("guard: shedder metrics: %w", err)
-	}
-	s.reg, err = m.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
-		obs.ObserveInt64(gauge, s.limit.Load())
+	in := obs.NewInstruments(o.Meters, semconv.ScopeGuard)
+	s.shed = in.Counter(semconv.MetricServerShed, semconv.UnitRequest, "Requests refused by the adaptive load shedder.")
+	gauge := in.ObservableGauge(semconv.MetricServerConcurrencyLimit, semconv.UnitRequest,
+		"Current adaptive concurrency limit of the server.")
+	s.reg = in.Register(func(_ context.Context, ob metric.Observer) error {
+		ob.ObserveInt64(gauge, s.limit.Load())
 		return nil
 	}, gauge)
-	if err != nil {
+	if err := in.Err(); err != nil {
 		return nil, fmt.Errorf("guard: shedder metrics: %w", err)
 	}
 	return s, nil
