@@ -109,7 +109,8 @@ func std() *Decoder {
 }
 
 // Bind decodes r's JSON body into v with the default Decoder and validates it; on failure it writes
-// the problem response and returns false.
+// the problem response and returns false. The body is bounded by the server only: under chassis,
+// HTTP_MAX_BODY_BYTES; a plain http.Server wants http.MaxBytesHandler or a Decoder WithMaxBytes.
 func Bind(w http.ResponseWriter, r *http.Request, v any) bool { return std().Bind(w, r, v) }
 
 // Bind is Decode followed by writing the problem on failure. It reports whether the handler
