@@ -135,7 +135,7 @@ func TestForgedTokensAreRejected(t *testing.T) {
 	key, rogue := keys(t)
 	srv := newJWKSServer(t, jwksJSON("k1", &key.PublicKey))
 	clk := newClock()
-	jwks := auth.NewJWKS(srv.URL, auth.WithMinRefresh(time.Minute), auth.WithClock(clk.Now))
+	jwks := must(auth.NewJWKS(srv.URL, auth.WithMinRefresh(time.Minute), auth.WithClock(clk.Now)))
 	v, err := auth.NewVerifier(jwks, auth.WithIssuer(issuer), auth.WithAudience(audience), auth.WithClock(clk.Now), auth.WithLeeway(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -342,7 +342,7 @@ func TestVerifierRefusesUnsafeConfigurations(t *testing.T) {
 		opts []auth.Option
 	}{
 		"none":              {auth.StaticKeys{"k": &key.PublicKey}, []auth.Option{auth.WithAlgorithms("none")}},
-		"HS with JWKS":      {auth.NewJWKS("http://127.0.0.1:1/"), []auth.Option{auth.WithAlgorithms("HS256")}},
+		"HS with JWKS":      {must(auth.NewJWKS("http://127.0.0.1:1/")), []auth.Option{auth.WithAlgorithms("HS256")}},
 		"HS with RSA key":   {auth.StaticKeys{"k": &key.PublicKey}, []auth.Option{auth.WithAlgorithms("HS256")}},
 		"HS mixed with RS":  {auth.StaticKeys{"k": secret}, []auth.Option{auth.WithAlgorithms("HS256", "RS256")}},
 		"mixed keys":        {auth.StaticKeys{"k": secret, "r": &key.PublicKey}, []auth.Option{auth.WithAlgorithms("HS256")}},
@@ -471,7 +471,7 @@ func ExampleVerifier() {
 func TestJWKSFetchSurvivesCanceledRequest(t *testing.T) {
 	key, _ := keys(t)
 	srv := newJWKSServer(t, jwksJSON("k1", &key.PublicKey))
-	jwks := auth.NewJWKS(srv.URL)
+	jwks := must(auth.NewJWKS(srv.URL))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // the first caller has already gone away: it cannot wait, but its fetch goes on
 	if _, err := jwks.Key(ctx, "k1", "RS256"); err != nil && !errors.Is(err, context.Canceled) {

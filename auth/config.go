@@ -83,7 +83,10 @@ func (c Config) New(opts ...Option) (*Verifier, *JWKS, error) {
 		v, err := NewVerifier(keys, opts...)
 		return v, nil, err
 	}
-	jwks := NewJWKS(c.JWKSURL, opts...)
+	jwks, err := NewJWKS(c.JWKSURL, opts...)
+	if err != nil {
+		return nil, nil, err
+	}
 	v, err := NewVerifier(jwks, opts...)
 	if err != nil {
 		_ = jwks.Close() // unregisters its metrics callback
@@ -107,7 +110,7 @@ func loadKeyFile(path string, o options) (keyIndex, error) {
 		return nil, fileProblem(variable, path, err)
 	}
 	for _, r := range set.Rejected {
-		o.logger.Warn("AUTH_JWKS_FILE: key rejected", "file", path, "kid", clip(r.KeyID), "kty", clip(r.Type), "index", r.Index, "reason", r.Err.Error())
+		o.Logger.Warn("AUTH_JWKS_FILE: key rejected", "file", path, "kid", clip(r.KeyID), "kty", clip(r.Type), "index", r.Index, "reason", r.Err.Error())
 	}
 	return indexKeys(set.Keys), nil
 }

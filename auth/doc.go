@@ -4,7 +4,7 @@
 //
 // Start with Verifier for bearer tokens:
 //
-//	keys := auth.NewJWKS("https://issuer.example/.well-known/jwks.json",
+//	keys, err := auth.NewJWKS("https://issuer.example/.well-known/jwks.json",
 //		auth.WithMeterProvider(mp), auth.WithLogger(logger))
 //	go keys.Run(ctx)   // background refresh, stops with ctx
 //	defer keys.Close() // after Run has returned: ends a fetch still running

@@ -19,11 +19,9 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/internal/obs"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
-
-// ScopeName is the instrumentation scope of the package's metrics.
-const ScopeName = semconv.ScopeAuth
 
 // maxFetchWaiters bounds how many requests wait for a running fetch at once; the others are
 // answered at once. With the wait bounded by WithFetchWait from the start of the fetch, requests for
@@ -107,8 +105,8 @@ func (j *JWKS) waitWindow() time.Duration {
 }
 
 // NewJWKS returns a JWKS for url. Nothing is fetched until the first token arrives or Refresh or
-// Run is called.
-func NewJWKS(url string, opts ...Option) *JWKS {
+// Run is called. It fails only when the meter provider refuses an instrument.
+func NewJWKS(url string, opts ...Option) (*JWKS, error) {
 	o := newOptions(opts)
 	j := &JWKS{
 		url:           url,
@@ -120,11 +118,13 @@ func NewJWKS(url string, opts ...Option) *JWKS {
 		maxBytes:      o.maxBytes,
 		fetchTimeout:  o.fetchTimeout,
 		fetchWait:     o.fetchWait,
-		logger:        o.logger,
+		logger:        o.Logger,
 		lastFetchTook: -1,
 	}
-	j.instrument(o.meters.Meter(ScopeName))
-	return j
+	if err := j.instrument(obs.NewInstruments(o.Meters, semconv.ScopeAuth)); err != nil {
+		return nil, fmt.Errorf("auth: jwks metrics: %w", err)
+	}
+	return j, nil
 }
 
 func redactURL(s string) string {
@@ -134,33 +134,27 @@ func redactURL(s string) string {
 	return s
 }
 
-func (j *JWKS) instrument(m metric.Meter) {
-	var err error
-	j.fetches, err = m.Int64Counter(semconv.MetricAuthJWKSFetches, metric.WithUnit(semconv.UnitFetch),
-		metric.WithDescription("JWKS fetches; error.type is set on failures."))
-	if err != nil {
-		j.fetches = nil
-	}
-	keys, err1 := m.Int64ObservableGauge(semconv.MetricAuthJWKSKeys, metric.WithUnit(semconv.UnitKey),
-		metric.WithDescription("Usable keys of the JWKS in use."))
-	rejected, err2 := m.Int64ObservableGauge(semconv.MetricAuthJWKSKeysRejected, metric.WithUnit(semconv.UnitKey),
-		metric.WithDescription("Signature keys of the JWKS in use that were refused (too short, off-curve, malformed)."))
-	age, err3 := m.Float64ObservableGauge(semconv.MetricAuthJWKSAge, metric.WithUnit(semconv.UnitSeconds),
-		metric.WithDescription("Time since the JWKS in use was fetched; absent until one is loaded."))
-	if err := errors.Join(err1, err2, err3); err != nil {
-		return
-	}
-	j.reg, _ = m.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
+func (j *JWKS) instrument(in *obs.Instruments) error {
+	j.fetches = in.Counter(semconv.MetricAuthJWKSFetches, semconv.UnitFetch,
+		"JWKS fetches; error.type is set on failures.")
+	keys := in.ObservableGauge(semconv.MetricAuthJWKSKeys, semconv.UnitKey,
+		"Usable keys of the JWKS in use.")
+	rejected := in.ObservableGauge(semconv.MetricAuthJWKSKeysRejected, semconv.UnitKey,
+		"Signature keys of the JWKS in use that were refused (too short, off-curve, malformed).")
+	age := in.FloatObservableGauge(semconv.MetricAuthJWKSAge, semconv.UnitSeconds,
+		"Time since the JWKS in use was fetched; absent until one is loaded.")
+	j.reg = in.Register(func(_ context.Context, ob metric.Observer) error {
 		j.mu.RLock()
 		usable, nrej, loaded := j.usable, len(j.rejected), j.loaded
 		j.mu.RUnlock()
-		obs.ObserveInt64(keys, int64(usable))
-		obs.ObserveInt64(rejected, int64(nrej))
+		ob.ObserveInt64(keys, int64(usable))
+		ob.ObserveInt64(rejected, int64(nrej))
 		if !loaded.IsZero() {
-			obs.ObserveFloat64(age, j.now().Sub(loaded).Seconds())
+			ob.ObserveFloat64(age, j.now().Sub(loaded).Seconds())
 		}
 		return nil
 	}, keys, rejected, age)
+	return in.Err()
 }
 
 // Key implements KeySet.
@@ -262,12 +256,10 @@ func (j *JWKS) fly(ctx context.Context, cancel context.CancelFunc, f *flight) {
 // one, the first load, and keys refused (when the set of refusals changes).
 func (j *JWKS) report(ctx context.Context, err, prevErr error, firstLoad bool, usable int, loaded time.Time, rejected []RejectedKey, prevSig string) {
 	ctx = context.WithoutCancel(ctx)
-	if j.fetches != nil {
-		if err != nil {
-			j.fetches.Add(ctx, 1, metric.WithAttributes(attribute.String(semconv.AttrErrorType, errorClass(err))))
-		} else {
-			j.fetches.Add(ctx, 1)
-		}
+	if err != nil {
+		j.fetches.Add(ctx, 1, metric.WithAttributes(attribute.String(semconv.AttrErrorType, errorClass(err))))
+	} else {
+		j.fetches.Add(ctx, 1)
 	}
 	if err != nil {
 		attrs := []any{"url", j.shownURL, "error", err.Error(), "error.type", errorClass(err)}

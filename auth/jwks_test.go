@@ -27,6 +27,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/cloudchassis/kit/auth"
+	"github.com/cloudchassis/kit/internal/obs/obstest"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -87,7 +88,7 @@ func TestHungJWKSEndpoint(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		iss := newFakeIssuer(jwksJSON("k1", &key.PublicKey))
 		iss.delay = 60 * time.Millisecond // a normal fetch takes 60 ms
-		jwks := auth.NewJWKS("https://issuer.test/jwks", auth.WithHTTPClient(iss.client()))
+		jwks := must(auth.NewJWKS("https://issuer.test/jwks", auth.WithHTTPClient(iss.client())))
 		defer jwks.Close()
 		ctx := context.Background()
 		if err := jwks.Refresh(ctx); err != nil {
@@ -161,7 +162,7 @@ func TestJWKSWaitersAreBounded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		iss := newFakeIssuer(jwksJSON("k1", &key.PublicKey))
 		iss.hang = true
-		jwks := auth.NewJWKS("https://issuer.test/jwks", auth.WithHTTPClient(iss.client()), auth.WithFetchWait(500*time.Millisecond))
+		jwks := must(auth.NewJWKS("https://issuer.test/jwks", auth.WithHTTPClient(iss.client()), auth.WithFetchWait(500*time.Millisecond)))
 		var mu sync.Mutex
 		var waits []time.Duration
 		var wg sync.WaitGroup
@@ -190,7 +191,7 @@ func TestJWKSWaitersAreBounded(t *testing.T) {
 		}
 
 		// A fetch is still running: a request that joins it leaves when its context ends.
-		jwks2 := auth.NewJWKS("https://issuer.test/jwks", auth.WithHTTPClient(iss.client()))
+		jwks2 := must(auth.NewJWKS("https://issuer.test/jwks", auth.WithHTTPClient(iss.client())))
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		t0 := time.Now()
@@ -220,7 +221,7 @@ func TestJWKSRunRetriesAndReadiness(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		iss := newFakeIssuer(jwksJSON("k1", &key.PublicKey))
 		iss.status = http.StatusServiceUnavailable
-		jwks := auth.NewJWKS("https://issuer.test/jwks", auth.WithHTTPClient(iss.client()))
+		jwks := must(auth.NewJWKS("https://issuer.test/jwks", auth.WithHTTPClient(iss.client())))
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		start := time.Now()
@@ -324,7 +325,7 @@ func jwksMetrics(t *testing.T, r *sdkmetric.ManualReader) map[string]string {
 	}
 	out := map[string]string{}
 	for _, sm := range rm.ScopeMetrics {
-		if sm.Scope.Name != auth.ScopeName {
+		if sm.Scope.Name != semconv.ScopeAuth {
 			continue
 		}
 		for _, m := range sm.Metrics {
@@ -356,8 +357,8 @@ func TestBadKeyInSet(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer mp.Shutdown(context.Background())
-	jwks := auth.NewJWKS("https://user:pw@issuer.test/jwks", auth.WithHTTPClient(iss.client()),
-		auth.WithLogger(slog.New(logs)), auth.WithMeterProvider(mp))
+	jwks := must(auth.NewJWKS("https://user:pw@issuer.test/jwks", auth.WithHTTPClient(iss.client()),
+		auth.WithLogger(slog.New(logs)), auth.WithMeterProvider(mp)))
 	defer jwks.Close()
 	v, err := auth.NewVerifier(jwks)
 	if err != nil {
@@ -411,7 +412,7 @@ func TestBadKeyInSet(t *testing.T) {
 	}
 
 	// Never loaded: not ready, and the reason names the bad keys.
-	fresh := auth.NewJWKS("https://issuer.test/jwks", auth.WithHTTPClient(iss.client()), auth.WithLogger(slog.New(logs)))
+	fresh := must(auth.NewJWKS("https://issuer.test/jwks", auth.WithHTTPClient(iss.client()), auth.WithLogger(slog.New(logs))))
 	defer fresh.Close()
 	fresh.Refresh(context.Background())
 	if err := fresh.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "1024 bits") {
@@ -438,5 +439,11 @@ func TestHugeRSAExponentRejected(t *testing.T) {
 	}
 	if len(set.Keys) != 0 || len(set.Rejected) != 1 || !strings.Contains(set.Rejected[0].Err.Error(), "exponent") {
 		t.Fatalf("keys %d, rejected %+v; want the key rejected for its exponent", len(set.Keys), set.Rejected)
+	}
+}
+
+func TestJWKSInstrumentErrorsReturned(t *testing.T) {
+	if _, err := auth.NewJWKS("https://issuer.test/jwks", auth.WithMeterProvider(obstest.Refusing{})); !errors.Is(err, obstest.ErrRefused) {
+		t.Fatal(err)
 	}
 }

@@ -6,7 +6,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/cloudchassis/kit/internal/obs"
 )
 
 // Option configures a Verifier, a JWKS or a Reloader. Options that do not concern the type they
@@ -18,9 +19,8 @@ type optionFunc func(*options)
 func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
-	now    func() time.Time
-	meters metric.MeterProvider
-	logger *slog.Logger
+	now func() time.Time
+	obs.Sinks
 
 	// Verifier.
 	issuer      string
@@ -65,8 +65,7 @@ var DefaultAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "P
 func newOptions(opts []Option) options {
 	o := options{
 		now:             time.Now,
-		meters:          noop.NewMeterProvider(),
-		logger:          slog.New(slog.DiscardHandler),
+		Sinks:           obs.Defaults(),
 		leeway:          DefaultLeeway,
 		algorithms:      DefaultAlgorithms,
 		route:           func(r *http.Request) string { return r.Pattern },
@@ -95,21 +94,13 @@ func WithClock(now func() time.Time) Option {
 // WithMeterProvider sets where a JWKS reports its metrics (chassis.auth.jwks.*). The default is a
 // no-op provider: the package never reads the OpenTelemetry globals.
 func WithMeterProvider(mp metric.MeterProvider) Option {
-	return optionFunc(func(o *options) {
-		if mp != nil {
-			o.meters = mp
-		}
-	})
+	return optionFunc(func(o *options) { o.SetMeterProvider(mp) })
 }
 
 // WithLogger sets the logger of a JWKS (failed fetches, rejected keys) and of Config.New (keys of
 // AUTH_JWKS_FILE that were skipped). The default discards.
 func WithLogger(l *slog.Logger) Option {
-	return optionFunc(func(o *options) {
-		if l != nil {
-			o.logger = l
-		}
-	})
+	return optionFunc(func(o *options) { o.SetLogger(l) })
 }
 
 // WithIssuer requires the token's "iss" to equal iss.

@@ -19,7 +19,7 @@ import (
 // Shedders / concurrency limiters.
 
 func BenchmarkGuardShedder(b *testing.B) {
-	s := guard.NewShedder(guard.DefaultShedConfig())
+	s := must(guard.NewShedder(guard.DefaultShedConfig()))
 	b.ReportAllocs()
 	for b.Loop() {
 		t, ok := s.TryAcquire(guard.PriorityDefault)
@@ -33,7 +33,7 @@ func BenchmarkGuardShedder(b *testing.B) {
 func BenchmarkGuardShedderParallel(b *testing.B) {
 	cfg := guard.DefaultShedConfig()
 	cfg.InitialLimit, cfg.MinLimit = 1000, 1000
-	s := guard.NewShedder(cfg)
+	s := must(guard.NewShedder(cfg))
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -119,7 +119,7 @@ func BenchmarkGuardFailsafeAdaptiveLimiterParallel(b *testing.B) {
 // Rate limiters: an allowed request of a known caller.
 
 func BenchmarkGuardLimiter(b *testing.B) {
-	l := guard.NewLimiter(guard.Rate{PerSecond: 1e9, Burst: 1e6})
+	l := must(guard.NewLimiter(guard.Rate{PerSecond: 1e9, Burst: 1e6}))
 	b.ReportAllocs()
 	for b.Loop() {
 		if !l.Allow("", "203.0.113.7").Allowed {
@@ -129,7 +129,7 @@ func BenchmarkGuardLimiter(b *testing.B) {
 }
 
 func BenchmarkGuardLimiterParallel(b *testing.B) {
-	l := guard.NewLimiter(guard.Rate{PerSecond: 1e9, Burst: 1e6})
+	l := must(guard.NewLimiter(guard.Rate{PerSecond: 1e9, Burst: 1e6}))
 	keys := make([]string, 1024)
 	for i := range keys {
 		keys[i] = "203.0.113." + strconv.Itoa(i)
@@ -164,4 +164,11 @@ func BenchmarkGuardXTimeRateParallel(b *testing.B) {
 			l.Allow()
 		}
 	})
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -14,11 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/cloudchassis/kit/chassis"
 	"github.com/cloudchassis/kit/config"
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/health"
-	"go.uber.org/goleak"
+	"github.com/cloudchassis/kit/httpx"
+	"github.com/cloudchassis/kit/lifecycle"
 )
 
 func TestMain(m *testing.M) {
@@ -366,7 +369,7 @@ func TestFailedStartStopsWhatStarted(t *testing.T) {
 	if got := strings.Join(log, " "); got != "start:db stop:db" {
 		t.Fatalf("got %s", got)
 	}
-	if err := svc.Run(context.Background()); !errors.Is(err, chassis.ErrRunning) {
+	if err := svc.Run(context.Background()); !errors.Is(err, lifecycle.ErrAlreadyRun) {
 		t.Fatalf("second Run: %v", err)
 	}
 }
@@ -413,4 +416,52 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// TestBindHonoursMaxBodyBytes: httpx.Bind reads as far as HTTP_MAX_BODY_BYTES allows, no further
+// and no less (it once capped every body at 1 MiB of its own, and read the variable as an integer).
+func TestBindHonoursMaxBodyBytes(t *testing.T) {
+	body := `{"s":"` + strings.Repeat("a", 2<<20) + `"}`
+	for _, tc := range []struct {
+		limit   string
+		chunked bool
+		want    int
+	}{
+		{"10MiB", false, http.StatusOK},
+		{"10MiB", true, http.StatusOK},
+		{"1MiB", false, http.StatusRequestEntityTooLarge},
+		{"1MiB", true, http.StatusRequestEntityTooLarge},
+	} {
+		t.Run(fmt.Sprintf("%s chunked=%v", tc.limit, tc.chunked), func(t *testing.T) {
+			svc, err := chassis.New("svc", chassis.WithEnv(env("HTTP_MAX_BODY_BYTES", tc.limit)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			svc.HandleFunc("POST /bind", func(w http.ResponseWriter, r *http.Request) {
+				var in struct {
+					S string `json:"s"`
+				}
+				if httpx.Bind(w, r, &in) {
+					_, _ = fmt.Fprint(w, len(in.S))
+				}
+			})
+			start(t, svc)
+			var rd io.Reader = strings.NewReader(body)
+			if tc.chunked {
+				rd = io.MultiReader(rd) // no length known: sent chunked
+			}
+			res, err := http.Post("http://"+svc.Addr()+"/bind", "application/json", rd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d: %s", res.StatusCode, tc.want, got)
+			}
+			if tc.want == http.StatusOK && string(got) != fmt.Sprint(2<<20) {
+				t.Fatalf("decoded %s bytes", got)
+			}
+		})
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/discovery/consul"
 	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/internal/obs"
 	"github.com/cloudchassis/kit/lifecycle"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
@@ -239,15 +240,12 @@ func (s *Service) staticResolver(service string) (discovery.Watcher, func(), err
 // fixed list is never stale). Without them, the instances panels of a dashboard stay empty for
 // services configured with DISCOVERY_STATIC_<SERVICE>.
 func (s *Service) observeStatic() error {
-	m := s.tel.MeterProvider().Meter(semconv.ScopeDiscovery)
-	insts, err1 := m.Int64ObservableGauge(semconv.MetricDiscoveryInstances, metric.WithUnit(semconv.UnitInstance),
-		metric.WithDescription("Instances in the list a discovery watch currently serves."))
-	age, err2 := m.Float64ObservableGauge(semconv.MetricDiscoverySnapshotAge, metric.WithUnit(semconv.UnitSeconds),
-		metric.WithDescription("Age of the instance list served while the registry is unreachable; 0 while the watch is connected."))
-	if err := errors.Join(err1, err2); err != nil {
-		return fmt.Errorf("chassis: discovery metrics: %w", err)
-	}
-	_, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	in := obs.NewInstruments(s.tel.MeterProvider(), semconv.ScopeDiscovery)
+	insts := in.ObservableGauge(semconv.MetricDiscoveryInstances, semconv.UnitInstance,
+		"Instances in the list a discovery watch currently serves.")
+	age := in.FloatObservableGauge(semconv.MetricDiscoverySnapshotAge, semconv.UnitSeconds,
+		"Age of the instance list served while the registry is unreachable; 0 while the watch is connected.")
+	in.Register(func(_ context.Context, o metric.Observer) error {
 		s.static.Range(func(k, v any) bool {
 			attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String(semconv.AttrPeerService, k.(string))))
 			o.ObserveInt64(insts, int64(v.(int)), attrs)
@@ -256,7 +254,7 @@ func (s *Service) observeStatic() error {
 		})
 		return nil
 	}, insts, age)
-	if err != nil {
+	if err := in.Err(); err != nil {
 		return fmt.Errorf("chassis: discovery metrics: %w", err)
 	}
 	return nil

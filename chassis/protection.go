@@ -26,10 +26,17 @@ import (
 // rotation.
 func (s *Service) setupProtection() error {
 	gopts := []guard.Option{guard.WithMeterProvider(s.tel.MeterProvider()), guard.WithLogger(s.tel.Slog())}
-	s.shedder = s.settings.ShedConfig.NewShedder(gopts...)
-	s.bodies = s.settings.bodyGate(gopts...)
-	s.limiter = s.settings.RateLimitConfig.NewLimiter(auth.Subject, gopts...)
 	var errs []error
+	var err error
+	if s.shedder, err = s.settings.ShedConfig.NewShedder(gopts...); err != nil {
+		errs = append(errs, err)
+	}
+	if s.bodies, err = s.settings.bodyGate(gopts...); err != nil {
+		errs = append(errs, err)
+	}
+	if s.limiter, err = s.settings.RateLimitConfig.NewLimiter(auth.Subject, gopts...); err != nil {
+		errs = append(errs, err)
+	}
 	if s.settings.AuthEnabled() {
 		v, jwks, err := s.settings.Config.New(auth.WithMeterProvider(s.tel.MeterProvider()), auth.WithLogger(s.tel.Slog()))
 		if err != nil {

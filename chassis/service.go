@@ -77,8 +77,9 @@ func WithLogOutput(w interface{ Write([]byte) (int, error) }) Option {
 	return func(o *options) { o.logOutput = w }
 }
 
-// WithMiddleware adds middleware to every public route, inside the chassis' own (after recovery,
-// telemetry, request id and limits; before the body limit and the request timeout).
+// WithMiddleware adds middleware to every public route, innermost: after all of the chassis' own
+// (telemetry, recovery, request id, limits, deadline, body gate, shedding, authentication, rate
+// limiting), just before the handler. The first one given runs first.
 func WithMiddleware(m ...Middleware) Option {
 	return func(o *options) { o.middleware = append(o.middleware, m...) }
 }
@@ -310,16 +311,14 @@ func (s *Service) AdminAddr() string {
 // Ready is closed when the service is ready: listeners bound, start hooks done, startup checks passed.
 func (s *Service) Ready() <-chan struct{} { return s.ready }
 
-// ErrRunning is returned by a second call to Run.
-var ErrRunning = errors.New("chassis: service already ran")
-
 // Run starts the service and blocks until ctx is done, SIGINT/SIGTERM arrives (unless
-// WithoutSignals), or a server fails; then it shuts down in order. It returns nil after a clean stop.
+// WithoutSignals), or a server fails; then it shuts down in order. It returns nil after a clean stop,
+// and lifecycle.ErrAlreadyRun when called a second time.
 func (s *Service) Run(ctx context.Context) error {
 	s.mu.Lock()
 	if s.running {
 		s.mu.Unlock()
-		return ErrRunning
+		return lifecycle.ErrAlreadyRun
 	}
 	s.running = true
 	err := s.runProblems()

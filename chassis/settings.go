@@ -94,9 +94,9 @@ func (s *Settings) Validate() error {
 
 // bodyGate returns the gate that reads request bodies before admission, or nil when
 // HTTP_BODY_BUFFER_BYTES is 0. Clients are told apart as the rate limiter does (TRUSTED_PROXIES).
-func (s *Settings) bodyGate(opts ...guard.Option) *guard.BodyGate {
+func (s *Settings) bodyGate(opts ...guard.Option) (*guard.BodyGate, error) {
 	if s.BodyBufferBytes <= 0 {
-		return nil
+		return nil, nil
 	}
 	return guard.NewBodyGate(guard.BodyConfig{
 		BufferBytes: int64(s.BodyBufferBytes),

@@ -31,7 +31,11 @@ func MapLookup(env map[string]string) Lookup {
 }
 
 // Option configures Load, Reference and Dump.
-type Option func(*options)
+type Option interface{ apply(*options) }
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
 	prefix     string
@@ -43,26 +47,26 @@ type options struct {
 
 // WithPrefix puts PREFIX_ in front of every variable name, as envconfig.Process(prefix, ...) does.
 // When a field has an explicit envconfig tag, the unprefixed name is also tried, as in envconfig.
-func WithPrefix(prefix string) Option { return func(o *options) { o.prefix = prefix } }
+func WithPrefix(prefix string) Option { return optionFunc(func(o *options) { o.prefix = prefix }) }
 
 // WithStrictPrefix is WithPrefix without envconfig's fallback to the unprefixed tag name: only
 // PREFIX_NAME is read. Use it when several structs share field names, such as the settings of each
 // dependency (CLIENT_PRICING_TIMEOUT must not fall back to a TIMEOUT meant for something else).
 func WithStrictPrefix(prefix string) Option {
-	return func(o *options) { o.prefix, o.strict = prefix, true }
+	return optionFunc(func(o *options) { o.prefix, o.strict = prefix, true })
 }
 
 // WithoutDefaults makes Load ignore `default` tags: unset variables leave the field as the caller set
 // it. Use it to layer the environment over values set in code.
-func WithoutDefaults() Option { return func(o *options) { o.noDefaults = true } }
+func WithoutDefaults() Option { return optionFunc(func(o *options) { o.noDefaults = true }) }
 
 // WithLookup reads variables through l instead of os.LookupEnv.
-func WithLookup(l Lookup) Option { return func(o *options) { o.lookup = l } }
+func WithLookup(l Lookup) Option { return optionFunc(func(o *options) { o.lookup = l }) }
 
 // WithReadFile replaces the reader of NAME_FILE variables (tests). The default is ReadFileBounded
 // with MaxFileSize.
 func WithReadFile(f func(name string) ([]byte, error)) Option {
-	return func(o *options) { o.readFile = f }
+	return optionFunc(func(o *options) { o.readFile = f })
 }
 
 func readFileDefault(name string) ([]byte, error) { return ReadFileBounded(name, MaxFileSize) }
@@ -70,7 +74,7 @@ func readFileDefault(name string) ([]byte, error) { return ReadFileBounded(name,
 func newOptions(opts []Option) options {
 	o := options{lookup: os.LookupEnv, readFile: readFileDefault}
 	for _, opt := range opts {
-		opt(&o)
+		opt.apply(&o)
 	}
 	return o
 }

@@ -2,6 +2,7 @@ package guard
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/cloudchassis/kit/internal/obs"
 	"github.com/cloudchassis/kit/problem"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
@@ -105,19 +107,18 @@ type BodyGate struct {
 }
 
 // NewBodyGate returns a BodyGate configured by cfg; zero fields take the defaults.
-func NewBodyGate(cfg BodyConfig, opts ...Option) *BodyGate {
+func NewBodyGate(cfg BodyConfig, opts ...Option) (*BodyGate, error) {
 	cfg = cfg.withDefaults()
 	o := newOptions(opts)
-	g := &BodyGate{cfg: cfg, now: o.now, peers: make(map[string]int), logger: o.logger, problems: o.problems}
+	g := &BodyGate{cfg: cfg, now: o.now, peers: make(map[string]int), logger: o.Logger, problems: o.problems}
 	g.budget.Store(cfg.BufferTotal)
-	var err error
-	g.refused, err = o.meters.Meter(ScopeName).Int64Counter(semconv.MetricServerBodyRefused,
-		metric.WithUnit(semconv.UnitRequest),
-		metric.WithDescription("Requests refused because their body arrived too slowly or their client had too many bodies in progress."))
-	if err != nil {
-		g.refused, _ = noopMeter.Int64Counter(semconv.MetricServerBodyRefused)
+	in := obs.NewInstruments(o.Meters, semconv.ScopeGuard)
+	g.refused = in.Counter(semconv.MetricServerBodyRefused, semconv.UnitRequest,
+		"Requests refused because their body arrived too slowly or their client had too many bodies in progress.")
+	if err := in.Err(); err != nil {
+		return nil, fmt.Errorf("guard: body gate metrics: %w", err)
 	}
-	return g
+	return g, nil
 }
 
 // Reasons a body was refused, in logs and in the metric's chassis.rejection.reason.

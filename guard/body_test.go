@@ -130,8 +130,8 @@ func TestBodyGateSlowBodiesHoldNoSlot(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := guard.DefaultShedConfig()
 		cfg.InitialLimit, cfg.MinLimit, cfg.MaxLimit = 4, 4, 4
-		shed := guard.NewShedder(cfg)
-		gate := guard.NewBodyGate(guard.BodyConfig{MaxTime: 30 * time.Second})
+		shed := must(guard.NewShedder(cfg))
+		gate := must(guard.NewBodyGate(guard.BodyConfig{MaxTime: 30 * time.Second}))
 		srv := newPipeServer(gate.Middleware(shed.Middleware(readAll(10 * time.Millisecond))))
 		defer srv.stop()
 
@@ -180,7 +180,7 @@ func TestBodyGateSlowBodiesHoldNoSlot(t *testing.T) {
 // grace + received/rate.
 func TestBodyGateMinimumRate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		gate := guard.NewBodyGate(guard.BodyConfig{MinRate: 1000, Grace: 2 * time.Second, MaxTime: 30 * time.Second})
+		gate := must(guard.NewBodyGate(guard.BodyConfig{MinRate: 1000, Grace: 2 * time.Second, MaxTime: 30 * time.Second}))
 		srv := newPipeServer(gate.Middleware(readAll(0)))
 		defer srv.stop()
 
@@ -197,7 +197,7 @@ func TestBodyGateMinimumRate(t *testing.T) {
 			t.Errorf("body at half the minimum rate: status %d after %v, want 408 after about 4 s", st, took)
 		}
 		// MaxTime caps the deadline, whatever the rate.
-		gate2 := guard.NewBodyGate(guard.BodyConfig{MinRate: 1000, Grace: 2 * time.Second, MaxTime: 3 * time.Second})
+		gate2 := must(guard.NewBodyGate(guard.BodyConfig{MinRate: 1000, Grace: 2 * time.Second, MaxTime: 3 * time.Second}))
 		srv2 := newPipeServer(gate2.Middleware(readAll(0)))
 		defer srv2.stop()
 		if st, took := srv2.post(20_000, 200, 100*time.Millisecond); st != http.StatusRequestTimeout || took > 3100*time.Millisecond+closeDelay {
@@ -211,7 +211,7 @@ func TestBodyGateMinimumRate(t *testing.T) {
 // for the client going away) and cancel the context of a handler that works longer than the grace.
 func TestBodyGateLeavesNoDeadlineAfterBody(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		gate := guard.NewBodyGate(guard.BodyConfig{Grace: time.Second, MaxTime: 30 * time.Second})
+		gate := must(guard.NewBodyGate(guard.BodyConfig{Grace: time.Second, MaxTime: 30 * time.Second}))
 		srv := newPipeServer(gate.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if _, err := io.ReadAll(r.Body); err != nil {
 				t.Errorf("read: %v", err)
@@ -234,7 +234,7 @@ func TestBodyGateLeavesNoDeadlineAfterBody(t *testing.T) {
 // TestBodyGatePerPeer: one client address may have PerPeer bodies in progress; the next is refused
 // at once with 429, and other clients are not affected.
 func TestBodyGatePerPeer(t *testing.T) {
-	gate := guard.NewBodyGate(guard.BodyConfig{PerPeer: 2})
+	gate := must(guard.NewBodyGate(guard.BodyConfig{PerPeer: 2}))
 	h := gate.Middleware(readAll(0))
 	var writers []*io.PipeWriter
 	var wg sync.WaitGroup
@@ -301,7 +301,7 @@ func TestBodyGateDeliversBodies(t *testing.T) {
 		{name: "read error", body: payload(100), fail: tooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			gate := guard.NewBodyGate(tc.cfg)
+			gate := must(guard.NewBodyGate(tc.cfg))
 			var got string
 			var gotErr error
 			h := gate.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -334,7 +334,7 @@ func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // TestBodyGateNoBodyAllocatesNothing: requests without a body pass through untouched.
 func TestBodyGateNoBodyAllocatesNothing(t *testing.T) {
-	gate := guard.NewBodyGate(guard.BodyConfig{})
+	gate := must(guard.NewBodyGate(guard.BodyConfig{}))
 	h := gate.Middleware(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	r := httptest.NewRequest("GET", "/", nil)
 	w := httptest.NewRecorder()

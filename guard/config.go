@@ -115,9 +115,9 @@ func (c ShedConfig) Validate() error {
 
 // NewShedder returns a Shedder for c, or nil when c.Enabled is false. A nil *Shedder's Middleware
 // returns the handler unchanged, so callers can wire it unconditionally.
-func (c ShedConfig) NewShedder(opts ...Option) *Shedder {
+func (c ShedConfig) NewShedder(opts ...Option) (*Shedder, error) {
 	if !c.Enabled {
-		return nil
+		return nil, nil
 	}
 	return NewShedder(c, opts...)
 }
@@ -158,9 +158,9 @@ func (c RateLimitConfig) Validate() error {
 // nil *Limiter's Middleware returns the handler unchanged). Callers are keyed by, in order: subject
 // (when not nil, for example auth.Subject), the KeyHeader header (when set), and the client address
 // found through TrustedProxies. Options given after these defaults win.
-func (c RateLimitConfig) NewLimiter(subject func(context.Context) string, opts ...Option) *Limiter {
+func (c RateLimitConfig) NewLimiter(subject func(context.Context) string, opts ...Option) (*Limiter, error) {
 	if c.RPS <= 0 && len(c.Routes) == 0 {
-		return nil
+		return nil, nil
 	}
 	var keys []KeyFunc
 	if subject != nil {

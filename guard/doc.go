@@ -4,10 +4,13 @@
 //
 // Start with the two middlewares, outermost first, as Chassis wires them:
 //
-//	shed := guard.NewShedder(guard.DefaultShedConfig())
-//	lim := guard.NewLimiter(guard.Rate{PerSecond: 100, Burst: 200},
+//	shed, err := guard.NewShedder(guard.DefaultShedConfig())
+//	...
+//	lim, err := guard.NewLimiter(guard.Rate{PerSecond: 100, Burst: 200},
 //		guard.WithKeys(guard.KeyIP(&guard.ClientIP{Trusted: proxies})))
-//	bodies := guard.NewBodyGate(guard.BodyConfig{MaxTime: srv.ReadTimeout})
+//	...
+//	bodies, err := guard.NewBodyGate(guard.BodyConfig{MaxTime: srv.ReadTimeout})
+//	...
 //	handler = bodies.Middleware(shed.Middleware(lim.Middleware(mux)))
 //
 // The Shedder keeps only as many requests in flight as the server completes at near-baseline
@@ -24,5 +27,6 @@
 // The Shedder and Limiter read their settings from ShedConfig and RateLimitConfig, which carry
 // envconfig tags. All three count refusals with OpenTelemetry metrics (WithMeterProvider), log each
 // one with its reason (WithLogger), and the Shedder and Limiter add a span event (chassis.shed,
-// chassis.rate_limited) to the refused request's span when it is recording. None starts a goroutine.
+// chassis.rate_limited) to the refused request's span when it is recording. A constructor fails only
+// when the meter provider refuses an instrument. None starts a goroutine.
 package guard

@@ -43,7 +43,7 @@ func findEvent(events []sdktrace.Event, name string) (sdktrace.Event, bool) {
 func TestShedEventOnSpan(t *testing.T) {
 	cfg := guard.DefaultShedConfig()
 	cfg.InitialLimit, cfg.MinLimit, cfg.MaxLimit = 4, 4, 4
-	s := guard.NewShedder(cfg)
+	s := must(guard.NewShedder(cfg))
 	ok := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
 	h := s.Middleware(ok)
 
@@ -94,7 +94,7 @@ func TestShedEventOnSpan(t *testing.T) {
 }
 
 func TestRateLimitedEventOnSpan(t *testing.T) {
-	l := guard.NewLimiter(guard.Rate{PerSecond: 1, Burst: 1})
+	l := must(guard.NewLimiter(guard.Rate{PerSecond: 1, Burst: 1}))
 	h := l.Middleware(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	w, events := traced(t, h, httptest.NewRequest("GET", "/", nil))
 	if w.Code != http.StatusOK {

@@ -6,7 +6,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/cloudchassis/kit/internal/obs"
 )
 
 // Option configures a Limiter or a Shedder. Options that do not concern the type they are passed
@@ -18,10 +19,9 @@ type optionFunc func(*options)
 func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
-	now      func() time.Time
-	clocked  bool // now was replaced: use it instead of the cheaper monotonic time.Since
-	meters   metric.MeterProvider
-	logger   *slog.Logger
+	now     func() time.Time
+	clocked bool // now was replaced: use it instead of the cheaper monotonic time.Since
+	obs.Sinks
 	route    func(*http.Request) string
 	problems func(w http.ResponseWriter, r *http.Request, status int, detail string)
 
@@ -39,8 +39,7 @@ type options struct {
 func newOptions(opts []Option) options {
 	o := options{
 		now:     time.Now,
-		meters:  noop.NewMeterProvider(),
-		logger:  slog.New(slog.DiscardHandler),
+		Sinks:   obs.Defaults(),
 		route:   func(r *http.Request) string { return r.Pattern },
 		maxKeys: DefaultMaxKeys,
 		headers: true,
@@ -74,21 +73,13 @@ func (o *options) monotonic(epoch time.Time) func() int64 {
 // WithMeterProvider sets where metrics go. The default is a no-op provider: nothing is recorded
 // unless a provider is given (the guard never reads the OpenTelemetry globals).
 func WithMeterProvider(mp metric.MeterProvider) Option {
-	return optionFunc(func(o *options) {
-		if mp != nil {
-			o.meters = mp
-		}
-	})
+	return optionFunc(func(o *options) { o.SetMeterProvider(mp) })
 }
 
 // WithLogger sets the logger that receives one record, with its reason, for every refused request.
 // The default discards them.
 func WithLogger(l *slog.Logger) Option {
-	return optionFunc(func(o *options) {
-		if l != nil {
-			o.logger = l
-		}
-	})
+	return optionFunc(func(o *options) { o.SetLogger(l) })
 }
 
 // WithRouteFunc sets how a request's route template is found, for per-route limits and priorities
@@ -120,7 +111,3 @@ func MuxRoute(mux *http.ServeMux) func(*http.Request) string {
 		return pattern
 	}
 }
-
-// noopMeter stands in when a MeterProvider refuses an instrument, so that a broken exporter can
-// never take the request path down.
-var noopMeter = noop.NewMeterProvider().Meter(ScopeName)

@@ -16,15 +16,13 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cloudchassis/kit/internal/obs"
 	"github.com/cloudchassis/kit/problem"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // DefaultMaxKeys is the default bound on the number of callers a Limiter tracks per policy.
 const DefaultMaxKeys = 65536
-
-// ScopeName is the instrumentation scope of the guard's metrics.
-const ScopeName = "github.com/cloudchassis/kit/guard"
 
 // Rate is a token bucket: PerSecond tokens are added each second, up to Burst. A zero or negative
 // PerSecond means no limit. A Burst below 1 means max(1, ceil(PerSecond)).
@@ -85,14 +83,14 @@ type Limiter struct {
 
 // NewLimiter returns a Limiter that allows each caller rate (and each route its own rate, with
 // WithRouteRates). Callers are keyed by client address unless WithKeys says otherwise.
-func NewLimiter(rate Rate, opts ...Option) *Limiter {
+func NewLimiter(rate Rate, opts ...Option) (*Limiter, error) {
 	o := newOptions(opts)
 	l := &Limiter{
 		keys:     o.keys,
 		route:    o.route,
 		clock:    o.monotonic(o.now()),
 		headers:  o.headers,
-		logger:   o.logger,
+		logger:   o.Logger,
 		problems: o.problems,
 	}
 	if len(l.keys) == 0 {
@@ -105,14 +103,12 @@ func NewLimiter(rate Rate, opts ...Option) *Limiter {
 			l.routes[pattern] = newPolicy(pattern, r, o.maxKeys)
 		}
 	}
-	m := o.meters.Meter(ScopeName)
-	var err error
-	l.limited, err = m.Int64Counter(semconv.MetricServerRateLimited, metric.WithUnit(semconv.UnitRequest),
-		metric.WithDescription("Requests refused by the rate limiter."))
-	if err != nil {
-		l.limited, _ = noopMeter.Int64Counter(semconv.MetricServerRateLimited)
+	in := obs.NewInstruments(o.Meters, semconv.ScopeGuard)
+	l.limited = in.Counter(semconv.MetricServerRateLimited, semconv.UnitRequest, "Requests refused by the rate limiter.")
+	if err := in.Err(); err != nil {
+		return nil, fmt.Errorf("guard: rate limiter metrics: %w", err)
 	}
-	return l
+	return l, nil
 }
 
 // WithKeys sets how callers are told apart, tried in order: the first function that returns a

@@ -57,7 +57,7 @@ func TestLimiterAccuracyOverTenSeconds(t *testing.T) {
 	for _, rate := range []guard.Rate{{PerSecond: 100, Burst: 10}, {PerSecond: 7, Burst: 1}, {PerSecond: 333, Burst: 50}} {
 		t.Run(rate.String(), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				lim := guard.NewLimiter(rate)
+				lim := must(guard.NewLimiter(rate))
 				h := lim.Middleware(http.HandlerFunc(ok))
 				// The caller offers 1000 requests per second, far above every rate tested.
 				got := drive(t, h, 10*time.Second, time.Millisecond, map[string]int{"192.0.2.1": 1})
@@ -70,7 +70,7 @@ func TestLimiterAccuracyOverTenSeconds(t *testing.T) {
 
 func TestLimiterNoisyCallerDoesNotStarveOthers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lim := guard.NewLimiter(guard.Rate{PerSecond: 100, Burst: 20})
+		lim := must(guard.NewLimiter(guard.Rate{PerSecond: 100, Burst: 20}))
 		h := lim.Middleware(http.HandlerFunc(ok))
 		// Per 10 ms: the noisy caller sends 20 requests (2000/s), the quiet one 1 (100/s, its full rate).
 		got := drive(t, h, 10*time.Second, 10*time.Millisecond, map[string]int{"192.0.2.66": 20, "192.0.2.7": 1})
@@ -83,7 +83,7 @@ func TestLimiterNoisyCallerDoesNotStarveOthers(t *testing.T) {
 
 func TestLimiterRefusal(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lim := guard.NewLimiter(guard.Rate{PerSecond: 2, Burst: 3})
+		lim := must(guard.NewLimiter(guard.Rate{PerSecond: 2, Burst: 3}))
 		h := lim.Middleware(http.HandlerFunc(ok))
 		for i := range 3 {
 			rec := httptest.NewRecorder()
@@ -129,9 +129,9 @@ func TestLimiterPerRoute(t *testing.T) {
 		mux.HandleFunc("POST /orders", ok)
 		mux.HandleFunc("GET /items/{id}", ok)
 		mux.HandleFunc("GET /export", ok)
-		lim := guard.NewLimiter(guard.Rate{PerSecond: 1, Burst: 1},
+		lim := must(guard.NewLimiter(guard.Rate{PerSecond: 1, Burst: 1},
 			guard.WithRouteRates(map[string]guard.Rate{"POST /orders": {PerSecond: 1, Burst: 5}, "GET /export": {}}),
-			guard.WithRouteFunc(guard.MuxRoute(mux)))
+			guard.WithRouteFunc(guard.MuxRoute(mux))))
 		h := lim.Middleware(mux)
 		count := func(method, path string, n int) int {
 			allowed := 0
@@ -163,8 +163,8 @@ func TestLimiterPerRoute(t *testing.T) {
 
 func TestLimiterKeysAreScopedByKind(t *testing.T) {
 	// A caller whose API key equals another caller's address must not share its bucket.
-	lim := guard.NewLimiter(guard.Rate{PerSecond: 1, Burst: 1},
-		guard.WithKeys(guard.KeyHeader("X-API-Key"), guard.KeyIP(&guard.ClientIP{})))
+	lim := must(guard.NewLimiter(guard.Rate{PerSecond: 1, Burst: 1},
+		guard.WithKeys(guard.KeyHeader("X-API-Key"), guard.KeyIP(&guard.ClientIP{}))))
 	h := lim.Middleware(http.HandlerFunc(ok))
 	r := request("192.0.2.9:1")
 	r.Header.Set("X-API-Key", "192.0.2.1")
@@ -179,7 +179,7 @@ func TestLimiterKeysAreScopedByKind(t *testing.T) {
 
 func TestLimiterBoundedKeys(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lim := guard.NewLimiter(guard.Rate{PerSecond: 1, Burst: 2}, guard.WithMaxKeys(1000))
+		lim := must(guard.NewLimiter(guard.Rate{PerSecond: 1, Burst: 2}, guard.WithMaxKeys(1000)))
 		for i := range 20000 {
 			lim.Allow("", fmt.Sprintf("caller-%d", i))
 		}
@@ -209,7 +209,7 @@ func TestLimiterNil(t *testing.T) {
 	if rec.Code != http.StatusNoContent {
 		t.Fatal("nil limiter must pass requests through")
 	}
-	if (guard.RateLimitConfig{}).NewLimiter(nil) != nil {
+	if must((guard.RateLimitConfig{}).NewLimiter(nil)) != nil {
 		t.Fatal("a config without rates must give no limiter")
 	}
 }
@@ -246,7 +246,7 @@ func TestRateLimitConfig(t *testing.T) {
 	if err := (guard.RateLimitConfig{RPS: -1, Burst: -1, IPv6Prefix: 200}).Validate(); err == nil || strings.Count(err.Error(), "\n") != 2 {
 		t.Fatalf("Validate must report all three problems, got %v", err)
 	}
-	lim := cfg.NewLimiter(nil)
+	lim := must(cfg.NewLimiter(nil))
 	h := lim.Middleware(http.HandlerFunc(ok))
 	r := request("10.1.1.1:1")
 	r.Header.Set("X-Forwarded-For", "203.0.113.5")
@@ -262,7 +262,7 @@ func TestRateLimitConfig(t *testing.T) {
 }
 
 func ExampleLimiter() {
-	lim := guard.NewLimiter(guard.Rate{PerSecond: 1, Burst: 2})
+	lim := must(guard.NewLimiter(guard.Rate{PerSecond: 1, Burst: 2}))
 	h := lim.Middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
 	for range 3 {
 		rec := httptest.NewRecorder()
@@ -279,7 +279,7 @@ func ExampleLimiter() {
 
 func TestLimiterInjectedClock(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
-	lim := guard.NewLimiter(guard.Rate{PerSecond: 10, Burst: 1}, guard.WithClock(func() time.Time { return now }))
+	lim := must(guard.NewLimiter(guard.Rate{PerSecond: 10, Burst: 1}, guard.WithClock(func() time.Time { return now })))
 	if !lim.Allow("", "a").Allowed {
 		t.Fatal("first request refused")
 	}

@@ -2,6 +2,7 @@ package guard
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -17,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cloudchassis/kit/internal/obs"
 	"github.com/cloudchassis/kit/problem"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
@@ -126,7 +128,7 @@ const (
 
 // NewShedder returns a Shedder configured by cfg; zero fields take the defaults of
 // DefaultShedConfig. cfg.Enabled is not consulted (see ShedConfig.NewShedder).
-func NewShedder(cfg ShedConfig, opts ...Option) *Shedder {
+func NewShedder(cfg ShedConfig, opts ...Option) (*Shedder, error) {
 	cfg = cfg.withDefaults()
 	o := newOptions(opts)
 	s := &Shedder{
@@ -137,7 +139,7 @@ func NewShedder(cfg ShedConfig, opts ...Option) *Shedder {
 		route:      o.route,
 		priorityFn: o.priority,
 		header:     http.CanonicalHeaderKey(cfg.PriorityHeader),
-		logger:     o.logger,
+		logger:     o.Logger,
 		problems:   o.problems,
 	}
 	s.limit.Store(int64(cfg.InitialLimit))
@@ -155,22 +157,18 @@ func NewShedder(cfg ShedConfig, opts ...Option) *Shedder {
 			s.routePrio[r] = p
 		}
 	}
-	m := o.meters.Meter(ScopeName)
-	var err error
-	s.shed, err = m.Int64Counter(semconv.MetricServerShed, metric.WithUnit(semconv.UnitRequest),
-		metric.WithDescription("Requests refused by the adaptive load shedder."))
-	if err != nil {
-		s.shed, _ = noopMeter.Int64Counter(semconv.MetricServerShed)
+	in := obs.NewInstruments(o.Meters, semconv.ScopeGuard)
+	s.shed = in.Counter(semconv.MetricServerShed, semconv.UnitRequest, "Requests refused by the adaptive load shedder.")
+	gauge := in.ObservableGauge(semconv.MetricServerConcurrencyLimit, semconv.UnitRequest,
+		"Current adaptive concurrency limit of the server.")
+	s.reg = in.Register(func(_ context.Context, ob metric.Observer) error {
+		ob.ObserveInt64(gauge, s.limit.Load())
+		return nil
+	}, gauge)
+	if err := in.Err(); err != nil {
+		return nil, fmt.Errorf("guard: shedder metrics: %w", err)
 	}
-	gauge, err := m.Int64ObservableGauge(semconv.MetricServerConcurrencyLimit, metric.WithUnit(semconv.UnitRequest),
-		metric.WithDescription("Current adaptive concurrency limit of the server."))
-	if err == nil {
-		s.reg, _ = m.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
-			obs.ObserveInt64(gauge, s.limit.Load())
-			return nil
-		}, gauge)
-	}
-	return s
+	return s, nil
 }
 
 // WithPriorityFunc sets a function that decides a request's priority before the route table and

@@ -93,7 +93,7 @@ func get(path string) func(int) *http.Request {
 func TestShedderAdaptsToOverload(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		// Capacity: 10 workers × 50 requests/s = 500 requests/s at 20 ms.
-		s := guard.NewShedder(guard.DefaultShedConfig())
+		s := must(guard.NewShedder(guard.DefaultShedConfig()))
 		h := s.Middleware(workers(10, 20*time.Millisecond))
 
 		// Warm up at half capacity: nothing is shed, latency is the service time.
@@ -149,8 +149,8 @@ func TestShedderPriorities(t *testing.T) {
 		mux.Handle("GET /", slow)
 		mux.Handle("GET /livez", slow)
 		mux.Handle("GET /batch", slow)
-		s := guard.NewShedder(cfg, guard.WithRouteFunc(guard.MuxRoute(mux)),
-			guard.WithRoutePriorities(map[string]guard.Priority{"GET /batch": guard.PrioritySheddable}))
+		s := must(guard.NewShedder(cfg, guard.WithRouteFunc(guard.MuxRoute(mux)),
+			guard.WithRoutePriorities(map[string]guard.Priority{"GET /batch": guard.PrioritySheddable})))
 		h := s.Middleware(mux)
 		paths := []string{"/", "/", "/livez", "/batch", "/"}
 		rs := openLoop(h, 1500, 6*time.Second, func(i int) *http.Request {
@@ -188,9 +188,9 @@ func TestShedderRefusalIsCountedAndLogged(t *testing.T) {
 		var logs bytes.Buffer
 		cfg := guard.DefaultShedConfig()
 		cfg.InitialLimit, cfg.MinLimit = 4, 4
-		s := guard.NewShedder(cfg, guard.WithMeterProvider(mp),
+		s := must(guard.NewShedder(cfg, guard.WithMeterProvider(mp),
 			guard.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))),
-			guard.WithRouteFunc(func(*http.Request) string { return "GET /items/{id}" }))
+			guard.WithRouteFunc(func(*http.Request) string { return "GET /items/{id}" })))
 		defer s.Close()
 		release := make(chan struct{})
 		h := s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
@@ -240,7 +240,7 @@ func TestShedderQueue(t *testing.T) {
 		cfg.InitialLimit, cfg.MinLimit, cfg.MaxLimit = 2, 2, 2
 		cfg.QueueTimeout = 50 * time.Millisecond
 		cfg.QueueSize = 2
-		s := guard.NewShedder(cfg)
+		s := must(guard.NewShedder(cfg))
 		h := s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			time.Sleep(30 * time.Millisecond)
 		}))
@@ -292,7 +292,7 @@ func TestShedderQueueCancellation(t *testing.T) {
 		cfg := guard.DefaultShedConfig()
 		cfg.InitialLimit, cfg.MinLimit, cfg.MaxLimit = 1, 1, 1
 		cfg.QueueTimeout = time.Second
-		s := guard.NewShedder(cfg)
+		s := must(guard.NewShedder(cfg))
 		t1, ok := s.Acquire(context.Background(), guard.PriorityDefault)
 		if !ok {
 			t.Fatal("first acquire refused")
@@ -332,7 +332,7 @@ func TestShedConfig(t *testing.T) {
 	if err == nil || strings.Count(err.Error(), "\n") != 2 {
 		t.Fatalf("Validate must report the three problems, got %v", err)
 	}
-	if (guard.ShedConfig{}).NewShedder() != nil {
+	if must((guard.ShedConfig{}).NewShedder()) != nil {
 		t.Fatal("a disabled config must give no shedder")
 	}
 	var s *guard.Shedder
@@ -353,7 +353,7 @@ func TestShedConfig(t *testing.T) {
 // during an incident): slow start must measure the baseline before queueing sets in.
 func TestShedderColdStartUnderOverload(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := guard.NewShedder(guard.DefaultShedConfig())
+		s := must(guard.NewShedder(guard.DefaultShedConfig()))
 		h := s.Middleware(workers(10, 20*time.Millisecond))
 		rs := openLoop(h, 1500, 6*time.Second, get("/"))
 		late := rs[len(rs)/3:]
@@ -382,7 +382,7 @@ func TestShedderSlowStartGrowsFast(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := guard.DefaultShedConfig()
 		cfg.InitialLimit = 10 // start well below the load, so that slow start must grow the limit
-		s := guard.NewShedder(cfg)
+		s := must(guard.NewShedder(cfg))
 		h := s.Middleware(workers(400, 20*time.Millisecond))
 		// Capacity 20000/s; offer 8000/s (needs about 160 in flight) for one second.
 		rs := openLoop(h, 8000, time.Second, get("/"))
@@ -412,7 +412,7 @@ func TestShedderFreshInstanceTakesOverLoad(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				s := guard.NewShedder(guard.DefaultShedConfig())
+				s := must(guard.NewShedder(guard.DefaultShedConfig()))
 				var h http.Handler = workers(400, 20*time.Millisecond) // far from saturated
 				if tc.jittered {
 					var mu sync.Mutex
@@ -456,7 +456,7 @@ func TestShedderFreshInstanceTakesOverLoad(t *testing.T) {
 // slow start and cut the limit to the throughput of that window.
 func TestShedderFreshInstanceSlowFirstWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := guard.NewShedder(guard.DefaultShedConfig())
+		s := must(guard.NewShedder(guard.DefaultShedConfig()))
 		start := time.Now()
 		var inflight atomic.Int64
 		h := s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -481,7 +481,7 @@ func TestShedderFreshInstanceSlowFirstWindow(t *testing.T) {
 // window's throughput (Little's law at 20 requests/s gives a limit of 1), or the next spike is shed.
 func TestShedderLightLoadNoiseKeepsTheLimit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := guard.NewShedder(guard.DefaultShedConfig())
+		s := must(guard.NewShedder(guard.DefaultShedConfig()))
 		start := time.Now()
 		h := s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			d := 20 * time.Millisecond
@@ -509,7 +509,7 @@ func TestShedderLightLoadNoiseKeepsTheLimit(t *testing.T) {
 // slow start and set the limit, and the slow window before the gap is not "consecutive" with it.
 func TestShedderIdleGapIsNotAWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := guard.NewShedder(guard.DefaultShedConfig())
+		s := must(guard.NewShedder(guard.DefaultShedConfig()))
 		var d atomic.Int64
 		h := s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			time.Sleep(time.Duration(d.Load()))
@@ -548,4 +548,13 @@ func TestShedderIdleGapIsNotAWindow(t *testing.T) {
 			t.Errorf("limit %d after an idle minute between two bursts; want about the burst's concurrency", l)
 		}
 	})
+}
+
+// must returns v, and panics on err: constructors fail only when a meter provider refuses an
+// instrument, which the tests' providers never do.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -92,13 +92,17 @@ type Report struct {
 func (r Report) OK() bool { return r.Status == StatusOK || r.Status == StatusDegraded }
 
 // Option configures a Checker.
-type Option func(*Checker)
+type Option interface{ apply(*Checker) }
+
+type optionFunc func(*Checker)
+
+func (f optionFunc) apply(o *Checker) { f(o) }
 
 // WithCacheTTL sets how long a probe's result is reused (default DefaultCacheTTL; 0 disables).
-func WithCacheTTL(d time.Duration) Option { return func(c *Checker) { c.ttl = d } }
+func WithCacheTTL(d time.Duration) Option { return optionFunc(func(c *Checker) { c.ttl = d }) }
 
 // WithClock replaces time.Now, for tests.
-func WithClock(now func() time.Time) Option { return func(c *Checker) { c.now = now } }
+func WithClock(now func() time.Time) Option { return optionFunc(func(c *Checker) { c.now = now }) }
 
 // Checker holds the checks and the process state.
 type Checker struct {
@@ -122,7 +126,7 @@ type cached struct {
 func New(opts ...Option) *Checker {
 	c := &Checker{ttl: DefaultCacheTTL, now: time.Now}
 	for _, o := range opts {
-		o(c)
+		o.apply(c)
 	}
 	return c
 }

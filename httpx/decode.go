@@ -18,17 +18,18 @@ import (
 	"github.com/cloudchassis/kit/problem"
 )
 
-// DefaultMaxBytes is the default bound on a request body Decode reads.
-const DefaultMaxBytes = 1 << 20
-
-// Config configures the default Decoder from the environment (envconfig tags).
+// Config configures a Decoder from the environment (envconfig tags). The size of a body is bounded
+// by the server, not here: chassis caps every request body at HTTP_MAX_BODY_BYTES, and Decode
+// answers 413 when that cap is hit.
 type Config struct {
-	MaxBodyBytes int64 `envconfig:"HTTP_MAX_BODY_BYTES" default:"1048576" desc:"largest JSON request body accepted (413 beyond)"`
-	AllowUnknown bool  `envconfig:"HTTP_ALLOW_UNKNOWN_FIELDS" default:"false" desc:"accept JSON fields the target type does not declare (default: 400)"`
+	AllowUnknown bool `envconfig:"HTTP_ALLOW_UNKNOWN_FIELDS" default:"false" desc:"accept JSON fields the target type does not declare (default: 400)"`
 }
 
 // Decoder decodes and validates JSON request bodies. Its zero value is not usable; build one with
 // NewDecoder. A Decoder is safe for concurrent use.
+//
+// A Decoder reads the body as far as the server lets it: under chassis that is HTTP_MAX_BODY_BYTES
+// (an *http.MaxBytesError becomes 413). WithMaxBytes sets a tighter bound of its own.
 type Decoder struct {
 	maxBytes     int64
 	allowUnknown bool
@@ -36,36 +37,43 @@ type Decoder struct {
 }
 
 // DecoderOption configures a Decoder.
-type DecoderOption func(*Decoder)
+type DecoderOption interface{ apply(*Decoder) }
 
-// WithMaxBytes bounds the body (default DefaultMaxBytes).
+type decoderOptionFunc func(*Decoder)
+
+func (f decoderOptionFunc) apply(o *Decoder) { f(o) }
+
+// WithMaxBytes bounds the body at n bytes, below whatever bound the server sets (default: none of
+// the Decoder's own).
 func WithMaxBytes(n int64) DecoderOption {
-	return func(d *Decoder) {
+	return decoderOptionFunc(func(d *Decoder) {
 		if n > 0 {
 			d.maxBytes = n
 		}
-	}
+	})
 }
 
 // WithUnknownFields accepts JSON members the target does not declare (default: refused with 400,
 // so that typos in optional fields do not pass silently).
-func WithUnknownFields(allow bool) DecoderOption { return func(d *Decoder) { d.allowUnknown = allow } }
+func WithUnknownFields(allow bool) DecoderOption {
+	return decoderOptionFunc(func(d *Decoder) { d.allowUnknown = allow })
+}
 
 // WithValidator uses v (for custom rules); its tag-name function is replaced so that errors name
 // fields by their JSON names.
 func WithValidator(v *validator.Validate) DecoderOption {
-	return func(d *Decoder) {
+	return decoderOptionFunc(func(d *Decoder) {
 		if v != nil {
 			d.validate = v
 		}
-	}
+	})
 }
 
 // NewDecoder returns a Decoder with the given options.
 func NewDecoder(opts ...DecoderOption) *Decoder {
-	d := &Decoder{maxBytes: DefaultMaxBytes}
+	d := &Decoder{}
 	for _, o := range opts {
-		o(d)
+		o.apply(d)
 	}
 	if d.validate == nil {
 		d.validate = validator.New(validator.WithRequiredStructEnabled())
@@ -76,7 +84,7 @@ func NewDecoder(opts ...DecoderOption) *Decoder {
 
 // NewDecoderFromConfig returns a Decoder for c.
 func NewDecoderFromConfig(c Config, opts ...DecoderOption) *Decoder {
-	return NewDecoder(append([]DecoderOption{WithMaxBytes(c.MaxBodyBytes), WithUnknownFields(c.AllowUnknown)}, opts...)...)
+	return NewDecoder(append([]DecoderOption{WithUnknownFields(c.AllowUnknown)}, opts...)...)
 }
 
 func jsonName(f reflect.StructField) string {
@@ -101,7 +109,8 @@ func std() *Decoder {
 }
 
 // Bind decodes r's JSON body into v with the default Decoder and validates it; on failure it writes
-// the problem response and returns false.
+// the problem response and returns false. The body is bounded by the server only: under chassis,
+// HTTP_MAX_BODY_BYTES; a plain http.Server wants http.MaxBytesHandler or a Decoder WithMaxBytes.
 func Bind(w http.ResponseWriter, r *http.Request, v any) bool { return std().Bind(w, r, v) }
 
 // Bind is Decode followed by writing the problem on failure. It reports whether the handler
@@ -122,10 +131,13 @@ func (d *Decoder) Decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
 		return problem.New(http.StatusUnsupportedMediaType, "", "Content-Type must be application/json, got "+strconv.Quote(ct))
 	}
-	if r.ContentLength > d.maxBytes {
-		return tooLarge(d.maxBytes)
+	body := r.Body
+	if d.maxBytes > 0 {
+		if r.ContentLength > d.maxBytes {
+			return tooLarge(d.maxBytes)
+		}
+		body = http.MaxBytesReader(w, r.Body, d.maxBytes)
 	}
-	body := http.MaxBytesReader(w, r.Body, d.maxBytes)
 	if err := d.decode(body, v); err != nil {
 		return err
 	}
@@ -134,7 +146,7 @@ func (d *Decoder) Decode(w http.ResponseWriter, r *http.Request, v any) error {
 
 // DecodeBytes is Decode for a body already in memory (queues, tests): no content-type check.
 func (d *Decoder) DecodeBytes(data []byte, v any) error {
-	if int64(len(data)) > d.maxBytes {
+	if d.maxBytes > 0 && int64(len(data)) > d.maxBytes {
 		return tooLarge(d.maxBytes)
 	}
 	if err := d.decode(bytes.NewReader(data), v); err != nil {
@@ -153,13 +165,13 @@ func (d *Decoder) decode(body io.Reader, v any) error {
 		dec.DisallowUnknownFields()
 	}
 	if err := dec.Decode(v); err != nil {
-		return decodeProblem(err, d.maxBytes)
+		return decodeProblem(err)
 	}
 	// One value only: "{}{}" or "{} trailing" is an error, not silently half-read.
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return tooLarge(d.maxBytes)
+			return tooLarge(mbe.Limit)
 		}
 		return problem.New(http.StatusBadRequest, "", "request body must hold a single JSON value; found data after it")
 	}
@@ -263,7 +275,7 @@ func isJSON(ct string) bool {
 	return mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
 }
 
-func decodeProblem(err error, limit int64) *problem.Details {
+func decodeProblem(err error) *problem.Details {
 	var (
 		mbe *http.MaxBytesError
 		se  *json.SyntaxError
@@ -271,7 +283,7 @@ func decodeProblem(err error, limit int64) *problem.Details {
 	)
 	switch {
 	case errors.As(err, &mbe):
-		return tooLarge(limit)
+		return tooLarge(mbe.Limit)
 	case errors.Is(err, io.EOF):
 		return problem.New(http.StatusBadRequest, "", "request body is empty")
 	case errors.Is(err, io.ErrUnexpectedEOF):

@@ -17,8 +17,8 @@ const (
 	DefaultStopTimeout  = 30 * time.Second
 )
 
-// ErrAlreadyRun is returned by a second call to Run.
-var ErrAlreadyRun = errors.New("lifecycle: group already run")
+// ErrAlreadyRun is returned by a second call to Run, of a Group or of a chassis.Service.
+var ErrAlreadyRun = errors.New("lifecycle: already run")
 
 // Hook is one component. Start must return once the component is started (launching its own
 // goroutines if it serves in the background) and Stop must stop it and wait for those goroutines.
@@ -46,13 +46,19 @@ type SignalError struct{ Signal os.Signal }
 func (e *SignalError) Error() string { return "received " + e.Signal.String() }
 
 // Option configures a Group.
-type Option func(*Group)
+type Option interface{ apply(*Group) }
+
+type optionFunc func(*Group)
+
+func (f optionFunc) apply(o *Group) { f(o) }
 
 // WithStartTimeout bounds all start hooks together (default DefaultStartTimeout).
-func WithStartTimeout(d time.Duration) Option { return func(g *Group) { g.startTimeout = d } }
+func WithStartTimeout(d time.Duration) Option {
+	return optionFunc(func(g *Group) { g.startTimeout = d })
+}
 
 // WithStopTimeout bounds all stop hooks together (default DefaultStopTimeout).
-func WithStopTimeout(d time.Duration) Option { return func(g *Group) { g.stopTimeout = d } }
+func WithStopTimeout(d time.Duration) Option { return optionFunc(func(g *Group) { g.stopTimeout = d }) }
 
 // WithSignals makes Run stop on the first of these signals (default SIGINT and SIGTERM when called
 // with none) and call forceExit on the second. Only a main function or chassis.Service.Run should
@@ -61,14 +67,14 @@ func WithSignals(sigs ...os.Signal) Option {
 	if len(sigs) == 0 {
 		sigs = []os.Signal{os.Interrupt, syscall.SIGTERM}
 	}
-	return func(g *Group) { g.signals = sigs }
+	return optionFunc(func(g *Group) { g.signals = sigs })
 }
 
 // WithForceExit replaces the function a second signal calls (default os.Exit(1)).
-func WithForceExit(f func(code int)) Option { return func(g *Group) { g.forceExit = f } }
+func WithForceExit(f func(code int)) Option { return optionFunc(func(g *Group) { g.forceExit = f }) }
 
 // WithObserver is told when each phase begins and ends, for logs. It must not block.
-func WithObserver(f func(e Event)) Option { return func(g *Group) { g.observe = f } }
+func WithObserver(f func(e Event)) Option { return optionFunc(func(g *Group) { g.observe = f }) }
 
 // Event is a step of Run, for observers.
 type Event struct {
@@ -103,7 +109,7 @@ func New(opts ...Option) *Group {
 		failed:       make(chan struct{}),
 	}
 	for _, o := range opts {
-		o(g)
+		o.apply(g)
 	}
 	return g
 }

@@ -4,8 +4,21 @@ import (
 	"context"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 )
+
+var (
+	cpuUser   = attribute.NewSet(attribute.String("cpu.mode", "user"))
+	cpuSystem = attribute.NewSet(attribute.String("cpu.mode", "system"))
+)
+
+// procStats is what readProcStats found; fds is -1 where the platform does not say.
+type procStats struct {
+	cpuOK              bool
+	userCPU, systemCPU float64
+	rss, fds           int64
+}
 
 // processStart is when this process began, as near as a library can tell.
 var processStart = time.Now()

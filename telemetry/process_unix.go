@@ -7,20 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-
-	"go.opentelemetry.io/otel/attribute"
 )
-
-var (
-	cpuUser   = attribute.NewSet(attribute.String("cpu.mode", "user"))
-	cpuSystem = attribute.NewSet(attribute.String("cpu.mode", "system"))
-)
-
-type procStats struct {
-	cpuOK              bool
-	userCPU, systemCPU float64
-	rss, fds           int64
-}
 
 func readProcStats() procStats {
 	st := procStats{fds: -1}

@@ -195,6 +195,18 @@ func (c *Consul) call(ctx context.Context) error {
 	return c.err
 }
 
+// sessionCall is call for Acquire and Release: p's session must exist. It returns the key's
+// current pair. c.mu is held on return, as after call.
+func (c *Consul) sessionCall(ctx context.Context, p *api.KVPair) (*api.KVPair, error) {
+	if err := c.call(ctx); err != nil {
+		return nil, err
+	}
+	if _, ok := c.sessions[p.Session]; !ok {
+		return nil, ErrInvalidSession
+	}
+	return c.kv[p.Key], nil
+}
+
 // CreateSession implements lock.Client. TTL must be between 10s and 24h, as Consul requires.
 func (c *Consul) CreateSession(ctx context.Context, se *api.SessionEntry) (string, error) {
 	err := c.call(ctx)
@@ -257,15 +269,11 @@ func (c *Consul) DestroySession(ctx context.Context, id string) error {
 // Acquire implements lock.Client with Consul's rules: the session must exist; a key held by another
 // session, or within lock-delay, is refused; re-acquiring by the holder updates the value.
 func (c *Consul) Acquire(ctx context.Context, p *api.KVPair) (bool, error) {
-	err := c.call(ctx)
+	cur, err := c.sessionCall(ctx, p)
 	defer c.mu.Unlock()
 	if err != nil {
 		return false, err
 	}
-	if _, ok := c.sessions[p.Session]; !ok {
-		return false, ErrInvalidSession
-	}
-	cur := c.kv[p.Key]
 	if cur != nil && cur.Session != "" && cur.Session != p.Session {
 		return false, nil
 	}
@@ -286,15 +294,11 @@ func (c *Consul) Acquire(ctx context.Context, p *api.KVPair) (bool, error) {
 
 // Release implements lock.Client: it succeeds only for the holding session, and writes p.Value.
 func (c *Consul) Release(ctx context.Context, p *api.KVPair) (bool, error) {
-	err := c.call(ctx)
+	cur, err := c.sessionCall(ctx, p)
 	defer c.mu.Unlock()
 	if err != nil {
 		return false, err
 	}
-	if _, ok := c.sessions[p.Session]; !ok {
-		return false, ErrInvalidSession
-	}
-	cur := c.kv[p.Key]
 	if cur == nil || cur.Session != p.Session {
 		return false, nil
 	}

@@ -137,7 +137,7 @@ func New[T any](kv KV, prefix string, opts ...Option) (*Config[T], error) {
 			}
 		}
 	}
-	if c.m, err = newMetrics(o.meter, c.prefix); err != nil {
+	if c.m, err = newMetrics(o.Meters, c.prefix); err != nil {
 		return nil, fmt.Errorf("dynconfig: metrics: %w", err)
 	}
 	snap, _, err := c.build(nil, 0)
@@ -232,7 +232,7 @@ func (c *Config[T]) poll(ctx context.Context, index uint64) (uint64, error) {
 	if err != nil {
 		if ctx.Err() == nil {
 			c.m.watchError()
-			c.o.logger.Warn("dynconfig: reading KV; keeping the current configuration", "prefix", c.prefix, "error", err)
+			c.o.Logger.Warn("dynconfig: reading KV; keeping the current configuration", "prefix", c.prefix, "error", err)
 			c.mu.Lock()
 			c.watchErr = fmt.Errorf("dynconfig: reading %s: %w", c.prefix, err)
 			c.mu.Unlock()
@@ -295,7 +295,7 @@ func (c *Config[T]) apply(pairs api.KVPairs, index uint64) {
 		c.rejected = rej
 		c.mu.Unlock()
 		c.m.reload(semconv.OutcomeRejected)
-		c.o.logger.Error("dynconfig: invalid configuration in KV rejected; the previous configuration stays in effect",
+		c.o.Logger.Error("dynconfig: invalid configuration in KV rejected; the previous configuration stays in effect",
 			"prefix", c.prefix, "index", index, "kept_index", old.Index, "error", err)
 		return
 	}
@@ -311,7 +311,7 @@ func (c *Config[T]) apply(pairs api.KVPairs, index uint64) {
 	c.mu.Unlock()
 	if noticesChanged {
 		for _, n := range snap.Notices {
-			c.o.logger.Warn("dynconfig: KV key ignored", "prefix", c.prefix, "notice", n)
+			c.o.Logger.Warn("dynconfig: KV key ignored", "prefix", c.prefix, "notice", n)
 		}
 	}
 	if len(changed) == 0 {
@@ -319,7 +319,7 @@ func (c *Config[T]) apply(pairs api.KVPairs, index uint64) {
 		return
 	}
 	c.m.reload(semconv.OutcomeApplied)
-	c.o.logger.Info("dynconfig: configuration changed", "prefix", c.prefix, "index", index, "changed", changed)
+	c.o.Logger.Info("dynconfig: configuration changed", "prefix", c.prefix, "index", index, "changed", changed)
 	ch := Change[T]{Old: old, New: snap, Changed: changed}
 	for _, fn := range subs {
 		fn(ch)

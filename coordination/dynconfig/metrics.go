@@ -2,11 +2,11 @@ package dynconfig
 
 import (
 	"context"
-	"errors"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/cloudchassis/kit/internal/obs"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -20,16 +20,15 @@ type metrics struct {
 }
 
 func newMetrics(mp metric.MeterProvider, prefix string) (metrics, error) {
-	m := mp.Meter(semconv.ScopeDynconfig)
+	in := obs.NewInstruments(mp, semconv.ScopeDynconfig)
 	dm := metrics{prefix: attribute.String(semconv.AttrConfigPrefix, prefix)}
-	var errs [3]error
-	dm.reloads, errs[0] = m.Int64Counter(semconv.MetricConfigReloads, metric.WithUnit(semconv.UnitReload),
-		metric.WithDescription("KV configuration contents evaluated, by outcome."))
-	dm.invalid, errs[1] = m.Int64Gauge(semconv.MetricConfigInvalid, metric.WithUnit(semconv.UnitState),
-		metric.WithDescription("1 while the newest KV configuration is rejected as invalid."))
-	dm.errors, errs[2] = m.Int64Counter(semconv.MetricConfigWatchErrors, metric.WithUnit(semconv.UnitError),
-		metric.WithDescription("Failed KV queries of the configuration watch."))
-	return dm, errors.Join(errs[:]...)
+	dm.reloads = in.Counter(semconv.MetricConfigReloads, semconv.UnitReload,
+		"KV configuration contents evaluated, by outcome.")
+	dm.invalid = in.Gauge(semconv.MetricConfigInvalid, semconv.UnitState,
+		"1 while the newest KV configuration is rejected as invalid.")
+	dm.errors = in.Counter(semconv.MetricConfigWatchErrors, semconv.UnitError,
+		"Failed KV queries of the configuration watch.")
+	return dm, in.Err()
 }
 
 func (m metrics) reload(outcome string) {

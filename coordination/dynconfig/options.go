@@ -7,11 +7,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/cloudchassis/kit/config"
 	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/internal/obs"
 )
 
 // KV is the part of the Consul API a Config uses: a recursive read of a prefix, which supports
@@ -66,8 +66,7 @@ type options struct {
 	waitTime    time.Duration
 	minInterval time.Duration
 	backoff     backoff.Policy
-	logger      *slog.Logger
-	meter       metric.MeterProvider
+	obs.Sinks
 }
 
 func newOptions(opts []Option) options {
@@ -76,8 +75,7 @@ func newOptions(opts []Option) options {
 		waitTime:    DefaultWaitTime,
 		minInterval: DefaultMinInterval,
 		backoff:     backoff.Policy{Base: DefaultBackoffBase, Max: DefaultBackoffMax},
-		logger:      slog.New(slog.DiscardHandler),
-		meter:       otel.GetMeterProvider(),
+		Sinks:       obs.Defaults(),
 	}
 	for _, opt := range opts {
 		if opt != nil {
@@ -135,18 +133,11 @@ func WithBackoff(base, maxDelay time.Duration) Option {
 
 // WithLogger sets the logger for applied and rejected changes and watch errors (default: discard).
 func WithLogger(l *slog.Logger) Option {
-	return optionFunc(func(o *options) {
-		if l != nil {
-			o.logger = l
-		}
-	})
+	return optionFunc(func(o *options) { o.SetLogger(l) })
 }
 
-// WithMeterProvider sets where metrics go (default: the global otel MeterProvider).
+// WithMeterProvider sets where metrics go. The default is a no-op provider: the package never reads
+// the OpenTelemetry globals.
 func WithMeterProvider(mp metric.MeterProvider) Option {
-	return optionFunc(func(o *options) {
-		if mp != nil {
-			o.meter = mp
-		}
-	})
+	return optionFunc(func(o *options) { o.SetMeterProvider(mp) })
 }

@@ -2,10 +2,10 @@ package lock
 
 import (
 	"context"
-	"errors"
-	"net/http"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/cloudchassis/kit/internal/consulapi"
 )
 
 // Client is the part of the Consul API a Lock uses: sessions and the session-aware KV operations.
@@ -53,7 +53,7 @@ func (c *ConsulClient) RenewSession(ctx context.Context, id string) (*api.Sessio
 // DestroySession implements Client.
 func (c *ConsulClient) DestroySession(ctx context.Context, id string) error {
 	_, err := c.c.Session().Destroy(id, (&api.WriteOptions{}).WithContext(ctx))
-	if isNotFound(err) {
+	if consulapi.IsNotFound(err) {
 		return nil
 	}
 	return err
@@ -77,13 +77,4 @@ func (c *ConsulClient) Get(ctx context.Context, key string, q *api.QueryOptions)
 		q = &api.QueryOptions{}
 	}
 	return c.c.KV().Get(key, q.WithContext(ctx))
-}
-
-func isNotFound(err error) bool {
-	var se api.StatusError
-	if errors.As(err, &se) {
-		return se.Code == http.StatusNotFound
-	}
-	var sep *api.StatusError
-	return errors.As(err, &sep) && sep.Code == http.StatusNotFound
 }

@@ -135,7 +135,7 @@ func New(c Client, key string, opts ...Option) (*Lock, error) {
 	if o.name == "" {
 		o.name = "lock " + key
 	}
-	m, err := newMetrics(o.meter, key)
+	m, err := newMetrics(o.Meters, key)
 	if err != nil {
 		return nil, fmt.Errorf("lock: metrics: %w", err)
 	}
@@ -202,7 +202,7 @@ func (l *Lock) Acquire(ctx context.Context) (Token, error) {
 			l.mu.Lock()
 			l.t = t
 			l.mu.Unlock()
-			l.o.logger.Info("lock acquired", "key", l.key, "token", uint64(tok), "session", t.session)
+			l.o.Logger.Info("lock acquired", "key", l.key, "token", uint64(tok), "session", t.session)
 			return tok, nil
 		}
 		t.end(err)
@@ -255,7 +255,7 @@ func (l *Lock) newTenure(ctx context.Context) (*tenure, context.Context, error) 
 			return nil, nil, ctx.Err()
 		}
 		l.m.failed(semconv.OperationCreateSession)
-		l.o.logger.Warn("lock: creating session", "key", l.key, "error", err, "attempt", attempt)
+		l.o.Logger.Warn("lock: creating session", "key", l.key, "error", err, "attempt", attempt)
 		if err := backoff.Sleep(ctx, l.o.backoff.Delay(attempt)); err != nil {
 			return nil, nil, err
 		}
@@ -286,7 +286,7 @@ func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (Token, error) {
 			}
 			failures++
 			l.m.failed(semconv.OperationRead)
-			l.o.logger.Warn("lock: reading key", "key", l.key, "error", err, "attempt", failures)
+			l.o.Logger.Warn("lock: reading key", "key", l.key, "error", err, "attempt", failures)
 			if err := backoff.Sleep(ctx, l.o.backoff.Delay(failures)); err != nil {
 				return 0, l.contendErr(ctx, t, err)
 			}
@@ -314,7 +314,7 @@ func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (Token, error) {
 				}
 				failures++
 				l.m.failed(semconv.OperationAcquire)
-				l.o.logger.Warn("lock: acquire", "key", l.key, "error", err, "attempt", failures)
+				l.o.Logger.Warn("lock: acquire", "key", l.key, "error", err, "attempt", failures)
 				if err := backoff.Sleep(ctx, l.o.backoff.Delay(failures)); err != nil {
 					return 0, l.contendErr(ctx, t, err)
 				}
@@ -366,7 +366,7 @@ func (l *Lock) renew(ctx context.Context, t *tenure, last time.Time) {
 		case err != nil:
 			failures++
 			l.m.failed(semconv.OperationRenewSession)
-			l.o.logger.Warn("lock: renewing session", "key", l.key, "session", t.session, "error", err, "attempt", failures)
+			l.o.Logger.Warn("lock: renewing session", "key", l.key, "session", t.session, "error", err, "attempt", failures)
 			wait = min(l.o.backoff.Delay(failures), l.o.ttl/4)
 			continue
 		case se == nil:
@@ -393,7 +393,7 @@ func (l *Lock) monitor(ctx context.Context, t *tenure, index uint64) {
 			// The renewer decides when an unreachable Consul means the lock is gone.
 			failures++
 			l.m.failed(semconv.OperationRead)
-			l.o.logger.Warn("lock: watching key", "key", l.key, "error", err, "attempt", failures)
+			l.o.Logger.Warn("lock: watching key", "key", l.key, "error", err, "attempt", failures)
 			if backoff.Sleep(ctx, l.o.backoff.Delay(failures)) != nil {
 				return
 			}
@@ -433,7 +433,7 @@ func (l *Lock) lose(t *tenure, reason, detail string) {
 		return
 	}
 	l.m.end(reason)
-	l.o.logger.Warn("lock lost", "key", l.key, "token", uint64(tok), "reason", reason, "detail", detail)
+	l.o.Logger.Warn("lock lost", "key", l.key, "token", uint64(tok), "reason", reason, "detail", detail)
 }
 
 // end closes lost and stops the tenure's goroutines; only the first call has an effect.
@@ -477,7 +477,7 @@ func (l *Lock) cleanup(ctx context.Context, t *tenure, release bool) error {
 	}
 	err := errors.Join(errs...)
 	if err != nil {
-		l.o.logger.Warn("lock: cleanup; the session will expire after its TTL", "key", l.key, "error", err)
+		l.o.Logger.Warn("lock: cleanup; the session will expire after its TTL", "key", l.key, "error", err)
 	}
 	return err
 }
@@ -508,7 +508,7 @@ func (l *Lock) release(ctx context.Context) error {
 	t.wg.Wait()
 	err := l.cleanup(ctx, t, released)
 	if released {
-		l.o.logger.Info("lock released", "key", l.key, "token", uint64(t.token))
+		l.o.Logger.Info("lock released", "key", l.key, "token", uint64(t.token))
 		return err
 	}
 	t.mu.Lock()

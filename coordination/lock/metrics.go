@@ -2,12 +2,12 @@ package lock
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/cloudchassis/kit/internal/obs"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -23,20 +23,19 @@ type metrics struct {
 }
 
 func newMetrics(mp metric.MeterProvider, key string) (metrics, error) {
-	m := mp.Meter(semconv.ScopeLock)
+	in := obs.NewInstruments(mp, semconv.ScopeLock)
 	lm := metrics{key: attribute.String(semconv.AttrLockKey, key)}
-	var errs [5]error
-	lm.acquired, errs[0] = m.Int64Counter(semconv.MetricLockAcquisitions, metric.WithUnit(semconv.UnitAcquisition),
-		metric.WithDescription("Locks acquired."))
-	lm.duration, errs[1] = m.Float64Histogram(semconv.MetricLockAcquireDuration, metric.WithUnit(semconv.UnitSeconds),
-		metric.WithDescription("Time Acquire waited for the lock."))
-	lm.losses, errs[2] = m.Int64Counter(semconv.MetricLockLosses, metric.WithUnit(semconv.UnitLoss),
-		metric.WithDescription("Locks lost while held: session invalidated, renewal timed out, or key taken."))
-	lm.held, errs[3] = m.Int64UpDownCounter(semconv.MetricLockHeld, metric.WithUnit(semconv.UnitLock),
-		metric.WithDescription("1 while this process holds the lock."))
-	lm.errors, errs[4] = m.Int64Counter(semconv.MetricLockErrors, metric.WithUnit(semconv.UnitError),
-		metric.WithDescription("Failed calls to Consul, by operation."))
-	return lm, errors.Join(errs[:]...)
+	lm.acquired = in.Counter(semconv.MetricLockAcquisitions, semconv.UnitAcquisition,
+		"Locks acquired.")
+	lm.duration = in.Histogram(semconv.MetricLockAcquireDuration, semconv.UnitSeconds,
+		"Time Acquire waited for the lock.")
+	lm.losses = in.Counter(semconv.MetricLockLosses, semconv.UnitLoss,
+		"Locks lost while held: session invalidated, renewal timed out, or key taken.")
+	lm.held = in.UpDownCounter(semconv.MetricLockHeld, semconv.UnitLock,
+		"1 while this process holds the lock.")
+	lm.errors = in.Counter(semconv.MetricLockErrors, semconv.UnitError,
+		"Failed calls to Consul, by operation.")
+	return lm, in.Err()
 }
 
 func (m metrics) acquire(wait time.Duration) {

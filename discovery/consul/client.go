@@ -2,10 +2,10 @@ package consul
 
 import (
 	"context"
-	"errors"
-	"net/http"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/cloudchassis/kit/internal/consulapi"
 )
 
 // Agent is the part of the Consul agent API a Registrar uses. *Client implements it over
@@ -48,7 +48,7 @@ func (c *Client) Register(ctx context.Context, reg *api.AgentServiceRegistration
 // Deregister implements Agent. A 404 (the agent does not know the service) counts as success.
 func (c *Client) Deregister(ctx context.Context, serviceID string) error {
 	err := c.c.Agent().ServiceDeregisterOpts(serviceID, (&api.QueryOptions{}).WithContext(ctx))
-	if isNotFound(err) {
+	if consulapi.IsNotFound(err) {
 		return nil
 	}
 	return err
@@ -60,7 +60,7 @@ func (c *Client) Registered(ctx context.Context, serviceID string) (bool, error)
 	switch {
 	case err == nil:
 		return true, nil
-	case isNotFound(err):
+	case consulapi.IsNotFound(err):
 		return false, nil
 	default:
 		return false, err
@@ -75,14 +75,4 @@ func (c *Client) UpdateTTL(ctx context.Context, checkID, output, status string) 
 // Service implements Health.
 func (c *Client) Service(ctx context.Context, service string, tags []string, passingOnly bool, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
 	return c.c.Health().ServiceMultipleTags(service, tags, passingOnly, q.WithContext(ctx))
-}
-
-// isNotFound reports whether err is the agent's 404, which it returns for unknown services and checks.
-func isNotFound(err error) bool {
-	var se api.StatusError
-	if errors.As(err, &se) {
-		return se.Code == http.StatusNotFound
-	}
-	var sep *api.StatusError
-	return errors.As(err, &sep) && sep.Code == http.StatusNotFound
 }

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/cloudchassis/kit/internal/obs"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -34,20 +35,19 @@ type registryMetrics struct {
 }
 
 func newRegistryMetrics(mp metric.MeterProvider) (registryMetrics, error) {
-	m := mp.Meter(semconv.ScopeDiscovery)
+	in := obs.NewInstruments(mp, semconv.ScopeDiscovery)
 	var rm registryMetrics
-	var errs [5]error
-	rm.queries, errs[0] = m.Int64Counter(MetricQueries, metric.WithUnit(semconv.UnitRequest),
-		metric.WithDescription("Queries sent to Consul by discovery watches."))
-	rm.errors, errs[1] = m.Int64Counter(semconv.MetricDiscoveryErrors, metric.WithUnit(semconv.UnitError),
-		metric.WithDescription("Discovery queries to the registry that failed."))
-	rm.updates, errs[2] = m.Int64Counter(semconv.MetricDiscoveryUpdates, metric.WithUnit(semconv.UnitUpdate),
-		metric.WithDescription("Instance-list snapshots published to watchers."))
-	rm.age, errs[3] = m.Float64ObservableGauge(semconv.MetricDiscoverySnapshotAge, metric.WithUnit(semconv.UnitSeconds),
-		metric.WithDescription("Age of the instance list served while the registry is unreachable; 0 while the watch is connected."))
-	rm.insts, errs[4] = m.Int64ObservableGauge(semconv.MetricDiscoveryInstances, metric.WithUnit(semconv.UnitInstance),
-		metric.WithDescription("Instances in the list a discovery watch currently serves."))
-	return rm, errors.Join(errs[:]...)
+	rm.queries = in.Counter(MetricQueries, semconv.UnitRequest,
+		"Queries sent to Consul by discovery watches.")
+	rm.errors = in.Counter(semconv.MetricDiscoveryErrors, semconv.UnitError,
+		"Discovery queries to the registry that failed.")
+	rm.updates = in.Counter(semconv.MetricDiscoveryUpdates, semconv.UnitUpdate,
+		"Instance-list snapshots published to watchers.")
+	rm.age = in.FloatObservableGauge(semconv.MetricDiscoverySnapshotAge, semconv.UnitSeconds,
+		"Age of the instance list served while the registry is unreachable; 0 while the watch is connected.")
+	rm.insts = in.ObservableGauge(semconv.MetricDiscoveryInstances, semconv.UnitInstance,
+		"Instances in the list a discovery watch currently serves.")
+	return rm, in.Err()
 }
 
 func serviceAttrs(service string) metric.MeasurementOption {

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/internal/obs"
 )
 
 // Defaults for Registry, Registrar and Watch options.
@@ -51,8 +51,7 @@ type optionFunc func(*options)
 func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
-	meter       metric.MeterProvider
-	logger      *slog.Logger
+	obs.Sinks
 	backoff     backoff.Policy
 	minInterval time.Duration
 	resync      time.Duration
@@ -60,8 +59,7 @@ type options struct {
 
 func newOptions(opts []Option) options {
 	o := options{
-		meter:       noop.NewMeterProvider(),
-		logger:      slog.New(slog.DiscardHandler),
+		Sinks:       obs.Defaults(),
 		backoff:     backoff.Policy{Base: DefaultBackoffBase, Max: DefaultBackoffMax},
 		minInterval: DefaultMinInterval,
 		resync:      DefaultResyncInterval,
@@ -77,21 +75,13 @@ func newOptions(opts []Option) options {
 // WithMeterProvider sets where metrics go (Registry and Registrar). The default is a no-op provider:
 // nothing is recorded unless a provider is passed.
 func WithMeterProvider(mp metric.MeterProvider) Option {
-	return optionFunc(func(o *options) {
-		if mp != nil {
-			o.meter = mp
-		}
-	})
+	return optionFunc(func(o *options) { o.SetMeterProvider(mp) })
 }
 
 // WithLogger sets the logger for background events that have no caller to return an error to: failed
 // queries, lost registrations, failed heartbeats (Registry and Registrar). The default discards.
 func WithLogger(l *slog.Logger) Option {
-	return optionFunc(func(o *options) {
-		if l != nil {
-			o.logger = l
-		}
-	})
+	return optionFunc(func(o *options) { o.SetLogger(l) })
 }
 
 // WithBackoff sets the full-jitter exponential backoff after errors: the n-th consecutive failure waits

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/internal/consulapi"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -120,14 +121,14 @@ func NewRegistrar(agent Agent, reg Registration, opts ...Option) (*Registrar, er
 	o := newOptions(opts)
 	r := &Registrar{
 		agent: agent, ttl: reg.TTL, opts: o,
-		log: o.logger.With(slog.String("service_id", id)), // the caller's logger names the service: no second "service" key
+		log: o.Logger.With(slog.String("service_id", id)), // the caller's logger names the service: no second "service" key
 		initial: metric.WithAttributeSet(attribute.NewSet(
 			attribute.String(semconv.AttrPeerService, reg.Name), attribute.String("reason", "initial"))),
 		restored: metric.WithAttributeSet(attribute.NewSet(
 			attribute.String(semconv.AttrPeerService, reg.Name), attribute.String("reason", "restore"))),
 	}
 	var err error
-	if r.regs, err = o.meter.Meter(semconv.ScopeDiscovery).Int64Counter(MetricRegistrations, metric.WithUnit(semconv.UnitRequest),
+	if r.regs, err = o.Meters.Meter(semconv.ScopeDiscovery).Int64Counter(MetricRegistrations, metric.WithUnit(semconv.UnitRequest),
 		metric.WithDescription("Service registrations sent to the Consul agent, by reason (initial or restore).")); err != nil {
 		return nil, fmt.Errorf("consul: metrics: %w", err)
 	}
@@ -255,7 +256,7 @@ func (r *Registrar) keep(ctx context.Context, done chan struct{}) {
 
 func (r *Registrar) heartbeat(ctx context.Context) error {
 	err := r.agent.UpdateTTL(ctx, r.reg.Check.CheckID, "", api.HealthPassing)
-	if isNotFound(err) {
+	if consulapi.IsNotFound(err) {
 		return r.restore(ctx) // the agent forgot the check, hence the service
 	}
 	if err != nil {

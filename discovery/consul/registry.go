@@ -17,6 +17,7 @@ import (
 
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/internal/feed"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -56,10 +57,10 @@ func NewRegistry(h Health, opts ...Option) (*Registry, error) {
 	}
 	r := &Registry{health: h, opts: newOptions(opts), watches: map[string]*watch{}}
 	var err error
-	if r.metrics, err = newRegistryMetrics(r.opts.meter); err != nil {
+	if r.metrics, err = newRegistryMetrics(r.opts.Meters); err != nil {
 		return nil, fmt.Errorf("consul: metrics: %w", err)
 	}
-	r.cb, err = r.opts.meter.Meter(semconv.ScopeDiscovery).RegisterCallback(r.observe, r.metrics.age, r.metrics.insts)
+	r.cb, err = r.opts.Meters.Meter(semconv.ScopeDiscovery).RegisterCallback(r.observe, r.metrics.age, r.metrics.insts)
 	if err != nil {
 		return nil, fmt.Errorf("consul: metrics: %w", err)
 	}
@@ -150,10 +151,10 @@ func (r *Registry) observe(_ context.Context, o metric.Observer) error {
 	for _, w := range r.watches {
 		w.mu.Lock()
 		a := per[w.service]
-		if w.cur.Err != nil && !w.cur.Updated.IsZero() {
-			a.age = max(a.age, now.Sub(w.cur.Updated).Seconds())
+		if w.feed.Cur.Err != nil && !w.feed.Cur.Updated.IsZero() {
+			a.age = max(a.age, now.Sub(w.feed.Cur.Updated).Seconds())
 		}
-		a.insts = max(a.insts, len(w.cur.Instances))
+		a.insts = max(a.insts, len(w.feed.Cur.Instances))
 		per[w.service] = a
 		w.mu.Unlock()
 	}
@@ -184,29 +185,7 @@ var _ discovery.Watcher = (*Watcher)(nil)
 // While Consul fails, snapshots keep the last known good instances with Err set and Updated frozen at
 // the last moment Consul confirmed them; Err is nil again after the next successful query.
 func (h *Watcher) Next(ctx context.Context, after uint64) (discovery.Snapshot, error) {
-	for {
-		select {
-		case <-h.done:
-			return discovery.Snapshot{}, discovery.ErrClosed
-		default:
-		}
-		h.w.mu.Lock()
-		snap, changed, stopped := h.w.cur, h.w.changed, h.w.stopped
-		h.w.mu.Unlock()
-		if stopped {
-			return discovery.Snapshot{}, discovery.ErrClosed
-		}
-		if snap.Version > after {
-			return snap, nil
-		}
-		select {
-		case <-changed:
-		case <-h.done:
-			return discovery.Snapshot{}, discovery.ErrClosed
-		case <-ctx.Done():
-			return discovery.Snapshot{}, ctx.Err()
-		}
-	}
+	return feed.Next(ctx, &h.w.mu, &h.w.feed, after, h.done)
 }
 
 // Close releases the handle; the shared query stops when its last handle is closed. Blocked and later
@@ -233,8 +212,7 @@ type watch struct {
 	done    chan struct{}
 
 	mu      sync.Mutex
-	cur     discovery.Snapshot
-	changed chan struct{} // closed and replaced on every publish
+	feed    feed.Feed
 	stopped bool
 	stale   *time.Timer // drops the list after cfg.maxStale of failures
 }
@@ -243,11 +221,10 @@ func newWatch(r *Registry, service, key string, cfg watchConfig) *watch {
 	return &watch{
 		r: r, service: service, key: key, cfg: cfg,
 		backoff: r.opts.backoff,
-		log:     r.opts.logger.With(slog.String(semconv.AttrPeerService, service)),
+		log:     r.opts.Logger.With(slog.String(semconv.AttrPeerService, service)),
 		attrs:   serviceAttrs(service),
 		done:    make(chan struct{}),
-		cur:     discovery.Snapshot{Service: service},
-		changed: make(chan struct{}),
+		feed:    feed.Feed{Cur: discovery.Snapshot{Service: service}},
 	}
 }
 
@@ -406,11 +383,8 @@ func requestTimeout(wait time.Duration) time.Duration { return wait + wait/16 + 
 // publish makes s the current snapshot with the next version. w.mu must be held.
 func (w *watch) publish(s discovery.Snapshot) {
 	s.Service = w.service
-	s.Version = w.cur.Version + 1
-	w.cur = s
+	w.feed.Publish(s)
 	w.r.metrics.updates.Add(context.Background(), 1, w.attrs)
-	close(w.changed)
-	w.changed = make(chan struct{})
 }
 
 func (w *watch) succeed(insts []discovery.Instance, now time.Time) {
@@ -420,8 +394,8 @@ func (w *watch) succeed(insts []discovery.Instance, now time.Time) {
 		w.stale.Stop()
 		w.stale = nil
 	}
-	if w.cur.Version > 0 && w.cur.Err == nil && slices.EqualFunc(w.cur.Instances, insts, discovery.Instance.Equal) {
-		w.cur.Updated = now // confirmed, unchanged: no new version, nobody is woken up
+	if w.feed.Cur.Version > 0 && w.feed.Cur.Err == nil && slices.EqualFunc(w.feed.Cur.Instances, insts, discovery.Instance.Equal) {
+		w.feed.Cur.Updated = now // confirmed, unchanged: no new version, nobody is woken up
 		return
 	}
 	w.publish(discovery.Snapshot{Instances: insts, Updated: now})
@@ -432,11 +406,11 @@ func (w *watch) fail(err error, start, end time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
-	case w.cur.Version == 0:
+	case w.feed.Cur.Version == 0:
 		// A failed first query still publishes, so callers are not stuck waiting (Kratos #2911): they
 		// see no instances and why, and the loop keeps trying.
 		w.publish(discovery.Snapshot{Err: werr})
-	case w.cur.Err == nil:
+	case w.feed.Cur.Err == nil:
 		// The list was current while the previous blocking query was connected. A query that ended with
 		// a connection error or an error answer had a live agent until it ended; one that timed out
 		// tells nothing after its start.
@@ -444,14 +418,14 @@ func (w *watch) fail(err error, start, end time.Time) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			confirmed = start
 		}
-		next := w.cur
+		next := w.feed.Cur
 		next.Err, next.Updated = werr, confirmed
 		w.publish(next)
 		if w.cfg.maxStale > 0 && len(next.Instances) > 0 {
 			w.stale = time.AfterFunc(max(0, time.Until(confirmed.Add(w.cfg.maxStale))), w.dropStale)
 		}
 	default:
-		w.cur.Err = werr // same state, fresher reason: no new version
+		w.feed.Cur.Err = werr // same state, fresher reason: no new version
 	}
 }
 
@@ -463,17 +437,17 @@ func (w *watch) fail(err error, start, end time.Time) {
 func (w *watch) hold(until time.Time) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n := len(w.cur.Instances)
+	n := len(w.feed.Cur.Instances)
 	if n == 0 {
 		return 0
 	}
 	werr := fmt.Errorf("consul: watch %q: %w; keeping the last %d instances until %s unless they register again",
 		w.service, ErrUnconfirmedEmpty, n, until.Format(time.RFC3339))
-	if w.cur.Err != nil {
-		w.cur.Err = werr
+	if w.feed.Cur.Err != nil {
+		w.feed.Cur.Err = werr
 		return n
 	}
-	next := w.cur
+	next := w.feed.Cur
 	next.Err = werr
 	w.publish(next)
 	return n
@@ -482,13 +456,13 @@ func (w *watch) hold(until time.Time) int {
 func (w *watch) dropStale() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.stopped || w.cur.Err == nil || len(w.cur.Instances) == 0 {
+	if w.stopped || w.feed.Cur.Err == nil || len(w.feed.Cur.Instances) == 0 {
 		return
 	}
-	age := time.Since(w.cur.Updated).Round(time.Millisecond)
+	age := time.Since(w.feed.Cur.Updated).Round(time.Millisecond)
 	w.publish(discovery.Snapshot{
-		Updated: w.cur.Updated,
-		Err:     fmt.Errorf("%w: %q last confirmed %s ago (maximum %s): %w", discovery.ErrStale, w.service, age, w.cfg.maxStale, w.cur.Err),
+		Updated: w.feed.Cur.Updated,
+		Err:     fmt.Errorf("%w: %q last confirmed %s ago (maximum %s): %w", discovery.ErrStale, w.service, age, w.cfg.maxStale, w.feed.Cur.Err),
 	})
 }
 
@@ -500,10 +474,8 @@ func (w *watch) stop() {
 		w.stale.Stop()
 		w.stale = nil
 	}
-	if !w.stopped {
-		w.stopped = true
-		close(w.changed)
-	}
+	w.stopped = true
+	w.feed.Close()
 }
 
 func toInstances(entries []*api.ServiceEntry) []discovery.Instance {

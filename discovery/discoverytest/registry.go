@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/internal/feed"
 )
 
 // Registry is an in-memory service registry for tests: Watcher and Registrar fakes over one shared
@@ -27,8 +28,7 @@ type Registry struct {
 
 type entry struct {
 	instances map[string]discovery.Instance
-	snap      discovery.Snapshot
-	changed   chan struct{}
+	feed      feed.Feed
 }
 
 // NewRegistry returns an empty Registry.
@@ -37,8 +37,8 @@ func NewRegistry() *Registry { return &Registry{services: map[string]*entry{}} }
 func (r *Registry) entry(service string) *entry {
 	e := r.services[service]
 	if e == nil {
-		e = &entry{instances: map[string]discovery.Instance{}, changed: make(chan struct{})}
-		e.snap = discovery.Snapshot{Service: service, Version: 1, Updated: time.Now()}
+		e = &entry{instances: map[string]discovery.Instance{}}
+		e.feed.Publish(discovery.Snapshot{Service: service, Updated: time.Now()})
 		r.services[service] = e
 	}
 	return e
@@ -48,15 +48,13 @@ func (r *Registry) entry(service string) *entry {
 func (e *entry) publish(err error) {
 	insts := slices.Collect(maps.Values(e.instances))
 	slices.SortFunc(insts, func(a, b discovery.Instance) int { return cmp.Compare(a.ID, b.ID) })
-	s := discovery.Snapshot{Service: e.snap.Service, Instances: insts, Version: e.snap.Version + 1, Err: err}
-	s.Updated = time.Now()
+	cur := e.feed.Cur
+	s := discovery.Snapshot{Service: cur.Service, Instances: insts, Updated: time.Now(), Err: err}
 	if err != nil {
 		// A failing registry keeps serving the last known list; Updated stops moving.
-		s.Instances, s.Updated = e.snap.Instances, e.snap.Updated
+		s.Instances, s.Updated = cur.Instances, cur.Updated
 	}
-	e.snap = s
-	close(e.changed)
-	e.changed = make(chan struct{})
+	e.feed.Publish(s)
 }
 
 // Set replaces the instances of service. Instances with an empty ID get "address:port".
@@ -160,20 +158,10 @@ var _ discovery.Watcher = (*Watcher)(nil)
 
 // Next implements discovery.Watcher.
 func (w *Watcher) Next(ctx context.Context, after uint64) (discovery.Snapshot, error) {
-	for {
-		w.r.mu.Lock()
-		e := w.r.services[w.service]
-		snap, changed := e.snap, e.changed
-		w.r.mu.Unlock()
-		if snap.Version > after {
-			return snap, nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return discovery.Snapshot{}, ctx.Err()
-		}
-	}
+	w.r.mu.Lock()
+	e := w.r.services[w.service] // entries are never removed
+	w.r.mu.Unlock()
+	return feed.Next(ctx, &w.r.mu, &e.feed, after, nil)
 }
 
 // Registrar registers one instance in a Registry.

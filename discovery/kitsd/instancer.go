@@ -12,6 +12,7 @@ import (
 	"github.com/go-kit/kit/sd"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/internal/feed"
 )
 
 // Instancer adapts a discovery.Watcher to go-kit's sd.Instancer. Instances are reported as
@@ -138,10 +139,9 @@ type Watcher struct {
 	done         chan struct{}
 	once         sync.Once
 
-	mu      sync.Mutex
-	cur     discovery.Snapshot
-	changed chan struct{}
-	closed  bool
+	mu     sync.Mutex
+	feed   feed.Feed
+	closed bool
 }
 
 var _ discovery.Watcher = (*Watcher)(nil)
@@ -153,8 +153,7 @@ func NewWatcher(service string, in sd.Instancer) *Watcher {
 		ch:           make(chan sd.Event),
 		deregistered: make(chan struct{}),
 		done:         make(chan struct{}),
-		cur:          discovery.Snapshot{Service: service},
-		changed:      make(chan struct{}),
+		feed:         feed.Feed{Cur: discovery.Snapshot{Service: service}},
 	}
 	go w.run()
 	in.Register(w.ch) // go-kit instancers send the current state here at once
@@ -179,9 +178,9 @@ func (w *Watcher) apply(ev sd.Event) {
 	if w.closed {
 		return
 	}
-	next := discovery.Snapshot{Service: w.service, Version: w.cur.Version + 1, Updated: time.Now()}
+	next := discovery.Snapshot{Service: w.service, Updated: time.Now()}
 	if ev.Err != nil {
-		next.Instances, next.Updated, next.Err = w.cur.Instances, w.cur.Updated, ev.Err
+		next.Instances, next.Updated, next.Err = w.feed.Cur.Instances, w.feed.Cur.Updated, ev.Err
 	} else {
 		var errs []error
 		for _, s := range ev.Instances {
@@ -204,29 +203,12 @@ func (w *Watcher) apply(ev sd.Event) {
 		})
 		next.Err = errors.Join(errs...)
 	}
-	w.cur = next
-	close(w.changed)
-	w.changed = make(chan struct{})
+	w.feed.Publish(next)
 }
 
 // Next implements discovery.Watcher. It returns discovery.ErrClosed after Close.
 func (w *Watcher) Next(ctx context.Context, after uint64) (discovery.Snapshot, error) {
-	for {
-		w.mu.Lock()
-		snap, changed, closed := w.cur, w.changed, w.closed
-		w.mu.Unlock()
-		if closed {
-			return discovery.Snapshot{}, discovery.ErrClosed
-		}
-		if snap.Version > after {
-			return snap, nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return discovery.Snapshot{}, ctx.Err()
-		}
-	}
+	return feed.Next(ctx, &w.mu, &w.feed, after, nil)
 }
 
 // Close deregisters from the Instancer, ends the goroutine and wakes blocked Next calls. It is
@@ -235,7 +217,7 @@ func (w *Watcher) Close() error {
 	w.once.Do(func() {
 		w.mu.Lock()
 		w.closed = true
-		close(w.changed)
+		w.feed.Close()
 		w.mu.Unlock()
 		// The goroutine keeps receiving while we deregister: go-kit instancers send while holding the
 		// lock Deregister takes.

@@ -227,7 +227,10 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (Report, error) {
 
 	// 3. Overload with the adaptive shedder, on a fresh server. It runs before the unprotected
 	// phase, which leaves thousands of abandoned connections behind (TIME_WAIT, queued handlers).
-	shed := guard.NewShedder(guard.DefaultShedConfig())
+	shed, err := guard.NewShedder(guard.DefaultShedConfig())
+	if err != nil {
+		return rep, err
+	}
 	defer shed.Close()
 	onURL, stopOn, err := serve(shed.Middleware(backend(cfg)))
 	if err != nil {

@@ -18,37 +18,41 @@ const (
 )
 
 // Option configures a Transport.
-type Option func(*Transport)
+type Option interface{ apply(*Transport) }
+
+type optionFunc func(*Transport)
+
+func (f optionFunc) apply(o *Transport) { f(o) }
 
 // WithMaxBytes bounds the total size of cached bodies (default DefaultMaxBytes).
 func WithMaxBytes(n int64) Option {
-	return func(t *Transport) {
+	return optionFunc(func(t *Transport) {
 		if n > 0 {
 			t.maxBytes = n
 		}
-	}
+	})
 }
 
 // WithMaxEntryBytes bounds one cached body (default DefaultMaxEntryBytes).
 func WithMaxEntryBytes(n int64) Option {
-	return func(t *Transport) {
+	return optionFunc(func(t *Transport) {
 		if n > 0 {
 			t.maxEntry = n
 		}
-	}
+	})
 }
 
 // WithPrivate makes the cache a private (single-user) cache: it then also stores responses marked
 // private and responses to authorized requests.
-func WithPrivate(private bool) Option { return func(t *Transport) { t.private = private } }
+func WithPrivate(private bool) Option { return optionFunc(func(t *Transport) { t.private = private }) }
 
 // WithClock replaces time.Now.
 func WithClock(now func() time.Time) Option {
-	return func(t *Transport) {
+	return optionFunc(func(t *Transport) {
 		if now != nil {
 			t.now = now
 		}
-	}
+	})
 }
 
 // Transport is a caching http.RoundTripper. It is safe for concurrent use.
@@ -73,7 +77,7 @@ func New(next http.RoundTripper, opts ...Option) *Transport {
 	t := &Transport{next: next, now: time.Now, maxBytes: DefaultMaxBytes, maxEntry: DefaultMaxEntryBytes,
 		lru: list.New(), items: map[string]*list.Element{}}
 	for _, o := range opts {
-		o(t)
+		o.apply(t)
 	}
 	return t
 }

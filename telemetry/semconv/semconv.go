@@ -12,6 +12,7 @@ const (
 	ScopeLock      = "github.com/cloudchassis/kit/coordination/lock"
 	ScopeDynconfig = "github.com/cloudchassis/kit/coordination/dynconfig"
 	ScopeAuth      = "github.com/cloudchassis/kit/auth"
+	ScopeGuard     = "github.com/cloudchassis/kit/guard"
 )
 
 // HTTP metrics from the OpenTelemetry semantic conventions, emitted by telemetry.Handler and
