@@ -56,10 +56,18 @@ func ciAndImage(ctx context.Context, t *testing.T, root, dir string) {
 	}
 	cache := strings.TrimSpace(string(out))
 	t.Cleanup(func() { unpublish(t, cache, e2eVersion) })
-	// The shared module cache, so that the dependencies' builds are cached; -modcacherw so that
-	// unpublish can remove the fake version.
+	upstream, err := exec.CommandContext(ctx, "go", "env", "GOPROXY").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fake version from its file proxy; the rest from the shared module cache (so that the
+	// dependencies' builds are cached), and what a fresh machine's cache lacks (go mod tidy wants
+	// the test dependencies of dependencies, which building the checkout never fetched) from the
+	// proxy the user's go command uses, as the generated CI would. -modcacherw so that unpublish
+	// can remove the fake version.
 	env := append(os.Environ(),
-		"GOPROXY=file://"+filepath.ToSlash(proxy)+",file://"+filepath.ToSlash(filepath.Join(cache, "cache", "download")),
+		"GOPROXY=file://"+filepath.ToSlash(proxy)+",file://"+filepath.ToSlash(filepath.Join(cache, "cache", "download"))+
+			","+strings.TrimSpace(string(upstream)),
 		"GOFLAGS=-modcacherw", "GOSUMDB=off", "GOWORK=")
 	sh := func(dir, script string, extra ...string) string {
 		t.Helper()

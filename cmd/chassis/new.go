@@ -59,6 +59,10 @@ var files = []file{
 	// -chassis-replace: the local checkout goes into go.work, which is git- and docker-ignored, so
 	// go.mod stays publishable and CI and the image build with the version it requires.
 	{"go.work.tmpl", "go.work", localCheckout},
+	// go.work.sum (also ignored) is the checkout's go.sum: the workspace then verifies what the
+	// checkout brings (consul/api, OTel, ...) by the checksums the checkout vouches for, without
+	// the checksum database, which a closed network or a fresh machine's CI may not reach.
+	{"", "go.work.sum", localCheckout},
 }
 
 // generated returns the files p's repository has.
@@ -287,6 +291,14 @@ func render(p project) (map[string][]byte, error) {
 	}
 	out := map[string][]byte{}
 	for _, f := range generated(p) {
+		if f.out == "go.work.sum" {
+			b, err := os.ReadFile(filepath.Join(filepath.FromSlash(p.ChassisReplace), "go.sum"))
+			if err != nil && !errors.Is(err, fs.ErrNotExist) { // a checkout without dependencies has none
+				return nil, fmt.Errorf("-chassis-replace: %w", err)
+			}
+			out[f.out] = b
+			continue
+		}
 		var b bytes.Buffer
 		if err := t.ExecuteTemplate(&b, path.Base(f.tmpl), p); err != nil {
 			return nil, fmt.Errorf("template %s: %w", f.tmpl, err)
