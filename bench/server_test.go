@@ -57,14 +57,16 @@ func BenchmarkServerMiddleware(b *testing.B) {
 	for _, tc := range []struct {
 		name, sampler, arg string
 		export             bool
+		accessLog          string
 	}{
-		{"chassis/no-exporter", "always_on", "", false},
-		{"chassis/unsampled", "always_off", "", true},
-		{"chassis/sampled-1pct", "parentbased_traceidratio", "0.01", true},
-		{"chassis/sampled", "always_on", "", true},
+		{"chassis/no-exporter", "always_on", "", false, "false"},
+		{"chassis/access-log", "always_on", "", false, "true"}, // the default: one JSON line per request
+		{"chassis/unsampled", "always_off", "", true, "false"},
+		{"chassis/sampled-1pct", "parentbased_traceidratio", "0.01", true, "false"},
+		{"chassis/sampled", "always_on", "", true, "false"},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			env := map[string]string{"PORT": "0", "ADMIN_PORT": "0", "ACCESS_LOG": "false",
+			env := map[string]string{"PORT": "0", "ADMIN_PORT": "0", "ACCESS_LOG": tc.accessLog,
 				"OTEL_TRACES_SAMPLER": tc.sampler, "OTEL_TRACES_SAMPLER_ARG": tc.arg, "OTEL_TRACES_EXPORTER": "none"}
 			if tc.arg == "" {
 				delete(env, "OTEL_TRACES_SAMPLER_ARG")
