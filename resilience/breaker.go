@@ -11,6 +11,7 @@ import (
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 
+	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -62,6 +63,7 @@ type Breaker struct {
 	name     string
 	instance string // AttrBreakerInstance: name, or "service" for a dependency-wide breaker
 	tel      *instruments
+	classify discovery.Classifier
 	state    atomic.Int32 // mirror of cb's state, read lock-free by Available and the state gauge
 	openedAt atomic.Int64 // unix ns at which the open breaker lets a probe through
 
@@ -86,7 +88,7 @@ func NewBreaker(cfg BreakerConfig, name string, opts ...Option) *Breaker {
 		return nil
 	}
 	o := newOptions(opts)
-	return newBreaker(cfg, name, scopeInstance, o.instruments())
+	return newBreaker(cfg, name, scopeInstance, o.instruments(), o.classify)
 }
 
 const (
@@ -94,11 +96,11 @@ const (
 	scopeDependency = "dependency"
 )
 
-func newBreaker(cfg BreakerConfig, name, scope string, tel *instruments) *Breaker {
+func newBreaker(cfg BreakerConfig, name, scope string, tel *instruments, classify discovery.Classifier) *Breaker {
 	if !cfg.enabled() {
 		return nil
 	}
-	b := &Breaker{name: name, instance: name, tel: tel}
+	b := &Breaker{name: name, instance: name, tel: tel, classify: classify}
 	if scope == scopeDependency || name == "" {
 		b.instance = semconv.BreakerInstanceService
 	}
@@ -268,7 +270,7 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		return nil, err
 	}
 	resp, err := t.next.RoundTrip(req)
-	o := classify(ctx, resp, err)
+	o := outcome(ctx, t.b.classify(resp, err), err)
 	t.b.RecordContext(ctx, o)
 	if o == Failure && errors.Is(err, syscall.ECONNREFUSED) {
 		// Nothing listens at the instance's address (a killed process): every call will fail the

@@ -48,6 +48,7 @@ type Config struct {
 	RetryMaxDelay  time.Duration `envconfig:"RETRY_MAX_DELAY" default:"1s" desc:"cap of one backoff sleep"`
 	RetryAfterMax  time.Duration `envconfig:"RETRY_AFTER_MAX" default:"2s" desc:"longest Retry-After honoured; a longer one ends the retries"`
 	BodyBufferMax  int64         `envconfig:"RETRY_BODY_MAX" default:"1048576" desc:"request bodies up to this many bytes are buffered so retries and hedges can resend them"`
+	RetryOn        string        `envconfig:"RETRY_ON" desc:"what a sent attempt is retried on, replacing the classifier's choice: status codes (503), classes (5xx, 4xx), connection, timeout, comma-separated, e.g. 502,503,504,429,connection,timeout; empty keeps the default table (docs/resilience.md); attempts never sent are always retried"`
 
 	BudgetRatio        float64       `envconfig:"RETRY_BUDGET_RATIO" default:"0.2" desc:"retries and hedges allowed as a fraction of calls"`
 	BudgetMinPerSecond float64       `envconfig:"RETRY_BUDGET_MIN_PER_SECOND" default:"10" desc:"retries and hedges always allowed per second (the floor)"`
@@ -123,6 +124,9 @@ func (c Config) Validate() error {
 	neg("MAX_CONCURRENT_WAIT", c.MaxConcurrentWait)
 	neg("DEADLINE_MARGIN", c.DeadlineMargin)
 	neg("MIN_ATTEMPT_TIME", c.MinAttemptTime)
+	if _, err := parseRetryOn(c.RetryOn); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Retries < 0 {
 		errs = append(errs, fmt.Errorf("RETRIES=%d: must be 0 or more", c.Retries))
 	}

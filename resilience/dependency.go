@@ -7,6 +7,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -32,6 +33,7 @@ type Dependency struct {
 	breaker  *Breaker
 	bulkhead *Bulkhead
 	instCfg  BreakerConfig
+	classify discovery.Classifier
 }
 
 // NewDependency validates cfg and returns the state for calls to the dependency name.
@@ -39,13 +41,16 @@ func NewDependency(name string, cfg Config, opts ...Option) (*Dependency, error)
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("resilience: dependency %q: %w", name, err)
 	}
+	on, _ := parseRetryOn(cfg.RetryOn) // checked by Validate
 	opts = append([]Option{WithDependency(name)}, opts...)
 	o := newOptions(opts)
 	tel := o.instruments()
-	opts = append(opts, optionFunc(func(o *options) { o.tel = tel })) // share one set of instruments
+	classify := on.wrap(o.classify)
+	// Every policy shares one set of instruments and one classifier.
+	opts = append(opts, optionFunc(func(o *options) { o.tel, o.classify = tel, classify }))
 	d := &Dependency{
-		name: name, cfg: cfg, opts: opts, tel: tel,
-		breaker:  newBreaker(cfg.DependencyBreaker(), "", scopeDependency, tel),
+		name: name, cfg: cfg, opts: opts, tel: tel, classify: classify,
+		breaker:  newBreaker(cfg.DependencyBreaker(), "", scopeDependency, tel, classify),
 		bulkhead: NewBulkhead(cfg.MaxConcurrent, cfg.MaxConcurrentWait, opts...),
 		instCfg:  cfg.InstanceBreaker(),
 	}
@@ -101,7 +106,14 @@ func (d *Dependency) overallImplied() bool {
 // makes a new breaker owned by the returned transport, so breakers of instances that left are
 // garbage collected with their transport (no map keyed by instance ids to bound).
 func (d *Dependency) Instance(id string, next http.RoundTripper) http.RoundTripper {
-	return newBreaker(d.instCfg, id, scopeInstance, d.tel).Wrap(d.attempt(next, id))
+	return newBreaker(d.instCfg, id, scopeInstance, d.tel, d.classify).Wrap(d.attempt(next, id))
+}
+
+// Classify is the dependency's classifier: WithClassifier's (default discovery.Classify) with
+// Config.RetryOn applied. Give it to the balancer (lb.WithClassifier(d.Classify)) so that outlier
+// ejection counts what the breakers count.
+func (d *Dependency) Classify(resp *http.Response, err error) discovery.Class {
+	return d.classify(resp, err)
 }
 
 // Attempt returns the per-attempt layers without a breaker: the minimum attempt time (an attempt

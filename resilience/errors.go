@@ -2,13 +2,14 @@ package resilience
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/budget"
 	"github.com/failsafe-go/failsafe-go/bulkhead"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/failsafe-go/failsafe-go/timeout"
+
+	"github.com/cloudchassis/kit/discovery"
 )
 
 // Reason is the low-cardinality label a rejection carries on metrics and span events.
@@ -100,17 +101,15 @@ func (e *RejectedError) Timeout() bool {
 	return e.Reason == ReasonTimeout || e.Reason == ReasonDeadlineTooShort
 }
 
-// isLocalRejection reports whether err means this process refused to send: such outcomes are never
-// counted as failures of the callee (Kratos #2777 counted them and kept breakers open).
-func isLocalRejection(err error) bool {
-	// ErrBudgetExhausted is not listed: it is always joined to the failed attempt that needed the
-	// retry, and that failure is what a breaker should see.
-	return errors.Is(err, ErrBreakerOpen) || errors.Is(err, ErrBulkheadFull) || errors.Is(err, ErrDeadlineTooShort)
-}
-
-// Local reports whether the call was refused in this process before anything was sent (breaker open,
-// bulkhead full, deadline too short). discovery/lb's default classifier records nothing for such
-// errors, so they neither eject an instance nor skew its latency.
-func (e *RejectedError) Local() bool {
-	return e.Reason == ReasonBreakerOpen || e.Reason == ReasonBulkheadFull || e.Reason == ReasonDeadlineTooShort
+// Class places the rejection in the shared classification (discovery.Class): a timeout is a
+// retryable failure of the callee; the others were made in this process and sent nothing (Local), and
+// only an open breaker is retryable, on another instance.
+func (e *RejectedError) Class() discovery.Class {
+	switch e.Reason {
+	case ReasonTimeout:
+		return discovery.Class{Retryable: true, Failure: true}
+	case ReasonBreakerOpen:
+		return discovery.Class{Retryable: true, Unsent: true, Local: true}
+	}
+	return discovery.Class{Unsent: true, Local: true}
 }

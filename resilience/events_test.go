@@ -164,7 +164,7 @@ func TestDeadlineTooShort(t *testing.T) {
 		_, err = get(t, ctx, rt, http.MethodGet, "")
 		cancel()
 		var rej *RejectedError
-		if !errors.As(err, &rej) || rej.Reason != ReasonDeadlineTooShort || !rej.Local() ||
+		if !errors.As(err, &rej) || rej.Reason != ReasonDeadlineTooShort || !rej.Class().Local ||
 			!errors.Is(err, context.DeadlineExceeded) || rej.ErrorType() != semconv.ReasonDeadlineTooShort {
 			t.Fatalf("err = %v, want a local deadline_too_short rejection matching context.DeadlineExceeded", err)
 		}

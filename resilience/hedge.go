@@ -23,19 +23,20 @@ type HedgeConfig struct {
 
 // Hedge sends up to MaxHedges extra copies of a Replayable request when the first has not answered
 // after the hedge delay ("The Tail at Scale", Dean & Barroso 2013): the first good answer (no error,
-// not 429/502/503/504) wins, the other attempts are cancelled and their responses drained and closed
+// not Retryable: by default not 429, 502, 503 or 504) wins, the other attempts are cancelled and their responses drained and closed
 // before RoundTrip returns, so no goroutine outlives the call. Each hedge takes a token from budget
 // (shared with Retry; Hedge never deposits, put Retry above it). A failed attempt does not start a
 // hedge: retries are Retry's business. next should be a balancer, so hedges go to other instances.
 // Non-replayable requests, and bodies without GetBody, pass straight through.
 func Hedge(cfg HedgeConfig, budget *Budget, opts ...Option) Middleware {
-	tel := newOptions(opts).instruments()
+	o := newOptions(opts)
+	tel := o.instruments()
 	tel.observeBudget(budget)
 	return func(next http.RoundTripper) http.RoundTripper {
 		if cfg.Delay <= 0 && cfg.Percentile <= 0 {
 			return next
 		}
-		h := &hedger{cfg: cfg, budget: budget, next: next, tel: tel}
+		h := &hedger{cfg: cfg, budget: budget, next: next, tel: tel, classify: o.classify}
 		h.direct, _ = next.(discovery.TriedRoundTripper)
 		h.cfg.MaxHedges = max(cfg.MaxHedges, 1)
 		if cfg.Percentile > 0 {
@@ -51,13 +52,14 @@ func Hedge(cfg HedgeConfig, budget *Budget, opts ...Option) Middleware {
 }
 
 type hedger struct {
-	cfg    HedgeConfig
-	budget *Budget
-	next   http.RoundTripper
-	direct discovery.TriedRoundTripper // next, when it takes the Tried directly
-	tel    *instruments
-	lat    *latencyTracker
-	floor  time.Duration
+	cfg      HedgeConfig
+	budget   *Budget
+	next     http.RoundTripper
+	direct   discovery.TriedRoundTripper // next, when it takes the Tried directly
+	tel      *instruments
+	lat      *latencyTracker
+	floor    time.Duration
+	classify discovery.Classifier
 }
 
 type hedgeResult struct {
@@ -138,7 +140,7 @@ func (h *hedger) RoundTripTried(req *http.Request, tried *discovery.Tried) (*htt
 			}
 		case res := <-results:
 			inflight--
-			if res.err == nil && !retryableStatus(res.resp.StatusCode) || inflight == 0 {
+			if res.err == nil && !h.classify(res.resp, nil).Retryable || inflight == 0 {
 				if res.err == nil && h.lat != nil {
 					// The winner's own latency. Recording the call's elapsed time instead (a lower bound
 					// of the slow attempt's) feeds back: hedged calls are by construction the slowest
@@ -192,12 +194,4 @@ func (h *hedger) timed(req *http.Request, tried *discovery.Tried) (*http.Respons
 		h.lat.Record(time.Since(start))
 	}
 	return resp, err
-}
-
-func retryableStatus(code int) bool {
-	switch code {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
-		return true
-	}
-	return false
 }

@@ -38,21 +38,23 @@ type RetryConfig struct {
 // a longer streamed body is sent once. Responses of abandoned attempts are drained and closed.
 // No retry is started when the caller's deadline would expire during the backoff.
 func Retry(cfg RetryConfig, budget *Budget, opts ...Option) Middleware {
-	tel := newOptions(opts).instruments()
+	o := newOptions(opts)
+	tel := o.instruments()
 	tel.observeBudget(budget)
 	return func(next http.RoundTripper) http.RoundTripper {
-		r := &retrier{cfg: cfg, budget: budget, next: next, tel: tel}
+		r := &retrier{cfg: cfg, budget: budget, next: next, tel: tel, classify: o.classify}
 		r.direct, _ = next.(discovery.TriedRoundTripper)
 		return r
 	}
 }
 
 type retrier struct {
-	cfg    RetryConfig
-	budget *Budget
-	next   http.RoundTripper
-	direct discovery.TriedRoundTripper // next, when it takes the Tried directly
-	tel    *instruments
+	cfg      RetryConfig
+	budget   *Budget
+	next     http.RoundTripper
+	direct   discovery.TriedRoundTripper // next, when it takes the Tried directly
+	tel      *instruments
+	classify discovery.Classifier
 }
 
 // triedOf returns the call's Tried: the one in the request's context, or a new one.
@@ -108,7 +110,7 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 		if ctx.Err() != nil || attempt >= r.cfg.MaxAttempts || !canReplay {
 			return resp, err
 		}
-		reason := retryReason(replayable, resp, err)
+		reason := retryReason(replayable, r.classify(resp, err), resp, err)
 		if reason == "" {
 			return resp, err
 		}

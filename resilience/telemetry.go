@@ -15,6 +15,7 @@ import (
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -33,6 +34,7 @@ type options struct {
 	tp         trace.TracerProvider
 	dependency string
 	tel        *instruments
+	classify   discovery.Classifier
 }
 
 // WithMeterProvider records metrics through mp. Default: a no-op provider (this package never reads
@@ -54,10 +56,21 @@ func WithDependency(name string) Option {
 	return optionFunc(func(o *options) { o.dependency = name })
 }
 
+// WithClassifier replaces discovery.Classify, for every policy built with the option: what retry and
+// hedge try again, what fallback answers and what breakers count as failures. Give the same
+// classifier to the balancer (lb.WithClassifier, or Dependency.Classify) so that outlier ejection
+// agrees. CLIENT_<NAME>_RETRY_ON (Config.RetryOn) still decides what is retried.
+func WithClassifier(c discovery.Classifier) Option {
+	return optionFunc(func(o *options) { o.classify = c })
+}
+
 func newOptions(opts []Option) *options {
-	o := &options{}
+	o := &options{classify: discovery.Classify}
 	for _, op := range opts {
 		op.apply(o)
+	}
+	if o.classify == nil {
+		o.classify = discovery.Classify
 	}
 	return o
 }

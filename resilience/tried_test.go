@@ -64,7 +64,7 @@ func TestAttemptsAvoidTriedInstances(t *testing.T) {
 					bal, err := lb.NewFixed("pricing", []discovery.Instance{
 						{ID: "a", Address: "10.0.0.1", Port: 80}, {ID: "b", Address: "10.0.0.2", Port: 80}, {ID: "c", Address: "10.0.0.3", Port: 80},
 					}, lb.WithBaseTransport(backend), lb.WithPolicy(lb.Random),
-						lb.WithClassifier(func(*http.Response, error) bool { return false }), // no ejection: a stays in the picks
+						lb.WithClassifier(func(*http.Response, error) discovery.Class { return discovery.Class{} }), // no ejection: a stays in the picks
 						lb.WithInstanceTransport(func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper {
 							return dep.Instance(inst.ID, next)
 						}))

@@ -87,7 +87,7 @@ func (e *Endpoint) Instance() discovery.Instance { return *e.inst.Load() }
 
 // Done ends one call started by Pick: it releases the in-flight slot and feeds the latency and the
 // outcome to the latency estimate and to outlier ejection. err nil is a success; otherwise the
-// classifier (WithClassifier, default DefaultClassifier) decides with a nil response, and an error it
+// classifier (WithClassifier, default discovery.Classify) decides with a nil response, and an error it
 // does not call a failure records nothing. context.Canceled (the call was cut short: a hedge won, the
 // caller gave up) only raises the latency estimate when latency is above it, since the instance
 // took at least that long; it never counts towards ejection.
@@ -95,10 +95,10 @@ func (e *Endpoint) Done(latency time.Duration, err error) {
 	o := success
 	if err != nil {
 		o = ignored
-		switch {
+		switch c := e.b.opts.classifier(nil, err); {
 		case errors.Is(err, context.Canceled):
 			o = cancelled
-		case e.b.opts.classifier(nil, err):
+		case c.Failure && !c.Local:
 			o = failure
 		}
 	}
@@ -249,12 +249,14 @@ func (b *Balancer) classify(req *http.Request, resp *http.Response, err error) o
 			return slow // the caller's deadline ran out while the instance was working
 		}
 	}
-	switch {
-	case b.opts.classifier(resp, err):
+	switch c := b.opts.classifier(resp, err); {
+	case c.Local:
+		return ignored
+	case c.Failure:
 		return failure
 	case err != nil:
 		return ignored
-	case resp.StatusCode == http.StatusTooManyRequests:
+	case c.Retryable: // shed (429): healthy, but steer away
 		return slow
 	}
 	return success

@@ -36,7 +36,7 @@ type options struct {
 	decay        time.Duration
 	vnodes       int
 	outlier      Outlier
-	classifier   func(*http.Response, error) bool
+	classifier   discovery.Classifier
 	wrap         func(discovery.Instance, http.RoundTripper) http.RoundTripper
 	base         http.RoundTripper
 	availability func(id string) bool
@@ -53,7 +53,7 @@ func defaultOptions() options {
 		decay:      DefaultDecay,
 		vnodes:     DefaultVirtualNodes,
 		outlier:    DefaultOutlier(),
-		classifier: DefaultClassifier,
+		classifier: discovery.Classify,
 		clock:      time.Now,
 	}
 }
@@ -91,12 +91,13 @@ func WithVirtualNodes(n int) Option { return optionFunc(func(o *options) { o.vno
 // ejection off. Default: DefaultOutlier().
 func WithOutlier(c Outlier) Option { return optionFunc(func(o *options) { o.outlier = c }) }
 
-// WithClassifier decides which call outcomes count as failures of the instance, for outlier
-// ejection and for the latency penalty. It is called by Transport with the response or error of
-// each attempt, and by Endpoint.Done with a nil response. It must be safe for concurrent use and
-// cheap. An error it does not classify as a failure (a local rejection such as a bulkhead being
-// full) is ignored: neither the latency nor the outcome is recorded. Default: DefaultClassifier.
-func WithClassifier(f func(resp *http.Response, err error) (failure bool)) Option {
+// WithClassifier sets how call outcomes are read (the classifier shared with resilience, e.g. a
+// resilience.Dependency's Classify): a Failure counts towards outlier ejection and doubles the
+// latency estimate; a Local result, or an error that is not a Failure, records nothing; a response
+// that is Retryable but not a Failure (429) counts as slow, not towards ejection. It is called by
+// Transport with each attempt's result and by Endpoint.Done with a nil response. Default:
+// discovery.Classify.
+func WithClassifier(f discovery.Classifier) Option {
 	return optionFunc(func(o *options) { o.classifier = f })
 }
 

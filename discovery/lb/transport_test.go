@@ -147,11 +147,11 @@ func TestTransportClassification(t *testing.T) {
 	defer close(release)
 	var calls []string
 	var mu sync.Mutex
-	b := mustFixed(t, insts, WithBaseTransport(base(t)), WithClassifier(func(resp *http.Response, err error) bool {
+	b := mustFixed(t, insts, WithBaseTransport(base(t)), WithClassifier(func(resp *http.Response, err error) discovery.Class {
 		mu.Lock()
 		defer mu.Unlock()
 		calls = append(calls, fmt.Sprint(resp != nil, err != nil))
-		return DefaultClassifier(resp, err)
+		return discovery.Classify(resp, err)
 	}))
 	c := &http.Client{Transport: NewTransport(b)}
 	e := b.order[0]

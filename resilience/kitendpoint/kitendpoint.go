@@ -9,11 +9,12 @@ import (
 
 	"github.com/go-kit/kit/endpoint"
 
+	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/resilience"
 )
 
 // Retry calls next up to maxAttempts times while it fails with an error retryIf accepts (default:
-// any error except a local rejection, ErrBulkheadFull or ErrBreakerOpen, and except when ctx is done),
+// any error except a local rejection such as ErrBulkheadFull or ErrBreakerOpen, and except when ctx is done),
 // sleeping a full-jitter backoff in [0, min(maxDelay, baseDelay·2^(n-1))] between attempts. Every call
 // deposits into budget and every retry withdraws from it (nil: unbounded); when it is empty the last
 // error is returned joined with resilience.ErrBudgetExhausted. Unlike go-kit's lb.Retry, retries
@@ -49,9 +50,7 @@ func Retry(maxAttempts int, baseDelay, maxDelay time.Duration, budget *resilienc
 	}
 }
 
-func defaultRetryIf(err error) bool {
-	return !errors.Is(err, resilience.ErrBulkheadFull) && !errors.Is(err, resilience.ErrBreakerOpen)
-}
+func defaultRetryIf(err error) bool { return !discovery.Classify(nil, err).Local }
 
 func backoff(n int, base, capd time.Duration) time.Duration {
 	if base <= 0 {
@@ -65,8 +64,8 @@ func backoff(n int, base, capd time.Duration) time.Duration {
 }
 
 // Breaker guards next with b: while b is open calls fail at once with a *resilience.RejectedError
-// matching resilience.ErrBreakerOpen. An error counts as a failure unless ctx was done (the caller
-// cancelled) or it is a local rejection from an inner middleware.
+// matching resilience.ErrBreakerOpen. An error counts as a failure when discovery.Classify says so
+// and ctx is live: not a local rejection from an inner middleware, not context.Canceled.
 func Breaker(b *resilience.Breaker) endpoint.Middleware {
 	return func(next endpoint.Endpoint) endpoint.Endpoint {
 		return func(ctx context.Context, req any) (any, error) {
@@ -74,10 +73,10 @@ func Breaker(b *resilience.Breaker) endpoint.Middleware {
 				return nil, err
 			}
 			resp, err := next(ctx, req)
-			switch {
+			switch c := discovery.Classify(nil, err); {
 			case err == nil:
 				b.RecordContext(ctx, resilience.Success)
-			case ctx.Err() != nil, errors.Is(err, resilience.ErrBulkheadFull), errors.Is(err, resilience.ErrBreakerOpen):
+			case ctx.Err() != nil, !c.Failure, c.Local:
 				b.RecordContext(ctx, resilience.Ignored)
 			default:
 				b.RecordContext(ctx, resilience.Failure)
