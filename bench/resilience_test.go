@@ -91,9 +91,7 @@ func benchChassisClient(b *testing.B, cfg resilience.Config) {
 	bal, err := lb.NewFixed("pricing", []discovery.Instance{
 		{ID: "a", Address: "10.0.0.1", Port: 80}, {ID: "b", Address: "10.0.0.2", Port: 80}, {ID: "c", Address: "10.0.0.3", Port: 80},
 	}, lb.WithBaseTransport(memTransport{}), lb.WithMeterProvider(mp),
-		lb.WithInstanceTransport(func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper {
-			return dep.Instance(inst.ID, next)
-		}))
+		lb.WithInstancePolicy(dep))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -149,10 +149,7 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 	bopts := append([]lb.Option{
 		lb.WithMeterProvider(s.tel.MeterProvider()),
 		lb.WithBaseTransport(base), // WithBalancer's options come after, and may replace it
-		lb.WithClassifier(dep.Classify),
-		lb.WithInstanceTransport(func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper {
-			return dep.Instance(inst.ID, next)
-		}),
+		lb.WithInstancePolicy(dep),
 	}, co.lb...)
 	bal, err := lb.New(service, w, bopts...)
 	if err != nil {

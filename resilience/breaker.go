@@ -249,14 +249,16 @@ func (b *Breaker) Available() bool {
 	return time.Now().UnixNano() >= b.openedAt.Load()
 }
 
-// Wrap is the breaker as a Middleware. The returned RoundTripper also has an Available method, so a
-// balancer that checks for `interface{ Available() bool }` skips it while the breaker is open.
+// Wrap is the breaker as a Middleware. The returned RoundTripper is a discovery.InstanceTransport,
+// so a balancer skips it while the breaker is open.
 func (b *Breaker) Wrap(next http.RoundTripper) http.RoundTripper {
 	if b == nil {
 		return next
 	}
 	return &breakerTransport{b: b, next: next}
 }
+
+var _ discovery.InstanceTransport = (*breakerTransport)(nil)
 
 type breakerTransport struct {
 	b    *Breaker

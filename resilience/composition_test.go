@@ -10,6 +10,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/cloudchassis/kit/discovery"
 )
 
 // fakeLB stands in for discovery/lb: round robin over per-instance transports built by
@@ -53,7 +55,7 @@ func (lb *fakeLB) RoundTrip(req *http.Request) (*http.Response, error) {
 	for range lb.ids {
 		i := lb.next % len(lb.ids)
 		lb.next++
-		if a, ok := lb.rts[i].(interface{ Available() bool }); ok && !a.Available() {
+		if a, ok := lb.rts[i].(discovery.InstanceTransport); ok && !a.Available() {
 			continue
 		}
 		rt = lb.rts[i]

@@ -19,11 +19,13 @@ import (
 //	          (next is the balancer, which picks an instance for every attempt)
 //	Instance: instance breaker -> minimum attempt time -> per-attempt Timeout -> Bulkhead ->
 //	          PropagateDeadline -> next
-//	          (installed by the balancer for each instance, e.g. lb.WithInstanceTransport)
+//	          (installed by the balancer for each instance: lb.WithInstancePolicy)
 //
 // The span and the HTTP client metrics sit above Wrap (the telemetry package's client
 // instrumentation); this package adds its own counters and span events. A Dependency is safe for
 // concurrent use.
+var _ discovery.InstancePolicy = (*Dependency)(nil)
+
 type Dependency struct {
 	name     string
 	cfg      Config
@@ -101,8 +103,9 @@ func (d *Dependency) overallImplied() bool {
 }
 
 // Instance returns the per-instance half of the chain for the instance with the given id around next
-// (normally the shared *http.Transport). The result has an Available method reporting whether the
-// instance's breaker lets calls through, which discovery/lb uses to skip the instance. Each call
+// (normally the shared *http.Transport). With a breaker, the result is a discovery.InstanceTransport
+// whose Available reports whether the breaker lets calls through; discovery/lb skips the instance
+// while it is false. Each call
 // makes a new breaker owned by the returned transport, so breakers of instances that left are
 // garbage collected with their transport (no map keyed by instance ids to bound).
 func (d *Dependency) Instance(id string, next http.RoundTripper) http.RoundTripper {

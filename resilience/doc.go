@@ -8,8 +8,7 @@
 // CLIENT_<NAME>_*) and builds the client chain around a balancer:
 //
 //	d, _ := resilience.NewDependency("pricing", cfg)
-//	bal, _ := lb.New("pricing", watcher, lb.WithInstanceTransport(
-//		func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper { return d.Instance(inst.ID, next) }))
+//	bal, _ := lb.New("pricing", watcher, lb.WithInstancePolicy(d))
 //	client := &http.Client{Transport: d.Wrap(lb.NewTransport(bal))}  // http://pricing/...
 //
 // Without a balancer, NewTransport wraps a single base transport. Every policy is also a Middleware

@@ -14,6 +14,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -171,7 +172,7 @@ func TestDeadlineTooShort(t *testing.T) {
 		if calls := rec.Calls(); len(calls) != 0 {
 			t.Fatalf("sent %d attempts, want none (and no retry)", len(calls))
 		}
-		if !inst.(interface{ Available() bool }).Available() || d.Breaker().State() != breakerStates[0] {
+		if !inst.(discovery.InstanceTransport).Available() || d.Breaker().State() != breakerStates[0] {
 			t.Fatal("a refused attempt counted against a breaker")
 		}
 

@@ -90,8 +90,8 @@ func (h *hedger) RoundTripTried(req *http.Request, tried *discovery.Tried) (*htt
 	if delay <= 0 || !Replayable(req) || (hasBody && req.GetBody == nil) {
 		return h.timed(req, tried)
 	}
-	if tried == nil {
-		tried = triedOf(req) // hedges avoid the instances already tried
+	if tried == nil && h.direct != nil {
+		tried = new(discovery.Tried) // hedges avoid the instances already tried
 	}
 	ctx := req.Context()
 	n := 1 + h.cfg.MaxHedges

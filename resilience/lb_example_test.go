@@ -42,9 +42,7 @@ func ExampleDependency() {
 	},
 		lb.WithPolicy(lb.RoundRobin),
 		lb.WithBaseTransport(backend),
-		lb.WithInstanceTransport(func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper {
-			return dep.Instance(inst.ID, next)
-		}))
+		lb.WithInstancePolicy(dep))
 	if err != nil {
 		panic(err)
 	}

@@ -57,22 +57,11 @@ type retrier struct {
 	classify discovery.Classifier
 }
 
-// triedOf returns the call's Tried: the one in the request's context, or a new one.
-func triedOf(req *http.Request) *discovery.Tried {
-	if t := discovery.TriedFrom(req.Context()); t != nil {
-		return t
-	}
-	return new(discovery.Tried)
-}
-
-// send makes one attempt through next, handing it the call's Tried: directly when next takes it,
-// else in the request's context.
+// send makes one attempt through next, handing the call's Tried to direct (next, when it is a
+// discovery.TriedRoundTripper).
 func send(next http.RoundTripper, direct discovery.TriedRoundTripper, req *http.Request, tried *discovery.Tried) (*http.Response, error) {
 	if direct != nil {
 		return direct.RoundTripTried(req, tried)
-	}
-	if tried != nil && discovery.TriedFrom(req.Context()) != tried {
-		req = req.WithContext(discovery.ContextWithTried(req.Context(), tried))
 	}
 	return next.RoundTrip(req)
 }
@@ -92,8 +81,8 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 		return send(r.next, r.direct, req, tried)
 	}
 	replayable := Replayable(req)
-	if tried == nil {
-		tried = triedOf(req) // retries (and hedges below) avoid the instances this call already used
+	if tried == nil && r.direct != nil {
+		tried = new(discovery.Tried) // retries (and hedges below) avoid the instances this call used
 	}
 	req, canReplay, err := prepareBody(req, cmpOr(r.cfg.BodyBufferMax, DefaultBodyBufferLimit))
 	if err != nil {

@@ -36,7 +36,7 @@ type Endpoint struct {
 	key      string // ID, or host:port when the instance has no ID
 	hostPort string
 	rt       http.RoundTripper
-	avail    func() bool // the per-instance transport's Available method, if any
+	avail    func() bool // Available of the per-instance transport, when it is a discovery.InstanceTransport
 	inst     atomic.Pointer[discovery.Instance]
 	attrs    []metric.ObserveOption // per-instance metric attributes
 
@@ -71,7 +71,7 @@ func newEndpoint(b *Balancer, inst discovery.Instance, key string) *Endpoint {
 	if b.opts.wrap != nil {
 		e.rt = b.opts.wrap(inst, e.rt)
 	}
-	if a, ok := e.rt.(interface{ Available() bool }); ok {
+	if a, ok := e.rt.(discovery.InstanceTransport); ok {
 		e.avail = a.Available
 	}
 	if b.opts.perInstance {

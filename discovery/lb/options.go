@@ -105,11 +105,22 @@ func WithClassifier(f discovery.Classifier) Option {
 // breaker, per-attempt timeout or bulkhead belongs. wrap is called once when an instance appears, with
 // the base transport as next, and the result is kept while the instance stays at the same address.
 //
-// If the returned RoundTripper has a method Available() bool, picks skip the instance while it
-// returns false (for example while its breaker is open) exactly like an ejected one. Available must
-// be safe for concurrent use and cheap: it runs on every pick that considers the instance.
+// If the returned RoundTripper is a discovery.InstanceTransport (resilience.Dependency.Instance
+// returns one), picks skip the instance while Available returns false (its breaker is open) exactly
+// like an ejected one.
 func WithInstanceTransport(wrap func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper) Option {
 	return optionFunc(func(o *options) { o.wrap = wrap })
+}
+
+// WithInstancePolicy installs the per-instance half of a client's policies (a
+// resilience.Dependency): WithInstanceTransport with p.Instance and WithClassifier with p.Classify.
+func WithInstancePolicy(p discovery.InstancePolicy) Option {
+	return optionFunc(func(o *options) {
+		o.wrap = func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper {
+			return p.Instance(inst.ID, next)
+		}
+		o.classifier = p.Classify
+	})
 }
 
 // WithBaseTransport sets the transport that carries requests to instances (before
@@ -119,8 +130,8 @@ func WithBaseTransport(rt http.RoundTripper) Option {
 }
 
 // WithAvailability adds a test that picks apply to every candidate instance: false skips it, like
-// an ejected instance. It is the alternative to an Available method on the per-instance transport
-// (see WithInstanceTransport) and must be safe for concurrent use and cheap. Unavailable instances
+// an ejected instance. It is the alternative to a discovery.InstanceTransport (see
+// WithInstanceTransport) and must be safe for concurrent use and cheap. Unavailable instances
 // are skipped even in panic mode (calling them would be refused anyway); when none is available Pick
 // returns ErrNoInstances. Default: every instance is available.
 func WithAvailability(f func(id string) bool) Option {

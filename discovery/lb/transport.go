@@ -33,14 +33,13 @@ var _ discovery.TriedRoundTripper = (*Transport)(nil)
 // NewTransport returns a Transport over b.
 func NewTransport(b *Balancer) *Transport { return &Transport{b: b} }
 
-// RoundTrip implements http.RoundTripper. When the request's context carries a discovery.Tried, the
-// pick avoids the instances in it and is recorded there.
+// RoundTrip implements http.RoundTripper: one pick, with nothing to avoid.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.RoundTripTried(req, nil)
 }
 
-// RoundTripTried implements discovery.TriedRoundTripper: RoundTrip with the call's Tried given
-// directly (nil: the one in the request's context, if any).
+// RoundTripTried implements discovery.TriedRoundTripper: the pick avoids the instances in tried (a
+// retry or a hedge of the same call) and is recorded there. nil tried is RoundTrip.
 func (t *Transport) RoundTripTried(req *http.Request, tried *discovery.Tried) (*http.Response, error) {
 	b := t.b
 	if h := req.URL.Hostname(); h != b.service {
@@ -48,9 +47,6 @@ func (t *Transport) RoundTripTried(req *http.Request, tried *discovery.Tried) (*
 		return nil, fmt.Errorf("lb: request host %q is not service %q", h, b.service)
 	}
 	ctx := req.Context()
-	if tried == nil {
-		tried = discovery.TriedFrom(ctx)
-	}
 	table := b.table.Load()
 	e, err := b.pickAvoiding(ctx, tried)
 	if err != nil {

@@ -305,18 +305,18 @@ func TestRetryAvoidsTriedInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	client := &http.Client{Transport: NewTransport(b)}
+	tr := NewTransport(b)
 	for range 50 {
-		ctx := discovery.WithTried(context.Background())
+		tried := new(discovery.Tried)
 		for range 2 { // a first attempt and its retry
-			req, _ := http.NewRequestWithContext(ctx, "GET", "http://svc/", nil)
-			res, err := client.Do(req)
+			req, _ := http.NewRequestWithContext(context.Background(), "GET", "http://svc/", nil)
+			res, err := tr.RoundTripTried(req, tried)
 			if err != nil {
 				t.Fatal(err)
 			}
 			res.Body.Close()
 		}
-		if discovery.TriedFrom(ctx).Len() != 2 {
+		if tried.Len() != 2 {
 			t.Fatalf("the retry went to the instance already tried")
 		}
 	}
