@@ -57,6 +57,10 @@ type Settings struct {
 	auth.Config
 	auth.TLSConfig
 
+	// LBPolicy is the balancing policy of every Client; CLIENT_<NAME>_LB_POLICY overrides it per
+	// dependency (see TransportConfig).
+	LBPolicy string `envconfig:"LB_POLICY" default:"p2c" desc:"balancing policy of every client, by registered name (p2c, least_request, round_robin, random, ring_hash, or one added with lb.Register); code (WithBalancer) and CLIENT_<NAME>_LB_POLICY override it"`
+
 	// ClientTLS is the TLS of calls made through Client, shared by every dependency; each setting
 	// can be overridden per dependency as CLIENT_<NAME>_TLS_* (see TransportConfig).
 	ClientTLS auth.ClientTLSConfig `envconfig:"CLIENT_TLS"`
@@ -87,6 +91,9 @@ func (s *Settings) Validate() error {
 	}
 	if s.AdminDebug == AdminDebugToken && s.AdminToken == "" {
 		errs = append(errs, config.Invalid("ADMIN_DEBUG", s.AdminDebug, "needs ADMIN_TOKEN (or ADMIN_TOKEN_FILE), or nobody could use the debug endpoints"))
+	}
+	if err := checkLBPolicy(s.LBPolicy); err != nil {
+		errs = append(errs, config.Invalid("LB_POLICY", s.LBPolicy, err.Error()))
 	}
 	errs = append(errs, s.ClientTLS.Check("CLIENT_TLS"))
 	return errors.Join(errs...)

@@ -120,7 +120,9 @@ func (e *Endpoint) raise(now int64, rtt float64) {
 // was not made, or to end a call whose outcome was already reported.
 func (e *Endpoint) Release() { e.inflight.Add(-1) }
 
-func (e *Endpoint) available() bool {
+// Available reports whether the endpoint may be picked now: its per-instance transport
+// (discovery.InstanceTransport) and WithAvailability both allow it.
+func (e *Endpoint) Available() bool {
 	if e.avail != nil && !e.avail() {
 		return false
 	}

@@ -32,7 +32,8 @@ type optionFunc func(*options)
 func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
-	policy       Policy
+	policy       string
+	builder      Builder
 	decay        time.Duration
 	vnodes       int
 	outlier      Outlier
@@ -60,8 +61,10 @@ func defaultOptions() options {
 
 func (o *options) validate() error {
 	var errs []error
-	if o.policy < P2C || o.policy > RingHash {
-		errs = append(errs, fmt.Errorf("lb: policy %d: not one of P2C, RoundRobin, Random, LeastRequest, RingHash", int(o.policy)))
+	if b, err := lookup(o.policy); err != nil {
+		errs = append(errs, err)
+	} else {
+		o.builder = b
 	}
 	if o.decay <= 0 {
 		errs = append(errs, fmt.Errorf("lb: decay %v: must be positive", o.decay))
@@ -75,8 +78,9 @@ func (o *options) validate() error {
 	return errors.Join(errs...)
 }
 
-// WithPolicy selects the balancing algorithm. Default: DefaultPolicy (P2C).
-func WithPolicy(p Policy) Option { return optionFunc(func(o *options) { o.policy = p }) }
+// WithPolicy selects the balancing policy by its registered name (see Register and Policies); New
+// fails for a name that is not registered. Default: DefaultPolicy (P2C).
+func WithPolicy(name string) Option { return optionFunc(func(o *options) { o.policy = name }) }
 
 // WithDecay sets the time constant of P2C's peak-EWMA latency estimate. Shorter reacts faster to
 // recovery, longer remembers a slow instance longer. Default: DefaultDecay.

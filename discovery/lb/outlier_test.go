@@ -210,7 +210,7 @@ func TestPanicMode(t *testing.T) {
 
 		fail(t, b, "i0", 5)
 		fail(t, b, "i1", 5) // 2 of 4 healthy: exactly 50%, not below
-		if c := picked(t, b, 100); c["i0"]+c["i1"] != 0 || b.table.Load().active[0].key != "i2" {
+		if c := picked(t, b, 100); c["i0"]+c["i1"] != 0 || b.table.Load().Endpoints[0].key != "i2" {
 			t.Fatalf("panic at 50%% healthy: %v", c)
 		}
 		if got := gaugeValue(t, reader, metricPanic); got != 0 {

@@ -1,7 +1,6 @@
 package lb
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -48,7 +47,7 @@ func (t *Transport) RoundTripTried(req *http.Request, tried *discovery.Tried) (*
 	}
 	ctx := req.Context()
 	table := b.table.Load()
-	e, err := b.pickAvoiding(ctx, tried)
+	e, err := b.pick(ctx, tried)
 	if err != nil {
 		// Before the first snapshot, wait for it, bounded by ctx. Pick again if the instance set
 		// changed since the failed pick: the first snapshot can land between the two.
@@ -58,7 +57,7 @@ func (t *Transport) RoundTripTried(req *http.Request, tried *discovery.Tried) (*
 			err = fmt.Errorf("%w: %w", err, ctx.Err())
 		}
 		if ctx.Err() == nil && b.table.Load() != table {
-			e, err = b.pickAvoiding(ctx, tried)
+			e, err = b.pick(ctx, tried)
 		}
 		if err != nil {
 			b.m.noInstances(ctx)
@@ -153,67 +152,3 @@ type rwBody struct {
 }
 
 func (b *rwBody) Write(p []byte) (int, error) { return b.w.Write(p) }
-
-// pickAvoiding picks like Pick (a failure is not counted: the caller counts the final outcome), but
-// for a retry or a hedge (tried is not empty) it takes an available instance the call has not used:
-// retrying on the instance that just failed wastes the attempt, and P2C over a small set keeps
-// choosing a fast-failing instance, whose errors are quick. P2C and LeastRequest take the least
-// loaded of up to four untried instances (from a random place), not a plain two-choice pick: a hedge
-// is sent because the call is slow, and a two-choice pick lands on the slow instance P2C otherwise
-// steers around whenever the other candidate is the busy one (in examples/faults most hedged calls
-// that stayed slow had hedged onto it). Four, not all, so that the hedges of many callers do not
-// pile onto one instance. RoundRobin and Random keep their own pick unless it was tried, and then take
-// the first untried instance from a random place. RingHash keeps its pick: a key belongs to its
-// instance. When every instance was tried, the normal pick stands.
-func (b *Balancer) pickAvoiding(ctx context.Context, tried *discovery.Tried) (*Endpoint, error) {
-	if tried == nil || b.opts.policy == RingHash || tried.Len() == 0 {
-		return b.pick(ctx)
-	}
-	want := avoidCandidates
-	var e *Endpoint // RoundRobin and Random: their own pick, kept unless already tried
-	if b.opts.policy == RoundRobin || b.opts.policy == Random {
-		var err error
-		if e, err = b.pick(ctx); err != nil || !tried.Has(e.key) {
-			return e, err
-		}
-		want = 1
-	}
-	t := b.table.Load()
-	n := len(t.active)
-	start := bounded(uint32(b.rand64()), max(n, 1))
-	best, bestCost, found := -1, 0.0, 0
-	for k := 0; k < n && found < want; k++ {
-		i := (start + k) % n
-		c := t.active[i]
-		if c == e || tried.Has(c.key) || t.checkAvail && !c.available() {
-			continue
-		}
-		found++
-		var cost float64 // compared only when there is a choice
-		if want > 1 {
-			cost = b.costOf(t, i)
-		}
-		if best < 0 || cost < bestCost {
-			best, bestCost = i, cost
-		}
-	}
-	switch {
-	case best >= 0:
-	case e != nil:
-		return e, nil // every instance was tried: the pick stands
-	default:
-		return b.pick(ctx)
-	}
-	c := t.active[best]
-	c.inflight.Add(1)
-	if b.opts.perInstance {
-		c.picks.Add(1)
-	}
-	if e != nil {
-		e.Release()
-	}
-	return c, nil
-}
-
-// avoidCandidates is how many untried instances a retry or hedge compares under P2C and LeastRequest.
-const avoidCandidates = 4

@@ -329,12 +329,12 @@ func TestRetryAvoidsTriedInstance(t *testing.T) {
 // instances by load too, so a retry or hedge does not land on the slow instance P2C steers around.
 func TestAvoidingPrefersTheLessLoaded(t *testing.T) {
 	insts := []discovery.Instance{{ID: "a", Address: "10.0.0.1", Port: 1}, {ID: "slow", Address: "10.0.0.2", Port: 1}, {ID: "fast", Address: "10.0.0.3", Port: 1}}
-	for _, p := range []Policy{P2C, LeastRequest, Random} {
+	for _, p := range []string{P2C, LeastRequest, Random} {
 		b, err := NewFixed("svc", insts, WithPolicy(p))
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, e := range b.table.Load().active {
+		for _, e := range b.table.Load().Endpoints {
 			switch e.key {
 			case "slow":
 				e.Done(500*time.Millisecond, nil)
@@ -347,7 +347,7 @@ func TestAvoidingPrefersTheLessLoaded(t *testing.T) {
 		for range 300 {
 			tried := &discovery.Tried{}
 			tried.Add("a")
-			e, err := b.pickAvoiding(context.Background(), tried)
+			e, err := b.pick(context.Background(), tried)
 			if err != nil {
 				t.Fatal(err)
 			}
