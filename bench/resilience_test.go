@@ -60,7 +60,7 @@ func BenchmarkResilienceBare(b *testing.B) {
 // BenchmarkResilienceBareTimeout is the baseline for BenchmarkResilienceChassisDefaults: a bare
 // client that also bounds each call, as every production client must.
 func BenchmarkResilienceBareTimeout(b *testing.B) {
-	c := &http.Client{Transport: memTransport{}, Timeout: resilience.DefaultAttemptTimeout}
+	c := &http.Client{Transport: memTransport{}, Timeout: resilience.DefaultConfig().AttemptTimeout}
 	b.ReportAllocs()
 	for b.Loop() {
 		doGet(b, c, "http://10.0.0.1:80/x")

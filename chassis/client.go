@@ -149,7 +149,7 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 	}
 	// Policy: CLIENT_<NAME>_LB_POLICY, else the code's WithBalancer, else LB_POLICY.
 	bopts := append([]lb.Option{
-		lb.WithPolicy(cmp.Or(s.settings.LBPolicy, lb.DefaultPolicy)),
+		lb.WithPolicy(cmp.Or(s.settings.LBPolicy, lb.P2C)),
 		lb.WithMeterProvider(s.tel.MeterProvider()),
 		lb.WithBaseTransport(base), // WithBalancer's options come after, and may replace it
 		lb.WithInstancePolicy(dep),

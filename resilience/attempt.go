@@ -12,12 +12,13 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cloudchassis/kit/resilience/policy"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // attemptTransport is the per-attempt half of a Dependency below the instance breaker: the
 // minimum-time check (MinAttemptTime), the
-// per-attempt Timeout, the Bulkhead and PropagateDeadline fused into one layer, and the attempt's
+// per-attempt timeout, the bulkhead and the deadline header fused into one layer, and the attempt's
 // span (WithTracerProvider) under a sampled call. Composed from the
 // three middlewares, an attempt costs two request copies, a deep copy of the header, a []string and
 // two body wrappers; fused, one allocation holds the request copy (new context and header), the
@@ -29,7 +30,7 @@ type attemptTransport struct {
 	timeout time.Duration // <= 0: no per-attempt timeout
 	// minAttempt refuses attempts whose caller's deadline leaves less (ReasonDeadlineTooShort); 0: never.
 	minAttempt time.Duration
-	bulkhead   *Bulkhead // nil: no limit
+	bulkhead   *policy.Bulkhead // nil: no limit
 	propagate  bool
 	margin     time.Duration
 	ownValue   string // the TimeoutHeader value when our own timer sets the deadline: a constant
@@ -45,7 +46,7 @@ type attempt struct {
 	value    [1]string // the TimeoutHeader value
 	body     io.ReadCloser
 	cancel   context.CancelFunc // nil without an own timer
-	bulkhead *Bulkhead
+	bulkhead *policy.Bulkhead
 	span     trace.Span // nil without an attempt span
 	done     atomic.Bool
 }
@@ -60,8 +61,8 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 			// Too little time for the callee to do anything useful: refuse before any span, pick of a
 			// bulkhead slot or byte on the wire. Local, so neither breakers nor the balancer count it.
 			closeRequestBody(req)
-			t.tel.reject(parent, ReasonDeadlineTooShort, "")
-			return nil, &RejectedError{Reason: ReasonDeadlineTooShort, err: ErrDeadlineTooShort}
+			t.tel.reject(parent, semconv.ReasonDeadlineTooShort, "")
+			return nil, &RejectedError{Reason: semconv.ReasonDeadlineTooShort}
 		}
 	}
 	ctx := parent
@@ -76,7 +77,7 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		ctx, cancel = context.WithTimeoutCause(ctx, t.timeout, errOwnTimeout)
 		left, hasDeadline = t.timeout, true // the clock was just read: no need to read it again
 	}
-	if err := t.bulkhead.Acquire(ctx); err != nil {
+	if err := acquire(ctx, t.bulkhead, t.tel); err != nil {
 		closeRequestBody(req)
 		return nil, endSpan(span, t.failed(parent, ctx, cancel, err))
 	}
@@ -133,8 +134,8 @@ func (t *attemptTransport) failed(parent, ctx context.Context, cancel context.Ca
 	if !expired {
 		return err
 	}
-	t.tel.reject(parent, ReasonTimeout, "")
-	return &RejectedError{Reason: ReasonTimeout, err: ErrTimeout}
+	t.tel.reject(parent, semconv.ReasonTimeout, "")
+	return &RejectedError{Reason: semconv.ReasonTimeout}
 }
 
 // Read passes through and ends the attempt at the end of the body.

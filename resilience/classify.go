@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/resilience/policy"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -63,16 +64,16 @@ func retryReason(replayable bool, c discovery.Class, resp *http.Response, err er
 // outcome turns an attempt's class into a breaker outcome. ctx is the context the attempt was
 // started with from the breaker's point of view: if it is done, the caller (or a winning hedge, or the
 // overall deadline) ended the attempt, and the callee is not to blame.
-func outcome(ctx context.Context, c discovery.Class, err error) Outcome {
+func outcome(ctx context.Context, c discovery.Class, err error) policy.Outcome {
 	switch {
 	case err != nil && ctx.Err() != nil:
-		return Ignored
+		return policy.Ignored
 	case c.Failure && !c.Local:
-		return Failure
+		return policy.Failure
 	case err != nil || c.Local:
-		return Ignored
+		return policy.Ignored
 	}
-	return Success
+	return policy.Success
 }
 
 // retryOn is a parsed RETRY_ON list: the results of sent attempts that are retried.
@@ -139,9 +140,9 @@ func (r *retryOn) wrap(base discovery.Classifier) discovery.Classifier {
 	}
 }
 
-// ParseRetryAfter parses a Retry-After header value (RFC 9110 §10.2.3): delay seconds or an HTTP date,
+// parseRetryAfter parses a Retry-After header value (RFC 9110 §10.2.3): delay seconds or an HTTP date,
 // relative to now. It returns false for an empty or malformed value; a date in the past gives 0.
-func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	if v == "" {
 		return 0, false
 	}

@@ -15,6 +15,9 @@ import (
 
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/discovery/lb"
+
+	"github.com/cloudchassis/kit/resilience/policy"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // classRow is one line of the table of defaults in docs/resilience.md.
@@ -39,10 +42,10 @@ var classTable = []classRow{
 	{"reset", 0, &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, discovery.Class{Retryable: true, Failure: true}},
 	{"eof", 0, io.ErrUnexpectedEOF, discovery.Class{Retryable: true, Failure: true}},
 	{"deadline", 0, context.DeadlineExceeded, discovery.Class{Retryable: true, Failure: true}},
-	{"attempt timeout", 0, &RejectedError{Reason: ReasonTimeout, err: ErrTimeout}, discovery.Class{Retryable: true, Failure: true}},
-	{"breaker open", 0, &RejectedError{Reason: ReasonBreakerOpen, Instance: "a", err: ErrBreakerOpen}, discovery.Class{Retryable: true, Unsent: true, Local: true}},
-	{"bulkhead full", 0, &RejectedError{Reason: ReasonBulkheadFull, err: ErrBulkheadFull}, discovery.Class{Unsent: true, Local: true}},
-	{"deadline too short", 0, &RejectedError{Reason: ReasonDeadlineTooShort, err: ErrDeadlineTooShort}, discovery.Class{Unsent: true, Local: true}},
+	{"attempt timeout", 0, &RejectedError{Reason: semconv.ReasonTimeout}, discovery.Class{Retryable: true, Failure: true}},
+	{"breaker open", 0, &RejectedError{Reason: semconv.ReasonBreakerOpen, Instance: "a"}, discovery.Class{Retryable: true, Unsent: true, Local: true}},
+	{"bulkhead full", 0, &RejectedError{Reason: semconv.ReasonBulkheadFull}, discovery.Class{Unsent: true, Local: true}},
+	{"deadline too short", 0, &RejectedError{Reason: semconv.ReasonDeadlineTooShort}, discovery.Class{Unsent: true, Local: true}},
 	{"canceled", 0, context.Canceled, discovery.Class{}},
 	{"other error", 0, errors.New("boom"), discovery.Class{Failure: true}},
 }
@@ -101,7 +104,7 @@ func TestRetryOn(t *testing.T) {
 		{classRow{status: 409}, true}, {classRow{status: 501}, true}, {classRow{status: 429}, false},
 		{classRow{err: context.DeadlineExceeded}, true}, {classRow{err: io.ErrUnexpectedEOF}, false},
 		{classRow{err: &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}}, true},
-		{classRow{err: &RejectedError{Reason: ReasonBreakerOpen, err: ErrBreakerOpen}}, true},
+		{classRow{err: &RejectedError{Reason: semconv.ReasonBreakerOpen}}, true},
 		{classRow{err: errors.New("boom")}, false},
 	} {
 		resp, err := tc.row.answer(nil)
@@ -131,7 +134,7 @@ func checkPolicies(t *testing.T, row classRow, classify discovery.Classifier) {
 	if classify != nil {
 		opts = append(opts, WithClassifier(classify))
 	}
-	stub := RoundTripperFunc(row.answer)
+	stub := roundTripperFunc(row.answer)
 	get := func(rt http.RoundTripper) (*http.Response, error) {
 		req, _ := http.NewRequest(http.MethodGet, "http://svc/x", nil)
 		resp, err := rt.RoundTrip(req)
@@ -143,7 +146,7 @@ func checkPolicies(t *testing.T, row classRow, classify discovery.Classifier) {
 
 	// Retry: a second attempt iff Retryable.
 	var n atomic.Int32
-	_, _ = get(Retry(RetryConfig{MaxAttempts: 2}, nil, opts...)(RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
+	_, _ = get(retryPolicy(retryConfig{MaxAttempts: 2}, nil, opts...)(roundTripperFunc(func(req *http.Request) (*http.Response, error) {
 		n.Add(1)
 		return row.answer(req)
 	})))
@@ -154,7 +157,7 @@ func checkPolicies(t *testing.T, row classRow, classify discovery.Classifier) {
 	// Hedge: the first attempt's answer stands iff it is a response that is not Retryable.
 	synctest.Test(t, func(t *testing.T) {
 		var k atomic.Int32
-		rt := Hedge(HedgeConfig{Delay: 5 * time.Millisecond}, nil, opts...)(RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		rt := hedgePolicy(hedgeConfig{Delay: 5 * time.Millisecond}, nil, opts...)(roundTripperFunc(func(req *http.Request) (*http.Response, error) {
 			if k.Add(1) == 1 {
 				time.Sleep(10 * time.Millisecond)
 				resp, err := row.answer(req)
@@ -186,7 +189,7 @@ func checkPolicies(t *testing.T, row classRow, classify discovery.Classifier) {
 	failure := c.Failure && !c.Local
 
 	// Instance breaker: opens on one failure.
-	b := NewBreaker(BreakerConfig{Failures: 1, Delay: time.Hour}, "a", opts...)
+	b := newTestBreaker(policy.BreakerConfig{Failures: 1, Delay: time.Hour}, "a", opts...)
 	_, _ = get(b.Wrap(stub))
 	if got := !b.Available(); got != failure {
 		t.Errorf("%s: instance breaker open = %v, want %v", row.name, got, failure)
@@ -200,7 +203,7 @@ func checkPolicies(t *testing.T, row classRow, classify discovery.Classifier) {
 		t.Fatal(err)
 	}
 	_, _ = get(d.Wrap(stub))
-	if got := !d.Breaker().Available(); got != failure {
+	if got := !d.breaker.Available(); got != failure {
 		t.Errorf("%s: dependency breaker open = %v, want %v", row.name, got, failure)
 	}
 

@@ -35,7 +35,7 @@ func newFakeLB(d *Dependency, backend *recorder) *fakeLB {
 
 // backendFor sends every attempt to one instance of the recorder.
 func backendFor(r *recorder, id string) http.RoundTripper {
-	return RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
 		one := &recorder{instances: []string{id}, steps: r.steps, open: map[string]bool{}}
 		r.mu.Lock()
 		one.calls = slices.Clone(r.calls)
@@ -163,8 +163,8 @@ func TestCompositionHedgesShareBudget(t *testing.T) {
 		if want := []string{"a", "b"}; !slices.Equal(lb.picks, want) {
 			t.Fatalf("picks %v, want %v (first attempt and its hedge)", lb.picks, want)
 		}
-		if d.Budget().Tokens() != 0 {
-			t.Fatalf("hedge did not spend the budget: %v", d.Budget().Tokens())
+		if d.budget.Tokens() != 0 {
+			t.Fatalf("hedge did not spend the budget: %v", d.budget.Tokens())
 		}
 		// Call 2: no token, no hedge.
 		resp, err = get(t, t.Context(), client, http.MethodGet, "")
@@ -199,7 +199,7 @@ func TestDependencyBreakerRejectsFast(t *testing.T) {
 		d, _ := NewDependency("pricing", cfg)
 		backend := newRecorder("a")
 		backend.steps["a"] = []step{{status: 503}}
-		client := d.Wrap(d.Attempt(backend))
+		client := d.Wrap(d.attempt(backend, ""))
 		for range 4 {
 			resp, err := get(t, t.Context(), client, http.MethodGet, "")
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/resilience/policy"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -31,10 +32,10 @@ type Dependency struct {
 	cfg      Config
 	opts     []Option
 	tel      *instruments
-	budget   *Budget
-	breaker  *Breaker
-	bulkhead *Bulkhead
-	instCfg  BreakerConfig
+	budget   *policy.Budget
+	breaker  *policy.Breaker
+	bulkhead *policy.Bulkhead
+	instCfg  policy.BreakerConfig
 	classify discovery.Classifier
 }
 
@@ -44,7 +45,7 @@ func NewDependency(name string, cfg Config, opts ...Option) (*Dependency, error)
 		return nil, fmt.Errorf("resilience: dependency %q: %w", name, err)
 	}
 	on, _ := parseRetryOn(cfg.RetryOn) // checked by Validate
-	opts = append([]Option{WithDependency(name)}, opts...)
+	opts = append([]Option{withDependency(name)}, opts...)
 	o := newOptions(opts)
 	tel := o.instruments()
 	classify := on.wrap(o.classify)
@@ -52,31 +53,27 @@ func NewDependency(name string, cfg Config, opts ...Option) (*Dependency, error)
 	opts = append(opts, optionFunc(func(o *options) { o.tel, o.classify = tel, classify }))
 	d := &Dependency{
 		name: name, cfg: cfg, opts: opts, tel: tel, classify: classify,
-		breaker:  newBreaker(cfg.DependencyBreaker(), "", scopeDependency, tel, classify),
-		bulkhead: NewBulkhead(cfg.MaxConcurrent, cfg.MaxConcurrentWait, opts...),
-		instCfg:  cfg.InstanceBreaker(),
+		breaker:  newBreaker(cfg.dependencyBreaker(), "", scopeDependency, tel),
+		bulkhead: policy.NewBulkhead(cfg.MaxConcurrent, cfg.MaxConcurrentWait),
+		instCfg:  cfg.instanceBreaker(),
 	}
 	if cfg.Retries > 0 || cfg.hedging() {
-		d.budget = NewBudget(cfg.BudgetRatio, cfg.BudgetMinPerSecond, cfg.BudgetWindow)
+		d.budget = policy.NewBudget(cfg.BudgetRatio, cfg.BudgetMinPerSecond, cfg.BudgetWindow)
 	}
 	return d, nil
 }
 
-// Budget returns the retry budget shared by retries and hedges (nil when both are off).
-func (d *Dependency) Budget() *Budget { return d.budget }
-
-// Breaker returns the dependency-wide breaker (nil when disabled).
-func (d *Dependency) Breaker() *Breaker { return d.breaker }
-
 // Wrap returns the outer half of the chain around next, normally a balancer transport.
 func (d *Dependency) Wrap(next http.RoundTripper) http.RoundTripper {
-	mws := []Middleware{d.breaker.Wrap}
+	mws := []Middleware{func(next http.RoundTripper) http.RoundTripper {
+		return wrapBreaker(d.breaker, "", d.tel, d.classify, next)
+	}}
 	if !d.overallImplied() {
-		mws = append(mws, Timeout(d.cfg.Timeout, d.opts...))
+		mws = append(mws, timeoutPolicy(d.cfg.Timeout, d.opts...))
 	}
-	mws = append(mws, Retry(d.cfg.RetryPolicy(), d.budget, d.opts...))
+	mws = append(mws, retryPolicy(d.cfg.retryConfig(), d.budget, d.opts...))
 	if d.cfg.hedging() {
-		mws = append(mws, Hedge(d.cfg.HedgePolicy(), d.budget, d.opts...))
+		mws = append(mws, hedgePolicy(d.cfg.hedgeConfig(), d.budget, d.opts...))
 	}
 	return Chain(next, mws...)
 }
@@ -97,7 +94,7 @@ func (d *Dependency) overallImplied() bool {
 	attempts := time.Duration(c.Retries + 1)
 	wait := max(c.RetryMaxDelay, c.RetryAfterMax)
 	if c.RetryAfterMax == 0 {
-		wait = max(c.RetryMaxDelay, DefaultRetryAfterMax)
+		wait = max(c.RetryMaxDelay, defaultRetryAfterMax)
 	}
 	return attempts*c.AttemptTimeout+(attempts-1)*wait <= c.Timeout
 }
@@ -109,7 +106,7 @@ func (d *Dependency) overallImplied() bool {
 // makes a new breaker owned by the returned transport, so breakers of instances that left are
 // garbage collected with their transport (no map keyed by instance ids to bound).
 func (d *Dependency) Instance(id string, next http.RoundTripper) http.RoundTripper {
-	return newBreaker(d.instCfg, id, scopeInstance, d.tel, d.classify).Wrap(d.attempt(next, id))
+	return wrapBreaker(newBreaker(d.instCfg, id, scopeInstance, d.tel), id, d.tel, d.classify, d.attempt(next, id))
 }
 
 // Classify is the dependency's classifier: WithClassifier's (default discovery.Classify) with
@@ -119,13 +116,10 @@ func (d *Dependency) Classify(resp *http.Response, err error) discovery.Class {
 	return d.classify(resp, err)
 }
 
-// Attempt returns the per-attempt layers without a breaker: the minimum attempt time (an attempt
+// attempt returns the per-attempt layers without a breaker: the minimum attempt time (an attempt
 // whose caller's deadline leaves less than MinAttemptTime is refused with ErrDeadlineTooShort),
-// per-attempt Timeout, Bulkhead and PropagateDeadline. NewTransport uses it when there is no balancer.
-// The three run as one layer (see attemptTransport) with the behaviour of
-// Chain(next, Timeout(AttemptTimeout), Bulkhead.Wrap, PropagateDeadline(DeadlineMargin)).
-func (d *Dependency) Attempt(next http.RoundTripper) http.RoundTripper { return d.attempt(next, "") }
-
+// per-attempt timeout, bulkhead and deadline header, run as one layer (see attemptTransport) with
+// the behaviour of Chain(next, timeoutPolicy(AttemptTimeout), wrapBulkhead, propagateDeadline(DeadlineMargin)).
 func (d *Dependency) attempt(next http.RoundTripper, instance string) http.RoundTripper {
 	if d.cfg.AttemptTimeout <= 0 && d.bulkhead == nil && !d.cfg.PropagateDeadline && d.tel.tracer == nil &&
 		d.cfg.MinAttemptTime <= 0 {
@@ -157,5 +151,5 @@ func NewTransport(base http.RoundTripper, name string, cfg Config, opts ...Optio
 	if err != nil {
 		return nil, err
 	}
-	return d.Wrap(d.Attempt(base)), nil
+	return d.Wrap(d.attempt(base, "")), nil
 }

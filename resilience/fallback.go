@@ -25,7 +25,7 @@ import (
 func Fallback(fn func(req *http.Request, status int, err error) (*http.Response, error), opts ...Option) Middleware {
 	classify := newOptions(opts).classify
 	return func(next http.RoundTripper) http.RoundTripper {
-		return RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
 			resp, err := next.RoundTrip(req)
 			if err == nil {
 				if c := classify(resp, nil); !c.Retryable && !c.Failure {

@@ -6,12 +6,14 @@ import (
 	"time"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/resilience/policy"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
-// HedgeConfig configures Hedge.
-type HedgeConfig struct {
+// hedgeConfig configures hedgePolicy (from Config: see its fields).
+type hedgeConfig struct {
 	// Delay sends a hedge when the first attempt has not answered after Delay. With Percentile set it
-	// is the lower bound of the delay (DefaultHedgeMinDelay if 0) and the delay used until enough
+	// is the lower bound of the delay (defaultHedgeMinDelay if 0) and the delay used until enough
 	// latencies were observed (no hedging meanwhile if 0).
 	Delay time.Duration
 	// Percentile (0-1, e.g. 0.95) hedges after the observed latency percentile of recent attempts
@@ -21,14 +23,14 @@ type HedgeConfig struct {
 	MaxHedges int
 }
 
-// Hedge sends up to MaxHedges extra copies of a Replayable request when the first has not answered
+// hedgePolicy sends up to MaxHedges extra copies of a Replayable request when the first has not answered
 // after the hedge delay ("The Tail at Scale", Dean & Barroso 2013): the first good answer (no error,
 // not Retryable: by default not 429, 502, 503 or 504) wins, the other attempts are cancelled and their responses drained and closed
 // before RoundTrip returns, so no goroutine outlives the call. Each hedge takes a token from budget
-// (shared with Retry; Hedge never deposits, put Retry above it). A failed attempt does not start a
-// hedge: retries are Retry's business. next should be a balancer, so hedges go to other instances.
+// (shared with retryPolicy, which deposits: put it above). A failed attempt does not start a
+// hedge: retries are retryPolicy's business. next should be a balancer, so hedges go to other instances.
 // Non-replayable requests, and bodies without GetBody, pass straight through.
-func Hedge(cfg HedgeConfig, budget *Budget, opts ...Option) Middleware {
+func hedgePolicy(cfg hedgeConfig, budget *policy.Budget, opts ...Option) Middleware {
 	o := newOptions(opts)
 	tel := o.instruments()
 	tel.observeBudget(budget)
@@ -42,7 +44,7 @@ func Hedge(cfg HedgeConfig, budget *Budget, opts ...Option) Middleware {
 		if cfg.Percentile > 0 {
 			h.lat = newLatencyTracker(cfg.Percentile)
 			if h.cfg.Delay <= 0 {
-				h.floor = DefaultHedgeMinDelay
+				h.floor = defaultHedgeMinDelay
 			} else {
 				h.floor = h.cfg.Delay
 			}
@@ -52,8 +54,8 @@ func Hedge(cfg HedgeConfig, budget *Budget, opts ...Option) Middleware {
 }
 
 type hedger struct {
-	cfg      HedgeConfig
-	budget   *Budget
+	cfg      hedgeConfig
+	budget   *policy.Budget
 	next     http.RoundTripper
 	direct   discovery.TriedRoundTripper // next, when it takes the Tried directly
 	tel      *instruments
@@ -127,7 +129,7 @@ func (h *hedger) RoundTripTried(req *http.Request, tried *discovery.Tried) (*htt
 				continue
 			}
 			if h.budget != nil && !h.budget.TryWithdraw() {
-				h.tel.reject(ctx, ReasonBudgetExhausted, "")
+				h.tel.reject(ctx, semconv.ReasonBudgetExhausted, "")
 				continue // keep waiting for the attempts already out
 			}
 			if launch() == nil {

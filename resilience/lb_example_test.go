@@ -19,7 +19,7 @@ import (
 func ExampleDependency() {
 	var mu sync.Mutex
 	var sent []string
-	backend := resilience.RoundTripperFunc(func(r *http.Request) (*http.Response, error) {
+	backend := roundTripperFunc(func(r *http.Request) (*http.Response, error) {
 		mu.Lock()
 		sent = append(sent, r.URL.Host)
 		mu.Unlock()

@@ -8,24 +8,25 @@ import (
 	"time"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/resilience/policy"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
-// RetryConfig configures Retry. See Config for the meaning of each field and its default.
-type RetryConfig struct {
+// retryConfig configures retryPolicy (from Config: see its fields).
+type retryConfig struct {
 	// MaxAttempts counts the first attempt: 3 means up to 2 retries. <= 1 disables retries.
 	MaxAttempts int
 	// BaseDelay and MaxDelay shape the full-jitter backoff: the n-th retry sleeps a uniformly random
 	// time in [0, min(MaxDelay, BaseDelay·2^(n-1))] (AWS Architecture Blog, "Exponential Backoff and Jitter").
 	BaseDelay, MaxDelay time.Duration
 	// RetryAfterMax caps the Retry-After honoured on 429 and 503; a longer one ends the retries and
-	// the response is returned to the caller. 0 means DefaultRetryAfterMax.
+	// the response is returned to the caller. 0 means defaultRetryAfterMax.
 	RetryAfterMax time.Duration
-	// BodyBufferMax bounds the request bodies buffered for replay; 0 means DefaultBodyBufferLimit.
+	// BodyBufferMax bounds the request bodies buffered for replay; 0 means defaultBodyBufferMax.
 	BodyBufferMax int64
 }
 
-// Retry retries failed attempts through next, which should pick an instance per attempt (a balancer),
+// retryPolicy retries failed attempts through next, which should pick an instance per attempt (a balancer),
 // so each retry can land elsewhere. An attempt is retried when the caller's context is live and
 //   - it was never sent (connection refused, dial error, instance breaker open): any method;
 //   - it timed out, the connection broke, or the answer was 502, 503, 504 or 429: only requests that
@@ -34,10 +35,10 @@ type RetryConfig struct {
 // Retry-After on 429/503 is honoured up to RetryAfterMax. Each retry that sends load takes a token
 // from budget (nil: unbounded); without one the last attempt's result is returned, its error joined
 // with ErrBudgetExhausted. Retry deposits every call into budget, also when MaxAttempts is 1, so put
-// it above Hedge when both share a budget. Bodies without GetBody are buffered up to BodyBufferMax;
+// it above hedgePolicy when both share a budget. Bodies without GetBody are buffered up to BodyBufferMax;
 // a longer streamed body is sent once. Responses of abandoned attempts are drained and closed.
 // No retry is started when the caller's deadline would expire during the backoff.
-func Retry(cfg RetryConfig, budget *Budget, opts ...Option) Middleware {
+func retryPolicy(cfg retryConfig, budget *policy.Budget, opts ...Option) Middleware {
 	o := newOptions(opts)
 	tel := o.instruments()
 	tel.observeBudget(budget)
@@ -49,8 +50,8 @@ func Retry(cfg RetryConfig, budget *Budget, opts ...Option) Middleware {
 }
 
 type retrier struct {
-	cfg      RetryConfig
-	budget   *Budget
+	cfg      retryConfig
+	budget   *policy.Budget
 	next     http.RoundTripper
 	direct   discovery.TriedRoundTripper // next, when it takes the Tried directly
 	tel      *instruments
@@ -84,7 +85,7 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 	if tried == nil && r.direct != nil {
 		tried = new(discovery.Tried) // retries (and hedges below) avoid the instances this call used
 	}
-	req, canReplay, err := prepareBody(req, cmpOr(r.cfg.BodyBufferMax, DefaultBodyBufferLimit))
+	req, canReplay, err := prepareBody(req, cmpOr(r.cfg.BodyBufferMax, defaultBodyBufferMax))
 	if err != nil {
 		return nil, fmt.Errorf("resilience: reading request body for replay: %w", err)
 	}
@@ -108,8 +109,8 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 			wait = r.backoff(attempt)
 		}
 		if resp != nil {
-			if ra, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-				if ra > cmpOr(r.cfg.RetryAfterMax, DefaultRetryAfterMax) {
+			if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+				if ra > cmpOr(r.cfg.RetryAfterMax, defaultRetryAfterMax) {
 					return resp, err
 				}
 				wait = max(wait, ra)
@@ -119,7 +120,7 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 			return resp, err
 		}
 		if reason != semconv.ReasonBreakerOpen && r.budget != nil && !r.budget.TryWithdraw() {
-			r.tel.reject(ctx, ReasonBudgetExhausted, "")
+			r.tel.reject(ctx, semconv.ReasonBudgetExhausted, "")
 			if err != nil {
 				err = fmt.Errorf("%w (retry refused: %w)", err, ErrBudgetExhausted)
 			}
@@ -141,7 +142,7 @@ func (r *retrier) backoff(n int) time.Duration {
 		return 0
 	}
 	if capd <= 0 {
-		capd = DefaultRetryMaxDelay
+		capd = defaultRetryMaxDelay
 	}
 	d := capd
 	if n-1 < 32 && base<<(n-1) > 0 && base<<(n-1) < capd {
@@ -160,4 +161,12 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
 }

@@ -15,13 +15,12 @@ import (
 
 // Defaults of the options below.
 const (
-	// DefaultPolicy is the balancing policy used without WithPolicy.
-	DefaultPolicy = P2C
-	// DefaultDecay is the time constant of the peak-EWMA latency estimate (Finagle's and Linkerd's
+	defaultPolicy = P2C
+	// defaultDecay is the time constant of the peak-EWMA latency estimate (Finagle's and Linkerd's
 	// default): a sample's weight falls to 1/e after this long.
-	DefaultDecay = 10 * time.Second
-	// DefaultVirtualNodes is how many points each instance of weight 1 gets on the hash ring.
-	DefaultVirtualNodes = 160
+	defaultDecay = 10 * time.Second
+	// defaultVirtualNodes is how many points each instance of weight 1 gets on the hash ring.
+	defaultVirtualNodes = 160
 )
 
 // Option configures a Balancer.
@@ -50,9 +49,9 @@ type options struct {
 
 func defaultOptions() options {
 	return options{
-		policy:     DefaultPolicy,
-		decay:      DefaultDecay,
-		vnodes:     DefaultVirtualNodes,
+		policy:     defaultPolicy,
+		decay:      defaultDecay,
+		vnodes:     defaultVirtualNodes,
 		outlier:    DefaultOutlier(),
 		classifier: discovery.Classify,
 		clock:      time.Now,
@@ -79,15 +78,15 @@ func (o *options) validate() error {
 }
 
 // WithPolicy selects the balancing policy by its registered name (see Register and Policies); New
-// fails for a name that is not registered. Default: DefaultPolicy (P2C).
+// fails for a name that is not registered. Default: P2C.
 func WithPolicy(name string) Option { return optionFunc(func(o *options) { o.policy = name }) }
 
 // WithDecay sets the time constant of P2C's peak-EWMA latency estimate. Shorter reacts faster to
-// recovery, longer remembers a slow instance longer. Default: DefaultDecay.
+// recovery, longer remembers a slow instance longer. Default: 10s (Finagle's and Linkerd's).
 func WithDecay(d time.Duration) Option { return optionFunc(func(o *options) { o.decay = d }) }
 
 // WithVirtualNodes sets the number of ring points per unit of instance weight for RingHash. More
-// points spread keys more evenly at the cost of memory (16 bytes a point). Default: DefaultVirtualNodes.
+// points spread keys more evenly at the cost of memory (16 bytes a point). Default: 160.
 func WithVirtualNodes(n int) Option { return optionFunc(func(o *options) { o.vnodes = n }) }
 
 // WithOutlier sets outlier ejection and panic mode exactly as given: a zero field disables that

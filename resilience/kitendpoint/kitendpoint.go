@@ -7,10 +7,13 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go/bulkhead"
 	"github.com/go-kit/kit/endpoint"
 
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/resilience"
+	"github.com/cloudchassis/kit/resilience/policy"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // Retry calls next up to maxAttempts times while it fails with an error retryIf accepts (default:
@@ -19,7 +22,7 @@ import (
 // deposits into budget and every retry withdraws from it (nil: unbounded); when it is empty the last
 // error is returned joined with resilience.ErrBudgetExhausted. Unlike go-kit's lb.Retry, retries
 // back off and are bounded by the budget, so a failing dependency sees at most ~1.2× the load.
-func Retry(maxAttempts int, baseDelay, maxDelay time.Duration, budget *resilience.Budget, retryIf func(error) bool) endpoint.Middleware {
+func Retry(maxAttempts int, baseDelay, maxDelay time.Duration, budget *policy.Budget, retryIf func(error) bool) endpoint.Middleware {
 	if retryIf == nil {
 		retryIf = defaultRetryIf
 	}
@@ -66,32 +69,35 @@ func backoff(n int, base, capd time.Duration) time.Duration {
 // Breaker guards next with b: while b is open calls fail at once with a *resilience.RejectedError
 // matching resilience.ErrBreakerOpen. An error counts as a failure when discovery.Classify says so
 // and ctx is live: not a local rejection from an inner middleware, not context.Canceled.
-func Breaker(b *resilience.Breaker) endpoint.Middleware {
+func Breaker(b *policy.Breaker) endpoint.Middleware {
 	return func(next endpoint.Endpoint) endpoint.Endpoint {
 		return func(ctx context.Context, req any) (any, error) {
-			if err := b.AllowContext(ctx); err != nil {
-				return nil, err
+			if !b.Allow(ctx) {
+				return nil, &resilience.RejectedError{Reason: semconv.ReasonBreakerOpen, RetryIn: b.RetryIn()}
 			}
 			resp, err := next(ctx, req)
 			switch c := discovery.Classify(nil, err); {
 			case err == nil:
-				b.RecordContext(ctx, resilience.Success)
+				b.Record(ctx, policy.Success)
 			case ctx.Err() != nil, !c.Failure, c.Local:
-				b.RecordContext(ctx, resilience.Ignored)
+				b.Record(ctx, policy.Ignored)
 			default:
-				b.RecordContext(ctx, resilience.Failure)
+				b.Record(ctx, policy.Failure)
 			}
 			return resp, err
 		}
 	}
 }
 
-// Bulkhead limits the concurrent calls of next with b (see resilience.NewBulkhead); a full bulkhead
+// Bulkhead limits the concurrent calls of next with b (see policy.NewBulkhead); a full bulkhead
 // fails with a *resilience.RejectedError matching resilience.ErrBulkheadFull.
-func Bulkhead(b *resilience.Bulkhead) endpoint.Middleware {
+func Bulkhead(b *policy.Bulkhead) endpoint.Middleware {
 	return func(next endpoint.Endpoint) endpoint.Endpoint {
 		return func(ctx context.Context, req any) (any, error) {
 			if err := b.Acquire(ctx); err != nil {
+				if errors.Is(err, bulkhead.ErrFull) {
+					err = &resilience.RejectedError{Reason: semconv.ReasonBulkheadFull}
+				}
 				return nil, err
 			}
 			defer b.Release()
