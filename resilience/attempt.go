@@ -2,16 +2,15 @@ package resilience
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cloudchassis/kit/internal/eofbody"
 	"github.com/cloudchassis/kit/resilience/policy"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
@@ -44,11 +43,10 @@ type attemptTransport struct {
 type attempt struct {
 	req      http.Request
 	value    [1]string // the TimeoutHeader value
-	body     io.ReadCloser
+	body     eofbody.Body
 	cancel   context.CancelFunc // nil without an own timer
 	bulkhead *policy.Bulkhead
 	span     trace.Span // nil without an attempt span
-	done     atomic.Bool
 }
 
 func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -113,13 +111,12 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 			span.SetStatus(codes.Error, strconv.Itoa(resp.StatusCode))
 		}
 	}
-	// 101 Switching Protocols hands over a read-write body that must not be hidden behind a wrapper.
-	if resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
-		a.finish()
+	if eofbody.Bare(resp) {
+		a.Release()
 		return resp, nil
 	}
-	a.body = resp.Body
-	resp.Body = a
+	a.body.ReadCloser, a.body.R = resp.Body, a
+	resp.Body = &a.body
 	return resp, nil
 }
 
@@ -138,27 +135,8 @@ func (t *attemptTransport) failed(parent, ctx context.Context, cancel context.Ca
 	return &RejectedError{Reason: semconv.ReasonTimeout}
 }
 
-// Read passes through and ends the attempt at the end of the body.
-func (a *attempt) Read(p []byte) (int, error) {
-	n, err := a.body.Read(p)
-	if err == io.EOF {
-		a.finish()
-	}
-	return n, err
-}
-
-// Close closes the body and ends the attempt.
-func (a *attempt) Close() error {
-	err := a.body.Close()
-	a.finish()
-	return err
-}
-
-// finish stops the attempt's timer and frees its bulkhead slot, once.
-func (a *attempt) finish() {
-	if !a.done.CompareAndSwap(false, true) {
-		return
-	}
+// Release stops the attempt's timer, frees its bulkhead slot and ends its span; a.body calls it once.
+func (a *attempt) Release() {
 	if a.cancel != nil {
 		a.cancel()
 	}

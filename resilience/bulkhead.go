@@ -7,6 +7,7 @@ import (
 
 	"github.com/failsafe-go/failsafe-go/bulkhead"
 
+	"github.com/cloudchassis/kit/internal/eofbody"
 	"github.com/cloudchassis/kit/resilience/policy"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
@@ -39,7 +40,7 @@ func wrapBulkhead(b *policy.Bulkhead, tel *instruments) Middleware {
 				b.Release()
 				return nil, err
 			}
-			afterBody(resp, b.Release)
+			eofbody.After(resp, b)
 			return resp, nil
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/internal/eofbody"
 	"github.com/cloudchassis/kit/resilience/policy"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
@@ -181,7 +182,7 @@ func (h *hedger) result(win hedgeResult, cancels []context.CancelFunc) (*http.Re
 		cancels[win.i]()
 		return nil, win.err
 	}
-	afterBody(win.resp, cancels[win.i])
+	eofbody.After(win.resp, eofbody.Func(cancels[win.i]))
 	return win.resp, nil
 }
 

@@ -1,13 +1,13 @@
 package resilience
 
 import (
-	"context"
+	"cmp"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"time"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/internal/backoff"
 	"github.com/cloudchassis/kit/resilience/policy"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
@@ -85,7 +85,7 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 	if tried == nil && r.direct != nil {
 		tried = new(discovery.Tried) // retries (and hedges below) avoid the instances this call used
 	}
-	req, canReplay, err := prepareBody(req, cmpOr(r.cfg.BodyBufferMax, defaultBodyBufferMax))
+	req, canReplay, err := prepareBody(req, cmp.Or(r.cfg.BodyBufferMax, defaultBodyBufferMax))
 	if err != nil {
 		return nil, fmt.Errorf("resilience: reading request body for replay: %w", err)
 	}
@@ -110,7 +110,7 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 		}
 		if resp != nil {
 			if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-				if ra > cmpOr(r.cfg.RetryAfterMax, defaultRetryAfterMax) {
+				if ra > cmp.Or(r.cfg.RetryAfterMax, defaultRetryAfterMax) {
 					return resp, err
 				}
 				wait = max(wait, ra)
@@ -129,44 +129,16 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 		discard(resp)
 		r.tel.retry(ctx, reason, attempt+1, wait)
 		r.tel.attempt(ctx, attemptRetry)
-		if wait > 0 && !sleep(ctx, wait) {
-			return nil, ctx.Err()
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return nil, err
 		}
 	}
 }
 
-// backoff returns the full-jitter delay before retry number n (1-based).
+// backoff returns the full-jitter delay before retry number n (1-based); none without a base delay.
 func (r *retrier) backoff(n int) time.Duration {
-	base, capd := r.cfg.BaseDelay, r.cfg.MaxDelay
-	if base <= 0 {
+	if r.cfg.BaseDelay <= 0 {
 		return 0
 	}
-	if capd <= 0 {
-		capd = defaultRetryMaxDelay
-	}
-	d := capd
-	if n-1 < 32 && base<<(n-1) > 0 && base<<(n-1) < capd {
-		d = base << (n - 1)
-	}
-	return rand.N(d + 1)
-}
-
-// sleep waits for d or until ctx is done, and reports whether the full d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
+	return backoff.Policy{Base: r.cfg.BaseDelay, Max: cmp.Or(r.cfg.MaxDelay, defaultRetryMaxDelay)}.Delay(n)
 }

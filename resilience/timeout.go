@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/cloudchassis/kit/internal/eofbody"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -50,6 +51,6 @@ func (t *timeoutTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		}
 		return nil, err
 	}
-	afterBody(resp, cancel)
+	eofbody.After(resp, eofbody.Func(cancel))
 	return resp, nil
 }

@@ -5,9 +5,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"sync/atomic"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/internal/eofbody"
 )
 
 // Transport is an http.RoundTripper that sends requests for http://<service>/... (or https) to an
@@ -94,13 +94,13 @@ func (t *Transport) RoundTripTried(req *http.Request, tried *discovery.Tried) (*
 	case nil:
 		e.Release()
 	case io.ReadWriteCloser: // 101 Switching Protocols: keep the body writable
-		resp.Body = &rwBody{body: body{ReadCloser: rc, e: e}, w: rc}
+		resp.Body = &rwBody{Body: eofbody.Body{ReadCloser: rc, R: e}, w: rc}
 	default:
 		if rc == http.NoBody {
 			e.Release()
 			break
 		}
-		c.body = body{ReadCloser: rc, e: e}
+		c.body.ReadCloser, c.body.R = rc, e // the call stays in flight until EOF or Close
 		resp.Body = &c.body
 	}
 	return resp, nil
@@ -110,7 +110,7 @@ func (t *Transport) RoundTripTried(req *http.Request, tried *discovery.Tried) (*
 type call struct {
 	req  http.Request
 	url  url.URL
-	body body
+	body eofbody.Body
 }
 
 func closeBody(req *http.Request) {
@@ -119,35 +119,8 @@ func closeBody(req *http.Request) {
 	}
 }
 
-// body releases the call's in-flight slot at EOF or Close, whichever comes first.
-type body struct {
-	io.ReadCloser
-	e    *Endpoint
-	done atomic.Bool
-}
-
-func (b *body) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF {
-		b.release()
-	}
-	return n, err
-}
-
-func (b *body) Close() error {
-	err := b.ReadCloser.Close()
-	b.release()
-	return err
-}
-
-func (b *body) release() {
-	if b.done.CompareAndSwap(false, true) {
-		b.e.Release()
-	}
-}
-
 type rwBody struct {
-	body
+	eofbody.Body
 	w io.Writer
 }
 

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"sync"
 	"sync/atomic"
@@ -103,13 +104,13 @@ func NewBreaker(cfg BreakerConfig) *Breaker {
 	}
 	b := &Breaker{on: cfg.OnTransition}
 	bld := circuitbreaker.NewBuilder[any]().
-		WithDelay(cmpOr(cfg.Delay, 5*time.Second)).
+		WithDelay(cmp.Or(cfg.Delay, 5*time.Second)).
 		WithJitterFactor(0.2).
 		WithSuccessThreshold(max(cfg.Successes, 1)).
 		OnStateChanged(b.transition)
 	switch {
 	case cfg.FailureRate > 0:
-		bld = bld.WithFailureRateThreshold(cfg.FailureRate, max(cfg.MinCalls, 1), cmpOr(cfg.Period, 10*time.Second))
+		bld = bld.WithFailureRateThreshold(cfg.FailureRate, max(cfg.MinCalls, 1), cmp.Or(cfg.Period, 10*time.Second))
 	case cfg.Window > cfg.Failures:
 		bld = bld.WithFailureThresholdRatio(cfg.Failures, cfg.Window)
 	default:
@@ -117,14 +118,6 @@ func NewBreaker(cfg BreakerConfig) *Breaker {
 	}
 	b.cb = bld.Build()
 	return b
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // transition runs on every state change, in the goroutine whose call into cb caused it, which holds b.mu.
