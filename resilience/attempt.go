@@ -16,15 +16,13 @@ import (
 )
 
 // attemptTransport is the per-attempt half of a Dependency below the instance breaker: the
-// minimum-time check (MinAttemptTime), the
-// per-attempt timeout, the bulkhead and the deadline header fused into one layer, and the attempt's
-// span (WithTracerProvider) under a sampled call. Composed from the
-// three middlewares, an attempt costs two request copies, a deep copy of the header, a []string and
-// two body wrappers; fused, one allocation holds the request copy (new context and header), the
-// header value and the body wrapper that ends the timer and frees the bulkhead slot. That took the
-// client-call benchmark from +18 to +9 allocations over a bare http.Client (BENCHMARKS.md, #5).
-// The behaviour is that of Chain(next, Timeout(d), bulkhead.Wrap, PropagateDeadline(margin)), which
-// attempt_test.go checks against the separate layers.
+// minimum-time check (MinAttemptTime), the per-attempt timeout, the bulkhead and the deadline header
+// fused into one layer, and the attempt's span (WithTracerProvider) under a sampled call. Fused, an
+// attempt costs one allocation (the request copy with its new context and header, the header value
+// and the body wrapper that ends the timer and frees the bulkhead slot) instead of two request
+// copies, a header clone and two body wrappers. The behaviour is that of
+// Chain(next, timeoutPolicy(d), wrapBulkhead, propagateDeadline(margin)), which attempt_test.go
+// checks against the separate layers.
 type attemptTransport struct {
 	timeout time.Duration // <= 0: no per-attempt timeout
 	// minAttempt refuses attempts whose caller's deadline leaves less (ReasonDeadlineTooShort); 0: never.

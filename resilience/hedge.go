@@ -148,7 +148,7 @@ func (h *hedger) RoundTripTried(req *http.Request, tried *discovery.Tried) (*htt
 					// The winner's own latency. Recording the call's elapsed time instead (a lower bound
 					// of the slow attempt's) feeds back: hedged calls are by construction the slowest
 					// 1-q, so every one of them lands above the estimate and drags it up until the
-					// delay reaches the slow mode (seen in examples/faults: p99 1.4 s).
+					// delay reaches the slow mode.
 					h.lat.Record(res.took)
 				}
 				if res.i > 0 && res.err == nil {

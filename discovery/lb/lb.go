@@ -324,7 +324,7 @@ func bounded64(x, n uint64) uint64 { hi, _ := bits.Mul64(x, n); return hi }
 
 // nanos is the balancer's clock: nanoseconds since it was created, monotonic when the clock is.
 // With the real clock it reads only the monotonic clock (time.Since): time.Now reads the wall clock
-// too, and each read costs ~40 ns on the reference VM; nanos runs twice per call.
+// too, at about twice the cost, and nanos runs twice per call.
 func (b *Balancer) nanos() int64 {
 	if !b.opts.ownClock {
 		return int64(time.Since(b.epoch))
