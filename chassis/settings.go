@@ -48,6 +48,9 @@ type Settings struct {
 	ServiceMeta           map[string]string `envconfig:"SERVICE_META" desc:"metadata registered with the instance (key:value,...)"`
 	ConsulConsistency     string            `envconfig:"CONSUL_CONSISTENCY" default:"stale" validate:"oneof=stale leader consistent cached" desc:"read mode of discovery watches: stale (any server; available during elections), leader, consistent, cached (agent cache)"`
 	DiscoveryMaxStaleness time.Duration     `envconfig:"DISCOVERY_MAX_STALENESS" default:"0s" validate:"gte=0" desc:"drop a last-known-good instance list older than this while the registry is unreachable; 0 keeps it forever"`
+	// LBPolicy is the balancing policy of every Client; CLIENT_<NAME>_LB_POLICY overrides it per
+	// dependency (see TransportConfig).
+	LBPolicy string `envconfig:"LB_POLICY" default:"p2c" desc:"balancing policy of every client, by registered name (p2c, least_request, round_robin, random, ring_hash, or one added with lb.Register); code (WithBalancer) and CLIENT_<NAME>_LB_POLICY override it"`
 
 	// Server protection: adaptive load shedding (on by default), per-caller rate limiting (off until
 	// RATE_LIMIT_RPS is set), bearer-token authentication (on when AUTH_JWKS_URL or AUTH_JWKS_FILE is
@@ -56,10 +59,6 @@ type Settings struct {
 	guard.RateLimitConfig
 	auth.Config
 	auth.TLSConfig
-
-	// LBPolicy is the balancing policy of every Client; CLIENT_<NAME>_LB_POLICY overrides it per
-	// dependency (see TransportConfig).
-	LBPolicy string `envconfig:"LB_POLICY" default:"p2c" desc:"balancing policy of every client, by registered name (p2c, least_request, round_robin, random, ring_hash, or one added with lb.Register); code (WithBalancer) and CLIENT_<NAME>_LB_POLICY override it"`
 
 	// ClientTLS is the TLS of calls made through Client, shared by every dependency; each setting
 	// can be overridden per dependency as CLIENT_<NAME>_TLS_* (see TransportConfig).
