@@ -64,7 +64,7 @@ func run(b *testing.B, op func()) {
 // completion report carrying a latency (what a real call costs the balancer: the report reads the
 // clock once).
 func BenchmarkLBPick(b *testing.B) {
-	for _, p := range []lb.Policy{lb.P2C, lb.RoundRobin, lb.Random, lb.LeastRequest, lb.RingHash} {
+	for _, p := range []string{lb.P2C, lb.RoundRobin, lb.Random, lb.LeastRequest, lb.RingHash} {
 		for _, n := range sizes {
 			bal, err := lb.NewFixed("svc", lbInstances(n), lb.WithPolicy(p))
 			if err != nil {
@@ -198,7 +198,7 @@ func (*fakeSubConn) Shutdown() {}
 // and repeatable (one op is one whole simulation).
 func BenchmarkLBTail(b *testing.B) {
 	for _, n := range []int{3, 10} {
-		for _, p := range []lb.Policy{lb.P2C, lb.LeastRequest, lb.RoundRobin} {
+		for _, p := range []string{lb.P2C, lb.LeastRequest, lb.RoundRobin} {
 			b.Run(fmt.Sprintf("%v/n=%d", p, n), func(b *testing.B) {
 				var r tailResult
 				for b.Loop() {
@@ -238,7 +238,7 @@ func (q simQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
 func (q *simQueue) Push(x any)        { *q = append(*q, x.(simCall)) }
 func (q *simQueue) Pop() any          { o := *q; x := o[len(o)-1]; *q = o[:len(o)-1]; return x }
 
-func simulateTail(b *testing.B, p lb.Policy, n int) tailResult {
+func simulateTail(b *testing.B, p string, n int) tailResult {
 	clk := &simClock{now: time.Unix(1e9, 0)}
 	bal, err := lb.NewFixed("svc", lbInstances(n), lb.WithPolicy(p), lb.WithClock(clk.Now),
 		lb.WithRandSource(rand.NewPCG(1, 2)))

@@ -60,7 +60,7 @@ func BenchmarkResilienceBare(b *testing.B) {
 // BenchmarkResilienceBareTimeout is the baseline for BenchmarkResilienceChassisDefaults: a bare
 // client that also bounds each call, as every production client must.
 func BenchmarkResilienceBareTimeout(b *testing.B) {
-	c := &http.Client{Transport: memTransport{}, Timeout: resilience.DefaultAttemptTimeout}
+	c := &http.Client{Transport: memTransport{}, Timeout: resilience.DefaultConfig().AttemptTimeout}
 	b.ReportAllocs()
 	for b.Loop() {
 		doGet(b, c, "http://10.0.0.1:80/x")
@@ -91,9 +91,7 @@ func benchChassisClient(b *testing.B, cfg resilience.Config) {
 	bal, err := lb.NewFixed("pricing", []discovery.Instance{
 		{ID: "a", Address: "10.0.0.1", Port: 80}, {ID: "b", Address: "10.0.0.2", Port: 80}, {ID: "c", Address: "10.0.0.3", Port: 80},
 	}, lb.WithBaseTransport(memTransport{}), lb.WithMeterProvider(mp),
-		lb.WithInstanceTransport(func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper {
-			return dep.Instance(inst.ID, next)
-		}))
+		lb.WithInstancePolicy(dep))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package chassis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -146,13 +147,16 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 	if err != nil {
 		return nil, err
 	}
+	// Policy: CLIENT_<NAME>_LB_POLICY, else the code's WithBalancer, else LB_POLICY.
 	bopts := append([]lb.Option{
+		lb.WithPolicy(cmp.Or(s.settings.LBPolicy, lb.P2C)),
 		lb.WithMeterProvider(s.tel.MeterProvider()),
 		lb.WithBaseTransport(base), // WithBalancer's options come after, and may replace it
-		lb.WithInstanceTransport(func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper {
-			return dep.Instance(inst.ID, next)
-		}),
+		lb.WithInstancePolicy(dep),
 	}, co.lb...)
+	if tc.LBPolicy != "" {
+		bopts = append(bopts, lb.WithPolicy(tc.LBPolicy))
+	}
 	bal, err := lb.New(service, w, bopts...)
 	if err != nil {
 		if release != nil {
@@ -182,12 +186,18 @@ func (s *Service) dependencyConfig(service string, co clientOptions) (resilience
 	errs := []error{config.Load(&rc, copts...), config.Load(&tc, copts...)}
 	if errs[1] == nil { // the relations between the TLS settings, once each is valid
 		errs = append(errs, tc.TLS.Check(prefix+"_TLS"))
+		if err := checkLBPolicy(tc.LBPolicy); err != nil {
+			errs = append(errs, config.Invalid(prefix+"_LB_POLICY", tc.LBPolicy, err.Error()))
+		}
 	}
 	for _, err := range errs {
 		var ce *config.Error
+		var cp *config.Problem
 		switch {
 		case errors.As(err, &ce):
 			all.Problems = append(all.Problems, ce.Problems...)
+		case errors.As(err, &cp):
+			all.Problems = append(all.Problems, *cp)
 		case err != nil:
 			all.Problems = append(all.Problems, config.Problem{Err: err})
 		}

@@ -20,8 +20,8 @@ import (
 )
 
 // The request core gives each request the caller's propagated deadline, capped by
-// HTTP_REQUEST_TIMEOUT, exactly as resilience.DeadlineMiddleware does (both call
-// resilience.WithPropagatedDeadline), and adds no allocation when there is no deadline to set.
+// HTTP_REQUEST_TIMEOUT, exactly as a plain handler calling resilience.WithPropagatedDeadline gets
+// it (the one implementation), and adds no allocation when there is no deadline to set.
 func TestRequestDeadline(t *testing.T) {
 	for _, tc := range []struct {
 		name, timeout, header string
@@ -49,16 +49,18 @@ func TestRequestDeadline(t *testing.T) {
 			}
 			svc.HandleFunc("GET /x", func(_ http.ResponseWriter, r *http.Request) { got = left(r) })
 			timeout, _ := time.ParseDuration(tc.timeout)
-			mw := resilience.DeadlineMiddleware(timeout)(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
-				viaMiddleware = left(r)
-			}))
+			mw := http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+				ctx, cancel := resilience.WithPropagatedDeadline(r.Context(), r.Header, timeout)
+				defer cancel()
+				viaMiddleware = left(r.WithContext(ctx))
+			})
 			req := httptest.NewRequest(http.MethodGet, "/x", nil)
 			if tc.header != "" {
 				req.Header.Set(resilience.TimeoutHeader, tc.header)
 			}
 			svc.Handler().ServeHTTP(httptest.NewRecorder(), req)
 			mw.ServeHTTP(httptest.NewRecorder(), req)
-			for name, d := range map[string]time.Duration{"core": got, "DeadlineMiddleware": viaMiddleware} {
+			for name, d := range map[string]time.Duration{"core": got, "WithPropagatedDeadline": viaMiddleware} {
 				if tc.want == 0 && d != 0 || tc.want != 0 && (d > tc.want || d < tc.want-time.Second/4) {
 					t.Errorf("%s: time left %v, want %v", name, d, tc.want)
 				}

@@ -165,7 +165,7 @@ func settingGroup(name string) string {
 	case has("HTTP_"):
 		return groupHTTP
 	case has("DISCOVERY", "CONSUL_") || name == "REGISTER" || name == "ADVERTISE_ADDRESS" ||
-		name == "SERVICE_TAGS" || name == "SERVICE_META":
+		name == "SERVICE_TAGS" || name == "SERVICE_META" || name == "LB_POLICY":
 		return groupDiscovery
 	case has("SERVICE_", "HOST", "PORT", "ADMIN_PORT", "START_", "SHUTDOWN_", "DRAIN_"):
 		return groupServer

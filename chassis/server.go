@@ -142,8 +142,8 @@ func (s *Service) stdLog(server string) *log.Logger {
 // names than HTTP_MAX_HEADER_FIELDS. Body limit: 413 at once when Content-Length is over the limit;
 // otherwise the body is capped, so that a chunked body over the limit fails the handler's read with
 // *http.MaxBytesError. Deadline: the caller's propagated deadline (resilience.TimeoutHeader), capped
-// by HTTP_REQUEST_TIMEOUT, on the request context, by resilience.WithPropagatedDeadline (the same code
-// as resilience.DeadlineMiddleware, called here so that the request is not copied a second time).
+// by HTTP_REQUEST_TIMEOUT, on the request context, by resilience.WithPropagatedDeadline (the one
+// implementation of the server side, called here so that the request is not copied a second time).
 func (s *Service) core(next http.Handler) http.Handler {
 	limit := int64(s.settings.MaxBodyBytes)
 	tooLarge := fmt.Sprintf("the request body exceeds the limit of %s", s.settings.MaxBodyBytes)

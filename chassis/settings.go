@@ -48,6 +48,9 @@ type Settings struct {
 	ServiceMeta           map[string]string `envconfig:"SERVICE_META" desc:"metadata registered with the instance (key:value,...)"`
 	ConsulConsistency     string            `envconfig:"CONSUL_CONSISTENCY" default:"stale" validate:"oneof=stale leader consistent cached" desc:"read mode of discovery watches: stale (any server; available during elections), leader, consistent, cached (agent cache)"`
 	DiscoveryMaxStaleness time.Duration     `envconfig:"DISCOVERY_MAX_STALENESS" default:"0s" validate:"gte=0" desc:"drop a last-known-good instance list older than this while the registry is unreachable; 0 keeps it forever"`
+	// LBPolicy is the balancing policy of every Client; CLIENT_<NAME>_LB_POLICY overrides it per
+	// dependency (see TransportConfig).
+	LBPolicy string `envconfig:"LB_POLICY" default:"p2c" desc:"balancing policy of every client, by registered name (p2c, least_request, round_robin, random, ring_hash, or one added with lb.Register); code (WithBalancer) and CLIENT_<NAME>_LB_POLICY override it"`
 
 	// Server protection: adaptive load shedding (on by default), per-caller rate limiting (off until
 	// RATE_LIMIT_RPS is set), bearer-token authentication (on when AUTH_JWKS_URL or AUTH_JWKS_FILE is
@@ -87,6 +90,9 @@ func (s *Settings) Validate() error {
 	}
 	if s.AdminDebug == AdminDebugToken && s.AdminToken == "" {
 		errs = append(errs, config.Invalid("ADMIN_DEBUG", s.AdminDebug, "needs ADMIN_TOKEN (or ADMIN_TOKEN_FILE), or nobody could use the debug endpoints"))
+	}
+	if err := checkLBPolicy(s.LBPolicy); err != nil {
+		errs = append(errs, config.Invalid("LB_POLICY", s.LBPolicy, err.Error()))
 	}
 	errs = append(errs, s.ClientTLS.Check("CLIENT_TLS"))
 	return errors.Join(errs...)

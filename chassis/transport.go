@@ -2,8 +2,11 @@ package chassis
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/cloudchassis/kit/auth"
+	"github.com/cloudchassis/kit/discovery/lb"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -29,7 +33,8 @@ const (
 	tcpKeepAlive = 15 * time.Second
 )
 
-// TransportConfig is how a dependency's client connects to its instances. Chassis reads it with the
+// TransportConfig is how a dependency's client connects to its instances and which balancing
+// policy picks them. Chassis reads it with the
 // prefix CLIENT_<NAME>_ (CLIENT_PRICING_MAX_IDLE_CONNS), after DefaultTransportConfig and
 // WithTransport; TLS starts from the shared CLIENT_TLS_* settings and CLIENT_<NAME>_TLS_* override
 // them one by one.
@@ -38,6 +43,7 @@ type TransportConfig struct {
 	IdleConnTimeout time.Duration `envconfig:"IDLE_CONN_TIMEOUT" default:"90s" validate:"gte=0" desc:"an idle connection is closed after this; 0 keeps it until the instance closes it"`
 	DialTimeout     time.Duration `envconfig:"DIAL_TIMEOUT" default:"5s" validate:"gte=0" desc:"limit of opening a connection, TLS handshake included; 0 leaves it to the attempt's deadline"`
 	HTTP2           bool          `envconfig:"HTTP2" default:"true" desc:"use HTTP/2 with instances that offer it over TLS: one multiplexed connection per instance"`
+	LBPolicy        string        `envconfig:"LB_POLICY" desc:"balancing policy of this dependency, by registered name; overrides LB_POLICY and the code's WithBalancer"`
 
 	TLS auth.ClientTLSConfig `envconfig:"TLS"`
 }
@@ -52,6 +58,14 @@ func DefaultTransportConfig() TransportConfig {
 		HTTP2:           true,
 		TLS:             auth.ClientTLSConfig{ReloadInterval: 30 * time.Second, MinVersion: "1.2"},
 	}
+}
+
+// checkLBPolicy reports a policy name that is not registered, listing the known ones.
+func checkLBPolicy(name string) error {
+	if name == "" || slices.Contains(lb.Policies(), name) {
+		return nil
+	}
+	return fmt.Errorf("not a registered balancing policy; known: %s", strings.Join(lb.Policies(), ", "))
 }
 
 // WithTransport adjusts the dependency's transport settings in code. The environment

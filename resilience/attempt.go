@@ -2,34 +2,32 @@ package resilience
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cloudchassis/kit/internal/eofbody"
+	"github.com/cloudchassis/kit/resilience/policy"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // attemptTransport is the per-attempt half of a Dependency below the instance breaker: the
-// minimum-time check (MinAttemptTime), the
-// per-attempt Timeout, the Bulkhead and PropagateDeadline fused into one layer, and the attempt's
-// span (WithTracerProvider) under a sampled call. Composed from the
-// three middlewares, an attempt costs two request copies, a deep copy of the header, a []string and
-// two body wrappers; fused, one allocation holds the request copy (new context and header), the
-// header value and the body wrapper that ends the timer and frees the bulkhead slot. That took the
-// client-call benchmark from +18 to +9 allocations over a bare http.Client (BENCHMARKS.md, #5).
-// The behaviour is that of Chain(next, Timeout(d), bulkhead.Wrap, PropagateDeadline(margin)), which
-// attempt_test.go checks against the separate layers.
+// minimum-time check (MinAttemptTime), the per-attempt timeout, the bulkhead and the deadline header
+// fused into one layer, and the attempt's span (WithTracerProvider) under a sampled call. Fused, an
+// attempt costs one allocation (the request copy with its new context and header, the header value
+// and the body wrapper that ends the timer and frees the bulkhead slot) instead of two request
+// copies, a header clone and two body wrappers. The behaviour is that of
+// Chain(next, timeoutPolicy(d), wrapBulkhead, propagateDeadline(margin)), which attempt_test.go
+// checks against the separate layers.
 type attemptTransport struct {
 	timeout time.Duration // <= 0: no per-attempt timeout
 	// minAttempt refuses attempts whose caller's deadline leaves less (ReasonDeadlineTooShort); 0: never.
 	minAttempt time.Duration
-	bulkhead   *Bulkhead // nil: no limit
+	bulkhead   *policy.Bulkhead // nil: no limit
 	propagate  bool
 	margin     time.Duration
 	ownValue   string // the TimeoutHeader value when our own timer sets the deadline: a constant
@@ -43,11 +41,10 @@ type attemptTransport struct {
 type attempt struct {
 	req      http.Request
 	value    [1]string // the TimeoutHeader value
-	body     io.ReadCloser
+	body     eofbody.Body
 	cancel   context.CancelFunc // nil without an own timer
-	bulkhead *Bulkhead
+	bulkhead *policy.Bulkhead
 	span     trace.Span // nil without an attempt span
-	done     atomic.Bool
 }
 
 func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -60,8 +57,8 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 			// Too little time for the callee to do anything useful: refuse before any span, pick of a
 			// bulkhead slot or byte on the wire. Local, so neither breakers nor the balancer count it.
 			closeRequestBody(req)
-			t.tel.reject(parent, ReasonDeadlineTooShort, "")
-			return nil, &RejectedError{Reason: ReasonDeadlineTooShort, err: ErrDeadlineTooShort}
+			t.tel.reject(parent, semconv.ReasonDeadlineTooShort, "")
+			return nil, &RejectedError{Reason: semconv.ReasonDeadlineTooShort}
 		}
 	}
 	ctx := parent
@@ -76,7 +73,7 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		ctx, cancel = context.WithTimeoutCause(ctx, t.timeout, errOwnTimeout)
 		left, hasDeadline = t.timeout, true // the clock was just read: no need to read it again
 	}
-	if err := t.bulkhead.Acquire(ctx); err != nil {
+	if err := acquire(ctx, t.bulkhead, t.tel); err != nil {
 		closeRequestBody(req)
 		return nil, endSpan(span, t.failed(parent, ctx, cancel, err))
 	}
@@ -112,13 +109,12 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 			span.SetStatus(codes.Error, strconv.Itoa(resp.StatusCode))
 		}
 	}
-	// 101 Switching Protocols hands over a read-write body that must not be hidden behind a wrapper.
-	if resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
-		a.finish()
+	if eofbody.Bare(resp) {
+		a.Release()
 		return resp, nil
 	}
-	a.body = resp.Body
-	resp.Body = a
+	a.body.ReadCloser, a.body.R = resp.Body, a
+	resp.Body = &a.body
 	return resp, nil
 }
 
@@ -133,31 +129,12 @@ func (t *attemptTransport) failed(parent, ctx context.Context, cancel context.Ca
 	if !expired {
 		return err
 	}
-	t.tel.reject(parent, ReasonTimeout, "")
-	return &RejectedError{Reason: ReasonTimeout, err: ErrTimeout}
+	t.tel.reject(parent, semconv.ReasonTimeout, "")
+	return &RejectedError{Reason: semconv.ReasonTimeout}
 }
 
-// Read passes through and ends the attempt at the end of the body.
-func (a *attempt) Read(p []byte) (int, error) {
-	n, err := a.body.Read(p)
-	if err == io.EOF {
-		a.finish()
-	}
-	return n, err
-}
-
-// Close closes the body and ends the attempt.
-func (a *attempt) Close() error {
-	err := a.body.Close()
-	a.finish()
-	return err
-}
-
-// finish stops the attempt's timer and frees its bulkhead slot, once.
-func (a *attempt) finish() {
-	if !a.done.CompareAndSwap(false, true) {
-		return
-	}
+// Release stops the attempt's timer, frees its bulkhead slot and ends its span; a.body calls it once.
+func (a *attempt) Release() {
 	if a.cancel != nil {
 		a.cancel()
 	}

@@ -27,11 +27,11 @@ func attemptLayers(t *testing.T, cfg Config, next http.RoundTripper) map[string]
 	if err != nil {
 		t.Fatal(err)
 	}
-	composed := Chain(next, Timeout(cfg.AttemptTimeout), d.bulkhead.Wrap)
+	composed := Chain(next, timeoutPolicy(cfg.AttemptTimeout), wrapBulkhead(d.bulkhead, d.tel))
 	if cfg.PropagateDeadline {
-		composed = Chain(next, Timeout(cfg.AttemptTimeout), d.bulkhead.Wrap, PropagateDeadline(cfg.DeadlineMargin))
+		composed = Chain(next, timeoutPolicy(cfg.AttemptTimeout), wrapBulkhead(d.bulkhead, d.tel), propagateDeadline(cfg.DeadlineMargin))
 	}
-	return map[string]http.RoundTripper{"fused": d.Attempt(next), "composed": composed}
+	return map[string]http.RoundTripper{"fused": d.attempt(next, ""), "composed": composed}
 }
 
 // seen is a backend recording the header and context of the last attempt.
@@ -111,7 +111,7 @@ func TestAttemptTimeoutError(t *testing.T) {
 				start := time.Now()
 				_, err := rt.RoundTrip(req)
 				var re *RejectedError
-				if !errors.As(err, &re) || re.Reason != ReasonTimeout || !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+				if !errors.As(err, &re) || re.Reason != semconv.ReasonTimeout || !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
 					t.Fatalf("own timeout: err = %v, want a timeout RejectedError", err)
 				}
 				if took := time.Since(start); took != 2*time.Second {
@@ -217,12 +217,12 @@ func TestAttemptPassThrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	backend := &seen{}
-	if rt := d.Attempt(backend); rt != backend {
+	if rt := d.attempt(backend, ""); rt != backend {
 		t.Fatalf("Attempt with nothing to do = %T, want next itself", rt)
 	}
 	cfg.PropagateDeadline = true
 	d, _ = NewDependency("dep", cfg)
-	rt := d.Attempt(backend)
+	rt := d.attempt(backend, "")
 	req, _ := http.NewRequest(http.MethodGet, "http://svc/x", nil)
 	var got *http.Request
 	resp, err := rt.RoundTrip(req) // no deadline: no header, no copy
@@ -246,7 +246,7 @@ func TestAttemptSpans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	backend := RoundTripperFunc(func(r *http.Request) (*http.Response, error) {
+	backend := roundTripperFunc(func(r *http.Request) (*http.Response, error) {
 		code := 200
 		if r.URL.Path == "/fail" {
 			code = 503

@@ -3,10 +3,8 @@ package resilience
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"net/http"
-	"sync"
 )
 
 // prepareBody makes req's body replayable when it can: bodies with GetBody (set by http.NewRequest
@@ -60,36 +58,4 @@ func discard(resp *http.Response) {
 	}
 	_, _ = io.CopyN(io.Discard, resp.Body, drainLimit)
 	resp.Body.Close()
-}
-
-// onClose wraps body so that done runs once, when the body is closed or read to its end. Used to keep
-// an attempt's context (and bulkhead permit) alive while the caller reads the body.
-type onClose struct {
-	io.ReadCloser
-	once sync.Once
-	done func()
-}
-
-func (b *onClose) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err != nil && errors.Is(err, io.EOF) {
-		b.once.Do(b.done)
-	}
-	return n, err
-}
-
-func (b *onClose) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(b.done)
-	return err
-}
-
-// afterBody arranges for done to run when resp's body is finished, or at once if there is no body.
-func afterBody(resp *http.Response, done func()) {
-	// 101 Switching Protocols hands over a read-write body that must not be hidden behind a wrapper.
-	if resp == nil || resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
-		done()
-		return
-	}
-	resp.Body = &onClose{ReadCloser: resp.Body, done: done}
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/failsafe-go/failsafe-go"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+
+	"github.com/cloudchassis/kit/resilience/policy"
 )
 
 // BenchmarkBreaker compares a closed breaker's bookkeeping for one successful call through the
@@ -16,14 +18,14 @@ import (
 //	go test -run '^$' -bench Breaker -benchmem ./resilience/
 func BenchmarkBreaker(b *testing.B) {
 	b.Run("permit", func(b *testing.B) {
-		br := NewBreaker(BreakerConfig{Failures: 5, Delay: time.Second}, "a")
+		br := newTestBreaker(policy.BreakerConfig{Failures: 5, Delay: time.Second}, "a")
 		ctx := context.Background()
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := br.AllowContext(ctx); err != nil {
 				b.Fatal(err)
 			}
-			br.RecordContext(ctx, Success)
+			br.RecordContext(ctx, policy.Success)
 		}
 	})
 	b.Run("failsafe-executor", func(b *testing.B) {

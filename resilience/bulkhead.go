@@ -4,79 +4,44 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"time"
 
 	"github.com/failsafe-go/failsafe-go/bulkhead"
+
+	"github.com/cloudchassis/kit/internal/eofbody"
+	"github.com/cloudchassis/kit/resilience/policy"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
-// Bulkhead caps the concurrent attempts to a dependency so that one slow dependency cannot take every
-// connection and goroutine of the caller. A permit is held from the moment an attempt is sent until
-// its response body is closed or read to the end. It uses failsafe-go's bulkhead permits directly
-// (TryAcquirePermit / AcquirePermitWithMaxWait / ReleasePermit): the executor would add ~1 µs and 14
-// allocations per call for nothing we use.
-//
-// A Bulkhead is safe for concurrent use; a nil *Bulkhead admits everything.
-type Bulkhead struct {
-	bh   bulkhead.Bulkhead[any]
-	wait time.Duration
-	tel  *instruments
+// acquire takes a permit of b (nil: no limit) for an attempt. A full bulkhead gives a
+// *RejectedError matching ErrBulkheadFull, reported to tel; a done ctx its error. Each nil return
+// must be paired with b.Release. A permit is held until the response body is closed or read to EOF.
+func acquire(ctx context.Context, b *policy.Bulkhead, tel *instruments) error {
+	err := b.Acquire(ctx)
+	if err == nil || !errors.Is(err, bulkhead.ErrFull) {
+		return err
+	}
+	tel.reject(ctx, semconv.ReasonBulkheadFull, "")
+	return &RejectedError{Reason: semconv.ReasonBulkheadFull}
 }
 
-// NewBulkhead returns a bulkhead admitting maxConcurrent attempts; an attempt that finds it full waits
-// up to wait for a slot (0: fails at once). maxConcurrent <= 0 returns nil (no limit).
-func NewBulkhead(maxConcurrent int, wait time.Duration, opts ...Option) *Bulkhead {
-	if maxConcurrent <= 0 {
-		return nil
-	}
-	return &Bulkhead{
-		bh:   bulkhead.NewBuilder[any](uint(maxConcurrent)).WithMaxWaitTime(wait).Build(),
-		wait: wait,
-		tel:  newOptions(opts).instruments(),
-	}
-}
-
-// Acquire takes a permit, waiting up to the configured wait. It returns a *RejectedError matching
-// ErrBulkheadFull, or ctx's error. Each nil return must be paired with Release.
-func (b *Bulkhead) Acquire(ctx context.Context) error {
-	if b == nil || b.bh.TryAcquirePermit() {
-		return nil
-	}
-	if b.wait > 0 {
-		err := b.bh.AcquirePermitWithMaxWait(ctx, b.wait)
-		if err == nil {
-			return nil
+// wrapBulkhead is the bulkhead b as a Middleware.
+func wrapBulkhead(b *policy.Bulkhead, tel *instruments) Middleware {
+	return func(next http.RoundTripper) http.RoundTripper {
+		if b == nil {
+			return next
 		}
-		if !errors.Is(err, bulkhead.ErrFull) {
-			return err
-		}
+		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+			if err := acquire(req.Context(), b, tel); err != nil {
+				closeRequestBody(req) // a RoundTripper closes the body, also when it refuses
+				return nil, err
+			}
+			resp, err := next.RoundTrip(req)
+			if err != nil {
+				b.Release()
+				return nil, err
+			}
+			eofbody.After(resp, b)
+			return resp, nil
+		})
 	}
-	b.tel.reject(ctx, ReasonBulkheadFull, "")
-	return &RejectedError{Reason: ReasonBulkheadFull, err: ErrBulkheadFull}
-}
-
-// Release returns a permit.
-func (b *Bulkhead) Release() {
-	if b != nil {
-		b.bh.ReleasePermit()
-	}
-}
-
-// Wrap is the bulkhead as a Middleware.
-func (b *Bulkhead) Wrap(next http.RoundTripper) http.RoundTripper {
-	if b == nil {
-		return next
-	}
-	return RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
-		if err := b.Acquire(req.Context()); err != nil {
-			closeRequestBody(req) // a RoundTripper closes the body, also when it refuses
-			return nil, err
-		}
-		resp, err := next.RoundTrip(req)
-		if err != nil {
-			b.Release()
-			return nil, err
-		}
-		afterBody(resp, b.Release)
-		return resp, nil
-	})
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/cloudchassis/kit/discovery"
 )
 
 // fakeLB stands in for discovery/lb: round robin over per-instance transports built by
@@ -33,7 +35,7 @@ func newFakeLB(d *Dependency, backend *recorder) *fakeLB {
 
 // backendFor sends every attempt to one instance of the recorder.
 func backendFor(r *recorder, id string) http.RoundTripper {
-	return RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
 		one := &recorder{instances: []string{id}, steps: r.steps, open: map[string]bool{}}
 		r.mu.Lock()
 		one.calls = slices.Clone(r.calls)
@@ -53,7 +55,7 @@ func (lb *fakeLB) RoundTrip(req *http.Request) (*http.Response, error) {
 	for range lb.ids {
 		i := lb.next % len(lb.ids)
 		lb.next++
-		if a, ok := lb.rts[i].(interface{ Available() bool }); ok && !a.Available() {
+		if a, ok := lb.rts[i].(discovery.InstanceTransport); ok && !a.Available() {
 			continue
 		}
 		rt = lb.rts[i]
@@ -161,8 +163,8 @@ func TestCompositionHedgesShareBudget(t *testing.T) {
 		if want := []string{"a", "b"}; !slices.Equal(lb.picks, want) {
 			t.Fatalf("picks %v, want %v (first attempt and its hedge)", lb.picks, want)
 		}
-		if d.Budget().Tokens() != 0 {
-			t.Fatalf("hedge did not spend the budget: %v", d.Budget().Tokens())
+		if d.budget.Tokens() != 0 {
+			t.Fatalf("hedge did not spend the budget: %v", d.budget.Tokens())
 		}
 		// Call 2: no token, no hedge.
 		resp, err = get(t, t.Context(), client, http.MethodGet, "")
@@ -197,7 +199,7 @@ func TestDependencyBreakerRejectsFast(t *testing.T) {
 		d, _ := NewDependency("pricing", cfg)
 		backend := newRecorder("a")
 		backend.steps["a"] = []step{{status: 503}}
-		client := d.Wrap(d.Attempt(backend))
+		client := d.Wrap(d.attempt(backend, ""))
 		for range 4 {
 			resp, err := get(t, t.Context(), client, http.MethodGet, "")
 			if err != nil {

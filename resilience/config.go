@@ -4,40 +4,22 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/cloudchassis/kit/resilience/policy"
 )
 
-// Defaults of Config, also the values of DefaultConfig.
+// Defaults that Config has no field for.
 const (
-	DefaultTimeout            = 10 * time.Second
-	DefaultAttemptTimeout     = 2 * time.Second
-	DefaultRetries            = 2
-	DefaultRetryBaseDelay     = 25 * time.Millisecond
-	DefaultRetryMaxDelay      = time.Second
-	DefaultRetryAfterMax      = 2 * time.Second
-	DefaultBudgetRatio        = 0.2
-	DefaultBudgetMinPerSecond = 10
-	DefaultBudgetWindow       = 10 * time.Second
-	DefaultBreakerFailures    = 5
-	DefaultBreakerDelay       = 5 * time.Second
-	DefaultBreakerSuccesses   = 1
-	DefaultDependencyRate     = 0.5
-	DefaultDependencyMinCalls = 20
-	DefaultDependencyPeriod   = 10 * time.Second
-	DefaultBodyBufferLimit    = 1 << 20
-	DefaultDeadlineMargin     = 5 * time.Millisecond
-	// DefaultMinAttemptTime is the least time an attempt must have left on the caller's deadline to
-	// be sent: with less, the propagated budget (the time left minus DefaultDeadlineMargin) would be
-	// nothing, so the callee could only fail, after using a connection and some of its capacity.
-	DefaultMinAttemptTime      = 5 * time.Millisecond
-	DefaultHedgeMinDelay       = time.Millisecond
-	DefaultMaxHedges           = 1
-	DefaultBreakerJitterFactor = 0.2
+	defaultRetryAfterMax = 2 * time.Second  // RetryAfterMax 0
+	defaultRetryMaxDelay = time.Second      // RetryMaxDelay 0
+	defaultBodyBufferMax = 1 << 20          // BodyBufferMax 0
+	defaultHedgeMinDelay = time.Millisecond // floor of a percentile hedge delay without HedgeDelay
 )
 
 // Config holds the resilience settings of one dependency. Its struct tags follow
 // github.com/kelseyhightower/envconfig: chassis reads it with the prefix CLIENT_<NAME>, so
-// CLIENT_PRICING_TIMEOUT sets Timeout of the dependency "pricing". A zero Config is not useful; start
-// from DefaultConfig or let envconfig apply the `default` tags. Durations of 0 disable the policy they
+// CLIENT_PRICING_TIMEOUT sets Timeout of the dependency "pricing". The `default` tags are the
+// defaults, which DefaultConfig returns; a zero Config is not useful. Durations of 0 disable the policy they
 // belong to (no timeout, no hedge, ...), as documented per field.
 type Config struct {
 	Timeout        time.Duration `envconfig:"TIMEOUT" default:"10s" desc:"overall deadline of one call, retries and hedges included; 0 disables"`
@@ -48,6 +30,7 @@ type Config struct {
 	RetryMaxDelay  time.Duration `envconfig:"RETRY_MAX_DELAY" default:"1s" desc:"cap of one backoff sleep"`
 	RetryAfterMax  time.Duration `envconfig:"RETRY_AFTER_MAX" default:"2s" desc:"longest Retry-After honoured; a longer one ends the retries"`
 	BodyBufferMax  int64         `envconfig:"RETRY_BODY_MAX" default:"1048576" desc:"request bodies up to this many bytes are buffered so retries and hedges can resend them"`
+	RetryOn        string        `envconfig:"RETRY_ON" desc:"what a sent attempt is retried on, replacing the classifier's choice: status codes (503), classes (5xx, 4xx), connection, timeout, comma-separated, e.g. 502,503,504,429,connection,timeout; empty keeps the default table (docs/resilience.md); attempts never sent are always retried"`
 
 	BudgetRatio        float64       `envconfig:"RETRY_BUDGET_RATIO" default:"0.2" desc:"retries and hedges allowed as a fraction of calls"`
 	BudgetMinPerSecond float64       `envconfig:"RETRY_BUDGET_MIN_PER_SECOND" default:"10" desc:"retries and hedges always allowed per second (the floor)"`
@@ -80,28 +63,28 @@ type Config struct {
 // DefaultConfig returns the defaults the `default` tags of Config describe.
 func DefaultConfig() Config {
 	return Config{
-		Timeout:                   DefaultTimeout,
-		AttemptTimeout:            DefaultAttemptTimeout,
-		Retries:                   DefaultRetries,
-		RetryBaseDelay:            DefaultRetryBaseDelay,
-		RetryMaxDelay:             DefaultRetryMaxDelay,
-		RetryAfterMax:             DefaultRetryAfterMax,
-		BodyBufferMax:             DefaultBodyBufferLimit,
-		BudgetRatio:               DefaultBudgetRatio,
-		BudgetMinPerSecond:        DefaultBudgetMinPerSecond,
-		BudgetWindow:              DefaultBudgetWindow,
-		MaxHedges:                 DefaultMaxHedges,
-		BreakerFailures:           DefaultBreakerFailures,
+		Timeout:                   10 * time.Second,
+		AttemptTimeout:            2 * time.Second,
+		Retries:                   2,
+		RetryBaseDelay:            25 * time.Millisecond,
+		RetryMaxDelay:             defaultRetryMaxDelay,
+		RetryAfterMax:             defaultRetryAfterMax,
+		BodyBufferMax:             defaultBodyBufferMax,
+		BudgetRatio:               0.2,
+		BudgetMinPerSecond:        10,
+		BudgetWindow:              10 * time.Second,
+		MaxHedges:                 1,
+		BreakerFailures:           5,
 		BreakerMinCalls:           10,
 		BreakerPeriod:             10 * time.Second,
-		BreakerDelay:              DefaultBreakerDelay,
-		BreakerSuccesses:          DefaultBreakerSuccesses,
-		DependencyBreakerRate:     DefaultDependencyRate,
-		DependencyBreakerMinCalls: DefaultDependencyMinCalls,
-		DependencyBreakerPeriod:   DefaultDependencyPeriod,
+		BreakerDelay:              5 * time.Second,
+		BreakerSuccesses:          1,
+		DependencyBreakerRate:     0.5,
+		DependencyBreakerMinCalls: 20,
+		DependencyBreakerPeriod:   10 * time.Second,
 		PropagateDeadline:         true,
-		DeadlineMargin:            DefaultDeadlineMargin,
-		MinAttemptTime:            DefaultMinAttemptTime,
+		DeadlineMargin:            5 * time.Millisecond,
+		MinAttemptTime:            5 * time.Millisecond,
 	}
 }
 
@@ -123,6 +106,9 @@ func (c Config) Validate() error {
 	neg("MAX_CONCURRENT_WAIT", c.MaxConcurrentWait)
 	neg("DEADLINE_MARGIN", c.DeadlineMargin)
 	neg("MIN_ATTEMPT_TIME", c.MinAttemptTime)
+	if _, err := parseRetryOn(c.RetryOn); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Retries < 0 {
 		errs = append(errs, fmt.Errorf("RETRIES=%d: must be 0 or more", c.Retries))
 	}
@@ -164,35 +150,35 @@ func (c Config) Validate() error {
 
 func (c Config) hedging() bool { return c.HedgeDelay > 0 || c.HedgePercentile > 0 }
 
-// InstanceBreaker returns the per-instance breaker settings of c.
-func (c Config) InstanceBreaker() BreakerConfig {
-	return BreakerConfig{
+// instanceBreaker returns the per-instance breaker settings of c.
+func (c Config) instanceBreaker() policy.BreakerConfig {
+	return policy.BreakerConfig{
 		Failures: c.BreakerFailures, Window: c.BreakerWindow,
 		FailureRate: c.BreakerFailureRate, MinCalls: c.BreakerMinCalls, Period: c.BreakerPeriod,
 		Delay: c.BreakerDelay, Successes: c.BreakerSuccesses,
 	}
 }
 
-// DependencyBreaker returns the dependency-wide breaker settings of c (time based).
-func (c Config) DependencyBreaker() BreakerConfig {
+// dependencyBreaker returns the dependency-wide breaker settings of c (time based).
+func (c Config) dependencyBreaker() policy.BreakerConfig {
 	if c.DependencyBreakerRate == 0 {
-		return BreakerConfig{}
+		return policy.BreakerConfig{}
 	}
-	return BreakerConfig{
+	return policy.BreakerConfig{
 		FailureRate: c.DependencyBreakerRate, MinCalls: c.DependencyBreakerMinCalls,
 		Period: c.DependencyBreakerPeriod, Delay: c.BreakerDelay, Successes: c.BreakerSuccesses,
 	}
 }
 
-// RetryPolicy returns the retry settings of c.
-func (c Config) RetryPolicy() RetryConfig {
-	return RetryConfig{
+// retryConfig returns the retry settings of c.
+func (c Config) retryConfig() retryConfig {
+	return retryConfig{
 		MaxAttempts: c.Retries + 1, BaseDelay: c.RetryBaseDelay, MaxDelay: c.RetryMaxDelay,
 		RetryAfterMax: c.RetryAfterMax, BodyBufferMax: c.BodyBufferMax,
 	}
 }
 
-// HedgePolicy returns the hedging settings of c.
-func (c Config) HedgePolicy() HedgeConfig {
-	return HedgeConfig{Delay: c.HedgeDelay, Percentile: c.HedgePercentile, MaxHedges: c.MaxHedges}
+// hedgeConfig returns the hedging settings of c.
+func (c Config) hedgeConfig() hedgeConfig {
+	return hedgeConfig{Delay: c.HedgeDelay, Percentile: c.HedgePercentile, MaxHedges: c.MaxHedges}
 }

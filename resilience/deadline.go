@@ -11,12 +11,12 @@ import (
 // x-envoy-expected-rq-timeout-ms), so clock skew between hosts does not matter.
 const TimeoutHeader = "Chassis-Timeout-Ms"
 
-// PropagateDeadline sets TimeoutHeader on requests whose context has a deadline: the time left minus
+// propagateDeadline sets TimeoutHeader on requests whose context has a deadline: the time left minus
 // margin, at least 1 ms. Place it below the per-attempt Timeout so each attempt sends its own budget.
 // Requests without a deadline are passed on untouched; the caller's request is never modified.
-func PropagateDeadline(margin time.Duration) Middleware {
+func propagateDeadline(margin time.Duration) Middleware {
 	return func(next http.RoundTripper) http.RoundTripper {
-		return RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
 			dl, ok := req.Context().Deadline()
 			if !ok {
 				return next.RoundTrip(req)
@@ -32,10 +32,10 @@ func PropagateDeadline(margin time.Duration) Middleware {
 	}
 }
 
-// ParseTimeoutHeader parses a TimeoutHeader value: a positive decimal number of milliseconds, in
+// parseTimeoutHeader parses a TimeoutHeader value: a positive decimal number of milliseconds, in
 // ASCII digits only (at most about 292 years, the range of time.Duration). It never allocates, also
 // for a malformed value: every request a server receives may carry one.
-func ParseTimeoutHeader(v string) (time.Duration, bool) {
+func parseTimeoutHeader(v string) (time.Duration, bool) {
 	const maxMs = int64(1<<63-1) / int64(time.Millisecond)
 	if v == "" {
 		return 0, false
@@ -56,8 +56,8 @@ func ParseTimeoutHeader(v string) (time.Duration, bool) {
 	return time.Duration(ms) * time.Millisecond, true
 }
 
-// WithPropagatedDeadline is the server side of deadline propagation, the one implementation that
-// DeadlineMiddleware and chassis' request core share: it returns ctx with a deadline of the caller's
+// WithPropagatedDeadline is the server side of deadline propagation, the one implementation (chassis'
+// request core calls it; a server not built with chassis calls it in a middleware): it returns ctx with a deadline of the caller's
 // TimeoutHeader in h, capped by limit (the server's own maximum). Without the header, or with a
 // malformed one, limit applies alone; limit <= 0 means "no cap" (the header alone). An earlier
 // deadline already on ctx is kept. When neither sets a deadline, ctx is returned with a no-op cancel
@@ -65,7 +65,7 @@ func ParseTimeoutHeader(v string) (time.Duration, bool) {
 func WithPropagatedDeadline(ctx context.Context, h http.Header, limit time.Duration) (context.Context, context.CancelFunc) {
 	d := limit
 	if v := h.Get(TimeoutHeader); v != "" {
-		if t, ok := ParseTimeoutHeader(v); ok && (d <= 0 || t < d) {
+		if t, ok := parseTimeoutHeader(v); ok && (d <= 0 || t < d) {
 			d = t
 		}
 	}
@@ -76,20 +76,3 @@ func WithPropagatedDeadline(ctx context.Context, h http.Header, limit time.Durat
 }
 
 func noCancel() {}
-
-// DeadlineMiddleware is deadline propagation's server side as an HTTP middleware, for servers not
-// built with chassis (whose request core does the same): each request's context gets the deadline
-// WithPropagatedDeadline computes from the caller's TimeoutHeader and limit. Safe for concurrent use.
-func DeadlineMiddleware(limit time.Duration) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ctx, cancel := WithPropagatedDeadline(r.Context(), r.Header, limit)
-			defer cancel()
-			if ctx == r.Context() {
-				next.ServeHTTP(w, r)
-				return
-			}
-			next.ServeHTTP(w, r.WithContext(ctx))
-		})
-	}
-}

@@ -7,77 +7,80 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/resilience/policy"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // Dependency holds the resilience state of calls to one dependency (a named service): its retry
 // budget, its dependency-wide breaker, its bulkhead and one breaker per instance. It builds the client
-// chain of ARCHITECTURE §6 in two halves around a balancer:
+// chain (docs/resilience.md) in two halves around a balancer:
 //
-//	Wrap:     dependency breaker -> overall Timeout -> Retry (budgeted) -> Hedge (same budget) -> next
+//	Wrap:     dependency breaker -> overall timeout -> retry (budgeted) -> hedge (same budget) -> next
 //	          (next is the balancer, which picks an instance for every attempt)
-//	Instance: instance breaker -> minimum attempt time -> per-attempt Timeout -> Bulkhead ->
-//	          PropagateDeadline -> next
-//	          (installed by the balancer for each instance, e.g. lb.WithInstanceTransport)
+//	Instance: instance breaker -> minimum attempt time -> per-attempt timeout -> bulkhead ->
+//	          deadline header -> next
+//	          (installed by the balancer for each instance: lb.WithInstancePolicy)
 //
 // The span and the HTTP client metrics sit above Wrap (the telemetry package's client
 // instrumentation); this package adds its own counters and span events. A Dependency is safe for
-// concurrent use.
+// concurrent use. It is the discovery.InstancePolicy a balancer installs on its instances.
 type Dependency struct {
 	name     string
 	cfg      Config
 	opts     []Option
 	tel      *instruments
-	budget   *Budget
-	breaker  *Breaker
-	bulkhead *Bulkhead
-	instCfg  BreakerConfig
+	budget   *policy.Budget
+	breaker  *policy.Breaker
+	bulkhead *policy.Bulkhead
+	instCfg  policy.BreakerConfig
+	classify discovery.Classifier
 }
+
+var _ discovery.InstancePolicy = (*Dependency)(nil)
 
 // NewDependency validates cfg and returns the state for calls to the dependency name.
 func NewDependency(name string, cfg Config, opts ...Option) (*Dependency, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("resilience: dependency %q: %w", name, err)
 	}
-	opts = append([]Option{WithDependency(name)}, opts...)
+	on, _ := parseRetryOn(cfg.RetryOn) // checked by Validate
+	opts = append([]Option{withDependency(name)}, opts...)
 	o := newOptions(opts)
 	tel := o.instruments()
-	opts = append(opts, optionFunc(func(o *options) { o.tel = tel })) // share one set of instruments
+	classify := on.wrap(o.classify)
+	// Every policy shares one set of instruments and one classifier.
+	opts = append(opts, optionFunc(func(o *options) { o.tel, o.classify = tel, classify }))
 	d := &Dependency{
-		name: name, cfg: cfg, opts: opts, tel: tel,
-		breaker:  newBreaker(cfg.DependencyBreaker(), "", scopeDependency, tel),
-		bulkhead: NewBulkhead(cfg.MaxConcurrent, cfg.MaxConcurrentWait, opts...),
-		instCfg:  cfg.InstanceBreaker(),
+		name: name, cfg: cfg, opts: opts, tel: tel, classify: classify,
+		breaker:  newBreaker(cfg.dependencyBreaker(), "", scopeDependency, tel),
+		bulkhead: policy.NewBulkhead(cfg.MaxConcurrent, cfg.MaxConcurrentWait),
+		instCfg:  cfg.instanceBreaker(),
 	}
 	if cfg.Retries > 0 || cfg.hedging() {
-		d.budget = NewBudget(cfg.BudgetRatio, cfg.BudgetMinPerSecond, cfg.BudgetWindow)
+		d.budget = policy.NewBudget(cfg.BudgetRatio, cfg.BudgetMinPerSecond, cfg.BudgetWindow)
 	}
 	return d, nil
 }
 
-// Budget returns the retry budget shared by retries and hedges (nil when both are off).
-func (d *Dependency) Budget() *Budget { return d.budget }
-
-// Breaker returns the dependency-wide breaker (nil when disabled).
-func (d *Dependency) Breaker() *Breaker { return d.breaker }
-
 // Wrap returns the outer half of the chain around next, normally a balancer transport.
 func (d *Dependency) Wrap(next http.RoundTripper) http.RoundTripper {
-	mws := []Middleware{d.breaker.Wrap}
+	mws := []Middleware{func(next http.RoundTripper) http.RoundTripper {
+		return wrapBreaker(d.breaker, "", d.tel, d.classify, next)
+	}}
 	if !d.overallImplied() {
-		mws = append(mws, Timeout(d.cfg.Timeout, d.opts...))
+		mws = append(mws, timeoutPolicy(d.cfg.Timeout, d.opts...))
 	}
-	mws = append(mws, Retry(d.cfg.RetryPolicy(), d.budget, d.opts...))
+	mws = append(mws, retryPolicy(d.cfg.retryConfig(), d.budget, d.opts...))
 	if d.cfg.hedging() {
-		mws = append(mws, Hedge(d.cfg.HedgePolicy(), d.budget, d.opts...))
+		mws = append(mws, hedgePolicy(d.cfg.hedgeConfig(), d.budget, d.opts...))
 	}
 	return Chain(next, mws...)
 }
 
 // overallImplied reports whether the attempts alone already end every call within the overall
 // Timeout: MaxAttempts attempt timeouts plus the longest possible wait before each retry. Then the
-// overall timer can never fire first and is left out: a context timer costs 5 allocations and ~1 µs
-// per call (BenchmarkResilienceChassis), a quarter of the chain's budget. With the defaults
+// overall timer can never fire first and is left out, saving a context timer per call. With the defaults
 // (3 × 2 s + 2 × max(1 s, 2 s) = 10 s) it is implied.
 func (d *Dependency) overallImplied() bool {
 	c := d.cfg
@@ -90,27 +93,32 @@ func (d *Dependency) overallImplied() bool {
 	attempts := time.Duration(c.Retries + 1)
 	wait := max(c.RetryMaxDelay, c.RetryAfterMax)
 	if c.RetryAfterMax == 0 {
-		wait = max(c.RetryMaxDelay, DefaultRetryAfterMax)
+		wait = max(c.RetryMaxDelay, defaultRetryAfterMax)
 	}
 	return attempts*c.AttemptTimeout+(attempts-1)*wait <= c.Timeout
 }
 
 // Instance returns the per-instance half of the chain for the instance with the given id around next
-// (normally the shared *http.Transport). The result has an Available method reporting whether the
-// instance's breaker lets calls through, which discovery/lb uses to skip the instance. Each call
+// (normally the shared *http.Transport). With a breaker, the result is a discovery.InstanceTransport
+// whose Available reports whether the breaker lets calls through; discovery/lb skips the instance
+// while it is false. Each call
 // makes a new breaker owned by the returned transport, so breakers of instances that left are
 // garbage collected with their transport (no map keyed by instance ids to bound).
 func (d *Dependency) Instance(id string, next http.RoundTripper) http.RoundTripper {
-	return newBreaker(d.instCfg, id, scopeInstance, d.tel).Wrap(d.attempt(next, id))
+	return wrapBreaker(newBreaker(d.instCfg, id, scopeInstance, d.tel), id, d.tel, d.classify, d.attempt(next, id))
 }
 
-// Attempt returns the per-attempt layers without a breaker: the minimum attempt time (an attempt
-// whose caller's deadline leaves less than MinAttemptTime is refused with ErrDeadlineTooShort),
-// per-attempt Timeout, Bulkhead and PropagateDeadline. NewTransport uses it when there is no balancer.
-// The three run as one layer (see attemptTransport) with the behaviour of
-// Chain(next, Timeout(AttemptTimeout), Bulkhead.Wrap, PropagateDeadline(DeadlineMargin)).
-func (d *Dependency) Attempt(next http.RoundTripper) http.RoundTripper { return d.attempt(next, "") }
+// Classify is the dependency's classifier: WithClassifier's (default discovery.Classify) with
+// Config.RetryOn applied. Give it to the balancer (lb.WithClassifier(d.Classify)) so that outlier
+// ejection counts what the breakers count.
+func (d *Dependency) Classify(resp *http.Response, err error) discovery.Class {
+	return d.classify(resp, err)
+}
 
+// attempt returns the per-attempt layers without a breaker: the minimum attempt time (an attempt
+// whose caller's deadline leaves less than MinAttemptTime is refused with ErrDeadlineTooShort),
+// per-attempt timeout, bulkhead and deadline header, run as one layer (see attemptTransport) with
+// the behaviour of Chain(next, timeoutPolicy(AttemptTimeout), wrapBulkhead, propagateDeadline(DeadlineMargin)).
 func (d *Dependency) attempt(next http.RoundTripper, instance string) http.RoundTripper {
 	if d.cfg.AttemptTimeout <= 0 && d.bulkhead == nil && !d.cfg.PropagateDeadline && d.tel.tracer == nil &&
 		d.cfg.MinAttemptTime <= 0 {
@@ -142,5 +150,5 @@ func NewTransport(base http.RoundTripper, name string, cfg Config, opts ...Optio
 	if err != nil {
 		return nil, err
 	}
-	return d.Wrap(d.Attempt(base)), nil
+	return d.Wrap(d.attempt(base, "")), nil
 }

@@ -2,27 +2,15 @@ package resilience
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/budget"
 	"github.com/failsafe-go/failsafe-go/bulkhead"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/failsafe-go/failsafe-go/timeout"
-)
 
-// Reason is the low-cardinality label a rejection carries on metrics and span events.
-type Reason string
-
-// Rejection reasons.
-const (
-	ReasonBreakerOpen     Reason = "breaker_open"
-	ReasonBudgetExhausted Reason = "budget_exhausted"
-	ReasonBulkheadFull    Reason = "bulkhead_full"
-	ReasonTimeout         Reason = "timeout"
-	// ReasonDeadlineTooShort: the caller's deadline left less than the minimum attempt time
-	// (MIN_ATTEMPT_TIME), so the attempt was not sent.
-	ReasonDeadlineTooShort Reason = "deadline_too_short"
+	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // sentinel is a matchable error that also matches the failsafe-go error it stands for, so code written
@@ -66,21 +54,22 @@ func (e *timeoutSentinel) Is(target error) bool { return target == context.Deadl
 // Timeout makes ErrTimeout a net.Error-style timeout (os.IsTimeout and url.Error.Timeout report true).
 func (e *timeoutSentinel) Timeout() bool { return true }
 
-// RejectedError carries the data of one rejection: which policy, which instance (empty for
+// RejectedError carries the data of one rejection: which policy (Reason, a semconv.Reason* value:
+// breaker_open, bulkhead_full, timeout or deadline_too_short), which instance (empty for
 // dependency-wide policies) and, for an open breaker, how long until it lets a probe through.
-// Unwrap returns the sentinel, so errors.Is(err, ErrBreakerOpen) and errors.As(err, &rejected) both work.
+// Unwrap returns the sentinel of the reason, so errors.Is(err, ErrBreakerOpen) and
+// errors.As(err, &rejected) both work.
 type RejectedError struct {
-	Reason   Reason
+	Reason   string
 	Instance string
 	// RetryIn is the remaining open delay of a breaker, 0 when unknown or not applicable.
 	RetryIn time.Duration
-	err     error
 }
 
 func (e *RejectedError) Error() string {
-	msg := "resilience: rejected: " + string(e.Reason)
-	if e.err != nil {
-		msg = e.err.Error()
+	msg := "resilience: rejected: " + e.Reason
+	if s := e.Unwrap(); s != nil {
+		msg = s.Error()
 	}
 	if e.Instance != "" {
 		return msg + " (instance " + e.Instance + ")"
@@ -89,28 +78,38 @@ func (e *RejectedError) Error() string {
 }
 
 // ErrorType returns the reason, so that telemetry's client instrumentation records it as error.type.
-func (e *RejectedError) ErrorType() string { return string(e.Reason) }
+func (e *RejectedError) ErrorType() string { return e.Reason }
 
-// Unwrap returns the sentinel (ErrBreakerOpen, ErrBulkheadFull, ...).
-func (e *RejectedError) Unwrap() error { return e.err }
+// Unwrap returns the sentinel of the reason (ErrBreakerOpen, ErrBulkheadFull, ...).
+func (e *RejectedError) Unwrap() error {
+	switch e.Reason {
+	case semconv.ReasonBreakerOpen:
+		return ErrBreakerOpen
+	case semconv.ReasonBulkheadFull:
+		return ErrBulkheadFull
+	case semconv.ReasonTimeout:
+		return ErrTimeout
+	case semconv.ReasonDeadlineTooShort:
+		return ErrDeadlineTooShort
+	}
+	return nil
+}
 
 // Timeout reports whether the rejection is a timeout (our timer, or a deadline too short to
 // attempt), for net.Error-style checks.
 func (e *RejectedError) Timeout() bool {
-	return e.Reason == ReasonTimeout || e.Reason == ReasonDeadlineTooShort
+	return e.Reason == semconv.ReasonTimeout || e.Reason == semconv.ReasonDeadlineTooShort
 }
 
-// isLocalRejection reports whether err means this process refused to send: such outcomes are never
-// counted as failures of the callee (Kratos #2777 counted them and kept breakers open).
-func isLocalRejection(err error) bool {
-	// ErrBudgetExhausted is not listed: it is always joined to the failed attempt that needed the
-	// retry, and that failure is what a breaker should see.
-	return errors.Is(err, ErrBreakerOpen) || errors.Is(err, ErrBulkheadFull) || errors.Is(err, ErrDeadlineTooShort)
-}
-
-// Local reports whether the call was refused in this process before anything was sent (breaker open,
-// bulkhead full, deadline too short). discovery/lb's default classifier records nothing for such
-// errors, so they neither eject an instance nor skew its latency.
-func (e *RejectedError) Local() bool {
-	return e.Reason == ReasonBreakerOpen || e.Reason == ReasonBulkheadFull || e.Reason == ReasonDeadlineTooShort
+// Class places the rejection in the shared classification (discovery.Class): a timeout is a
+// retryable failure of the callee; the others were made in this process and sent nothing (Local), and
+// only an open breaker is retryable, on another instance.
+func (e *RejectedError) Class() discovery.Class {
+	switch e.Reason {
+	case semconv.ReasonTimeout:
+		return discovery.Class{Retryable: true, Failure: true}
+	case semconv.ReasonBreakerOpen:
+		return discovery.Class{Retryable: true, Unsent: true, Local: true}
+	}
+	return discovery.Class{Unsent: true, Local: true}
 }

@@ -14,7 +14,10 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/telemetry/semconv"
+
+	"github.com/cloudchassis/kit/resilience/policy"
 )
 
 // Each documented span event and reason this package emits is provoked here and looked up on the
@@ -93,8 +96,8 @@ func TestSpanEventRejected(t *testing.T) {
 	}
 
 	// breaker_open: an open instance breaker refuses.
-	b := NewBreaker(BreakerConfig{Failures: 1, Delay: time.Hour}, "a")
-	b.Record(Failure)
+	b := newTestBreaker(policy.BreakerConfig{Failures: 1, Delay: time.Hour}, "a")
+	b.Record(policy.Failure)
 	if _, err := c.do(t, context.Background(), "breaker", b.Wrap(newRecorder("x"))); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("breaker: %v", err)
 	}
@@ -103,18 +106,18 @@ func TestSpanEventRejected(t *testing.T) {
 	// budget_exhausted: a 503 needs a retry, the empty budget refuses it.
 	rec := newRecorder("x")
 	rec.steps["x"] = []step{{status: 503}}
-	rt := Retry(RetryConfig{MaxAttempts: 2}, NewBudget(0, 0, time.Second))(rec)
+	rt := retryPolicy(retryConfig{MaxAttempts: 2}, policy.NewBudget(0, 0, time.Second))(rec)
 	if resp, err := c.do(t, context.Background(), "budget", rt); err != nil || resp.StatusCode != 503 {
 		t.Fatalf("budget: %v, %v", resp, err)
 	}
 	wantEvents(t, "budget", c.events(t, "budget"), rejected(semconv.ReasonBudgetExhausted))
 
 	// bulkhead_full: the only slot is taken.
-	bh := NewBulkhead(1, 0)
+	bh := policy.NewBulkhead(1, 0)
 	if err := bh.Acquire(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.do(t, context.Background(), "bulkhead", bh.Wrap(newRecorder("x"))); !errors.Is(err, ErrBulkheadFull) {
+	if _, err := c.do(t, context.Background(), "bulkhead", wrapBulkhead(bh, newOptions(nil).instruments())(newRecorder("x"))); !errors.Is(err, ErrBulkheadFull) {
 		t.Fatalf("bulkhead: %v", err)
 	}
 	bh.Release()
@@ -124,7 +127,7 @@ func TestSpanEventRejected(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := newRecorder("x")
 		rec.steps["x"] = []step{{delay: time.Second}}
-		if _, err := c.do(t, context.Background(), "timeout", Timeout(100*time.Millisecond)(rec)); !errors.Is(err, ErrTimeout) {
+		if _, err := c.do(t, context.Background(), "timeout", timeoutPolicy(100*time.Millisecond)(rec)); !errors.Is(err, ErrTimeout) {
 			t.Fatalf("timeout: %v", err)
 		}
 	})
@@ -136,9 +139,9 @@ func TestSpanEventRejected(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), DefaultMinAttemptTime-time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultConfig().MinAttemptTime-time.Millisecond)
 		defer cancel()
-		if _, err := c.do(t, ctx, "too-short", d.Wrap(d.Attempt(newRecorder("x")))); !errors.Is(err, ErrDeadlineTooShort) {
+		if _, err := c.do(t, ctx, "too-short", d.Wrap(d.attempt(newRecorder("x"), ""))); !errors.Is(err, ErrDeadlineTooShort) {
 			t.Fatalf("deadline too short: %v", err)
 		}
 	})
@@ -164,14 +167,14 @@ func TestDeadlineTooShort(t *testing.T) {
 		_, err = get(t, ctx, rt, http.MethodGet, "")
 		cancel()
 		var rej *RejectedError
-		if !errors.As(err, &rej) || rej.Reason != ReasonDeadlineTooShort || !rej.Local() ||
+		if !errors.As(err, &rej) || rej.Reason != semconv.ReasonDeadlineTooShort || !rej.Class().Local ||
 			!errors.Is(err, context.DeadlineExceeded) || rej.ErrorType() != semconv.ReasonDeadlineTooShort {
 			t.Fatalf("err = %v, want a local deadline_too_short rejection matching context.DeadlineExceeded", err)
 		}
 		if calls := rec.Calls(); len(calls) != 0 {
 			t.Fatalf("sent %d attempts, want none (and no retry)", len(calls))
 		}
-		if !inst.(interface{ Available() bool }).Available() || d.Breaker().State() != breakerStates[0] {
+		if !inst.(discovery.InstanceTransport).Available() || d.breaker.State() != breakerStates[0] {
 			t.Fatal("a refused attempt counted against a breaker")
 		}
 
@@ -191,7 +194,7 @@ func TestDeadlineTooShort(t *testing.T) {
 		d, _ = NewDependency("dep", cfg)
 		ctx, cancel = context.WithTimeout(context.Background(), time.Millisecond)
 		defer cancel()
-		resp, err = get(t, ctx, d.Wrap(d.Attempt(rec)), http.MethodGet, "")
+		resp, err = get(t, ctx, d.Wrap(d.attempt(rec, "")), http.MethodGet, "")
 		if err != nil {
 			t.Fatalf("check disabled: %v", err)
 		}
@@ -203,7 +206,7 @@ func TestDeadlineTooShort(t *testing.T) {
 func TestSpanEventBreakerTransition(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := newTracedCall()
-		b := NewBreaker(BreakerConfig{Failures: 2, Delay: time.Second}, "a")
+		b := newTestBreaker(policy.BreakerConfig{Failures: 2, Delay: time.Second}, "a")
 		rec := newRecorder("a")
 		rec.steps["a"] = []step{{status: 503}, {status: 503}, {status: 200}}
 		rt := b.Wrap(rec)
@@ -221,7 +224,7 @@ func TestSpanEventBreakerTransition(t *testing.T) {
 			transition(semconv.BreakerOpen, semconv.BreakerHalfOpen), transition(semconv.BreakerHalfOpen, semconv.BreakerClosed))
 
 		// A dependency-wide breaker names itself "service"; a refused connection opens at once.
-		d := NewBreaker(BreakerConfig{Failures: 5}, "")
+		d := newTestBreaker(policy.BreakerConfig{Failures: 5}, "")
 		refused := newRecorder("x")
 		refused.steps["x"] = []step{{err: &net_OpError}}
 		c.do(t, context.Background(), "refused", d.Wrap(refused))
@@ -237,8 +240,8 @@ func TestSpanEventFallback(t *testing.T) {
 	fallback := Fallback(func(*http.Request, int, error) (*http.Response, error) {
 		return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader("cached"))}, nil
 	})
-	open := NewBreaker(BreakerConfig{Failures: 1, Delay: time.Hour}, "a")
-	open.Record(Failure)
+	open := newTestBreaker(policy.BreakerConfig{Failures: 1, Delay: time.Hour}, "a")
+	open.Record(policy.Failure)
 	status := newRecorder("x")
 	status.steps["x"] = []step{{status: 503}}
 	broken := newRecorder("x")

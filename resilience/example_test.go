@@ -3,9 +3,11 @@ package resilience_test
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cloudchassis/kit/resilience"
@@ -42,15 +44,26 @@ func ExampleNewTransport() {
 	// Output: 200 ok, deadline header true after 3 attempts
 }
 
-// Rejections are typed: match them with errors.Is, read their data with errors.As.
+// Rejections are typed: match them with errors.Is, read their data with errors.As. Here an
+// instance refuses connections, which opens its breaker at once.
 func ExampleRejectedError() {
-	b := resilience.NewBreaker(resilience.BreakerConfig{Failures: 1, Delay: time.Minute}, "10.0.0.7:8080")
-	_ = b.Allow()
-	b.Record(resilience.Failure)
-
-	client := &http.Client{Transport: b.Wrap(http.DefaultTransport)}
-	_, err := client.Get("http://10.0.0.7:8080/")
+	cfg := resilience.DefaultConfig()
+	cfg.Retries, cfg.DependencyBreakerRate = 0, 0
+	dep, err := resilience.NewDependency("pricing", cfg)
+	if err != nil {
+		panic(err)
+	}
+	refused := roundTripperFunc(func(*http.Request) (*http.Response, error) {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	})
+	client := &http.Client{Transport: dep.Wrap(dep.Instance("10.0.0.7:8080", refused))}
+	_, _ = client.Get("http://10.0.0.7:8080/")
+	_, err = client.Get("http://10.0.0.7:8080/")
 	var rejected *resilience.RejectedError
 	fmt.Println(errors.Is(err, resilience.ErrBreakerOpen), errors.As(err, &rejected), rejected.Reason, rejected.Instance)
 	// Output: true true breaker_open 10.0.0.7:8080
 }
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -12,8 +12,9 @@ import (
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
-// Fallback calls fn when the call through next failed: it returned an error, or a response with status
-// 429, 500, 502, 503 or 504 (whose body is closed before fn is called). fn's result is the call's
+// Fallback calls fn when the call through next failed: it returned an error, or a response whose
+// class is Retryable or Failure (by default 429 and 5xx except 501; its body is closed before fn is
+// called; WithClassifier changes the classification). fn's result is the call's
 // result; fn receives the original error (nil for a failed status) and the status (0 for an error), so
 // it can serve a cached or default answer, or return a better error. Place it outermost.
 //
@@ -21,12 +22,15 @@ import (
 // shows the answer did not come from the dependency: with chassis.rejection.reason when the call was
 // refused locally (a *RejectedError), else with error.type (the status code, the error's
 // ErrorType() when it has one, "timeout", "canceled" or "_OTHER").
-func Fallback(fn func(req *http.Request, status int, err error) (*http.Response, error)) Middleware {
+func Fallback(fn func(req *http.Request, status int, err error) (*http.Response, error), opts ...Option) Middleware {
+	classify := newOptions(opts).classify
 	return func(next http.RoundTripper) http.RoundTripper {
-		return RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
 			resp, err := next.RoundTrip(req)
-			if err == nil && !retryableStatus(resp.StatusCode) && resp.StatusCode != http.StatusInternalServerError {
-				return resp, nil
+			if err == nil {
+				if c := classify(resp, nil); !c.Retryable && !c.Failure {
+					return resp, nil
+				}
 			}
 			status := 0
 			if resp != nil {

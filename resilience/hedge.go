@@ -6,12 +6,15 @@ import (
 	"time"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/internal/eofbody"
+	"github.com/cloudchassis/kit/resilience/policy"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
-// HedgeConfig configures Hedge.
-type HedgeConfig struct {
+// hedgeConfig configures hedgePolicy (from Config: see its fields).
+type hedgeConfig struct {
 	// Delay sends a hedge when the first attempt has not answered after Delay. With Percentile set it
-	// is the lower bound of the delay (DefaultHedgeMinDelay if 0) and the delay used until enough
+	// is the lower bound of the delay (defaultHedgeMinDelay if 0) and the delay used until enough
 	// latencies were observed (no hedging meanwhile if 0).
 	Delay time.Duration
 	// Percentile (0-1, e.g. 0.95) hedges after the observed latency percentile of recent attempts
@@ -21,27 +24,28 @@ type HedgeConfig struct {
 	MaxHedges int
 }
 
-// Hedge sends up to MaxHedges extra copies of a Replayable request when the first has not answered
+// hedgePolicy sends up to MaxHedges extra copies of a Replayable request when the first has not answered
 // after the hedge delay ("The Tail at Scale", Dean & Barroso 2013): the first good answer (no error,
-// not 429/502/503/504) wins, the other attempts are cancelled and their responses drained and closed
+// not Retryable: by default not 429, 502, 503 or 504) wins, the other attempts are cancelled and their responses drained and closed
 // before RoundTrip returns, so no goroutine outlives the call. Each hedge takes a token from budget
-// (shared with Retry; Hedge never deposits, put Retry above it). A failed attempt does not start a
-// hedge: retries are Retry's business. next should be a balancer, so hedges go to other instances.
+// (shared with retryPolicy, which deposits: put it above). A failed attempt does not start a
+// hedge: retries are retryPolicy's business. next should be a balancer, so hedges go to other instances.
 // Non-replayable requests, and bodies without GetBody, pass straight through.
-func Hedge(cfg HedgeConfig, budget *Budget, opts ...Option) Middleware {
-	tel := newOptions(opts).instruments()
+func hedgePolicy(cfg hedgeConfig, budget *policy.Budget, opts ...Option) Middleware {
+	o := newOptions(opts)
+	tel := o.instruments()
 	tel.observeBudget(budget)
 	return func(next http.RoundTripper) http.RoundTripper {
 		if cfg.Delay <= 0 && cfg.Percentile <= 0 {
 			return next
 		}
-		h := &hedger{cfg: cfg, budget: budget, next: next, tel: tel}
+		h := &hedger{cfg: cfg, budget: budget, next: next, tel: tel, classify: o.classify}
 		h.direct, _ = next.(discovery.TriedRoundTripper)
 		h.cfg.MaxHedges = max(cfg.MaxHedges, 1)
 		if cfg.Percentile > 0 {
 			h.lat = newLatencyTracker(cfg.Percentile)
 			if h.cfg.Delay <= 0 {
-				h.floor = DefaultHedgeMinDelay
+				h.floor = defaultHedgeMinDelay
 			} else {
 				h.floor = h.cfg.Delay
 			}
@@ -51,13 +55,14 @@ func Hedge(cfg HedgeConfig, budget *Budget, opts ...Option) Middleware {
 }
 
 type hedger struct {
-	cfg    HedgeConfig
-	budget *Budget
-	next   http.RoundTripper
-	direct discovery.TriedRoundTripper // next, when it takes the Tried directly
-	tel    *instruments
-	lat    *latencyTracker
-	floor  time.Duration
+	cfg      hedgeConfig
+	budget   *policy.Budget
+	next     http.RoundTripper
+	direct   discovery.TriedRoundTripper // next, when it takes the Tried directly
+	tel      *instruments
+	lat      *latencyTracker
+	floor    time.Duration
+	classify discovery.Classifier
 }
 
 type hedgeResult struct {
@@ -88,8 +93,8 @@ func (h *hedger) RoundTripTried(req *http.Request, tried *discovery.Tried) (*htt
 	if delay <= 0 || !Replayable(req) || (hasBody && req.GetBody == nil) {
 		return h.timed(req, tried)
 	}
-	if tried == nil {
-		tried = triedOf(req) // hedges avoid the instances already tried
+	if tried == nil && h.direct != nil {
+		tried = new(discovery.Tried) // hedges avoid the instances already tried
 	}
 	ctx := req.Context()
 	n := 1 + h.cfg.MaxHedges
@@ -125,7 +130,7 @@ func (h *hedger) RoundTripTried(req *http.Request, tried *discovery.Tried) (*htt
 				continue
 			}
 			if h.budget != nil && !h.budget.TryWithdraw() {
-				h.tel.reject(ctx, ReasonBudgetExhausted, "")
+				h.tel.reject(ctx, semconv.ReasonBudgetExhausted, "")
 				continue // keep waiting for the attempts already out
 			}
 			if launch() == nil {
@@ -138,12 +143,12 @@ func (h *hedger) RoundTripTried(req *http.Request, tried *discovery.Tried) (*htt
 			}
 		case res := <-results:
 			inflight--
-			if res.err == nil && !retryableStatus(res.resp.StatusCode) || inflight == 0 {
+			if res.err == nil && !h.classify(res.resp, nil).Retryable || inflight == 0 {
 				if res.err == nil && h.lat != nil {
 					// The winner's own latency. Recording the call's elapsed time instead (a lower bound
 					// of the slow attempt's) feeds back: hedged calls are by construction the slowest
 					// 1-q, so every one of them lands above the estimate and drags it up until the
-					// delay reaches the slow mode (seen in examples/faults: p99 1.4 s).
+					// delay reaches the slow mode.
 					h.lat.Record(res.took)
 				}
 				if res.i > 0 && res.err == nil {
@@ -177,7 +182,7 @@ func (h *hedger) result(win hedgeResult, cancels []context.CancelFunc) (*http.Re
 		cancels[win.i]()
 		return nil, win.err
 	}
-	afterBody(win.resp, cancels[win.i])
+	eofbody.After(win.resp, eofbody.Func(cancels[win.i]))
 	return win.resp, nil
 }
 
@@ -192,12 +197,4 @@ func (h *hedger) timed(req *http.Request, tried *discovery.Tried) (*http.Respons
 		h.lat.Record(time.Since(start))
 	}
 	return resp, err
-}
-
-func retryableStatus(code int) bool {
-	switch code {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
-		return true
-	}
-	return false
 }

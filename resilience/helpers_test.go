@@ -13,6 +13,10 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/resilience/policy"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -138,3 +142,52 @@ func readClose(t *testing.T, resp *http.Response) string {
 }
 
 var net_OpError = net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+
+// testBreaker is a breaker with the package's telemetry, built as Dependency builds its breakers.
+type testBreaker struct {
+	*policy.Breaker
+	name     string
+	tel      *instruments
+	classify discovery.Classifier
+}
+
+func newTestBreaker(cfg policy.BreakerConfig, name string, opts ...Option) *testBreaker {
+	o := newOptions(opts)
+	tel := o.instruments()
+	b := newBreaker(cfg, name, scopeInstance, tel)
+	if b == nil {
+		return nil
+	}
+	return &testBreaker{Breaker: b, name: name, tel: tel, classify: o.classify}
+}
+
+// Wrap is the breaker as a Middleware, as Dependency.Instance installs it.
+func (b *testBreaker) Wrap(next http.RoundTripper) http.RoundTripper {
+	return wrapBreaker(b.Breaker, b.name, b.tel, b.classify, next)
+}
+
+// AllowContext is the breaker's permit as the tests check it: nil, or a *RejectedError.
+func (b *testBreaker) AllowContext(ctx context.Context) error {
+	if b.Breaker.Allow(ctx) {
+		return nil
+	}
+	return &RejectedError{Reason: semconv.ReasonBreakerOpen, Instance: b.name, RetryIn: b.RetryIn()}
+}
+
+func (b *testBreaker) Allow() error { return b.AllowContext(context.Background()) }
+
+func (b *testBreaker) RecordContext(ctx context.Context, o policy.Outcome) { b.Breaker.Record(ctx, o) }
+
+func (b *testBreaker) Record(o policy.Outcome) { b.Breaker.Record(context.Background(), o) }
+
+// deadlineMiddleware is the server side of deadline propagation as a middleware, as a server not
+// built with chassis would write it around WithPropagatedDeadline.
+func deadlineMiddleware(limit time.Duration) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := WithPropagatedDeadline(r.Context(), r.Header, limit)
+			defer cancel()
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+}

@@ -19,7 +19,7 @@ import (
 func ExampleDependency() {
 	var mu sync.Mutex
 	var sent []string
-	backend := resilience.RoundTripperFunc(func(r *http.Request) (*http.Response, error) {
+	backend := roundTripperFunc(func(r *http.Request) (*http.Response, error) {
 		mu.Lock()
 		sent = append(sent, r.URL.Host)
 		mu.Unlock()
@@ -42,9 +42,7 @@ func ExampleDependency() {
 	},
 		lb.WithPolicy(lb.RoundRobin),
 		lb.WithBaseTransport(backend),
-		lb.WithInstanceTransport(func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper {
-			return dep.Instance(inst.ID, next)
-		}))
+		lb.WithInstancePolicy(dep))
 	if err != nil {
 		panic(err)
 	}

@@ -2,14 +2,13 @@ package resilience
 
 import "net/http"
 
-// Middleware decorates a RoundTripper. Every policy of this package is available as one.
+// Middleware decorates a RoundTripper, as Fallback does.
 type Middleware func(http.RoundTripper) http.RoundTripper
 
-// RoundTripperFunc adapts a function to http.RoundTripper.
-type RoundTripperFunc func(*http.Request) (*http.Response, error)
+// roundTripperFunc adapts a function to http.RoundTripper.
+type roundTripperFunc func(*http.Request) (*http.Response, error)
 
-// RoundTrip calls f(req).
-func (f RoundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 // Chain wraps base in mws so that mws[0] is the outermost layer: Chain(t, a, b) is a(b(t)).
 func Chain(base http.RoundTripper, mws ...Middleware) http.RoundTripper {

@@ -15,11 +15,14 @@ import (
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+
+	"github.com/cloudchassis/kit/resilience/policy"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 func TestBudgetRatioAndFloor(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := NewBudget(0.2, 1, 10*time.Second) // floor: 10 tokens per window
+		b := policy.NewBudget(0.2, 1, 10*time.Second) // floor: 10 tokens per window
 		for range 100 {
 			b.Deposit()
 		}
@@ -52,7 +55,7 @@ func TestBudgetRatioAndFloor(t *testing.T) {
 
 func TestBudgetInjectedClock(t *testing.T) {
 	now := time.Unix(1000, 0)
-	b := NewBudget(0.5, 0, time.Second, WithBudgetClock(func() time.Time { return now }))
+	b := policy.NewBudget(0.5, 0, time.Second, policy.WithBudgetClock(func() time.Time { return now }))
 	b.Deposit()
 	b.Deposit()
 	if !b.TryWithdraw() || b.TryWithdraw() {
@@ -66,12 +69,12 @@ func TestBudgetInjectedClock(t *testing.T) {
 
 func TestBreakerOpensHalfOpensCloses(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := NewBreaker(BreakerConfig{Failures: 3, Delay: time.Second, Successes: 1}, "i1")
+		b := newTestBreaker(policy.BreakerConfig{Failures: 3, Delay: time.Second, Successes: 1}, "i1")
 		for range 3 {
 			if err := b.Allow(); err != nil {
 				t.Fatal(err)
 			}
-			b.Record(Failure)
+			b.Record(policy.Failure)
 		}
 		err := b.Allow()
 		var re *RejectedError
@@ -88,11 +91,11 @@ func TestBreakerOpensHalfOpensCloses(t *testing.T) {
 		if err := b.Allow(); err != nil {
 			t.Fatalf("probe refused: %v", err)
 		}
-		if b.State() != circuitbreaker.HalfOpenState {
+		if b.State() != policy.HalfOpen {
 			t.Fatalf("state %v, want half-open", b.State())
 		}
-		b.Record(Success)
-		if b.State() != circuitbreaker.ClosedState {
+		b.Record(policy.Success)
+		if b.State() != policy.Closed {
 			t.Fatalf("state %v after a good probe, want closed (go-zero #4101: close promptly)", b.State())
 		}
 	})
@@ -100,19 +103,19 @@ func TestBreakerOpensHalfOpensCloses(t *testing.T) {
 
 func TestBreakerIgnoredOutcomes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := NewBreaker(BreakerConfig{Failures: 2, Delay: time.Second}, "")
+		b := newTestBreaker(policy.BreakerConfig{Failures: 2, Delay: time.Second}, "")
 		// Cancellations and local rejections never open it (Kratos #2777).
 		for range 10 {
 			_ = b.Allow()
-			b.Record(Ignored)
+			b.Record(policy.Ignored)
 		}
-		if b.State() != circuitbreaker.ClosedState {
+		if b.State() != policy.Closed {
 			t.Fatal("ignored outcomes opened the breaker")
 		}
 		_ = b.Allow()
-		b.Record(Failure)
+		b.Record(policy.Failure)
 		_ = b.Allow()
-		b.Record(Failure)
+		b.Record(policy.Failure)
 		time.Sleep(2 * time.Second)
 		// The only probe is cancelled: the permit must come back, or the breaker rejects forever.
 		if err := b.Allow(); err != nil {
@@ -121,12 +124,12 @@ func TestBreakerIgnoredOutcomes(t *testing.T) {
 		if err := b.Allow(); err == nil {
 			t.Fatal("second concurrent probe allowed with 1 permit")
 		}
-		b.Record(Ignored)
+		b.Record(policy.Ignored)
 		if err := b.Allow(); err != nil {
 			t.Fatalf("probe permit not returned after a cancelled probe: %v", err)
 		}
-		b.Record(Success)
-		if b.State() != circuitbreaker.ClosedState {
+		b.Record(policy.Success)
+		if b.State() != policy.Closed {
 			t.Fatalf("state %v", b.State())
 		}
 	})
@@ -134,35 +137,35 @@ func TestBreakerIgnoredOutcomes(t *testing.T) {
 
 func TestBreakerRatioAndTimeBased(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ratio := NewBreaker(BreakerConfig{Failures: 2, Window: 4, Delay: time.Second}, "")
-		for _, o := range []Outcome{Failure, Success, Failure} {
+		ratio := newTestBreaker(policy.BreakerConfig{Failures: 2, Window: 4, Delay: time.Second}, "")
+		for _, o := range []policy.Outcome{policy.Failure, policy.Success, policy.Failure} {
 			_ = ratio.Allow()
 			ratio.Record(o)
 		}
-		if ratio.State() != circuitbreaker.OpenState {
+		if ratio.State() != policy.Open {
 			t.Fatalf("ratio breaker: %v, want open after 2 of the last 3", ratio.State())
 		}
-		timed := NewBreaker(BreakerConfig{FailureRate: 0.5, MinCalls: 4, Period: 10 * time.Second, Delay: time.Second}, "")
+		timed := newTestBreaker(policy.BreakerConfig{FailureRate: 0.5, MinCalls: 4, Period: 10 * time.Second, Delay: time.Second}, "")
 		for range 3 {
 			_ = timed.Allow()
-			timed.Record(Failure)
+			timed.Record(policy.Failure)
 		}
-		if timed.State() != circuitbreaker.ClosedState {
+		if timed.State() != policy.Closed {
 			t.Fatal("time-based breaker opened below MinCalls")
 		}
 		time.Sleep(11 * time.Second) // the failures leave the window
-		for _, o := range []Outcome{Success, Success, Success, Failure} {
+		for _, o := range []policy.Outcome{policy.Success, policy.Success, policy.Success, policy.Failure} {
 			_ = timed.Allow()
 			timed.Record(o)
 		}
-		if timed.State() != circuitbreaker.ClosedState {
+		if timed.State() != policy.Closed {
 			t.Fatal("old failures still counted")
 		}
 		_ = timed.Allow()
-		timed.Record(Failure)
+		timed.Record(policy.Failure)
 		_ = timed.Allow()
-		timed.Record(Failure)
-		if timed.State() != circuitbreaker.OpenState {
+		timed.Record(policy.Failure)
+		if timed.State() != policy.Open {
 			t.Fatalf("time-based breaker: %v, want open at 3/6", timed.State())
 		}
 	})
@@ -173,7 +176,7 @@ func TestRetryIdempotentStatusesAndBackoff(t *testing.T) {
 		rec := newRecorder("a", "b", "c")
 		rec.steps["a"] = []step{{status: 503}}
 		rec.steps["b"] = []step{{status: 502}}
-		rt := Retry(RetryConfig{MaxAttempts: 3, BaseDelay: 100 * time.Millisecond, MaxDelay: time.Second}, nil)(rec)
+		rt := retryPolicy(retryConfig{MaxAttempts: 3, BaseDelay: 100 * time.Millisecond, MaxDelay: time.Second}, nil)(rec)
 		start := time.Now()
 		resp, err := get(t, t.Context(), rt, http.MethodGet, "")
 		if err != nil {
@@ -193,7 +196,7 @@ func TestRetryIdempotentStatusesAndBackoff(t *testing.T) {
 		// POST is not retried on a 503 ...
 		rec = newRecorder("a", "b")
 		rec.steps["a"] = []step{{status: 503}}
-		rt = Retry(RetryConfig{MaxAttempts: 3}, nil)(rec)
+		rt = retryPolicy(retryConfig{MaxAttempts: 3}, nil)(rec)
 		resp, _ = get(t, t.Context(), rt, http.MethodPost, "x")
 		resp.Body.Close()
 		if resp.StatusCode != 503 || len(rec.Calls()) != 1 {
@@ -202,7 +205,7 @@ func TestRetryIdempotentStatusesAndBackoff(t *testing.T) {
 		// ... but is when marked, with its body replayed.
 		rec = newRecorder("a", "b")
 		rec.steps["a"] = []step{{status: 503}}
-		rt = Retry(RetryConfig{MaxAttempts: 3}, nil)(rec)
+		rt = retryPolicy(retryConfig{MaxAttempts: 3}, nil)(rec)
 		req, _ := http.NewRequestWithContext(MarkRetryable(t.Context()), http.MethodPost, "http://x/", io.NopCloser(strings.NewReader("payload")))
 		resp, err = rt.RoundTrip(req)
 		if err != nil || resp.StatusCode != 200 {
@@ -215,7 +218,7 @@ func TestRetryIdempotentStatusesAndBackoff(t *testing.T) {
 		// A POST whose connection was refused was never sent: safe to retry.
 		rec = newRecorder("a", "b")
 		rec.steps["a"] = []step{{err: &net_OpError}}
-		rt = Retry(RetryConfig{MaxAttempts: 3}, nil)(rec)
+		rt = retryPolicy(retryConfig{MaxAttempts: 3}, nil)(rec)
 		resp, err = get(t, t.Context(), rt, http.MethodPost, "x")
 		if err != nil {
 			t.Fatal(err)
@@ -231,7 +234,7 @@ func TestRetryAfterHonouredAndCapped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := newRecorder("a", "b")
 		rec.steps["a"] = []step{{status: 429, header: http.Header{"Retry-After": {"1"}}}}
-		rt := Retry(RetryConfig{MaxAttempts: 2, RetryAfterMax: 2 * time.Second}, nil)(rec)
+		rt := retryPolicy(retryConfig{MaxAttempts: 2, RetryAfterMax: 2 * time.Second}, nil)(rec)
 		start := time.Now()
 		resp, err := get(t, t.Context(), rt, http.MethodGet, "")
 		if err != nil || resp.StatusCode != 200 {
@@ -243,7 +246,7 @@ func TestRetryAfterHonouredAndCapped(t *testing.T) {
 		}
 		rec = newRecorder("a", "b")
 		rec.steps["a"] = []step{{status: 503, header: http.Header{"Retry-After": {"30"}}}}
-		rt = Retry(RetryConfig{MaxAttempts: 2, RetryAfterMax: 2 * time.Second}, nil)(rec)
+		rt = retryPolicy(retryConfig{MaxAttempts: 2, RetryAfterMax: 2 * time.Second}, nil)(rec)
 		resp, _ = get(t, t.Context(), rt, http.MethodGet, "")
 		resp.Body.Close()
 		if resp.StatusCode != 503 || len(rec.Calls()) != 1 {
@@ -256,8 +259,8 @@ func TestRetryBudgetExhausted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := newRecorder("a")
 		rec.steps["a"] = []step{{err: io.ErrUnexpectedEOF}}
-		b := NewBudget(0.2, 0, 10*time.Second)
-		rt := Retry(RetryConfig{MaxAttempts: 5}, b)(rec)
+		b := policy.NewBudget(0.2, 0, 10*time.Second)
+		rt := retryPolicy(retryConfig{MaxAttempts: 5}, b)(rec)
 		var exhausted int
 		for range 100 {
 			_, err := get(t, t.Context(), rt, http.MethodGet, "")
@@ -281,9 +284,9 @@ func TestRetryBudgetExhausted(t *testing.T) {
 func TestRetryBreakerOpenNeedsNoBudgetAndNoBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := newRecorder("a", "b")
-		rec.steps["a"] = []step{{err: &RejectedError{Reason: ReasonBreakerOpen, err: ErrBreakerOpen}}}
-		b := NewBudget(0, 0, time.Second) // no tokens at all
-		rt := Retry(RetryConfig{MaxAttempts: 2, BaseDelay: time.Second}, b)(rec)
+		rec.steps["a"] = []step{{err: &RejectedError{Reason: semconv.ReasonBreakerOpen}}}
+		b := policy.NewBudget(0, 0, time.Second) // no tokens at all
+		rt := retryPolicy(retryConfig{MaxAttempts: 2, BaseDelay: time.Second}, b)(rec)
 		start := time.Now()
 		resp, err := get(t, t.Context(), rt, http.MethodPost, "")
 		if err != nil {
@@ -300,7 +303,7 @@ func TestTimeoutTyped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := newRecorder("a")
 		rec.steps["a"] = []step{{delay: time.Hour}}
-		rt := Timeout(time.Second)(rec)
+		rt := timeoutPolicy(time.Second)(rec)
 		start := time.Now()
 		_, err := get(t, t.Context(), rt, http.MethodGet, "")
 		if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) || time.Since(start) != time.Second {
@@ -320,8 +323,8 @@ func TestBulkheadFull(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := newRecorder("a")
 		rec.steps["a"] = []step{{delay: time.Second}}
-		bh := NewBulkhead(1, 100*time.Millisecond)
-		rt := bh.Wrap(rec)
+		bh := policy.NewBulkhead(1, 100*time.Millisecond)
+		rt := wrapBulkhead(bh, newOptions(nil).instruments())(rec)
 		done := make(chan struct{})
 		go func() {
 			resp, err := get(t, t.Context(), rt, http.MethodGet, "")
@@ -350,10 +353,10 @@ func TestHedgeWinsAndCancelsLoser(t *testing.T) {
 		rec := newRecorder("slow", "fast")
 		rec.steps["slow"] = []step{{delay: time.Second}}
 		rec.steps["fast"] = []step{{delay: 10 * time.Millisecond}}
-		b := NewBudget(0.5, 0, 10*time.Second)
+		b := policy.NewBudget(0.5, 0, 10*time.Second)
 		b.Deposit()
 		b.Deposit()
-		rt := Hedge(HedgeConfig{Delay: 50 * time.Millisecond}, b)(rec)
+		rt := hedgePolicy(hedgeConfig{Delay: 50 * time.Millisecond}, b)(rec)
 		start := time.Now()
 		resp, err := get(t, t.Context(), rt, http.MethodGet, "")
 		if err != nil {
@@ -382,7 +385,7 @@ func TestHedgeWinsAndCancelsLoser(t *testing.T) {
 func TestHedgePercentileDelay(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var n atomic.Int64
-		rt := Hedge(HedgeConfig{Percentile: 0.9}, nil)(RoundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		rt := hedgePolicy(hedgeConfig{Percentile: 0.9}, nil)(roundTripperFunc(func(r *http.Request) (*http.Response, error) {
 			d := 10 * time.Millisecond
 			if n.Add(1)%20 == 0 { // 5% slow: p90 is the fast mode
 				d = 500 * time.Millisecond
@@ -424,7 +427,7 @@ func TestHedgePercentileDelay(t *testing.T) {
 func TestDeadlinePropagation(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := newRecorder("a")
-		rt := Chain(rec, Timeout(time.Second), PropagateDeadline(5*time.Millisecond))
+		rt := Chain(rec, timeoutPolicy(time.Second), propagateDeadline(5*time.Millisecond))
 		resp, err := get(t, t.Context(), rt, http.MethodGet, "")
 		if err != nil {
 			t.Fatal(err)
@@ -434,7 +437,7 @@ func TestDeadlinePropagation(t *testing.T) {
 			t.Fatalf("%s = %q, want 995", TimeoutHeader, got)
 		}
 		var seen time.Duration
-		h := DeadlineMiddleware(500 * time.Millisecond)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := deadlineMiddleware(500 * time.Millisecond)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			dl, _ := r.Context().Deadline()
 			seen = time.Until(dl)
 		}))
@@ -489,7 +492,7 @@ func FuzzParseRetryAfter(f *testing.F) {
 	}
 	now := time.Date(2015, 10, 21, 7, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, s string) {
-		d, ok := ParseRetryAfter(s, now)
+		d, ok := parseRetryAfter(s, now)
 		if d < 0 || (!ok && d != 0) {
 			t.Fatalf("%q: %v %v", s, d, ok)
 		}
@@ -501,7 +504,7 @@ func FuzzParseTimeoutHeader(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		d, ok := ParseTimeoutHeader(s)
+		d, ok := parseTimeoutHeader(s)
 		if ok != (d > 0) {
 			t.Fatalf("%q: %v %v", s, d, ok)
 		}
@@ -514,7 +517,7 @@ func FuzzParseTimeoutHeader(f *testing.F) {
 		} else if ok {
 			t.Fatalf("%q accepted: %v", s, d)
 		}
-		if n := testing.AllocsPerRun(1, func() { ParseTimeoutHeader(s) }); n != 0 {
+		if n := testing.AllocsPerRun(1, func() { parseTimeoutHeader(s) }); n != 0 {
 			t.Fatalf("%q: %v allocations", s, n)
 		}
 	})
@@ -522,14 +525,14 @@ func FuzzParseTimeoutHeader(f *testing.F) {
 
 func TestBreakerOpensAtOnceOnRefusedConnection(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := NewBreaker(BreakerConfig{Failures: 5, Delay: time.Second}, "dead")
+		b := newTestBreaker(policy.BreakerConfig{Failures: 5, Delay: time.Second}, "dead")
 		rec := newRecorder("dead")
 		rec.steps["dead"] = []step{{err: &net_OpError}}
 		rt := b.Wrap(rec)
 		if _, err := get(t, t.Context(), rt, http.MethodGet, ""); !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Fatal(err)
 		}
-		if b.State() != circuitbreaker.OpenState {
+		if b.State() != policy.Open {
 			t.Fatalf("state %v after a refused connection, want open", b.State())
 		}
 	})

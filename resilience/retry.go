@@ -1,31 +1,32 @@
 package resilience
 
 import (
-	"context"
+	"cmp"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"time"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/resilience/policy"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
-// RetryConfig configures Retry. See Config for the meaning of each field and its default.
-type RetryConfig struct {
+// retryConfig configures retryPolicy (from Config: see its fields).
+type retryConfig struct {
 	// MaxAttempts counts the first attempt: 3 means up to 2 retries. <= 1 disables retries.
 	MaxAttempts int
 	// BaseDelay and MaxDelay shape the full-jitter backoff: the n-th retry sleeps a uniformly random
 	// time in [0, min(MaxDelay, BaseDelay·2^(n-1))] (AWS Architecture Blog, "Exponential Backoff and Jitter").
 	BaseDelay, MaxDelay time.Duration
 	// RetryAfterMax caps the Retry-After honoured on 429 and 503; a longer one ends the retries and
-	// the response is returned to the caller. 0 means DefaultRetryAfterMax.
+	// the response is returned to the caller. 0 means defaultRetryAfterMax.
 	RetryAfterMax time.Duration
-	// BodyBufferMax bounds the request bodies buffered for replay; 0 means DefaultBodyBufferLimit.
+	// BodyBufferMax bounds the request bodies buffered for replay; 0 means defaultBodyBufferMax.
 	BodyBufferMax int64
 }
 
-// Retry retries failed attempts through next, which should pick an instance per attempt (a balancer),
+// retryPolicy retries failed attempts through next, which should pick an instance per attempt (a balancer),
 // so each retry can land elsewhere. An attempt is retried when the caller's context is live and
 //   - it was never sent (connection refused, dial error, instance breaker open): any method;
 //   - it timed out, the connection broke, or the answer was 502, 503, 504 or 429: only requests that
@@ -34,43 +35,34 @@ type RetryConfig struct {
 // Retry-After on 429/503 is honoured up to RetryAfterMax. Each retry that sends load takes a token
 // from budget (nil: unbounded); without one the last attempt's result is returned, its error joined
 // with ErrBudgetExhausted. Retry deposits every call into budget, also when MaxAttempts is 1, so put
-// it above Hedge when both share a budget. Bodies without GetBody are buffered up to BodyBufferMax;
+// it above hedgePolicy when both share a budget. Bodies without GetBody are buffered up to BodyBufferMax;
 // a longer streamed body is sent once. Responses of abandoned attempts are drained and closed.
 // No retry is started when the caller's deadline would expire during the backoff.
-func Retry(cfg RetryConfig, budget *Budget, opts ...Option) Middleware {
-	tel := newOptions(opts).instruments()
+func retryPolicy(cfg retryConfig, budget *policy.Budget, opts ...Option) Middleware {
+	o := newOptions(opts)
+	tel := o.instruments()
 	tel.observeBudget(budget)
 	return func(next http.RoundTripper) http.RoundTripper {
-		r := &retrier{cfg: cfg, budget: budget, next: next, tel: tel}
+		r := &retrier{cfg: cfg, budget: budget, next: next, tel: tel, classify: o.classify}
 		r.direct, _ = next.(discovery.TriedRoundTripper)
 		return r
 	}
 }
 
 type retrier struct {
-	cfg    RetryConfig
-	budget *Budget
-	next   http.RoundTripper
-	direct discovery.TriedRoundTripper // next, when it takes the Tried directly
-	tel    *instruments
+	cfg      retryConfig
+	budget   *policy.Budget
+	next     http.RoundTripper
+	direct   discovery.TriedRoundTripper // next, when it takes the Tried directly
+	tel      *instruments
+	classify discovery.Classifier
 }
 
-// triedOf returns the call's Tried: the one in the request's context, or a new one.
-func triedOf(req *http.Request) *discovery.Tried {
-	if t := discovery.TriedFrom(req.Context()); t != nil {
-		return t
-	}
-	return new(discovery.Tried)
-}
-
-// send makes one attempt through next, handing it the call's Tried: directly when next takes it,
-// else in the request's context.
+// send makes one attempt through next, handing the call's Tried to direct (next, when it is a
+// discovery.TriedRoundTripper).
 func send(next http.RoundTripper, direct discovery.TriedRoundTripper, req *http.Request, tried *discovery.Tried) (*http.Response, error) {
 	if direct != nil {
 		return direct.RoundTripTried(req, tried)
-	}
-	if tried != nil && discovery.TriedFrom(req.Context()) != tried {
-		req = req.WithContext(discovery.ContextWithTried(req.Context(), tried))
 	}
 	return next.RoundTrip(req)
 }
@@ -90,10 +82,10 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 		return send(r.next, r.direct, req, tried)
 	}
 	replayable := Replayable(req)
-	if tried == nil {
-		tried = triedOf(req) // retries (and hedges below) avoid the instances this call already used
+	if tried == nil && r.direct != nil {
+		tried = new(discovery.Tried) // retries (and hedges below) avoid the instances this call used
 	}
-	req, canReplay, err := prepareBody(req, cmpOr(r.cfg.BodyBufferMax, DefaultBodyBufferLimit))
+	req, canReplay, err := prepareBody(req, cmp.Or(r.cfg.BodyBufferMax, defaultBodyBufferMax))
 	if err != nil {
 		return nil, fmt.Errorf("resilience: reading request body for replay: %w", err)
 	}
@@ -108,7 +100,7 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 		if ctx.Err() != nil || attempt >= r.cfg.MaxAttempts || !canReplay {
 			return resp, err
 		}
-		reason := retryReason(replayable, resp, err)
+		reason := retryReason(replayable, r.classify(resp, err), resp, err)
 		if reason == "" {
 			return resp, err
 		}
@@ -117,8 +109,8 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 			wait = r.backoff(attempt)
 		}
 		if resp != nil {
-			if ra, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-				if ra > cmpOr(r.cfg.RetryAfterMax, DefaultRetryAfterMax) {
+			if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+				if ra > cmp.Or(r.cfg.RetryAfterMax, defaultRetryAfterMax) {
 					return resp, err
 				}
 				wait = max(wait, ra)
@@ -128,7 +120,7 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 			return resp, err
 		}
 		if reason != semconv.ReasonBreakerOpen && r.budget != nil && !r.budget.TryWithdraw() {
-			r.tel.reject(ctx, ReasonBudgetExhausted, "")
+			r.tel.reject(ctx, semconv.ReasonBudgetExhausted, "")
 			if err != nil {
 				err = fmt.Errorf("%w (retry refused: %w)", err, ErrBudgetExhausted)
 			}
@@ -137,36 +129,16 @@ func (r *retrier) RoundTripTried(req *http.Request, tried *discovery.Tried) (*ht
 		discard(resp)
 		r.tel.retry(ctx, reason, attempt+1, wait)
 		r.tel.attempt(ctx, attemptRetry)
-		if wait > 0 && !sleep(ctx, wait) {
-			return nil, ctx.Err()
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return nil, err
 		}
 	}
 }
 
-// backoff returns the full-jitter delay before retry number n (1-based).
+// backoff returns the full-jitter delay before retry number n (1-based); none without a base delay.
 func (r *retrier) backoff(n int) time.Duration {
-	base, capd := r.cfg.BaseDelay, r.cfg.MaxDelay
-	if base <= 0 {
+	if r.cfg.BaseDelay <= 0 {
 		return 0
 	}
-	if capd <= 0 {
-		capd = DefaultRetryMaxDelay
-	}
-	d := capd
-	if n-1 < 32 && base<<(n-1) > 0 && base<<(n-1) < capd {
-		d = base << (n - 1)
-	}
-	return rand.N(d + 1)
-}
-
-// sleep waits for d or until ctx is done, and reports whether the full d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return backoff.Policy{Base: r.cfg.BaseDelay, Max: cmp.Or(r.cfg.MaxDelay, defaultRetryMaxDelay)}.Delay(n)
 }

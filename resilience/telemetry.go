@@ -9,12 +9,13 @@ import (
 	"time"
 	"weak"
 
-	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/resilience/policy"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -33,6 +34,7 @@ type options struct {
 	tp         trace.TracerProvider
 	dependency string
 	tel        *instruments
+	classify   discovery.Classifier
 }
 
 // WithMeterProvider records metrics through mp. Default: a no-op provider (this package never reads
@@ -49,15 +51,26 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 	return optionFunc(func(o *options) { o.tp = tp })
 }
 
-// WithDependency names the dependency on metrics (attribute peer.service). NewDependency sets it.
-func WithDependency(name string) Option {
+// withDependency names the dependency on metrics (attribute peer.service).
+func withDependency(name string) Option {
 	return optionFunc(func(o *options) { o.dependency = name })
 }
 
+// WithClassifier replaces discovery.Classify, for every policy built with the option: what retry and
+// hedge try again, what fallback answers and what breakers count as failures. Give the same
+// classifier to the balancer (lb.WithClassifier, or Dependency.Classify) so that outlier ejection
+// agrees. CLIENT_<NAME>_RETRY_ON (Config.RetryOn) still decides what is retried.
+func WithClassifier(c discovery.Classifier) Option {
+	return optionFunc(func(o *options) { o.classify = c })
+}
+
 func newOptions(opts []Option) *options {
-	o := &options{}
+	o := &options{classify: discovery.Classify}
 	for _, op := range opts {
 		op.apply(o)
+	}
+	if o.classify == nil {
+		o.classify = discovery.Classify
 	}
 	return o
 }
@@ -76,7 +89,7 @@ type instruments struct {
 
 	peer           attribute.KeyValue // peer.service
 	retryOpts      map[string][]metric.AddOption
-	rejectOpts     map[Reason][]metric.AddOption
+	rejectOpts     map[string][]metric.AddOption
 	transitionOpts [3][3][]metric.AddOption // [from][to], indexed like breakerStates
 	peerOpts       []metric.AddOption
 }
@@ -92,28 +105,17 @@ var attemptKinds = [...]string{attemptFirst: semconv.AttemptFirst, attemptRetry:
 
 var retryReasons = []string{semconv.ReasonStatus5xx, semconv.ReasonStatus429, semconv.ReasonTimeout, semconv.ReasonConnection, semconv.ReasonBreakerOpen}
 
-var rejectReasons = []Reason{ReasonBreakerOpen, ReasonBudgetExhausted, ReasonBulkheadFull, ReasonTimeout, ReasonDeadlineTooShort}
+var rejectReasons = []string{semconv.ReasonBreakerOpen, semconv.ReasonBudgetExhausted, semconv.ReasonBulkheadFull, semconv.ReasonTimeout, semconv.ReasonDeadlineTooShort}
 
-// breakerStates are failsafe-go's states in the order of the prebuilt attribute sets.
-var breakerStates = [3]State{circuitbreaker.ClosedState, circuitbreaker.OpenState, circuitbreaker.HalfOpenState}
+// breakerStates are the states in the order of the prebuilt attribute sets (their values).
+var breakerStates = [3]policy.State{policy.Closed, policy.Open, policy.HalfOpen}
 
-// stateIndex returns s's index in breakerStates.
-func stateIndex(s State) int {
+// stateName maps a breaker state to its semconv value.
+func stateName(s policy.State) string {
 	switch s {
-	case circuitbreaker.OpenState:
-		return 1
-	case circuitbreaker.HalfOpenState:
-		return 2
-	}
-	return 0
-}
-
-// stateName maps a breaker state to its semconv value; failsafe-go's State.String says "half-open".
-func stateName(s State) string {
-	switch s {
-	case circuitbreaker.OpenState:
+	case policy.Open:
 		return semconv.BreakerOpen
-	case circuitbreaker.HalfOpenState:
+	case policy.HalfOpen:
 		return semconv.BreakerHalfOpen
 	}
 	return semconv.BreakerClosed
@@ -161,9 +163,9 @@ func (o *options) instruments() *instruments {
 	for _, r := range retryReasons {
 		t.retryOpts[r] = set(attribute.String(semconv.AttrRetryReason, r))
 	}
-	t.rejectOpts = make(map[Reason][]metric.AddOption, len(rejectReasons))
+	t.rejectOpts = make(map[string][]metric.AddOption, len(rejectReasons))
 	for _, r := range rejectReasons {
-		t.rejectOpts[r] = set(attribute.String(semconv.AttrRejectionReason, string(r)))
+		t.rejectOpts[r] = set(attribute.String(semconv.AttrRejectionReason, r))
 	}
 	for i, from := range breakerStates {
 		for j, to := range breakerStates {
@@ -197,10 +199,9 @@ func (o *options) instruments() *instruments {
 // observed is what the collection callback reads: attempt counts, the retry budget and the live
 // breakers.
 //
-// Attempts are counted on every call, and an Int64Counter.Add with an attribute set costs ~400 ns in
-// the OTel SDK (attribute deduplication and a map lookup; BenchmarkResilienceChassis profile), an
-// atomic add ~5 ns, so they are atomics reported by an observable counter. The price: attempts carry
-// no exemplars.
+// Attempts are counted on every call, and an Int64Counter.Add with an attribute set costs far more
+// in the OTel SDK (attribute deduplication and a map lookup) than an atomic add, so they are atomics
+// reported by an observable counter. The price: attempts carry no exemplars.
 //
 // Breakers are held weakly: a per-instance breaker belongs to its instance's transport, and must be
 // collected with it when the instance leaves the snapshot. Dead entries are dropped at collection,
@@ -211,13 +212,13 @@ func (o *options) instruments() *instruments {
 // attribute set, so the newest breaker's state is the one reported.
 type observed struct {
 	attempts [len(attemptKinds)]atomic.Int64
-	budget   atomic.Pointer[Budget]
+	budget   atomic.Pointer[policy.Budget]
 	mu       sync.Mutex
 	breakers []breakerRef
 }
 
 type breakerRef struct {
-	b      weak.Pointer[Breaker]
+	b      weak.Pointer[policy.Breaker]
 	states [3]metric.ObserveOption // peer.service, chassis.breaker.instance and each of breakerStates
 }
 
@@ -230,7 +231,7 @@ func (s *observed) observeBreakers(o metric.Observer, gauge metric.Int64Observab
 		if b == nil {
 			continue
 		}
-		cur := stateIndex(b.State()) // an atomic load: never waits for the breaker's lock
+		cur := int(b.State()) // an atomic load: never waits for the breaker's lock
 		for i, opt := range r.states {
 			v := int64(0)
 			if i == cur {
@@ -245,7 +246,7 @@ func (s *observed) observeBreakers(o metric.Observer, gauge metric.Int64Observab
 }
 
 // addBreaker registers b for the state gauge, named instance.
-func (t *instruments) addBreaker(b *Breaker, instance string) {
+func (t *instruments) addBreaker(b *policy.Breaker, instance string) {
 	r := breakerRef{b: weak.Make(b)}
 	for i, st := range breakerStates {
 		r.states[i] = metric.WithAttributeSet(attribute.NewSet(t.peer,
@@ -270,7 +271,7 @@ func (t *instruments) addBreaker(b *Breaker, instance string) {
 
 // observeBudget reports b's tokens on the budget gauge. A Dependency's Retry and Hedge share one
 // budget; the first one registered is kept.
-func (t *instruments) observeBudget(b *Budget) {
+func (t *instruments) observeBudget(b *policy.Budget) {
 	if b != nil {
 		t.obs.budget.CompareAndSwap(nil, b)
 	}
@@ -307,10 +308,10 @@ func (t *instruments) hedgeWon(ctx context.Context) {
 }
 
 // reject records a local refusal; instance is the refusing instance's breaker name, or "".
-func (t *instruments) reject(ctx context.Context, r Reason, instance string) {
+func (t *instruments) reject(ctx context.Context, r string, instance string) {
 	t.rejections.Add(ctx, 1, t.rejectOpts[r]...)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		reason := attribute.String(semconv.AttrRejectionReason, string(r))
+		reason := attribute.String(semconv.AttrRejectionReason, r)
 		if instance == "" {
 			span.AddEvent(semconv.EventRejected, trace.WithAttributes(reason))
 		} else {
@@ -319,26 +320,18 @@ func (t *instruments) reject(ctx context.Context, r Reason, instance string) {
 	}
 }
 
-// breakerTransition counts a state change. It runs inside failsafe-go's listener, which has no
-// request context; the span event is added by the call that caused the change (transitionEvents).
-func (t *instruments) breakerTransition(from, to State) {
-	t.transitions.Add(context.Background(), 1, t.transitionOpts[stateIndex(from)][stateIndex(to)]...)
+// breakerTransition counts a state change.
+func (t *instruments) breakerTransition(from, to policy.State) {
+	t.transitions.Add(context.Background(), 1, t.transitionOpts[from][to]...)
 }
 
-// transitionEvents adds a chassis.breaker.transition event to ctx's span for each change the call
+// transitionEvent adds a chassis.breaker.transition event to ctx's span for a change the call
 // caused; instance is the breaker's AttrBreakerInstance.
-func transitionEvents(ctx context.Context, instance string, changes []transition) {
-	if len(changes) == 0 {
-		return
-	}
-	span := trace.SpanFromContext(ctx)
-	if !span.IsRecording() {
-		return
-	}
-	for _, c := range changes {
+func transitionEvent(ctx context.Context, instance string, from, to policy.State) {
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.AddEvent(semconv.EventBreakerTransition, trace.WithAttributes(
-			attribute.String(semconv.AttrBreakerFrom, stateName(c.from)),
-			attribute.String(semconv.AttrBreakerTo, stateName(c.to)),
+			attribute.String(semconv.AttrBreakerFrom, stateName(from)),
+			attribute.String(semconv.AttrBreakerTo, stateName(to)),
 			attribute.String(semconv.AttrInstance, instance)))
 	}
 }

@@ -354,29 +354,17 @@ func TestTelemetrySpanEvents(t *testing.T) {
 	}
 }
 
-// The rejection reasons of this package are the scheme's values.
-func TestReasonsAreSemconv(t *testing.T) {
-	for r, want := range map[Reason]string{
-		ReasonBreakerOpen: semconv.ReasonBreakerOpen, ReasonBudgetExhausted: semconv.ReasonBudgetExhausted,
-		ReasonBulkheadFull: semconv.ReasonBulkheadFull, ReasonTimeout: semconv.ReasonTimeout,
-	} {
-		if string(r) != want {
-			t.Errorf("Reason %q, semconv %q", r, want)
-		}
-	}
-}
-
 // Recording allocates nothing when the caller's span is not recording.
 func TestTelemetryRecordingAllocates0(t *testing.T) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-	tel := newOptions([]Option{WithMeterProvider(mp), WithDependency("pricing")}).instruments()
+	tel := newOptions([]Option{WithMeterProvider(mp), withDependency("pricing")}).instruments()
 	ctx := trace.ContextWithSpan(context.Background(), trace.SpanFromContext(context.Background()))
 	n := testing.AllocsPerRun(100, func() {
 		tel.attempt(ctx, attemptRetry)
 		tel.retry(ctx, semconv.ReasonStatus5xx, 2, time.Millisecond)
 		tel.hedge(ctx, 2)
 		tel.hedgeWon(ctx)
-		tel.reject(ctx, ReasonBreakerOpen, "a")
+		tel.reject(ctx, semconv.ReasonBreakerOpen, "a")
 		tel.breakerTransition(breakerStates[0], breakerStates[1])
 	})
 	if n != 0 {
@@ -397,7 +385,7 @@ func TestRejectionsMetadataSharedWithLB(t *testing.T) {
 	if _, err := bal.Pick(context.Background()); err == nil {
 		t.Fatal("pick from an empty balancer succeeded")
 	}
-	NewBulkhead(1, 0, WithMeterProvider(mp)).tel.reject(context.Background(), ReasonBulkheadFull, "")
+	newOptions([]Option{WithMeterProvider(mp)}).instruments().reject(context.Background(), semconv.ReasonBulkheadFull, "")
 	var rm metricdata.ResourceMetrics
 	if err := reader.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)

@@ -5,14 +5,17 @@ import (
 	"errors"
 	"net/http"
 	"time"
+
+	"github.com/cloudchassis/kit/internal/eofbody"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
-// Timeout bounds each call through it to d: an overall timeout above Retry, a per-attempt timeout
-// below it. When d expires the call fails with a *RejectedError matching ErrTimeout (and
+// timeoutPolicy bounds each call through it to d: an overall timeout above Retry, a per-attempt timeout
+// below it (Dependency fuses the per-attempt one into attemptTransport). When d expires the call fails with a *RejectedError matching ErrTimeout (and
 // context.DeadlineExceeded); when the caller's own, earlier deadline expires the caller's context
 // error is returned unchanged. The timer keeps running until the response body is closed or read to
 // its end, so a slow body is bounded too. d <= 0 returns next unchanged.
-func Timeout(d time.Duration, opts ...Option) Middleware {
+func timeoutPolicy(d time.Duration, opts ...Option) Middleware {
 	tel := newOptions(opts).instruments()
 	return func(next http.RoundTripper) http.RoundTripper {
 		if d <= 0 {
@@ -43,11 +46,11 @@ func (t *timeoutTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		expired := context.Cause(ctx) == errOwnTimeout && parent.Err() == nil
 		cancel()
 		if expired {
-			t.tel.reject(parent, ReasonTimeout, "")
-			return nil, &RejectedError{Reason: ReasonTimeout, err: ErrTimeout}
+			t.tel.reject(parent, semconv.ReasonTimeout, "")
+			return nil, &RejectedError{Reason: semconv.ReasonTimeout}
 		}
 		return nil, err
 	}
-	afterBody(resp, cancel)
+	eofbody.After(resp, eofbody.Func(cancel))
 	return resp, nil
 }

@@ -11,11 +11,13 @@
 //	client := &http.Client{Transport: lb.NewTransport(b)}
 //	resp, err := client.Get("http://pricing/prices/42")
 //
-// Policies: P2C (default), RoundRobin, Random, LeastRequest and RingHash (key from WithHashKey).
-// Picks read an immutable table through an atomic pointer, never block and allocate nothing; every
-// snapshot and every change of ejection state publishes a new table. Outlier ejection and panic mode
-// follow Envoy (see Outlier). WithInstanceTransport and WithAvailability are where per-instance
-// circuit breakers, timeouts and bulkheads plug in; WithClassifier decides what counts as a failure.
+// Policies are registered by name (Register, gRPC's Builder/Picker manner): P2C (default), RoundRobin,
+// Random, LeastRequest and RingHash (key from WithHashKey) are built in, one file each; WithPolicy
+// selects one. Picks read an immutable Table through an atomic pointer, never block and allocate
+// nothing; every snapshot and every change of ejection state publishes a new Table and Picker. Outlier ejection and panic mode
+// follow Envoy (see Outlier). WithInstancePolicy (or WithInstanceTransport and WithClassifier) is
+// where per-instance circuit breakers, timeouts and bulkheads plug in, through the contracts declared
+// in package discovery (InstanceTransport, Classifier, TriedRoundTripper).
 //
 // docs/lb.md explains each policy, the defaults, and when to choose which.
 package lb

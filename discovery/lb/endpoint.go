@@ -36,7 +36,7 @@ type Endpoint struct {
 	key      string // ID, or host:port when the instance has no ID
 	hostPort string
 	rt       http.RoundTripper
-	avail    func() bool // the per-instance transport's Available method, if any
+	avail    func() bool // Available of the per-instance transport, when it is a discovery.InstanceTransport
 	inst     atomic.Pointer[discovery.Instance]
 	attrs    []metric.ObserveOption // per-instance metric attributes
 
@@ -71,7 +71,7 @@ func newEndpoint(b *Balancer, inst discovery.Instance, key string) *Endpoint {
 	if b.opts.wrap != nil {
 		e.rt = b.opts.wrap(inst, e.rt)
 	}
-	if a, ok := e.rt.(interface{ Available() bool }); ok {
+	if a, ok := e.rt.(discovery.InstanceTransport); ok {
 		e.avail = a.Available
 	}
 	if b.opts.perInstance {
@@ -87,7 +87,7 @@ func (e *Endpoint) Instance() discovery.Instance { return *e.inst.Load() }
 
 // Done ends one call started by Pick: it releases the in-flight slot and feeds the latency and the
 // outcome to the latency estimate and to outlier ejection. err nil is a success; otherwise the
-// classifier (WithClassifier, default DefaultClassifier) decides with a nil response, and an error it
+// classifier (WithClassifier, default discovery.Classify) decides with a nil response, and an error it
 // does not call a failure records nothing. context.Canceled (the call was cut short: a hedge won, the
 // caller gave up) only raises the latency estimate when latency is above it, since the instance
 // took at least that long; it never counts towards ejection.
@@ -95,10 +95,10 @@ func (e *Endpoint) Done(latency time.Duration, err error) {
 	o := success
 	if err != nil {
 		o = ignored
-		switch {
+		switch c := e.b.opts.classifier(nil, err); {
 		case errors.Is(err, context.Canceled):
 			o = cancelled
-		case e.b.opts.classifier(nil, err):
+		case c.Failure && !c.Local:
 			o = failure
 		}
 	}
@@ -120,7 +120,9 @@ func (e *Endpoint) raise(now int64, rtt float64) {
 // was not made, or to end a call whose outcome was already reported.
 func (e *Endpoint) Release() { e.inflight.Add(-1) }
 
-func (e *Endpoint) available() bool {
+// Available reports whether the endpoint may be picked now: its per-instance transport
+// (discovery.InstanceTransport) and WithAvailability both allow it.
+func (e *Endpoint) Available() bool {
 	if e.avail != nil && !e.avail() {
 		return false
 	}
@@ -249,12 +251,14 @@ func (b *Balancer) classify(req *http.Request, resp *http.Response, err error) o
 			return slow // the caller's deadline ran out while the instance was working
 		}
 	}
-	switch {
-	case b.opts.classifier(resp, err):
+	switch c := b.opts.classifier(resp, err); {
+	case c.Local:
+		return ignored
+	case c.Failure:
 		return failure
 	case err != nil:
 		return ignored
-	case resp.StatusCode == http.StatusTooManyRequests:
+	case c.Retryable: // shed (429): healthy, but steer away
 		return slow
 	}
 	return success

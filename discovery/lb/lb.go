@@ -40,43 +40,6 @@ func (e *NoInstancesError) Error() string {
 // Is makes errors.Is(err, ErrNoInstances) true.
 func (e *NoInstancesError) Is(target error) bool { return target == ErrNoInstances }
 
-// Policy is a balancing algorithm.
-type Policy int
-
-const (
-	// P2C (the default) draws two instances at random and takes the one with the lower cost, the
-	// peak-EWMA latency times the calls in flight plus one (Finagle's and Linkerd's "power of two
-	// choices with peak EWMA"). It steers away from slow and overloaded instances within a few calls.
-	P2C Policy = iota
-	// RoundRobin cycles through the instances, each Instance.Weight times per cycle, interleaved.
-	RoundRobin
-	// Random picks an instance at random with probability proportional to its weight.
-	Random
-	// LeastRequest draws two instances and takes the one with fewer calls in flight relative to its
-	// weight (Envoy's least-request with two choices).
-	LeastRequest
-	// RingHash maps the request key set with WithHashKey onto a consistent-hash ring with virtual
-	// nodes: the same key goes to the same instance while the set is stable, and a change moves only
-	// the keys of the instances that came or went. Picks without a key are random.
-	RingHash
-)
-
-var policyNames = [...]string{"p2c", "round_robin", "random", "least_request", "ring_hash"}
-
-func (p Policy) String() string {
-	if p < 0 || int(p) >= len(policyNames) {
-		return fmt.Sprintf("Policy(%d)", int(p))
-	}
-	return policyNames[p]
-}
-
-type hashKey struct{}
-
-// WithHashKey returns a context whose calls RingHash maps by key. Other policies ignore it.
-func WithHashKey(ctx context.Context, key string) context.Context {
-	return context.WithValue(ctx, hashKey{}, key)
-}
-
 // Balancer spreads calls over the instances of one service. It follows a discovery.Watcher (New),
 // or serves a fixed list (NewFixed), and rebuilds an immutable pick table on every change, so Pick
 // never blocks and allocates nothing. Per-instance state (latency estimate, calls in flight, ejection)
@@ -100,7 +63,7 @@ type Balancer struct {
 	rng          sync.Mutex // guards opts.src
 	m            *instruments
 
-	table       atomic.Pointer[table]
+	table       atomic.Pointer[Table]
 	coarse      atomic.Int64 // the latest completion time: P2C's clock, so picks never read the clock
 	nextReadmit atomic.Int64 // earliest ejectedUntil, or MaxInt64
 	rr          atomic.Uint64
@@ -171,7 +134,7 @@ func newBalancer(service string, w discovery.Watcher, opts []Option) (*Balancer,
 		endpoints:    map[string]*Endpoint{},
 	}
 	b.nextReadmit.Store(math.MaxInt64)
-	b.table.Store(&table{err: &NoInstancesError{Service: service, Reason: "no snapshot yet"}})
+	b.table.Store(&Table{b: b, err: &NoInstancesError{Service: service, Reason: "no snapshot yet"}})
 	m, err := newInstruments(b)
 	if err != nil {
 		return nil, err
@@ -310,39 +273,30 @@ func (b *Balancer) update(instances []discovery.Instance) {
 	}
 }
 
-// Pick chooses an instance for one call. It never blocks and does not allocate. The caller must end
-// the call with Done or Release on the returned Endpoint. When there is no instance to use, the error
-// is a *NoInstancesError matching ErrNoInstances. For RingHash, ctx carries the key (WithHashKey).
+// Pick chooses an instance for one call with the balancer's policy. It never blocks and does not
+// allocate. The caller must end the call with Done or Release on the returned Endpoint. When there is
+// no instance to use, the error is a *NoInstancesError matching ErrNoInstances. For RingHash, ctx
+// carries the key (WithHashKey).
 func (b *Balancer) Pick(ctx context.Context) (*Endpoint, error) {
-	e, err := b.pick(ctx)
+	e, err := b.pick(ctx, nil)
 	if err != nil {
 		b.m.noInstances(ctx)
 	}
 	return e, err
 }
 
-// pick is Pick without counting a failure, for callers that may still succeed (Transport waiting
-// for the first snapshot) and count only the final outcome.
-func (b *Balancer) pick(ctx context.Context) (*Endpoint, error) {
+// pick is Pick for one attempt of a call that used the instances in tried, without counting a
+// failure, for callers that may still succeed (Transport waiting for the first snapshot) and count
+// only the final outcome.
+func (b *Balancer) pick(ctx context.Context, tried *discovery.Tried) (*Endpoint, error) {
 	t := b.table.Load()
-	if len(t.active) == 0 {
+	if len(t.Endpoints) == 0 {
 		return nil, t.err
 	}
-	var e *Endpoint
-	switch b.opts.policy {
-	case P2C, LeastRequest:
-		e = b.pickTwo(t)
-	case RoundRobin:
-		e = t.roundRobin(b.rr.Add(1) - 1)
-	case Random:
-		e = t.random(b.rand64())
-	case RingHash:
-		if key, ok := ctx.Value(hashKey{}).(string); ok {
-			e = t.ring(hashString(key))
-		} else {
-			e = t.random(b.rand64())
-		}
+	if tried != nil && tried.Len() == 0 {
+		tried = nil
 	}
+	e := t.picker.Pick(ctx, tried)
 	if e == nil {
 		return nil, t.errUnavailable
 	}
@@ -351,58 +305,6 @@ func (b *Balancer) pick(ctx context.Context) (*Endpoint, error) {
 		e.picks.Add(1)
 	}
 	return e, nil
-}
-
-// pickTwo is the power of two choices: P2C compares costs, LeastRequest calls in flight per weight.
-func (b *Balancer) pickTwo(t *table) *Endpoint {
-	n := len(t.active)
-	if n == 1 {
-		if e := t.active[0]; !t.checkAvail || e.available() {
-			return e
-		}
-		return nil
-	}
-	for range 3 {
-		r := b.rand64()
-		i := bounded(uint32(r), n)
-		j := bounded(uint32(r>>32), n-1)
-		if j >= i {
-			j++
-		}
-		x, y := t.active[i], t.active[j]
-		if t.checkAvail {
-			xa, ya := x.available(), y.available()
-			switch {
-			case !xa && !ya:
-				continue
-			case !xa:
-				return y
-			case !ya:
-				return x
-			}
-		}
-		if b.costOf(t, j) < b.costOf(t, i) {
-			return y
-		}
-		return x
-	}
-	return t.scan(b.rand64())
-}
-
-// costOf is the load of t.active[i] as P2C (peak EWMA × in flight) or LeastRequest (in flight) see
-// it, divided by the instance's weight.
-func (b *Balancer) costOf(t *table, i int) float64 {
-	e := t.active[i]
-	var c float64
-	if b.opts.policy == P2C {
-		c = e.cost(b.coarse.Load(), b.tau)
-	} else {
-		c = float64(e.inflight.Load() + 1)
-	}
-	if t.weighted {
-		c /= t.weight[i]
-	}
-	return c
 }
 
 func (b *Balancer) rand64() uint64 {
@@ -422,7 +324,7 @@ func bounded64(x, n uint64) uint64 { hi, _ := bits.Mul64(x, n); return hi }
 
 // nanos is the balancer's clock: nanoseconds since it was created, monotonic when the clock is.
 // With the real clock it reads only the monotonic clock (time.Since): time.Now reads the wall clock
-// too, and each read costs ~40 ns on the reference VM; nanos runs twice per call.
+// too, at about twice the cost, and nanos runs twice per call.
 func (b *Balancer) nanos() int64 {
 	if !b.opts.ownClock {
 		return int64(time.Since(b.epoch))

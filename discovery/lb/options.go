@@ -15,13 +15,12 @@ import (
 
 // Defaults of the options below.
 const (
-	// DefaultPolicy is the balancing policy used without WithPolicy.
-	DefaultPolicy = P2C
-	// DefaultDecay is the time constant of the peak-EWMA latency estimate (Finagle's and Linkerd's
+	defaultPolicy = P2C
+	// defaultDecay is the time constant of the peak-EWMA latency estimate (Finagle's and Linkerd's
 	// default): a sample's weight falls to 1/e after this long.
-	DefaultDecay = 10 * time.Second
-	// DefaultVirtualNodes is how many points each instance of weight 1 gets on the hash ring.
-	DefaultVirtualNodes = 160
+	defaultDecay = 10 * time.Second
+	// defaultVirtualNodes is how many points each instance of weight 1 gets on the hash ring.
+	defaultVirtualNodes = 160
 )
 
 // Option configures a Balancer.
@@ -32,11 +31,12 @@ type optionFunc func(*options)
 func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
-	policy       Policy
+	policy       string
+	builder      Builder
 	decay        time.Duration
 	vnodes       int
 	outlier      Outlier
-	classifier   func(*http.Response, error) bool
+	classifier   discovery.Classifier
 	wrap         func(discovery.Instance, http.RoundTripper) http.RoundTripper
 	base         http.RoundTripper
 	availability func(id string) bool
@@ -49,19 +49,21 @@ type options struct {
 
 func defaultOptions() options {
 	return options{
-		policy:     DefaultPolicy,
-		decay:      DefaultDecay,
-		vnodes:     DefaultVirtualNodes,
+		policy:     defaultPolicy,
+		decay:      defaultDecay,
+		vnodes:     defaultVirtualNodes,
 		outlier:    DefaultOutlier(),
-		classifier: DefaultClassifier,
+		classifier: discovery.Classify,
 		clock:      time.Now,
 	}
 }
 
 func (o *options) validate() error {
 	var errs []error
-	if o.policy < P2C || o.policy > RingHash {
-		errs = append(errs, fmt.Errorf("lb: policy %d: not one of P2C, RoundRobin, Random, LeastRequest, RingHash", int(o.policy)))
+	if b, err := lookup(o.policy); err != nil {
+		errs = append(errs, err)
+	} else {
+		o.builder = b
 	}
 	if o.decay <= 0 {
 		errs = append(errs, fmt.Errorf("lb: decay %v: must be positive", o.decay))
@@ -75,15 +77,16 @@ func (o *options) validate() error {
 	return errors.Join(errs...)
 }
 
-// WithPolicy selects the balancing algorithm. Default: DefaultPolicy (P2C).
-func WithPolicy(p Policy) Option { return optionFunc(func(o *options) { o.policy = p }) }
+// WithPolicy selects the balancing policy by its registered name (see Register and Policies); New
+// fails for a name that is not registered. Default: P2C.
+func WithPolicy(name string) Option { return optionFunc(func(o *options) { o.policy = name }) }
 
 // WithDecay sets the time constant of P2C's peak-EWMA latency estimate. Shorter reacts faster to
-// recovery, longer remembers a slow instance longer. Default: DefaultDecay.
+// recovery, longer remembers a slow instance longer. Default: 10s (Finagle's and Linkerd's).
 func WithDecay(d time.Duration) Option { return optionFunc(func(o *options) { o.decay = d }) }
 
 // WithVirtualNodes sets the number of ring points per unit of instance weight for RingHash. More
-// points spread keys more evenly at the cost of memory (16 bytes a point). Default: DefaultVirtualNodes.
+// points spread keys more evenly at the cost of memory (16 bytes a point). Default: 160.
 func WithVirtualNodes(n int) Option { return optionFunc(func(o *options) { o.vnodes = n }) }
 
 // WithOutlier sets outlier ejection and panic mode exactly as given: a zero field disables that
@@ -91,12 +94,13 @@ func WithVirtualNodes(n int) Option { return optionFunc(func(o *options) { o.vno
 // ejection off. Default: DefaultOutlier().
 func WithOutlier(c Outlier) Option { return optionFunc(func(o *options) { o.outlier = c }) }
 
-// WithClassifier decides which call outcomes count as failures of the instance, for outlier
-// ejection and for the latency penalty. It is called by Transport with the response or error of
-// each attempt, and by Endpoint.Done with a nil response. It must be safe for concurrent use and
-// cheap. An error it does not classify as a failure (a local rejection such as a bulkhead being
-// full) is ignored: neither the latency nor the outcome is recorded. Default: DefaultClassifier.
-func WithClassifier(f func(resp *http.Response, err error) (failure bool)) Option {
+// WithClassifier sets how call outcomes are read (the classifier shared with resilience, e.g. a
+// resilience.Dependency's Classify): a Failure counts towards outlier ejection and doubles the
+// latency estimate; a Local result, or an error that is not a Failure, records nothing; a response
+// that is Retryable but not a Failure (429) counts as slow, not towards ejection. It is called by
+// Transport with each attempt's result and by Endpoint.Done with a nil response. Default:
+// discovery.Classify.
+func WithClassifier(f discovery.Classifier) Option {
 	return optionFunc(func(o *options) { o.classifier = f })
 }
 
@@ -104,11 +108,22 @@ func WithClassifier(f func(resp *http.Response, err error) (failure bool)) Optio
 // breaker, per-attempt timeout or bulkhead belongs. wrap is called once when an instance appears, with
 // the base transport as next, and the result is kept while the instance stays at the same address.
 //
-// If the returned RoundTripper has a method Available() bool, picks skip the instance while it
-// returns false (for example while its breaker is open) exactly like an ejected one. Available must
-// be safe for concurrent use and cheap: it runs on every pick that considers the instance.
+// If the returned RoundTripper is a discovery.InstanceTransport (resilience.Dependency.Instance
+// returns one), picks skip the instance while Available returns false (its breaker is open) exactly
+// like an ejected one.
 func WithInstanceTransport(wrap func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper) Option {
 	return optionFunc(func(o *options) { o.wrap = wrap })
+}
+
+// WithInstancePolicy installs the per-instance half of a client's policies (a
+// resilience.Dependency): WithInstanceTransport with p.Instance and WithClassifier with p.Classify.
+func WithInstancePolicy(p discovery.InstancePolicy) Option {
+	return optionFunc(func(o *options) {
+		o.wrap = func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper {
+			return p.Instance(inst.ID, next)
+		}
+		o.classifier = p.Classify
+	})
 }
 
 // WithBaseTransport sets the transport that carries requests to instances (before
@@ -118,8 +133,8 @@ func WithBaseTransport(rt http.RoundTripper) Option {
 }
 
 // WithAvailability adds a test that picks apply to every candidate instance: false skips it, like
-// an ejected instance. It is the alternative to an Available method on the per-instance transport
-// (see WithInstanceTransport) and must be safe for concurrent use and cheap. Unavailable instances
+// an ejected instance. It is the alternative to a discovery.InstanceTransport (see
+// WithInstanceTransport) and must be safe for concurrent use and cheap. Unavailable instances
 // are skipped even in panic mode (calling them would be refused anyway); when none is available Pick
 // returns ErrNoInstances. Default: every instance is available.
 func WithAvailability(f func(id string) bool) Option {

@@ -1,10 +1,8 @@
 package lb
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 )
 
@@ -124,24 +122,6 @@ func (c Outlier) enabled() bool {
 
 // latency reports whether latency ejection is configured.
 func (c Outlier) latency() bool { return c.LatencyFactor > 1 && c.ConsecutiveSlow > 0 }
-
-// DefaultClassifier is the default of WithClassifier: transport errors and 5xx responses other than
-// 501 Not Implemented count as failures of the instance; a context.Canceled error (the caller gave
-// up) does not, and neither does 429 Too Many Requests (the instance is healthy and shedding load;
-// Transport still counts its latency against the instance, so P2C steers away). A per-attempt
-// timeout (context.DeadlineExceeded from inside the per-instance transport) is a failure. An error
-// that has, anywhere in its chain, a method Local() bool returning true is not: it was made in this
-// process (an open breaker, a full bulkhead) and nothing reached the instance.
-func DefaultClassifier(resp *http.Response, err error) bool {
-	if err != nil {
-		var local interface{ Local() bool }
-		if errors.As(err, &local) && local.Local() {
-			return false
-		}
-		return !errors.Is(err, context.Canceled)
-	}
-	return resp != nil && resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented
-}
 
 // outcome is what one call tells about an instance.
 type outcome uint8

@@ -13,6 +13,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -209,7 +210,7 @@ func TestPanicMode(t *testing.T) {
 
 		fail(t, b, "i0", 5)
 		fail(t, b, "i1", 5) // 2 of 4 healthy: exactly 50%, not below
-		if c := picked(t, b, 100); c["i0"]+c["i1"] != 0 || b.table.Load().active[0].key != "i2" {
+		if c := picked(t, b, 100); c["i0"]+c["i1"] != 0 || b.table.Load().Endpoints[0].key != "i2" {
 			t.Fatalf("panic at 50%% healthy: %v", c)
 		}
 		if got := gaugeValue(t, reader, metricPanic); got != 0 {
@@ -291,16 +292,16 @@ func TestClassification(t *testing.T) {
 		if c.err == nil {
 			resp = &http.Response{StatusCode: c.status}
 		}
-		if got := DefaultClassifier(resp, c.err); got != c.failure {
-			t.Errorf("%s: failure = %v, want %v", c.name, got, c.failure)
+		if got := discovery.Classify(resp, c.err); (got.Failure && !got.Local) != c.failure {
+			t.Errorf("%s: failure = %+v, want %v", c.name, got, c.failure)
 		}
 	}
 }
 
 type localErr struct{}
 
-func (localErr) Error() string { return "breaker open" }
-func (localErr) Local() bool   { return true }
+func (localErr) Error() string          { return "breaker open" }
+func (localErr) Class() discovery.Class { return discovery.Class{Local: true, Unsent: true} }
 
 func counterSum(t *testing.T, r sdkmetric.Reader, name, reason string) int64 {
 	t.Helper()

@@ -199,7 +199,7 @@ func TestCancelledCallRaisesEstimateOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	e := b.table.Load().active[0]
+	e := b.table.Load().Endpoints[0]
 	est := func() time.Duration { return time.Duration(math.Float64frombits(e.ewma.Load())) }
 	pick := func() *Endpoint {
 		p, err := b.Pick(context.Background())

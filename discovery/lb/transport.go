@@ -1,14 +1,13 @@
 package lb
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"sync/atomic"
 
 	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/internal/eofbody"
 )
 
 // Transport is an http.RoundTripper that sends requests for http://<service>/... (or https) to an
@@ -33,14 +32,13 @@ var _ discovery.TriedRoundTripper = (*Transport)(nil)
 // NewTransport returns a Transport over b.
 func NewTransport(b *Balancer) *Transport { return &Transport{b: b} }
 
-// RoundTrip implements http.RoundTripper. When the request's context carries a discovery.Tried, the
-// pick avoids the instances in it and is recorded there.
+// RoundTrip implements http.RoundTripper: one pick, with nothing to avoid.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.RoundTripTried(req, nil)
 }
 
-// RoundTripTried implements discovery.TriedRoundTripper: RoundTrip with the call's Tried given
-// directly (nil: the one in the request's context, if any).
+// RoundTripTried implements discovery.TriedRoundTripper: the pick avoids the instances in tried (a
+// retry or a hedge of the same call) and is recorded there. nil tried is RoundTrip.
 func (t *Transport) RoundTripTried(req *http.Request, tried *discovery.Tried) (*http.Response, error) {
 	b := t.b
 	if h := req.URL.Hostname(); h != b.service {
@@ -48,11 +46,8 @@ func (t *Transport) RoundTripTried(req *http.Request, tried *discovery.Tried) (*
 		return nil, fmt.Errorf("lb: request host %q is not service %q", h, b.service)
 	}
 	ctx := req.Context()
-	if tried == nil {
-		tried = discovery.TriedFrom(ctx)
-	}
 	table := b.table.Load()
-	e, err := b.pickAvoiding(ctx, tried)
+	e, err := b.pick(ctx, tried)
 	if err != nil {
 		// Before the first snapshot, wait for it, bounded by ctx. Pick again if the instance set
 		// changed since the failed pick: the first snapshot can land between the two.
@@ -62,7 +57,7 @@ func (t *Transport) RoundTripTried(req *http.Request, tried *discovery.Tried) (*
 			err = fmt.Errorf("%w: %w", err, ctx.Err())
 		}
 		if ctx.Err() == nil && b.table.Load() != table {
-			e, err = b.pickAvoiding(ctx, tried)
+			e, err = b.pick(ctx, tried)
 		}
 		if err != nil {
 			b.m.noInstances(ctx)
@@ -75,8 +70,7 @@ func (t *Transport) RoundTripTried(req *http.Request, tried *discovery.Tried) (*
 		tried.Add(e.key)
 	}
 	// RoundTrippers must not modify the request: a shallow copy with a new URL. The copy, its URL and
-	// the body wrapper share one allocation (three separate ones cost ~10% of the resilient client's
-	// overhead in BenchmarkResilienceChassis).
+	// the body wrapper share one allocation.
 	c := &call{req: *req, url: *req.URL}
 	c.url.Host = e.hostPort
 	out := &c.req
@@ -99,13 +93,13 @@ func (t *Transport) RoundTripTried(req *http.Request, tried *discovery.Tried) (*
 	case nil:
 		e.Release()
 	case io.ReadWriteCloser: // 101 Switching Protocols: keep the body writable
-		resp.Body = &rwBody{body: body{ReadCloser: rc, e: e}, w: rc}
+		resp.Body = &rwBody{Body: eofbody.Body{ReadCloser: rc, R: e}, w: rc}
 	default:
 		if rc == http.NoBody {
 			e.Release()
 			break
 		}
-		c.body = body{ReadCloser: rc, e: e}
+		c.body.ReadCloser, c.body.R = rc, e // the call stays in flight until EOF or Close
 		resp.Body = &c.body
 	}
 	return resp, nil
@@ -115,7 +109,7 @@ func (t *Transport) RoundTripTried(req *http.Request, tried *discovery.Tried) (*
 type call struct {
 	req  http.Request
 	url  url.URL
-	body body
+	body eofbody.Body
 }
 
 func closeBody(req *http.Request) {
@@ -124,100 +118,9 @@ func closeBody(req *http.Request) {
 	}
 }
 
-// body releases the call's in-flight slot at EOF or Close, whichever comes first.
-type body struct {
-	io.ReadCloser
-	e    *Endpoint
-	done atomic.Bool
-}
-
-func (b *body) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF {
-		b.release()
-	}
-	return n, err
-}
-
-func (b *body) Close() error {
-	err := b.ReadCloser.Close()
-	b.release()
-	return err
-}
-
-func (b *body) release() {
-	if b.done.CompareAndSwap(false, true) {
-		b.e.Release()
-	}
-}
-
 type rwBody struct {
-	body
+	eofbody.Body
 	w io.Writer
 }
 
 func (b *rwBody) Write(p []byte) (int, error) { return b.w.Write(p) }
-
-// pickAvoiding picks like Pick (a failure is not counted: the caller counts the final outcome), but
-// for a retry or a hedge (tried is not empty) it takes an available instance the call has not used:
-// retrying on the instance that just failed wastes the attempt, and P2C over a small set keeps
-// choosing a fast-failing instance, whose errors are quick. P2C and LeastRequest take the least
-// loaded of up to four untried instances (from a random place), not a plain two-choice pick: a hedge
-// is sent because the call is slow, and a two-choice pick lands on the slow instance P2C otherwise
-// steers around whenever the other candidate is the busy one (in examples/faults most hedged calls
-// that stayed slow had hedged onto it). Four, not all, so that the hedges of many callers do not
-// pile onto one instance. RoundRobin and Random keep their own pick unless it was tried, and then take
-// the first untried instance from a random place. RingHash keeps its pick: a key belongs to its
-// instance. When every instance was tried, the normal pick stands.
-func (b *Balancer) pickAvoiding(ctx context.Context, tried *discovery.Tried) (*Endpoint, error) {
-	if tried == nil || b.opts.policy == RingHash || tried.Len() == 0 {
-		return b.pick(ctx)
-	}
-	want := avoidCandidates
-	var e *Endpoint // RoundRobin and Random: their own pick, kept unless already tried
-	if b.opts.policy == RoundRobin || b.opts.policy == Random {
-		var err error
-		if e, err = b.pick(ctx); err != nil || !tried.Has(e.key) {
-			return e, err
-		}
-		want = 1
-	}
-	t := b.table.Load()
-	n := len(t.active)
-	start := bounded(uint32(b.rand64()), max(n, 1))
-	best, bestCost, found := -1, 0.0, 0
-	for k := 0; k < n && found < want; k++ {
-		i := (start + k) % n
-		c := t.active[i]
-		if c == e || tried.Has(c.key) || t.checkAvail && !c.available() {
-			continue
-		}
-		found++
-		var cost float64 // compared only when there is a choice
-		if want > 1 {
-			cost = b.costOf(t, i)
-		}
-		if best < 0 || cost < bestCost {
-			best, bestCost = i, cost
-		}
-	}
-	switch {
-	case best >= 0:
-	case e != nil:
-		return e, nil // every instance was tried: the pick stands
-	default:
-		return b.pick(ctx)
-	}
-	c := t.active[best]
-	c.inflight.Add(1)
-	if b.opts.perInstance {
-		c.picks.Add(1)
-	}
-	if e != nil {
-		e.Release()
-	}
-	return c, nil
-}
-
-// avoidCandidates is how many untried instances a retry or hedge compares under P2C and LeastRequest.
-const avoidCandidates = 4

@@ -147,11 +147,11 @@ func TestTransportClassification(t *testing.T) {
 	defer close(release)
 	var calls []string
 	var mu sync.Mutex
-	b := mustFixed(t, insts, WithBaseTransport(base(t)), WithClassifier(func(resp *http.Response, err error) bool {
+	b := mustFixed(t, insts, WithBaseTransport(base(t)), WithClassifier(func(resp *http.Response, err error) discovery.Class {
 		mu.Lock()
 		defer mu.Unlock()
 		calls = append(calls, fmt.Sprint(resp != nil, err != nil))
-		return DefaultClassifier(resp, err)
+		return discovery.Classify(resp, err)
 	}))
 	c := &http.Client{Transport: NewTransport(b)}
 	e := b.order[0]
@@ -305,18 +305,18 @@ func TestRetryAvoidsTriedInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	client := &http.Client{Transport: NewTransport(b)}
+	tr := NewTransport(b)
 	for range 50 {
-		ctx := discovery.WithTried(context.Background())
+		tried := new(discovery.Tried)
 		for range 2 { // a first attempt and its retry
-			req, _ := http.NewRequestWithContext(ctx, "GET", "http://svc/", nil)
-			res, err := client.Do(req)
+			req, _ := http.NewRequestWithContext(context.Background(), "GET", "http://svc/", nil)
+			res, err := tr.RoundTripTried(req, tried)
 			if err != nil {
 				t.Fatal(err)
 			}
 			res.Body.Close()
 		}
-		if discovery.TriedFrom(ctx).Len() != 2 {
+		if tried.Len() != 2 {
 			t.Fatalf("the retry went to the instance already tried")
 		}
 	}
@@ -329,12 +329,12 @@ func TestRetryAvoidsTriedInstance(t *testing.T) {
 // instances by load too, so a retry or hedge does not land on the slow instance P2C steers around.
 func TestAvoidingPrefersTheLessLoaded(t *testing.T) {
 	insts := []discovery.Instance{{ID: "a", Address: "10.0.0.1", Port: 1}, {ID: "slow", Address: "10.0.0.2", Port: 1}, {ID: "fast", Address: "10.0.0.3", Port: 1}}
-	for _, p := range []Policy{P2C, LeastRequest, Random} {
+	for _, p := range []string{P2C, LeastRequest, Random} {
 		b, err := NewFixed("svc", insts, WithPolicy(p))
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, e := range b.table.Load().active {
+		for _, e := range b.table.Load().Endpoints {
 			switch e.key {
 			case "slow":
 				e.Done(500*time.Millisecond, nil)
@@ -347,7 +347,7 @@ func TestAvoidingPrefersTheLessLoaded(t *testing.T) {
 		for range 300 {
 			tried := &discovery.Tried{}
 			tried.Add("a")
-			e, err := b.pickAvoiding(context.Background(), tried)
+			e, err := b.pick(context.Background(), tried)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -117,6 +117,7 @@ func newEdge(registryAddr string) (*edge, error) {
 	base := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 30 * time.Second}
 	bal, err := lb.New("gateway", w,
 		lb.WithBaseTransport(countAttempts{base}),
+		lb.WithClassifier(dep.Classify),
 		lb.WithInstanceTransport(func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper {
 			return dep.Instance(inst.ID, pickedInstance{name: instanceName(inst), next: next})
 		}))

@@ -28,7 +28,7 @@ func Example() {
 	dep, _ := resilience.NewDependency("svc", resilience.DefaultConfig())
 	bal, _ := lb.New("svc", discovery.NewStatic("svc", []discovery.Instance{inst("ok", ok.URL), inst("bad", bad.URL)}),
 		lb.WithPolicy(lb.RoundRobin), // deterministic: a retry always lands on the other instance
-		lb.WithInstanceTransport(func(i discovery.Instance, next http.RoundTripper) http.RoundTripper { return dep.Instance(i.ID, next) }))
+		lb.WithInstancePolicy(dep))
 	_ = bal.Start()
 	defer bal.Close()
 	client := &http.Client{Transport: dep.Wrap(lb.NewTransport(bal))}

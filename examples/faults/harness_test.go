@@ -149,9 +149,7 @@ func newClient(t *testing.T, service string, cfg resilience.Config, instances []
 	log := newAttemptLog(tr)
 	opts := append([]lb.Option{
 		lb.WithBaseTransport(log),
-		lb.WithInstanceTransport(func(inst discovery.Instance, next http.RoundTripper) http.RoundTripper {
-			return dep.Instance(inst.ID, next)
-		}),
+		lb.WithInstancePolicy(dep),
 	}, lbOpts...)
 	bal, err := lb.New(service, consulWatcher(t, service, instances), opts...)
 	if err != nil {

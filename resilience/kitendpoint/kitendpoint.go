@@ -4,21 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go/bulkhead"
 	"github.com/go-kit/kit/endpoint"
 
+	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/internal/backoff"
 	"github.com/cloudchassis/kit/resilience"
+	"github.com/cloudchassis/kit/resilience/policy"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // Retry calls next up to maxAttempts times while it fails with an error retryIf accepts (default:
-// any error except a local rejection, ErrBulkheadFull or ErrBreakerOpen, and except when ctx is done),
-// sleeping a full-jitter backoff in [0, min(maxDelay, baseDelay·2^(n-1))] between attempts. Every call
-// deposits into budget and every retry withdraws from it (nil: unbounded); when it is empty the last
+// any error except a local rejection such as ErrBulkheadFull or ErrBreakerOpen, and except when ctx
+// is done), sleeping a full-jitter backoff in [0, min(maxDelay, baseDelay·2^(n-1))) between attempts
+// (baseDelay 0: no sleep; maxDelay 0: 10s). Every call deposits into budget and every retry withdraws from it (nil: unbounded); when it is empty the last
 // error is returned joined with resilience.ErrBudgetExhausted. Unlike go-kit's lb.Retry, retries
 // back off and are bounded by the budget, so a failing dependency sees at most ~1.2× the load.
-func Retry(maxAttempts int, baseDelay, maxDelay time.Duration, budget *resilience.Budget, retryIf func(error) bool) endpoint.Middleware {
+func Retry(maxAttempts int, baseDelay, maxDelay time.Duration, budget *policy.Budget, retryIf func(error) bool) endpoint.Middleware {
 	if retryIf == nil {
 		retryIf = defaultRetryIf
 	}
@@ -35,13 +39,10 @@ func Retry(maxAttempts int, baseDelay, maxDelay time.Duration, budget *resilienc
 				if budget != nil && !budget.TryWithdraw() {
 					return resp, fmt.Errorf("%w (retry refused: %w)", err, resilience.ErrBudgetExhausted)
 				}
-				if d := backoff(attempt, baseDelay, maxDelay); d > 0 {
-					t := time.NewTimer(d)
-					select {
-					case <-t.C:
-					case <-ctx.Done():
-						t.Stop()
-						return nil, ctx.Err()
+				if baseDelay > 0 {
+					d := backoff.Policy{Base: baseDelay, Max: maxDelay}.Delay(attempt)
+					if err := backoff.Sleep(ctx, d); err != nil {
+						return nil, err
 					}
 				}
 			}
@@ -49,50 +50,40 @@ func Retry(maxAttempts int, baseDelay, maxDelay time.Duration, budget *resilienc
 	}
 }
 
-func defaultRetryIf(err error) bool {
-	return !errors.Is(err, resilience.ErrBulkheadFull) && !errors.Is(err, resilience.ErrBreakerOpen)
-}
-
-func backoff(n int, base, capd time.Duration) time.Duration {
-	if base <= 0 {
-		return 0
-	}
-	d := capd
-	if n-1 < 32 && base<<(n-1) > 0 && (capd <= 0 || base<<(n-1) < capd) {
-		d = base << (n - 1)
-	}
-	return rand.N(d + 1)
-}
+func defaultRetryIf(err error) bool { return !discovery.Classify(nil, err).Local }
 
 // Breaker guards next with b: while b is open calls fail at once with a *resilience.RejectedError
-// matching resilience.ErrBreakerOpen. An error counts as a failure unless ctx was done (the caller
-// cancelled) or it is a local rejection from an inner middleware.
-func Breaker(b *resilience.Breaker) endpoint.Middleware {
+// matching resilience.ErrBreakerOpen. An error counts as a failure when discovery.Classify says so
+// and ctx is live: not a local rejection from an inner middleware, not context.Canceled.
+func Breaker(b *policy.Breaker) endpoint.Middleware {
 	return func(next endpoint.Endpoint) endpoint.Endpoint {
 		return func(ctx context.Context, req any) (any, error) {
-			if err := b.AllowContext(ctx); err != nil {
-				return nil, err
+			if !b.Allow(ctx) {
+				return nil, &resilience.RejectedError{Reason: semconv.ReasonBreakerOpen, RetryIn: b.RetryIn()}
 			}
 			resp, err := next(ctx, req)
-			switch {
+			switch c := discovery.Classify(nil, err); {
 			case err == nil:
-				b.RecordContext(ctx, resilience.Success)
-			case ctx.Err() != nil, errors.Is(err, resilience.ErrBulkheadFull), errors.Is(err, resilience.ErrBreakerOpen):
-				b.RecordContext(ctx, resilience.Ignored)
+				b.Record(ctx, policy.Success)
+			case ctx.Err() != nil, !c.Failure, c.Local:
+				b.Record(ctx, policy.Ignored)
 			default:
-				b.RecordContext(ctx, resilience.Failure)
+				b.Record(ctx, policy.Failure)
 			}
 			return resp, err
 		}
 	}
 }
 
-// Bulkhead limits the concurrent calls of next with b (see resilience.NewBulkhead); a full bulkhead
+// Bulkhead limits the concurrent calls of next with b (see policy.NewBulkhead); a full bulkhead
 // fails with a *resilience.RejectedError matching resilience.ErrBulkheadFull.
-func Bulkhead(b *resilience.Bulkhead) endpoint.Middleware {
+func Bulkhead(b *policy.Bulkhead) endpoint.Middleware {
 	return func(next endpoint.Endpoint) endpoint.Endpoint {
 		return func(ctx context.Context, req any) (any, error) {
 			if err := b.Acquire(ctx); err != nil {
+				if errors.Is(err, bulkhead.ErrFull) {
+					err = &resilience.RejectedError{Reason: semconv.ReasonBulkheadFull}
+				}
 				return nil, err
 			}
 			defer b.Release()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloudchassis/kit/resilience"
 	"github.com/cloudchassis/kit/resilience/kitendpoint"
+	"github.com/cloudchassis/kit/resilience/policy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -26,7 +27,7 @@ func failing(n *int) endpoint.Endpoint {
 func TestRetryBudget(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var n int
-		b := resilience.NewBudget(0.2, 0, 10*time.Second)
+		b := policy.NewBudget(0.2, 0, 10*time.Second)
 		ep := kitendpoint.Retry(3, 10*time.Millisecond, time.Second, b, nil)(failing(&n))
 		for range 100 {
 			if _, err := ep(t.Context(), nil); !errors.Is(err, errDown) {
@@ -41,7 +42,7 @@ func TestRetryBudget(t *testing.T) {
 
 func TestBreakerIgnoresCancel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		br := resilience.NewBreaker(resilience.BreakerConfig{Failures: 2, Delay: time.Second}, "")
+		br := policy.NewBreaker(policy.BreakerConfig{Failures: 2, Delay: time.Second})
 		ep := kitendpoint.Breaker(br)(func(ctx context.Context, req any) (any, error) {
 			<-ctx.Done()
 			return nil, ctx.Err()
@@ -75,7 +76,7 @@ func TestTimeoutAndBulkhead(t *testing.T) {
 		if !errors.Is(err, resilience.ErrTimeout) {
 			t.Fatal(err)
 		}
-		bh := resilience.NewBulkhead(1, 0)
+		bh := policy.NewBulkhead(1, 0)
 		ep := kitendpoint.Bulkhead(bh)(kitendpoint.Timeout(time.Second)(slow))
 		go func() { _, _ = ep(t.Context(), nil) }()
 		synctest.Wait()
@@ -94,8 +95,8 @@ func Example() {
 		}
 		return "hello " + req.(string), nil
 	}
-	budget := resilience.NewBudget(0.2, 10, 10*time.Second)
-	breaker := resilience.NewBreaker(resilience.BreakerConfig{Failures: 5, Delay: 5 * time.Second}, "")
+	budget := policy.NewBudget(0.2, 10, 10*time.Second)
+	breaker := policy.NewBreaker(policy.BreakerConfig{Failures: 5, Delay: 5 * time.Second})
 	ep := endpoint.Chain(
 		kitendpoint.Retry(3, time.Millisecond, 10*time.Millisecond, budget, nil),
 		kitendpoint.Breaker(breaker),

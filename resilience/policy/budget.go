@@ -1,4 +1,4 @@
-package resilience
+package policy
 
 import (
 	"sync"
@@ -43,10 +43,10 @@ type BudgetOption func(*Budget)
 func WithBudgetClock(now func() time.Time) BudgetOption { return func(b *Budget) { b.now = now } }
 
 // NewBudget returns a budget allowing ratio extra attempts per call plus minPerSecond per second over a
-// sliding window. A window of 0 means DefaultBudgetWindow.
+// sliding window. A window of 0 means 10s.
 func NewBudget(ratio, minPerSecond float64, window time.Duration, opts ...BudgetOption) *Budget {
 	if window <= 0 {
-		window = DefaultBudgetWindow
+		window = 10 * time.Second
 	}
 	b := &Budget{
 		ratio: ratio,
