@@ -142,8 +142,8 @@ func (s *Service) stdLog(server string) *log.Logger {
 // names than HTTP_MAX_HEADER_FIELDS. Body limit: 413 at once when Content-Length is over the limit;
 // otherwise the body is capped, so that a chunked body over the limit fails the handler's read with
 // *http.MaxBytesError. Deadline: the caller's propagated deadline (resilience.TimeoutHeader), capped
-// by HTTP_REQUEST_TIMEOUT, on the request context, by resilience.WithPropagatedDeadline (the one
-// implementation of the server side, called here so that the request is not copied a second time).
+// by HTTP_REQUEST_TIMEOUT (resilience.PropagatedTimeout), on the request context, lazily
+// (requestCtx).
 func (s *Service) core(next http.Handler) http.Handler {
 	limit := int64(s.settings.MaxBodyBytes)
 	tooLarge := fmt.Sprintf("the request body exceeds the limit of %s", s.settings.MaxBodyBytes)
@@ -186,7 +186,7 @@ func (s *Service) core(next http.Handler) http.Handler {
 			problem.Write(w, http.StatusRequestEntityTooLarge, "", tooLarge)
 			return
 		}
-		st.ctx.init(ctx, ownID, time.Now(), requestTimeout(r.Header, timeout))
+		st.ctx.init(ctx, ownID, time.Now(), resilience.PropagatedTimeout(r.Header, timeout))
 		defer st.ctx.release()
 		// core is always the direct child of telemetry's Handler (Handle, handleUnmatched), which
 		// made r, a copy, for this chain alone: core replaces that copy's context in place (the
@@ -203,18 +203,6 @@ func (s *Service) core(next http.Handler) http.Handler {
 type coreState struct {
 	w   trackingWriter
 	ctx requestCtx
-}
-
-// requestTimeout is the request's time budget: the caller's resilience.TimeoutHeader capped by
-// limit (HTTP_REQUEST_TIMEOUT); limit <= 0 means no cap. 0: no deadline.
-func requestTimeout(h http.Header, limit time.Duration) time.Duration {
-	d := limit
-	if v := h[resilience.TimeoutHeader]; len(v) > 0 {
-		if t, ok := resilience.ParseTimeoutHeader(v[0]); ok && (d <= 0 || t < d) {
-			d = t
-		}
-	}
-	return d
 }
 
 func (s *Service) recovered(tw *trackingWriter, r *http.Request, p any) {

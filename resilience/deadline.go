@@ -56,20 +56,28 @@ func parseTimeoutHeader(v string) (time.Duration, bool) {
 	return time.Duration(ms) * time.Millisecond, true
 }
 
-// WithPropagatedDeadline is the server side of deadline propagation, the one implementation (chassis'
-// request core calls it; a server not built with chassis calls it in a middleware): it returns ctx with a deadline of the caller's
-// TimeoutHeader in h, capped by limit (the server's own maximum). Without the header, or with a
-// malformed one, limit applies alone; limit <= 0 means "no cap" (the header alone). An earlier
-// deadline already on ctx is kept. When neither sets a deadline, ctx is returned with a no-op cancel
-// and nothing is allocated. The returned cancel must be called, as for context.WithTimeout.
-func WithPropagatedDeadline(ctx context.Context, h http.Header, limit time.Duration) (context.Context, context.CancelFunc) {
+// PropagatedTimeout is the server side of deadline propagation: the time budget of a request with
+// header h, the caller's TimeoutHeader capped by limit (the server's own maximum). Without the
+// header, or with a malformed one, limit applies alone; limit <= 0 means "no cap" (the header
+// alone). 0 means no deadline. chassis' request core puts it on the request context (lazily, see
+// chassis/reqctx.go); WithPropagatedDeadline does for any other server.
+func PropagatedTimeout(h http.Header, limit time.Duration) time.Duration {
 	d := limit
-	if v := h.Get(TimeoutHeader); v != "" {
-		if t, ok := parseTimeoutHeader(v); ok && (d <= 0 || t < d) {
+	if v := h[TimeoutHeader]; len(v) > 0 {
+		if t, ok := parseTimeoutHeader(v[0]); ok && (d <= 0 || t < d) {
 			d = t
 		}
 	}
-	if d <= 0 {
+	return max(d, 0)
+}
+
+// WithPropagatedDeadline returns ctx with the deadline PropagatedTimeout gives, for servers not
+// built with chassis (wrap each request in a middleware). An earlier deadline already on ctx is
+// kept. Without a deadline, ctx is returned with a no-op cancel and nothing is allocated. The
+// returned cancel must be called, as for context.WithTimeout.
+func WithPropagatedDeadline(ctx context.Context, h http.Header, limit time.Duration) (context.Context, context.CancelFunc) {
+	d := PropagatedTimeout(h, limit)
+	if d == 0 {
 		return ctx, noCancel
 	}
 	return context.WithTimeout(ctx, d)
