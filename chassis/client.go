@@ -22,10 +22,14 @@ import (
 type Resolver func(service string) (w discovery.Watcher, release func(), err error)
 
 // WithResolver sets how Client finds the instances of a service.
-func WithResolver(r Resolver) Option { return func(o *options) { o.resolver = r } }
+func WithResolver(r Resolver) Option { return optionFunc(func(o *options) { o.resolver = r }) }
 
 // ClientOption configures one dependency's client.
-type ClientOption func(*clientOptions)
+type ClientOption interface{ apply(*clientOptions) }
+
+type clientOptionFunc func(*clientOptions)
+
+func (f clientOptionFunc) apply(o *clientOptions) { f(o) }
 
 type clientOptions struct {
 	lb         []lb.Option
@@ -36,7 +40,7 @@ type clientOptions struct {
 // WithResilience adjusts the dependency's resilience settings in code. The environment
 // (CLIENT_<NAME>_*) still overrides what f sets, and f overrides the defaults.
 func WithResilience(f func(*resilience.Config)) ClientOption {
-	return func(o *clientOptions) { o.resilience = append(o.resilience, f) }
+	return clientOptionFunc(func(o *clientOptions) { o.resilience = append(o.resilience, f) })
 }
 
 // ClientPrefix returns the prefix of a dependency's variables: CLIENT_PRICING for "pricing"; '-' and
@@ -49,12 +53,12 @@ func ClientPrefix(service string) string {
 // f(service) for each dependency. Test harnesses use it to route calls through fault-injecting
 // transports (chassistest); a service uses it for settings common to all its dependencies.
 func WithClientDefaults(f func(service string) []ClientOption) Option {
-	return func(o *options) { o.clientDefaults = f }
+	return optionFunc(func(o *options) { o.clientDefaults = f })
 }
 
 // WithBalancer passes options to the dependency's balancer (policy, outlier ejection, ...).
 func WithBalancer(opts ...lb.Option) ClientOption {
-	return func(o *clientOptions) { o.lb = append(o.lb, opts...) }
+	return clientOptionFunc(func(o *clientOptions) { o.lb = append(o.lb, opts...) })
 }
 
 // ErrNoResolver is returned by calls through a Client when the Service has no way to find instances.
@@ -95,7 +99,7 @@ func (s *Service) Client(service string, opts ...ClientOption) *http.Client {
 		opts = append(s.opts.clientDefaults(service), opts...)
 	}
 	for _, o := range opts {
-		o(&co)
+		o.apply(&co)
 	}
 	d, err := s.newDependency(service, co)
 	if err != nil {

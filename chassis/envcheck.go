@@ -25,7 +25,7 @@ import (
 // Values are still read through the lookup of WithEnv. The default is os.Environ without WithEnv,
 // and no variables with it (a lookup cannot be listed): give both to a service configured from a map.
 func WithEnviron(environ func() []string) Option {
-	return func(o *options) { o.environ, o.environSet = environ, true }
+	return optionFunc(func(o *options) { o.environ, o.environSet = environ, true })
 }
 
 // clientSpec is a struct that every dependency reads under CLIENT_<NAME><sub>_.

@@ -104,7 +104,7 @@ func runMain(args []string, stdout, stderr io.Writer, name string, setup func(*S
 func writeHelp(w io.Writer, name string, opts ...Option) error {
 	o := options{lookup: os.LookupEnv}
 	for _, opt := range opts {
-		opt(&o)
+		opt.apply(&o)
 	}
 	width := config.DefaultUsageWidth
 	if v, ok := o.lookup("COLUMNS"); ok {
@@ -191,7 +191,7 @@ func settingGroup(name string) string {
 func EnvReference(opts ...Option) ([]config.Var, error) {
 	var o options
 	for _, opt := range opts {
-		opt(&o)
+		opt.apply(&o)
 	}
 	var own []config.Var
 	for _, spec := range o.userConfig {

@@ -30,7 +30,11 @@ import (
 type Middleware func(http.Handler) http.Handler
 
 // Option configures New.
-type Option func(*options)
+type Option interface{ apply(*options) }
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
 	lookup         config.Lookup
@@ -54,45 +58,45 @@ type options struct {
 // settings. Problems in both are reported together. spec must be a pointer to a struct; see package
 // config for the tags.
 func WithConfig(spec any) Option {
-	return func(o *options) { o.userConfig = append(o.userConfig, spec) }
+	return optionFunc(func(o *options) { o.userConfig = append(o.userConfig, spec) })
 }
 
 // WithEnv reads the environment through lookup instead of os.LookupEnv, so that tests can run several
 // services with different settings in one process. Add WithEnviron to keep the checks that list the
 // environment (CLIENT_<NAME>_*, DISCOVERY_STATIC_<NAME>).
 func WithEnv(lookup config.Lookup) Option {
-	return func(o *options) { o.lookup, o.lookupSet = lookup, true }
+	return optionFunc(func(o *options) { o.lookup, o.lookupSet = lookup, true })
 }
 
 // WithVersion sets the version reported in telemetry and /debug/info when SERVICE_VERSION is unset.
 // Without it the main module's version from the build info is used.
-func WithVersion(v string) Option { return func(o *options) { o.version = v } }
+func WithVersion(v string) Option { return optionFunc(func(o *options) { o.version = v }) }
 
 // WithoutSignals stops Run from handling SIGINT and SIGTERM itself; cancel Run's context instead.
 // Tests and programs that run several services in one process use it.
-func WithoutSignals() Option { return func(o *options) { o.signals = false } }
+func WithoutSignals() Option { return optionFunc(func(o *options) { o.signals = false }) }
 
 // WithLogOutput sends logs to w instead of standard output.
 func WithLogOutput(w interface{ Write([]byte) (int, error) }) Option {
-	return func(o *options) { o.logOutput = w }
+	return optionFunc(func(o *options) { o.logOutput = w })
 }
 
 // WithMiddleware adds middleware to every public route, innermost: after all of the chassis' own
 // (telemetry, recovery, request id, limits, deadline, body gate, shedding, authentication, rate
 // limiting), just before the handler. The first one given runs first.
 func WithMiddleware(m ...Middleware) Option {
-	return func(o *options) { o.middleware = append(o.middleware, m...) }
+	return optionFunc(func(o *options) { o.middleware = append(o.middleware, m...) })
 }
 
 // WithRegistrar announces the instance once it is ready and withdraws it at the start of the drain.
 // The function is called in Run, once the listeners are bound, so that it can use the actual ports.
 func WithRegistrar(f func(*Service) (discovery.Registrar, error)) Option {
-	return func(o *options) { o.registrar = f }
+	return optionFunc(func(o *options) { o.registrar = f })
 }
 
 // WithTelemetryOptions passes options to telemetry.New (exporters and providers for tests, say).
 func WithTelemetryOptions(opts ...telemetry.Option) Option {
-	return func(o *options) { o.telemetry = append(o.telemetry, opts...) }
+	return optionFunc(func(o *options) { o.telemetry = append(o.telemetry, opts...) })
 }
 
 // Service is one running microservice. Its methods are safe for concurrent use; Handle, OnStart,
@@ -151,7 +155,7 @@ type Service struct {
 func New(name string, opts ...Option) (*Service, error) {
 	o := options{lookup: os.LookupEnv, signals: true, forceExit: os.Exit, logOutput: os.Stdout}
 	for _, opt := range opts {
-		opt(&o)
+		opt.apply(&o)
 	}
 	o.environ = defaultEnviron(&o)
 	s := &Service{name: name, opts: o, started: time.Now(), ready: make(chan struct{}), userCfg: o.userConfig,

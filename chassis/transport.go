@@ -71,7 +71,7 @@ func checkLBPolicy(name string) error {
 // WithTransport adjusts the dependency's transport settings in code. The environment
 // (CLIENT_<NAME>_*) still overrides what f sets; f starts from the defaults and CLIENT_TLS_*.
 func WithTransport(f func(*TransportConfig)) ClientOption {
-	return func(o *clientOptions) { o.transport = append(o.transport, f) }
+	return clientOptionFunc(func(o *clientOptions) { o.transport = append(o.transport, f) })
 }
 
 // connMetrics count the connections a dependency's transport opens and holds.

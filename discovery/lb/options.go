@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/cloudchassis/kit/discovery"
 )
@@ -141,8 +141,8 @@ func WithAvailability(f func(id string) bool) Option {
 	return optionFunc(func(o *options) { o.availability = f })
 }
 
-// WithMeterProvider sets where the balancer's metrics go. Default: the global MeterProvider
-// (otel.GetMeterProvider), which is a no-op until the application installs one.
+// WithMeterProvider sets where the balancer's metrics go. Default: none (a no-op provider; the
+// OpenTelemetry global is never read).
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return optionFunc(func(o *options) { o.meter = mp })
 }
@@ -167,5 +167,5 @@ func (o *options) meterProvider() metric.MeterProvider {
 	if o.meter != nil {
 		return o.meter
 	}
-	return otel.GetMeterProvider()
+	return noop.NewMeterProvider()
 }
