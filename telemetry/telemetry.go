@@ -50,6 +50,8 @@ type Telemetry struct {
 	sdkLP *sdklog.LoggerProvider
 	sink  *logSink // buffered log output, nil when unbuffered
 
+	sharedOTLP *sharedExport // OTLP metric export from the Prometheus reader, or nil
+
 	metrics    http.Handler // Prometheus exposition, nil without the prometheus exporter
 	otlpLogs   bool         // log records also go to OpenTelemetry: loggers carry their span context
 	access     bool
@@ -308,6 +310,7 @@ func (t *Telemetry) buildMetrics(ctx context.Context, env envConfig, o *options)
 		// environment does not override Lookup.
 		sdkmetric.WithCardinalityLimit(2000),
 	}
+	var promReader sdkmetric.Reader
 	if contains(env.metrics, exporterPrometheus) {
 		// A private registry: the global prometheus.DefaultRegisterer is left alone.
 		reg := prometheus.NewRegistry()
@@ -315,6 +318,7 @@ func (t *Telemetry) buildMetrics(ctx context.Context, env envConfig, o *options)
 		if err != nil {
 			return fmt.Errorf("telemetry: prometheus exporter: %w", err)
 		}
+		promReader = exp
 		popts = append(popts, sdkmetric.WithReader(exp))
 		// OpenMetrics is the format that carries exemplars; Prometheus asks for it when it scrapes.
 		t.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true})
@@ -324,8 +328,14 @@ func (t *Telemetry) buildMetrics(ctx context.Context, env envConfig, o *options)
 		if err != nil {
 			return err
 		}
-		popts = append(popts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp,
-			sdkmetric.WithInterval(env.metricInterval), sdkmetric.WithTimeout(env.metricTimeout))))
+		if promReader != nil && env.temporality == "cumulative" {
+			// One aggregation for both exporters (see sharedExport).
+			t.sharedOTLP = newSharedExport(promReader, exp, env.metricInterval, env.metricTimeout,
+				func() *zap.Logger { return t.logger })
+		} else {
+			popts = append(popts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp,
+				sdkmetric.WithInterval(env.metricInterval), sdkmetric.WithTimeout(env.metricTimeout))))
+		}
 	}
 	for _, r := range o.metricReaders {
 		popts = append(popts, sdkmetric.WithReader(r))
@@ -419,7 +429,13 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 		run("traces", t.sdkTP.Shutdown)
 	}
 	if t.sdkMP != nil {
-		run("metrics", t.sdkMP.Shutdown)
+		run("metrics", func(ctx context.Context) error {
+			var err error
+			if t.sharedOTLP != nil { // its last export collects from a reader the provider closes
+				err = t.sharedOTLP.shutdown(ctx)
+			}
+			return errors.Join(err, t.sdkMP.Shutdown(ctx))
+		})
 	}
 	if t.sdkLP != nil {
 		run("logs", t.sdkLP.Shutdown)
