@@ -5,7 +5,9 @@ import (
 	"debug/buildinfo"
 	"debug/elf"
 	"encoding/json"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path"
@@ -21,9 +23,12 @@ import (
 )
 
 // e2eVersion is the version under which the end-to-end test publishes this checkout to a file://
-// module proxy: a pseudo-version of a commit that cannot exist (year 2000, revision 0000000e2e00), so
-// its entry in the module cache, removed afterwards, can never be mistaken for a real one.
-const e2eVersion = "v0.0.0-20000101000000-0000000e2e00"
+// module proxy: a pseudo-version of a commit that cannot exist (year 2000, revision e2e and 9 random
+// hex digits), so that its entry in the module cache, removed afterwards, can never be mistaken for
+// a real one. It is new on every run: the go command takes a module version's content as immutable
+// and caches what it read of it (the module index, in the build cache, which unpublish does not
+// clear), so a fixed version would let one run build against an earlier checkout's file lists.
+var e2eVersion = fmt.Sprintf("v0.0.0-20000101000000-e2e%09x", rand.Uint64()&(1<<36-1))
 
 // ciAndImage builds and tests the generated repository in dir as its CI workflow and Dockerfile do:
 // from what git would commit (no go.work), with the Chassis version go.mod requires fetched from a
