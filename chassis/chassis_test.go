@@ -465,3 +465,37 @@ func TestBindHonoursMaxBodyBytes(t *testing.T) {
 		})
 	}
 }
+
+// TestHandlerWriterKeepsReadFrom: the ResponseWriter a handler gets keeps io.ReaderFrom through every
+// default middleware, so that io.Copy(w, body) (a gateway copying a response) uses net/http's pooled
+// buffer or sendfile instead of allocating 32 KiB per call, and keeps Flusher and Hijacker.
+func TestHandlerWriterKeepsReadFrom(t *testing.T) {
+	svc, err := chassis.New("svc", chassis.WithEnv(env()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type seen struct{ readerFrom, flusher, hijacker bool }
+	got := make(chan seen, 1)
+	svc.HandleFunc("GET /copy", func(w http.ResponseWriter, r *http.Request) {
+		_, rf := w.(io.ReaderFrom)
+		_, fl := w.(http.Flusher)
+		_, hj := w.(http.Hijacker)
+		got <- seen{rf, fl, hj}
+		w.Header().Set("Content-Type", "text/plain")
+		// A reader with no WriteTo, as a client response body is: io.Copy must find w's ReadFrom.
+		_, _ = io.Copy(w, io.LimitReader(strings.NewReader(strings.Repeat("x", 100_000)), 100_000))
+	})
+	start(t, svc)
+	res, err := http.Get("http://" + svc.Addr() + "/copy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if s := <-got; !s.readerFrom || !s.flusher || !s.hijacker {
+		t.Errorf("handler's writer: io.ReaderFrom %v, http.Flusher %v, http.Hijacker %v; want all", s.readerFrom, s.flusher, s.hijacker)
+	}
+	if res.StatusCode != http.StatusOK || len(b) != 100_000 {
+		t.Errorf("status %d, %d bytes; want 200, 100000", res.StatusCode, len(b))
+	}
+}

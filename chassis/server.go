@@ -1,12 +1,15 @@
 package chassis
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"slices"
@@ -195,7 +198,11 @@ func (s *Service) core(next http.Handler) http.Handler {
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = http.MaxBytesReader(w, r.Body, limit)
 		}
-		next.ServeHTTP(tw, r)
+		var rw http.ResponseWriter = tw
+		if _, ok := w.(http.Hijacker); ok {
+			rw = (*h1TrackingWriter)(tw)
+		}
+		next.ServeHTTP(rw, r)
 	})
 }
 
@@ -249,6 +256,36 @@ func (w *trackingWriter) Flush() {
 }
 
 func (w *trackingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// ReadFrom keeps io.Copy(w, src) on the writer's own ReadFrom (telemetry's, then net/http's, which
+// copies with a pooled buffer or sends a file with sendfile): without it, io.Copy would see a
+// writer with no ReadFrom and allocate a 32 KiB buffer per call, the largest allocation of a
+// gateway's request (BENCHMARKS.md, issue 15).
+func (w *trackingWriter) ReadFrom(src io.Reader) (int64, error) {
+	w.wrote = true
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, src)
+}
+
+// h1TrackingWriter is trackingWriter on a connection that can be hijacked (HTTP/1): it adds Hijack,
+// so that a handler's w.(http.Hijacker) (WebSocket libraries) succeeds exactly where hijacking works.
+type h1TrackingWriter trackingWriter
+
+func (w *h1TrackingWriter) Header() http.Header         { return w.ResponseWriter.Header() }
+func (w *h1TrackingWriter) WriteHeader(code int)        { (*trackingWriter)(w).WriteHeader(code) }
+func (w *h1TrackingWriter) Write(b []byte) (int, error) { return (*trackingWriter)(w).Write(b) }
+func (w *h1TrackingWriter) Flush()                      { (*trackingWriter)(w).Flush() }
+func (w *h1TrackingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *h1TrackingWriter) ReadFrom(src io.Reader) (int64, error) {
+	return (*trackingWriter)(w).ReadFrom(src)
+}
+
+func (w *h1TrackingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.wrote = true // the connection is the handler's: recovery must not answer on it
+	return w.ResponseWriter.(http.Hijacker).Hijack()
+}
 
 // traceHex returns the trace id in hex without allocating: the string points into w.idText, which
 // is written once, here, and never changed, so the string stays immutable for as long as anything
