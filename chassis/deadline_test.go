@@ -10,12 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cloudchassis/kit/chassis"
+	"github.com/cloudchassis/kit/internal/syncbuf"
 	"github.com/cloudchassis/kit/resilience"
 )
 
@@ -95,24 +94,7 @@ func TestRequestDeadline(t *testing.T) {
 // hopProc is a running testdata/hop process.
 type hopProc struct {
 	addr string
-	logs *lockedLog
-}
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	logs *syncbuf.Buffer
 }
 
 // startHop starts the hop binary as service name with env, and waits for its "ready" line.
@@ -125,7 +107,7 @@ func startHop(t *testing.T, bin, name string, env ...string) *hopProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &hopProc{logs: &lockedLog{}}
+	p := &hopProc{logs: &syncbuf.Buffer{}}
 	cmd.Stderr = p.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

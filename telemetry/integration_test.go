@@ -9,7 +9,6 @@ package telemetry_test
 // A missing binary fails the test with the command to run: it is not a reason to skip.
 
 import (
-	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/hex"
@@ -35,6 +34,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cloudchassis/kit/internal/syncbuf"
 	"github.com/cloudchassis/kit/telemetry"
 	"github.com/cloudchassis/kit/telemetry/telemetrytest"
 )
@@ -66,22 +66,7 @@ func freePort(t *testing.T) int {
 }
 
 // lockedBuffer collects a child process's output for failure messages and assertions.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer struct{ syncbuf.Buffer }
 
 func (l *lockedBuffer) tail() string {
 	s := l.String()

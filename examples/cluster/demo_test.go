@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/cloudchassis/kit/internal/syncbuf"
 )
 
 func TestMain(m *testing.M) {
@@ -71,28 +73,10 @@ func buildLauncher(t *testing.T) string {
 	return launcherBin
 }
 
-// lockedBuf is a goroutine-safe output buffer.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // launcher is a running `cluster` process.
 type launcher struct {
 	cmd     *exec.Cmd
-	out     *lockedBuf
+	out     *syncbuf.Buffer
 	lines   chan string
 	exited  chan struct{}
 	waitErr error
@@ -107,7 +91,7 @@ func startLauncher(t *testing.T, args ...string) *launcher {
 	cmd.Dir = "." // inside the module: the launcher builds the shop from here
 	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "CONSUL_HTTP_ADDR=") })
 	detach(cmd)
-	l := &launcher{cmd: cmd, out: &lockedBuf{}, lines: make(chan string, 1024), exited: make(chan struct{}), summary: summary}
+	l := &launcher{cmd: cmd, out: &syncbuf.Buffer{}, lines: make(chan string, 1024), exited: make(chan struct{}), summary: summary}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
