@@ -2,7 +2,6 @@ package chassis_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -71,30 +70,14 @@ type exitResult struct {
 }
 
 // runDeps runs testdata/deps with exactly env (the process environment is left out, so that the
-// scan of CLIENT_* variables sees only these).
+// scan of CLIENT_* variables sees only these) and the minimal settings before it, and expects it to
+// exit with an error.
 func runDeps(t *testing.T, env ...string) exitResult {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds and runs a process")
+	r := runDepsArgs(t, nil, append([]string{"HOST=127.0.0.1", "PORT=0", "ADMIN_PORT=0", "SHUTDOWN_TIMEOUT=2s", "DRAIN_DELAY=0s"}, env...)...)
+	if r.code == 0 {
+		t.Fatalf("%v: exit 0 (the service should not have started)\nstdout:\n%s\nstderr:\n%s", env, r.stdout, r.stderr)
 	}
-	bin, err := buildDeps()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin)
-	cmd.Env = append([]string{"HOST=127.0.0.1", "PORT=0", "ADMIN_PORT=0", "SHUTDOWN_TIMEOUT=2s", "DRAIN_DELAY=0s"}, env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	err = cmd.Run()
-	r := exitResult{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		t.Fatalf("%v: %v (the service should not have started)\nstdout:\n%s\nstderr:\n%s", env, err, r.stdout, r.stderr)
-	}
-	r.code = ee.ExitCode()
 	return r
 }
 

@@ -23,8 +23,8 @@ import (
 	"github.com/cloudchassis/kit/problem"
 )
 
-// runDepsArgs runs testdata/deps with args and the minimal environment, and returns its exit code
-// and output (exit 0 included).
+// runDepsArgs runs testdata/deps with args and exactly env, and returns its exit code, output and
+// run time (exit 0 included).
 func runDepsArgs(t *testing.T, args []string, env ...string) exitResult {
 	t.Helper()
 	if testing.Short() {
@@ -40,15 +40,16 @@ func runDepsArgs(t *testing.T, args []string, env ...string) exitResult {
 	cmd.Env = env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
 	err = cmd.Run()
-	r := exitResult{stdout: stdout.String(), stderr: stderr.String()}
+	r := exitResult{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
 	case errors.As(err, &ee):
 		r.code = ee.ExitCode()
 	default:
-		t.Fatalf("%v: %v", args, err)
+		t.Fatalf("%v %v: %v\nstdout:\n%s\nstderr:\n%s", args, env, err, r.stdout, r.stderr)
 	}
 	return r
 }
