@@ -162,6 +162,20 @@ func (h *harness) addrs() (addrs, error) {
 	return addrs{public: pub, admin: adm, otlp: h.otlp.url}, errors.Join(err1, err2)
 }
 
+// helloURL is the route every configuration serves, on the process wrk loads.
+func (r running) helloURL() string { return "http://" + r.front.addr.public + "/hello/world" }
+
+// warmUp loads url with wrk for the warm-up time, if there is one.
+func (h *harness) warmUp(ctx context.Context, t target, url string) error {
+	if h.f.warmup <= 0 {
+		return nil
+	}
+	if _, err := h.wrk(ctx, url, h.f.warmup); err != nil {
+		return fmt.Errorf("%s warm-up: %w", t.name, err)
+	}
+	return nil
+}
+
 // measure runs one configuration once: start, idle RSS, warm-up, measured run, stop.
 func (h *harness) measure(ctx context.Context, t target) (sample, error) {
 	var s sample
@@ -170,14 +184,12 @@ func (h *harness) measure(ctx context.Context, t target) (sample, error) {
 		return s, err
 	}
 	defer r.stop()
-	url := "http://" + r.front.addr.public + "/hello/world"
+	url := r.helloURL()
 	if s.idleRSS, _, err = memory(r.front.pid()); err != nil {
 		return s, err
 	}
-	if h.f.warmup > 0 {
-		if _, err := h.wrk(ctx, url, h.f.warmup); err != nil {
-			return s, fmt.Errorf("%s warm-up: %w", t.name, err)
-		}
+	if err := h.warmUp(ctx, t, url); err != nil {
+		return s, err
 	}
 	conns0, err := h.backendConns(ctx, r)
 	if err != nil {

@@ -66,11 +66,9 @@ func (h *harness) profileOne(ctx context.Context, t target, dir string) (string,
 		return "", err
 	}
 	defer r.stop()
-	url := "http://" + r.front.addr.public + "/hello/world"
-	if h.f.warmup > 0 {
-		if _, err := h.wrk(ctx, url, h.f.warmup); err != nil {
-			return "", err
-		}
+	url := r.helloURL()
+	if err := h.warmUp(ctx, t, url); err != nil {
+		return "", err
 	}
 	secs := max(1, int((h.f.duration-time.Second)/time.Second))
 	base := "http://" + r.front.addr.admin + t.front.pprof
@@ -234,11 +232,9 @@ func (h *harness) straceOne(ctx context.Context, t target, dir string) (string, 
 		return "", err
 	}
 	defer r.stop()
-	url := "http://" + r.front.addr.public + "/hello/world"
-	if h.f.warmup > 0 {
-		if _, err := h.wrk(ctx, url, h.f.warmup); err != nil {
-			return "", err
-		}
+	url := r.helloURL()
+	if err := h.warmUp(ctx, t, url); err != nil {
+		return "", err
 	}
 	tids, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", r.front.pid()))
 	if err != nil {
