@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"encoding/hex"
 	"net/http"
 	"strconv"
 	"sync"
@@ -69,9 +70,9 @@ func (a *accessWriter) write(now time.Time, lvl zapcore.Level, r *http.Request, 
 	if sc.IsValid() {
 		tid, sid := sc.TraceID(), sc.SpanID()
 		b = append(b, `,"`+FieldTraceID+`":"`...)
-		b = appendHex(b, tid[:])
+		b = hex.AppendEncode(b, tid[:])
 		b = append(b, `","`+FieldSpanID+`":"`...)
-		b = appendHex(b, sid[:])
+		b = hex.AppendEncode(b, sid[:])
 		b = append(b, '"')
 	}
 	b = append(b, "}\n"...)
@@ -89,15 +90,6 @@ func appendStr(b []byte, key, val string) []byte {
 	b = append(b, `":"`...)
 	b = append(b, val...)
 	return append(b, '"')
-}
-
-const hexDigits = "0123456789abcdef"
-
-func appendHex(b, src []byte) []byte {
-	for _, c := range src {
-		b = append(b, hexDigits[c>>4], hexDigits[c&0xf])
-	}
-	return b
 }
 
 // plainJSON reports whether s is printable ASCII with no quote or backslash: JSON and zap write
