@@ -1,14 +1,12 @@
 package auth_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 
 	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/internal/hostilefile"
 )
 
 // unsafeFiles are paths a file variable must refuse at once: a device that never ends, a FIFO
@@ -23,21 +22,10 @@ import (
 // set. Each file's content holds marker, which no message may show.
 func unsafeFiles(t *testing.T, marker string) map[string]string {
 	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	big := filepath.Join(dir, "big")
-	if err := os.WriteFile(big, bytes.Repeat([]byte(marker+"\n"), (2<<20)/len(marker)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	garbage := filepath.Join(dir, "shadow")
-	if err := os.WriteFile(garbage, []byte(marker+":$6$salt$hash:19000:0:99999:7:::\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	f := hostilefile.Make(t, dir, marker)
 	return map[string]string{
-		"/dev/zero": "/dev/zero", "FIFO": fifo, "directory": dir, "2 MiB": big,
-		"missing": filepath.Join(dir, "nope"), "not JSON nor PEM": garbage,
+		"/dev/zero": "/dev/zero", "FIFO": f.FIFO, "directory": dir, "over 1 MiB": f.Big,
+		"missing": filepath.Join(dir, "nope"), "not JSON nor PEM": f.Shadow,
 	}
 }
 

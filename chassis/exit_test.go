@@ -1,7 +1,6 @@
 package chassis_test
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -9,11 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/internal/hostilefile"
 )
 
 // TestConfigErrorExitCode runs a real binary: a bad PORT and a missing required variable give exit
@@ -98,10 +96,7 @@ func problemLines(stderr string) map[string]int {
 // protection) gives one start-up error, exit code 2, every variable once under its full name, and
 // nothing of a file's content.
 func TestEveryGroupInOneStartupError(t *testing.T) {
-	shadow := filepath.Join(t.TempDir(), "shadow")
-	if err := os.WriteFile(shadow, []byte("root:$6$s3cr3t:19000::\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	shadow := hostilefile.Make(t, t.TempDir(), "s3cr3t").Shadow
 	r := runDeps(t,
 		"PORT=abc",                                                        // chassis settings
 		"WORKERS=0x10",                                                    // WithConfig
@@ -178,15 +173,8 @@ func TestDependencyProblemsStopTheStart(t *testing.T) {
 // TestFileVariablesExitFast (#13.4): a NAME_FILE naming /dev/zero, a FIFO nobody writes to, or an
 // oversized file exits 2 within a second, naming the file and echoing none of its content.
 func TestFileVariablesExitFast(t *testing.T) {
-	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Skipf("mkfifo: %v", err)
-	}
-	big := filepath.Join(dir, "big")
-	if err := os.WriteFile(big, bytes.Repeat([]byte("leak"), config.MaxFileSize/4+1), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	files := hostilefile.Make(t, t.TempDir(), "leak")
+	fifo, big := files.FIFO, files.Big
 	for _, path := range []string{"/dev/zero", fifo, big} {
 		for _, v := range []string{"GREETING_FILE", "LOG_LEVEL_FILE"} {
 			r := runDeps(t, v+"="+path)

@@ -1,7 +1,6 @@
 package chassis_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -20,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 
 	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/chassis"
+	"github.com/cloudchassis/kit/internal/hostilefile"
 )
 
 // issuerKey is an ES256 signing key and its JWK.
@@ -246,27 +245,17 @@ func TestUnsafeAuthFilesExit2(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/strict").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	big := filepath.Join(dir, "big")
-	if err := os.WriteFile(big, bytes.Repeat([]byte(marker+"\n"), (2<<20)/len(marker)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	shadow := filepath.Join(dir, "shadow")
-	if err := os.WriteFile(shadow, []byte("root:"+marker+":19000:0:99999:7:::\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	files := hostilefile.Make(t, dir, marker)
+	fifo, big, shadow := files.FIFO, files.Big, files.Shadow
 	for _, c := range []struct{ name, variable, path string }{
 		{"/dev/zero", "AUTH_JWKS_FILE", "/dev/zero"},
 		{"FIFO", "AUTH_JWKS_FILE", fifo},
-		{"2 MiB", "AUTH_JWKS_FILE", big},
+		{"over 1 MiB", "AUTH_JWKS_FILE", big},
 		{"missing", "AUTH_JWKS_FILE", filepath.Join(dir, "nope")},
 		{"shadow-like", "AUTH_JWKS_FILE", shadow},
 		{"/dev/zero", "TLS_CERT_FILE", "/dev/zero"},
 		{"FIFO", "TLS_KEY_FILE", fifo},
-		{"2 MiB", "TLS_CERT_FILE", big},
+		{"over 1 MiB", "TLS_CERT_FILE", big},
 		{"shadow-like", "TLS_KEY_FILE", shadow},
 	} {
 		t.Run(c.variable+" "+c.name, func(t *testing.T) {

@@ -3,16 +3,14 @@ package config_test
 import (
 	"errors"
 	"math"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/internal/hostilefile"
 )
 
 type numbers struct {
@@ -148,19 +146,8 @@ type fileSettings struct {
 // message, whether the setting is secret or not.
 func TestFileVariablesAreBounded(t *testing.T) {
 	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Skipf("mkfifo: %v", err)
-	}
-	big := filepath.Join(dir, "big")
-	if err := os.WriteFile(big, make([]byte, config.MaxFileSize+1), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	shadow := filepath.Join(dir, "shadow")
-	const content = "root:$6$s3cr3t-hash:19000:0:99999:7:::"
-	if err := os.WriteFile(shadow, []byte(content+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	files := hostilefile.Make(t, dir, "s3cr3t-hash")
+	fifo, big, shadow := files.FIFO, files.Big, files.Shadow
 	for _, c := range []struct {
 		path string
 		want error
