@@ -9,7 +9,7 @@ export PATH := $(GOBIN):$(PATH)
 # from the module proxy when the installed Go is older, which a go.env of GOTOOLCHAIN=local would forbid.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: demo test tools lint vuln unit bench-smoke bench bench-tcp fuzz reference
+.PHONY: demo test tools lint vuln unit bench-smoke bench bench-tcp fuzz reference proto
 
 # The dashboard's address (empty turns it off) and any other flags of the launcher (docs/demo.md).
 DEMO_DASHBOARD ?= 127.0.0.1:8088
@@ -71,3 +71,10 @@ fuzz: ## each fuzz target for 30 s
 
 reference: ## regenerate the environment reference in README.md
 	$(GO) run ./cmd/envref -readme README.md
+
+proto: ## regenerate the committed gRPC code from every .proto with a buf.gen.yaml beside it (scripts/install-protoc-plugins.sh)
+	@bin=$$(bash scripts/install-protoc-plugins.sh | tail -1) && \
+	  for gen in $$(git ls-files '*buf.gen.yaml'); do \
+	    dir=$$(dirname "$$gen"); echo "buf generate $$dir"; \
+	    (cd "$$dir" && PATH="$$bin:$$PATH" buf generate --template buf.gen.yaml .) || exit 1; \
+	  done
