@@ -1,6 +1,7 @@
 package pricing
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -12,6 +13,8 @@ import (
 	"github.com/cloudchassis/kit/examples/shop/internal/shop"
 	"github.com/cloudchassis/kit/httpx"
 	"github.com/cloudchassis/kit/problem"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Faults is the fault injection of one pricing instance, as /chaos reads and writes it.
@@ -95,33 +98,76 @@ func (c *Chaos) Faults() Faults {
 	return f
 }
 
+// outcome is what the faults make of one request: a storm with this much left, an injected error,
+// or a delay before the answer (all zero: no fault).
+type outcome struct {
+	storm time.Duration
+	fail  bool
+	delay time.Duration
+}
+
+// draw decides the faults of one request: a storm first, then the error rate, then the latency.
+func (c *Chaos) draw() outcome {
+	c.mu.RLock()
+	f, stormLeft := c.f, c.stormUntil.Sub(c.now())
+	c.mu.RUnlock()
+	switch {
+	case stormLeft > 0:
+		return outcome{storm: stormLeft}
+	case f.ErrorRate > 0 && c.float() < f.ErrorRate:
+		return outcome{fail: true}
+	case f.Latency > 0 && (f.LatencyRate == 0 || c.float() < f.LatencyRate):
+		return outcome{delay: time.Duration(f.Latency)}
+	}
+	return outcome{}
+}
+
+// wait sleeps d, or less if ctx ends first; it reports whether the whole delay passed.
+func wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // Middleware applies the faults to next: a storm answers 503, then the error rate 500, then the
 // latency delays the request (ending early, with no answer, if the caller gives up).
 func (c *Chaos) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c.mu.RLock()
-		f, stormLeft := c.f, c.stormUntil.Sub(c.now())
-		c.mu.RUnlock()
-		if stormLeft > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(stormLeft.Round(time.Second)/time.Second))))
+		o := c.draw()
+		switch {
+		case o.storm > 0:
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(o.storm.Round(time.Second)/time.Second))))
 			problem.Write(w, http.StatusServiceUnavailable, "", "injected 503 storm")
 			return
-		}
-		if f.ErrorRate > 0 && c.float() < f.ErrorRate {
+		case o.fail:
 			problem.Write(w, http.StatusInternalServerError, "", "injected error")
 			return
-		}
-		if f.Latency > 0 && (f.LatencyRate == 0 || c.float() < f.LatencyRate) {
-			t := time.NewTimer(time.Duration(f.Latency))
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				t.Stop()
-				return
-			}
+		case o.delay > 0 && !wait(r.Context(), o.delay):
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// grpcFault applies the faults to one gRPC call, as Middleware does to an HTTP request: a storm
+// answers UNAVAILABLE (the instance is overloaded; a client tries another), the error rate INTERNAL,
+// and the latency delays the call (ending with the context's error if the caller gives up).
+func (c *Chaos) grpcFault(ctx context.Context) error {
+	o := c.draw()
+	switch {
+	case o.storm > 0:
+		return status.Error(codes.Unavailable, "injected storm")
+	case o.fail:
+		return status.Error(codes.Internal, "injected error")
+	case o.delay > 0 && !wait(ctx, o.delay):
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return nil
 }
 
 func (c *Chaos) get(w http.ResponseWriter, _ *http.Request) {
