@@ -118,6 +118,7 @@ type Service struct {
 	admin   *http.Server
 	routes  []string
 	hooks   []lifecycle.Hook
+	tasks   []task // admin tasks (Task), run by RunTask instead of Run
 	userCfg []any
 
 	mu        sync.Mutex
