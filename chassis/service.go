@@ -119,6 +119,7 @@ type Service struct {
 	routes  []string
 	hooks   []lifecycle.Hook
 	tasks   []task // admin tasks (Task), run by RunTask instead of Run
+	inTask  bool   // RunTask, not Run, is running the service
 	userCfg []any
 
 	mu        sync.Mutex

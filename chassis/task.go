@@ -81,7 +81,10 @@ func (s *Service) Tasks() []TaskInfo {
 // RunTask runs the task registered under name with args, instead of Run: it checks the declared
 // dependencies as Run does (a bad CLIENT_<NAME>_* variable is a *config.Error), starts the clients
 // and their discovery, runs the task under a span named "task NAME", then stops the clients and
-// flushes telemetry under SHUTDOWN_TIMEOUT. It opens no port and registers nothing. SIGINT or
+// flushes telemetry under SHUTDOWN_TIMEOUT. It opens no port and registers nothing. A task may also
+// declare a client when it runs (svc.Client inside fn), for a dependency the serving service does
+// not have; its settings are then checked at the first call instead (an error, exit code 1), and
+// the warning about CLIENT_* and DISCOVERY_STATIC_* variables no declared client reads is not given. SIGINT or
 // SIGTERM (unless WithoutSignals) cancels the task's ctx, and a second signal exits at once, as in
 // Run. It returns the task's error; problems stopping the clients or flushing telemetry are logged,
 // not returned, since the task's work is done. A task that does not return within SHUTDOWN_TIMEOUT
@@ -93,7 +96,7 @@ func (s *Service) RunTask(ctx context.Context, name string, args []string) error
 		s.mu.Unlock()
 		return lifecycle.ErrAlreadyRun
 	}
-	s.running = true
+	s.running, s.inTask = true, true
 	t, found := s.findTask(name)
 	err := s.runProblems()
 	s.mu.Unlock()
