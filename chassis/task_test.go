@@ -10,10 +10,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,17 +23,7 @@ import (
 
 // buildTasks builds testdata/tasks (a service with admin tasks and a "pricing" dependency) once per
 // test binary.
-var buildTasks = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "chassis-tasks")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "tasks")
-	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/tasks").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
+var buildTasks = buildTestdata("tasks")
 
 // freePorts returns n loopback ports nothing listens on.
 func freePorts(t *testing.T, n int) []string {
@@ -141,7 +129,7 @@ func TestTaskBinary(t *testing.T) {
 	if r.code != chassis.ExitConfig || !strings.Contains(r.stderr, `unknown task "migrate"`) {
 		t.Errorf("unknown task: exit %d, want 2\n%s", r.code, r.stderr)
 	}
-	for _, want := range []string{"greet  print the greeting", "fail ", "exit3", "price", "ports", "wait "} {
+	for _, want := range []string{"greet  print the greeting", "fail ", "exit3", "ports", "wait "} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("unknown task: the list lacks %q:\n%s", want, r.stderr)
 		}

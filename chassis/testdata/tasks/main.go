@@ -27,7 +27,7 @@ func (e exitCode) ExitCode() int { return int(e) }
 func main() {
 	var cfg config
 	chassis.Main("tasks", func(svc *chassis.Service) error {
-		pricing := svc.Client("pricing")
+		svc.Client("pricing") // declared: its settings are checked before any task runs
 		svc.HandleFunc("GET /hello", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, cfg.Greeting) })
 		svc.Task("greet", "print the greeting and the arguments", func(ctx context.Context, args []string) error {
 			fmt.Println("greet:", cfg.Greeting, strings.Join(args, " "))
@@ -37,17 +37,6 @@ func main() {
 			return errors.New("the task failed on purpose")
 		})
 		svc.Task("exit3", "fail with exit code 3", func(context.Context, []string) error { return exitCode(3) })
-		svc.Task("price", "print GET http://pricing/price through the pricing client", func(ctx context.Context, _ []string) error {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://pricing/price", nil)
-			resp, err := pricing.Do(req)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			fmt.Printf("price: %d %s\n", resp.StatusCode, b)
-			return err
-		})
 		svc.Task("ports", "bind PORT and ADMIN_PORT itself: they must be free", func(context.Context, []string) error {
 			for _, v := range []string{"PORT", "ADMIN_PORT"} {
 				ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv(v))
