@@ -18,6 +18,7 @@ import (
 
 	"github.com/cloudchassis/kit/chassis"
 	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/lifecycle"
 )
 
@@ -175,7 +176,8 @@ func TestTaskSignalCancels(t *testing.T) {
 }
 
 // TestTaskCallsDependency: a task reaches a dependency through svc.Client (discovery, balancer,
-// resilience), with the service's settings, and no server is started.
+// resilience), with the service's settings; no server is started, the registrar is not asked, and
+// no OnStart hook runs.
 func TestTaskCallsDependency(t *testing.T) {
 	var hits int
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -186,11 +188,17 @@ func TestTaskCallsDependency(t *testing.T) {
 	var cfg struct {
 		Greeting string `envconfig:"GREETING"`
 	}
+	var registrarAsked, hookRan bool
 	svc, err := chassis.New("reindexer", chassis.WithoutSignals(), chassis.WithConfig(&cfg), chassis.WithEnv(env(
-		"DISCOVERY_STATIC_PRICING", strings.TrimPrefix(backend.URL, "http://"), "GREETING", "hi")))
+		"DISCOVERY_STATIC_PRICING", strings.TrimPrefix(backend.URL, "http://"), "GREETING", "hi")),
+		chassis.WithRegistrar(func(*chassis.Service) (discovery.Registrar, error) {
+			registrarAsked = true
+			return nil, errors.New("a task must not register")
+		}))
 	if err != nil {
 		t.Fatal(err)
 	}
+	svc.OnStart("worker", func(context.Context) error { hookRan = true; return nil })
 	pricing := svc.Client("pricing")
 	var got, greeting string
 	var gotArgs []string
@@ -216,6 +224,9 @@ func TestTaskCallsDependency(t *testing.T) {
 	}
 	if got != "42" || hits != 1 || greeting != "hi" || len(gotArgs) != 1 || gotArgs[0] != "--all" {
 		t.Errorf("task saw body %q (%d calls), greeting %q, args %q", got, hits, greeting, gotArgs)
+	}
+	if registrarAsked || hookRan {
+		t.Errorf("registrar asked %v, OnStart hook ran %v: a task must neither register nor start serving-side work", registrarAsked, hookRan)
 	}
 	if err := svc.RunTask(context.Background(), "reindex", nil); !errors.Is(err, lifecycle.ErrAlreadyRun) {
 		t.Errorf("second RunTask: %v, want ErrAlreadyRun", err)
