@@ -2,7 +2,6 @@ package prometheus_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,7 +16,7 @@ import (
 	"time"
 
 	"github.com/cloudchassis/kit/chassis"
-	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/chassistest"
 )
 
 // TestSLORulesOnRealMetrics feeds the SLO recording rules what a real Chassis service exposes on
@@ -32,36 +31,18 @@ func TestSLORulesOnRealMetrics(t *testing.T) {
 		t.Skip("serves 15 slow requests and runs promtool; skipped with -short")
 	}
 	bin := promtool(t)
-	svc, err := chassis.New("hello", chassis.WithoutSignals(), chassis.WithEnv(config.MapLookup(map[string]string{
-		"HOST": "127.0.0.1", "PORT": "0", "ADMIN_PORT": "0", "DRAIN_DELAY": "0s", "LOG_LEVEL": "error",
-		"ACCESS_LOG": "false", "SHED_ENABLED": "false", "HTTP_REQUEST_TIMEOUT": "5s",
-	})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.HandleFunc("GET /ok", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	svc.HandleFunc("GET /fail", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusInternalServerError) })
-	svc.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(600 * time.Millisecond)
-		io.WriteString(w, "slow")
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	select {
-	case <-svc.Ready():
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	}
+	in := chassistest.Start(t, "hello", func(svc *chassis.Service) error {
+		svc.HandleFunc("GET /ok", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+		svc.HandleFunc("GET /fail", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusInternalServerError) })
+		svc.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(600 * time.Millisecond)
+			io.WriteString(w, "slow")
+		})
+		return nil
+	}, chassistest.WithEnv(map[string]string{"SHED_ENABLED": "false", "HTTP_REQUEST_TIMEOUT": "5s"}))
 
 	get := func(path string) {
-		resp, err := http.Get("http://" + svc.Addr() + path)
+		resp, err := http.Get("http://" + in.Addr() + path)
 		if err != nil {
 			t.Error(err)
 			return
@@ -83,7 +64,7 @@ func TestSLORulesOnRealMetrics(t *testing.T) {
 			get("/fail")
 		}
 		wg.Wait()
-		scrapes = append(scrapes, scrape(t, "http://"+svc.AdminAddr()+"/metrics", "http_server_request_duration_seconds_"))
+		scrapes = append(scrapes, scrape(t, in.AdminURL("/metrics"), "http_server_request_duration_seconds_"))
 	}
 
 	// One input series per scraped series, sample i at minute i.

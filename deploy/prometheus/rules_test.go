@@ -16,9 +16,11 @@ import (
 
 	"go.uber.org/goleak"
 	"gopkg.in/yaml.v3"
+
+	"github.com/cloudchassis/kit/chassistest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, chassistest.LeakOptions()...) }
 
 // ruleFiles are the rule files prometheus.yml loads, in its order.
 var ruleFiles = []string{"slo-objectives.yml", "slo.yml", "alerts.yml"}
