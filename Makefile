@@ -9,7 +9,7 @@ export PATH := $(GOBIN):$(PATH)
 # from the module proxy when the installed Go is older, which a go.env of GOTOOLCHAIN=local would forbid.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: demo test tools lint vuln unit bench-smoke bench bench-tcp fuzz reference proto
+.PHONY: demo test tools lint vuln rules unit bench-smoke bench bench-tcp fuzz reference proto
 
 # The dashboard's address (empty turns it off) and any other flags of the launcher (docs/demo.md).
 DEMO_DASHBOARD ?= 127.0.0.1:8088
@@ -47,7 +47,10 @@ vuln: ## govulncheck on the library, with a database built from the module proxy
 	  echo "govulncheck -db file://$$db ./..." && \
 	  govulncheck -db "file://$$db" ./...
 
-unit: ## go test -race over the library (integration tests included)
+rules: ## promtool check rules and promtool test rules on deploy/prometheus (docs/operations.md)
+	cd deploy/prometheus && promtool check rules slo-objectives.yml slo.yml alerts.yml && promtool test rules tests/*.yml
+
+unit: rules ## go test -race over the library (integration tests included)
 	@# -count=1: several tests build and start the repo's own binaries, which the test cache cannot
 	@# see, so a cached pass could hide a change that breaks them.
 	$(GO) test -race -count=1 -timeout 40m ./...

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -69,6 +70,8 @@ func TestDashboardMetricsAreEmitted(t *testing.T) {
 		{"chassis_discovery_instances", "chassis_discovery_instances"},
 		{"chassis_discovery_snapshot_age_seconds", "chassis_discovery_snapshot_age_seconds"},
 		{"process_memory_usage_bytes", "process_memory_usage_bytes"},
+		{"chassis_client_retry_budget_tokens", "chassis_client_retry_budget_tokens"},
+		{"chassis_server_concurrency_limit", "chassis_server_concurrency_limit"},
 	} {
 		if !strings.Contains(string(dash), m.queried) {
 			t.Errorf("the dashboard no longer queries %s: update this list", m.queried)
@@ -79,5 +82,22 @@ func TestDashboardMetricsAreEmitted(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("families on /metrics: %v", families)
+	}
+
+	// The SLO panels plot recording rules (deploy/prometheus/slo.yml) whose latency SLI reads the
+	// bucket each latency threshold names (slo-objectives.yml): that bucket must be one the server's
+	// histogram has, spelled as its le label is, or the latency SLO records nothing.
+	objectives, err := os.ReadFile("../deploy/prometheus/slo-objectives.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	thresholds := regexp.MustCompile(`"le", "([^"]+)"`).FindAllStringSubmatch(string(objectives), -1)
+	if len(thresholds) == 0 {
+		t.Fatal("slo-objectives.yml names no latency threshold bucket")
+	}
+	for _, m := range thresholds {
+		if !regexp.MustCompile(`(?m)^http_server_request_duration_seconds_bucket\{[^}]*le="` + regexp.QuoteMeta(m[1]) + `"`).Match(body) {
+			t.Errorf("slo-objectives.yml: latency threshold le=%q is not a bucket of http.server.request.duration on /metrics", m[1])
+		}
 	}
 }

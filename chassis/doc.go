@@ -25,6 +25,13 @@
 // stop hooks in reverse order and flushes telemetry, all under SHUTDOWN_TIMEOUT. A second signal exits
 // at once.
 //
+// Admin processes (twelve-factor XII): Task registers a one-off task, such as a migration or a
+// re-index, beside the routes. Main runs `./service TASK [ARGS...]` with RunTask instead of Run: the
+// same configuration, telemetry and clients (with discovery), but no port opened, no registration
+// and no start hooks; the task's error is the exit code (see Exit), an unknown task exits 2 with the
+// list, -help lists the tasks, and SIGINT/SIGTERM cancel the task's context. docs/operations.md
+// describes the deployment side.
+//
 // The admin port answers health probes and /metrics to everyone; its debug endpoints (pprof,
 // /debug/loglevel, /debug/info, HandleAdmin routes) answer loopback peers only unless ADMIN_DEBUG and
 // ADMIN_TOKEN say otherwise (docs/protection.md).

@@ -221,7 +221,8 @@ func (s *Service) runProblems() error {
 	for _, name := range slices.Sorted(maps.Keys(declared)) {
 		problems = append(problems, sc.staticProblems[name]...)
 	}
-	if len(unread) > 0 {
+	// A task may declare its clients when it runs (RunTask), after this check: no warning then.
+	if len(unread) > 0 && !s.inTask {
 		s.log.Warn("environment variables not read: no declared client uses them (misspelt, or meant for another service)",
 			zap.Strings("variables", unread))
 	}

@@ -2,6 +2,7 @@ package chassis_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -50,4 +51,34 @@ func Example() {
 	// 200 Hello, gopher!
 	// readyz 200
 	// run: <nil>
+}
+
+// An admin task: in a binary built on Main, `./greeter migrate 3` runs it the same way. The task has
+// the service's configuration, and no port is opened.
+func ExampleService_Task() {
+	env := config.MapLookup(map[string]string{"GREETING": "Hi", "DRAIN_DELAY": "0s"})
+	var cfg struct {
+		Greeting string `envconfig:"GREETING" default:"Hello" desc:"word used to greet"`
+	}
+	svc, err := chassis.New("greeter", chassis.WithConfig(&cfg), chassis.WithEnv(env),
+		chassis.WithoutSignals(), chassis.WithLogOutput(io.Discard))
+	if err != nil {
+		chassis.Exit(err)
+	}
+	svc.Task("migrate", "apply the schema migrations up to VERSION", func(ctx context.Context, args []string) error {
+		if len(args) != 1 {
+			return errors.New("usage: migrate VERSION")
+		}
+		fmt.Printf("%s: migrating to version %s\n", cfg.Greeting, args[0])
+		return nil
+	})
+	for _, t := range svc.Tasks() {
+		fmt.Printf("task %s: %s\n", t.Name, t.Description)
+	}
+	err = svc.RunTask(context.Background(), "migrate", []string{"3"})
+	fmt.Println("task:", err, "no port:", svc.Addr() == "" && svc.AdminAddr() == "")
+	// Output:
+	// task migrate: apply the schema migrations up to VERSION
+	// Hi: migrating to version 3
+	// task: <nil> no port: true
 }

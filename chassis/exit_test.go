@@ -49,17 +49,23 @@ func TestConfigErrorExitCode(t *testing.T) {
 
 // buildDeps builds testdata/deps (a service with its own settings that declares a client for
 // "pricing") once per test binary.
-var buildDeps = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "chassis-deps")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "deps")
-	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/deps").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
+var buildDeps = buildTestdata("deps")
+
+// buildTestdata returns a function that builds the command testdata/name once per test binary and
+// returns the binary's path.
+func buildTestdata(name string) func() (string, error) {
+	return sync.OnceValues(func() (string, error) {
+		dir, err := os.MkdirTemp("", "chassis-"+name)
+		if err != nil {
+			return "", err
+		}
+		bin := filepath.Join(dir, name)
+		if out, err := exec.Command("go", "build", "-o", bin, "./testdata/"+name).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go build: %v\n%s", err, out)
+		}
+		return bin, nil
+	})
+}
 
 type exitResult struct {
 	code           int

@@ -23,7 +23,8 @@ const (
 )
 
 // Exit ends the process for err: 0 for nil, ExitConfig for configuration problems (printed one per
-// line to standard error), ExitError otherwise. Call it from main only.
+// line to standard error) and for ErrUnknownTask, the code of an error with an ExitCode() int method
+// in its chain when it is in 1-125 (a task's own code), ExitError otherwise. Call it from main only.
 func Exit(err error) {
 	os.Exit(report(os.Stderr, err))
 }
@@ -38,13 +39,28 @@ func report(w io.Writer, err error) int {
 		fmt.Fprintln(w, "Run with -help to list every variable.")
 		return ExitConfig
 	}
+	if errors.Is(err, ErrUnknownTask) {
+		return ExitConfig
+	}
+	// A task's own code (an *exec.ExitError of a command it ran, say), when it is one a shell
+	// reads as an exit status rather than a signal.
+	var ec interface{ ExitCode() int }
+	if errors.As(err, &ec) {
+		if c := ec.ExitCode(); c > 0 && c < 126 {
+			return c
+		}
+	}
 	return ExitError
 }
 
 // Main is a whole main function: it answers -help with the environment reference (the service's own
 // WithConfig variables first, then the chassis settings by group), builds the Service, lets setup
-// register its routes and hooks, runs it, and exits with the right code (see Exit). A bad flag or a
-// positional argument exits with ExitConfig: a service is configured by its environment.
+// register its routes and hooks, runs it, and exits with the right code (see Exit). A service is
+// configured by its environment, so a bad flag exits with ExitConfig; so does a positional argument,
+// unless setup registered tasks (Service.Task): then `NAME TASK [ARGS...]` runs that task with
+// Service.RunTask instead of serving, and exits with its code; an unknown task exits with
+// ExitConfig and the list of tasks. -help lists the tasks too: it builds the service and runs setup
+// to learn them (as Run would, so setup should register things, not start them).
 //
 //	func main() {
 //		var cfg Config
@@ -67,7 +83,8 @@ func runMain(args []string, stdout, stderr io.Writer, name string, setup func(*S
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			if err := writeHelp(stdout, name, opts...); err != nil {
+			tasks, terr := helpTasks(name, setup, opts)
+			if err := writeHelp(stdout, name, tasks, terr, opts...); err != nil {
 				fmt.Fprintln(stderr, err)
 				return ExitError
 			}
@@ -76,8 +93,8 @@ func runMain(args []string, stdout, stderr io.Writer, name string, setup func(*S
 		short() // the flag package printed what was wrong
 		return ExitConfig
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "%s: unexpected arguments %q: a service takes no arguments.\n", name, fs.Args())
+	if *version && fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected arguments %q after -version.\n", name, fs.Args())
 		short()
 		return ExitConfig
 	}
@@ -96,12 +113,47 @@ func runMain(args []string, stdout, stderr io.Writer, name string, setup func(*S
 			return report(stderr, fmt.Errorf("setup: %w", err))
 		}
 	}
-	return report(stderr, svc.Run(context.Background()))
+	if fs.NArg() == 0 {
+		return report(stderr, svc.Run(context.Background()))
+	}
+	tasks := svc.Tasks()
+	if !slices.ContainsFunc(tasks, func(t TaskInfo) bool { return t.Name == fs.Arg(0) }) {
+		svc.release(context.Background())
+		if len(tasks) == 0 {
+			fmt.Fprintf(stderr, "%s: unexpected arguments %q: a service takes no arguments.\n", name, fs.Args())
+			short()
+			return ExitConfig
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s: unknown task %q.\n", name, fs.Arg(0))
+		writeTasks(&b, name, tasks)
+		io.WriteString(stderr, b.String())
+		return ExitConfig
+	}
+	return report(stderr, svc.RunTask(context.Background(), fs.Arg(0), fs.Args()[1:]))
 }
 
-// writeHelp answers -help: the flags, then the environment reference wrapped to the terminal's
-// width (COLUMNS, read through WithEnv's lookup; DefaultUsageWidth when unset).
-func writeHelp(w io.Writer, name string, opts ...Option) error {
+// helpTasks builds the service quietly and runs setup to learn its tasks for -help. The error says
+// why it could not (an environment with problems: -help does not need a valid one).
+func helpTasks(name string, setup func(*Service) error, opts []Option) ([]TaskInfo, error) {
+	if setup == nil {
+		return nil, nil
+	}
+	svc, err := New(name, append(slices.Clip(opts), WithLogOutput(io.Discard), WithoutSignals())...)
+	if err != nil {
+		return nil, err
+	}
+	defer svc.release(context.Background())
+	if err := setup(svc); err != nil {
+		return nil, err
+	}
+	return svc.Tasks(), nil
+}
+
+// writeHelp answers -help: the flags, the tasks, then the environment reference wrapped to the
+// terminal's width (COLUMNS, read through WithEnv's lookup; DefaultUsageWidth when unset).
+// tasks and taskErr are what helpTasks found.
+func writeHelp(w io.Writer, name string, tasks []TaskInfo, taskErr error, opts ...Option) error {
 	o := options{lookup: os.LookupEnv}
 	for _, opt := range opts {
 		opt.apply(&o)
@@ -117,12 +169,22 @@ func writeHelp(w io.Writer, name string, opts ...Option) error {
 		return err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "Usage: %s [-version]\n\n", name)
+	if len(tasks) > 0 {
+		fmt.Fprintf(&b, "Usage: %s [-version]\n       %s TASK [ARGS...]\n\n", name, name)
+	} else {
+		fmt.Fprintf(&b, "Usage: %s [-version]\n\n", name)
+	}
 	b.WriteString(config.Wrap(name+" is configured by environment variables, listed below: its own first, then the "+
 		"chassis settings by group. A variable NAME can also be read from a file: NAME_FILE=path. "+
 		"OpenTelemetry reads the standard OTEL_* variables (docs/telemetry.md).", width))
 	b.WriteString("\n")
 	b.WriteString("Flags:\n  -help     print this help and exit\n  -version  print the version and exit\n\n")
+	writeTasks(&b, name, tasks)
+	if taskErr != nil {
+		b.WriteString(config.Wrap("Tasks: not listed, because the service cannot be set up with this environment ("+
+			strings.SplitN(taskErr.Error(), "\n", 2)[0]+"); run "+name+" without -help to see every problem.", width))
+		b.WriteString("\n\n")
+	}
 	if err := config.WriteUsageWidth(&b, vars, width); err != nil {
 		return err
 	}

@@ -118,6 +118,8 @@ type Service struct {
 	admin   *http.Server
 	routes  []string
 	hooks   []lifecycle.Hook
+	tasks   []task // admin tasks (Task), run by RunTask instead of Run
+	inTask  bool   // RunTask, not Run, is running the service
 	userCfg []any
 
 	mu        sync.Mutex

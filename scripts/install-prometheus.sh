@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
-# Installs the Prometheus server that the telemetry integration test scrapes with (Debian package
-# `prometheus`). Idempotent: when a prometheus binary is already on PATH (or in $(go env GOPATH)/bin) it
-# exits at once. The package's own service is not used: the test starts its own server on loopback with
-# a generated config and a temporary storage directory.
+# Installs the Prometheus server that the telemetry integration test scrapes with, and promtool, which
+# checks and unit-tests the rules of deploy/prometheus (Debian package `prometheus`, which ships both
+# in /usr/bin). Idempotent: when both binaries are already on PATH (or in $(go env GOPATH)/bin) it
+# exits at once. The package's own service is not used: the test starts its own server on loopback
+# with a generated config and a temporary storage directory.
 set -euo pipefail
 
-if command -v prometheus >/dev/null 2>&1; then
-  echo "prometheus already at $(command -v prometheus)"
-  exit 0
-fi
 gobin="$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
-if [ -x "$gobin/prometheus" ]; then
-  echo "prometheus already at $gobin/prometheus"
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "$gobin/$1" ]; }
+if have prometheus && have promtool; then
+  echo "prometheus and promtool already installed: $(command -v prometheus || echo "$gobin/prometheus"), $(command -v promtool || echo "$gobin/promtool")"
   exit 0
 fi
 
@@ -28,3 +26,4 @@ $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-rec
 command -v prometheus
 version=$(prometheus --version 2>&1) # not `| head -1`: under pipefail, SIGPIPE fails it at random
 echo "${version%%$'\n'*}"
+command -v promtool

@@ -24,6 +24,11 @@ const (
 	// MetricRegistrations counts registrations sent to the agent ({request}), with attribute "reason":
 	// "initial" or "restore" (the agent had lost the service).
 	MetricRegistrations = "chassis.discovery.registrations"
+	// MetricRegistrationFailures is a gauge of the consecutive failed attempts to keep the
+	// registration (TTL heartbeat, resync or re-registration; {error}): 0 while the agent answers,
+	// growing while it does not, back to 0 at the next success or at Deregister. Alert on it staying
+	// above 0 (deploy/prometheus/alerts.yml, ChassisRegistrationFailing).
+	MetricRegistrationFailures = "chassis.discovery.registration.failures"
 )
 
 type registryMetrics struct {

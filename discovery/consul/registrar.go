@@ -67,8 +67,10 @@ type Registrar struct {
 	opts  options
 	log   *slog.Logger
 	regs  metric.Int64Counter
+	fails metric.Int64Gauge // consecutive failures to keep the registration
 	// Attribute sets for the two reasons a registration is sent, built once.
 	initial, restored metric.MeasurementOption
+	service           metric.MeasurementOption
 
 	mu     sync.Mutex // serializes Register and Deregister
 	cancel context.CancelFunc
@@ -126,10 +128,16 @@ func NewRegistrar(agent Agent, reg Registration, opts ...Option) (*Registrar, er
 			attribute.String(semconv.AttrPeerService, reg.Name), attribute.String("reason", "initial"))),
 		restored: metric.WithAttributeSet(attribute.NewSet(
 			attribute.String(semconv.AttrPeerService, reg.Name), attribute.String("reason", "restore"))),
+		service: metric.WithAttributeSet(attribute.NewSet(attribute.String(semconv.AttrPeerService, reg.Name))),
 	}
 	var err error
-	if r.regs, err = o.Meters.Meter(semconv.ScopeDiscovery).Int64Counter(MetricRegistrations, metric.WithUnit(semconv.UnitRequest),
+	meter := o.Meters.Meter(semconv.ScopeDiscovery)
+	if r.regs, err = meter.Int64Counter(MetricRegistrations, metric.WithUnit(semconv.UnitRequest),
 		metric.WithDescription("Service registrations sent to the Consul agent, by reason (initial or restore).")); err != nil {
+		return nil, fmt.Errorf("consul: metrics: %w", err)
+	}
+	if r.fails, err = meter.Int64Gauge(MetricRegistrationFailures, metric.WithUnit(semconv.UnitError),
+		metric.WithDescription("Consecutive failed attempts to keep the registration; 0 while the agent answers.")); err != nil {
 		return nil, fmt.Errorf("consul: metrics: %w", err)
 	}
 
@@ -173,6 +181,7 @@ func (r *Registrar) Register(ctx context.Context) error {
 		return fmt.Errorf("consul: register %q: %w", r.reg.ID, err)
 	}
 	r.regs.Add(ctx, 1, r.initial)
+	r.fails.Record(ctx, 0, r.service)
 	r.log.Info("consul: registered")
 	loopCtx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.done = cancel, make(chan struct{})
@@ -192,6 +201,7 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	r.cancel()
 	<-r.done
 	r.cancel, r.done = nil, nil
+	r.fails.Record(ctx, 0, r.service) // not registered on purpose: nothing is failing
 	if err := r.agent.Deregister(ctx, r.reg.ID); err != nil {
 		return fmt.Errorf("consul: deregister %q: %w", r.reg.ID, err)
 	}
@@ -236,10 +246,14 @@ func (r *Registrar) keep(ctx context.Context, done chan struct{}) {
 			return
 		}
 		if err == nil {
+			if failures > 0 {
+				r.fails.Record(ctx, 0, r.service)
+			}
 			failures = 0
 			continue
 		}
 		failures++
+		r.fails.Record(ctx, int64(failures), r.service)
 		r.log.Warn("consul: keeping the registration failed", slog.Any("error", err), slog.Int("failures", failures))
 		if retryC == nil {
 			// Retry sooner than the next tick, with backoff so a dead agent is not hammered.

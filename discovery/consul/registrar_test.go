@@ -178,7 +178,9 @@ func TestRegistrarAgentDownBacksOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a := newFakeAgent()
 		a.err = errDown
-		r := newRegistrar(t, a, consul.Registration{Name: "svc", ID: "svc-1", Port: 1, TTL: 3 * time.Second})
+		reader := sdkmetric.NewManualReader()
+		r := newRegistrar(t, a, consul.Registration{Name: "svc", ID: "svc-1", Port: 1, TTL: 3 * time.Second},
+			consul.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
 		if err := r.Register(t.Context()); !errors.Is(err, errDown) {
 			t.Fatalf("Register with the agent down: %v", err)
 		}
@@ -191,8 +193,16 @@ func TestRegistrarAgentDownBacksOff(t *testing.T) {
 		a.mu.Lock()
 		a.err = errDown
 		a.mu.Unlock()
+		if n, ok := failuresGauge(t, reader); !ok || n != 0 {
+			t.Errorf("%s after Register = %d (reported %v), want 0", consul.MetricRegistrationFailures, n, ok)
+		}
 		time.Sleep(time.Minute)
 		synctest.Wait()
+		// A minute of failed heartbeats, with backoff: the gauge counts them, for the
+		// ChassisRegistrationFailing alert.
+		if n, _ := failuresGauge(t, reader); n < 3 {
+			t.Errorf("%s after a minute with the agent down = %d, want the consecutive failures (3 or more)", consul.MetricRegistrationFailures, n)
+		}
 		a.mu.Lock()
 		a.err = nil
 		a.forget2()
@@ -202,8 +212,32 @@ func TestRegistrarAgentDownBacksOff(t *testing.T) {
 		if svcs, _, _ := a.snapshot(); svcs["svc-1"] == nil {
 			t.Fatal("registration not restored after the agent came back empty")
 		}
+		if n, _ := failuresGauge(t, reader); n != 0 {
+			t.Errorf("%s after the agent came back = %d, want 0", consul.MetricRegistrationFailures, n)
+		}
 		if err := r.Deregister(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 	})
+}
+
+// failuresGauge reads consul.MetricRegistrationFailures for service svc.
+func failuresGauge(t *testing.T, reader *sdkmetric.ManualReader) (int64, bool) {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(t.Context(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if g, ok := m.Data.(metricdata.Gauge[int64]); ok && m.Name == consul.MetricRegistrationFailures {
+				for _, dp := range g.DataPoints {
+					if v, _ := dp.Attributes.Value("peer.service"); v.AsString() == "svc" {
+						return dp.Value, true
+					}
+				}
+			}
+		}
+	}
+	return 0, false
 }

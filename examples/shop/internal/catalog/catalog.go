@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/cloudchassis/kit/chassis"
@@ -52,6 +53,8 @@ func Setup(cfg *Config) func(*chassis.Service) error {
 			}
 			httpx.WriteJSON(w, r, http.StatusOK, p, cc)
 		})
+		svc.Task("reindex", "rebuild the price index by category from pricing: reindex [-out FILE] [CATEGORY...]",
+			Reindex(svc, os.Stdout))
 		return nil
 	}
 }

@@ -3,9 +3,12 @@ package catalog_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -14,6 +17,7 @@ import (
 	"github.com/cloudchassis/kit/chassistest"
 	"github.com/cloudchassis/kit/config"
 	"github.com/cloudchassis/kit/examples/shop/internal/catalog"
+	"github.com/cloudchassis/kit/examples/shop/internal/pricing"
 	"github.com/cloudchassis/kit/examples/shop/internal/shop"
 )
 
@@ -96,4 +100,69 @@ func Example() {
 	_ = json.Unmarshal(rec.Body.Bytes(), &p)
 	fmt.Println(rec.Code, rec.Header().Get(shop.HeaderInstance), p.Name)
 	// Output: 200 catalog-1 Espresso machine
+}
+
+// reindexer builds a catalog service that finds pricing at addr, as `catalog reindex` does, without
+// starting it.
+func reindexer(t *testing.T, addr string) *chassis.Service {
+	t.Helper()
+	var cfg catalog.Config
+	opts := append(catalog.Options(&cfg), chassis.WithoutSignals(), chassis.WithEnv(config.MapLookup(map[string]string{
+		"INSTANCE_ID": "catalog-1", "DISCOVERY": "static", "DISCOVERY_STATIC_PRICING": addr,
+		"OTEL_SDK_DISABLED": "true", "LOG_LEVEL": "error", "SHUTDOWN_TIMEOUT": "5s", "DRAIN_DELAY": "0s",
+	})))
+	svc, err := chassis.New(catalog.Name, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := catalog.Setup(&cfg)(svc); err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
+// The reindex task asks the real pricing service, through the catalog's client, and writes every
+// requested category sorted by price.
+func TestReindexTask(t *testing.T) {
+	var pcfg pricing.Config
+	pr := chassistest.Start(t, pricing.Name, pricing.Setup(&pcfg), chassistest.WithChassisOptions(pricing.Options(&pcfg)...))
+
+	svc := reindexer(t, pr.Addr())
+	if tasks := svc.Tasks(); len(tasks) != 1 || tasks[0].Name != "reindex" {
+		t.Fatalf("tasks %v, want reindex", tasks)
+	}
+	out := filepath.Join(t.TempDir(), "index.json")
+	if err := svc.RunTask(context.Background(), "reindex", []string{"-out", out, "toys", "office"}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var index map[string][]catalog.IndexEntry
+	if err := json.Unmarshal(raw, &index); err != nil {
+		t.Fatal(err)
+	}
+	if len(index) != 2 || len(index["toys"]) != 4 || len(index["office"]) != 4 {
+		t.Fatalf("index %s, want toys and office with 4 products each", raw)
+	}
+	for cat, entries := range index {
+		for i, e := range entries {
+			want := pricing.PriceOf(e.ID, pcfg.Currency)
+			if e.Cents != want.Cents || e.Currency != want.Currency || e.Name == "" {
+				t.Errorf("%s: %+v, want pricing's %+v", cat, e, want)
+			}
+			if i > 0 && entries[i-1].Cents > e.Cents {
+				t.Errorf("%s not sorted by price: %+v before %+v", cat, entries[i-1], e)
+			}
+		}
+	}
+
+	// A category that does not exist is a usage error: exit code 2.
+	svc = reindexer(t, pr.Addr())
+	err = svc.RunTask(context.Background(), "reindex", []string{"garden"})
+	var coded interface{ ExitCode() int }
+	if !errors.As(err, &coded) || coded.ExitCode() != chassis.ExitConfig {
+		t.Errorf("unknown category: %v, want an error with exit code 2", err)
+	}
 }
