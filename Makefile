@@ -47,10 +47,10 @@ vuln: ## govulncheck on the library, with a database built from the module proxy
 	  echo "govulncheck -db file://$$db ./..." && \
 	  govulncheck -db "file://$$db" ./...
 
-rules: ## promtool check rules and promtool test rules on deploy/prometheus (docs/operations.md)
+rules: ## promtool check rules and promtool test rules on deploy/prometheus (docs/operations.md); make unit runs them too, as the Go tests of deploy/prometheus
 	cd deploy/prometheus && promtool check rules slo-objectives.yml slo.yml alerts.yml && promtool test rules tests/*.yml
 
-unit: rules ## go test -race over the library (integration tests included)
+unit: ## go test -race over the library (integration tests included)
 	@# -count=1: several tests build and start the repo's own binaries, which the test cache cannot
 	@# see, so a cached pass could hide a change that breaks them.
 	$(GO) test -race -count=1 -timeout 40m ./...
