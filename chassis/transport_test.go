@@ -24,8 +24,9 @@ import (
 // 32 concurrent callers make a bounded number of calls to one instance over loopback. With the
 // default transport the client opens about one connection per caller and reuses them: under 0.05
 // new connections per request (http.DefaultTransport, which keeps 2 idle connections per host,
-// opened 0.84). CLIENT_<NAME>_MAX_IDLE_CONNS=2 brings the churn back, which shows the setting
-// works and the test can fail. The count comes from the client's chassis.client.connections.opened
+// opened 0.84). CLIENT_<NAME>_MAX_IDLE_CONNS=2 brings the churn back (more connections opened than
+// there are callers, and at most 2 kept), which shows the setting works and the test can fail; how
+// much churn depends on how many callers the scheduler runs at once, so no rate is asserted for it. The count comes from the client's chassis.client.connections.opened
 // metric, checked against the connections the callee saw; chassis.client.connections.open against
 // the idle limit.
 func TestClientReusesConnections(t *testing.T) {
@@ -44,12 +45,12 @@ func TestClientReusesConnections(t *testing.T) {
 		tls     bool
 		kv      []string
 		atMost  float64 // new connections per request
-		atLeast float64
-		maxOpen int64 // connections open at the end
+		churn   bool    // more connections opened than there are callers
+		maxOpen int64   // connections open at the end
 	}{
 		{name: "default", atMost: 0.05, maxOpen: 2 * workers},
 		{name: "TLS", tls: true, kv: tlsEnv, atMost: 0.05, maxOpen: 2 * workers},
-		{name: "2 idle connections per instance", kv: []string{"CLIENT_PRICING_MAX_IDLE_CONNS", "2"}, atLeast: 0.1, atMost: 1, maxOpen: 2},
+		{name: "2 idle connections per instance", kv: []string{"CLIENT_PRICING_MAX_IDLE_CONNS", "2"}, churn: true, atMost: 1, maxOpen: 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var (
@@ -131,8 +132,11 @@ func TestClientReusesConnections(t *testing.T) {
 			ratio := float64(opened) / requests
 			t.Logf("%d requests, %d concurrent: %d new connections (%.3f per request), %d open at the end; the callee saw %d",
 				requests, workers, opened, ratio, open, seen)
-			if ratio > tc.atMost || ratio < tc.atLeast {
-				t.Errorf("%.3f new connections per request, want [%.2f, %.2f]", ratio, tc.atLeast, tc.atMost)
+			if ratio > tc.atMost {
+				t.Errorf("%.3f new connections per request, want at most %.2f", ratio, tc.atMost)
+			}
+			if tc.churn && opened <= workers {
+				t.Errorf("%d connections opened for %d callers, want more: connections beyond the idle limit are closed and dialled again", opened, workers)
 			}
 			// Some dialled connections are never used: a call waiting for its dial takes a
 			// connection another call released first. The callee does not see those.
