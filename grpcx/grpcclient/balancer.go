@@ -227,4 +227,6 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 // errPicker fails every pick with err.
 type errPicker struct{ err error }
 
-func (p errPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) { return balancer.PickResult{}, p.err }
+func (p errPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
+	return balancer.PickResult{}, p.err
+}

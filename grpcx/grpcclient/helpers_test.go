@@ -31,14 +31,15 @@ const (
 // the behaviour the test sets.
 type backend struct {
 	*health.Server
-	name   string
-	srv    *grpc.Server
-	addr   string
-	port   int
-	calls  atomic.Int64
-	behave atomic.Pointer[func(context.Context) error]
-	last   atomic.Pointer[metadata.MD]
-	dl     atomic.Int64 // remaining deadline of the last call, in ns (0: none)
+	name    string
+	srv     *grpc.Server
+	addr    string
+	port    int
+	calls   atomic.Int64
+	streams atomic.Int64
+	behave  atomic.Pointer[func(context.Context) error]
+	last    atomic.Pointer[metadata.MD]
+	dl      atomic.Int64 // remaining deadline of the last call, in ns (0: none)
 }
 
 func (b *backend) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
@@ -48,7 +49,7 @@ func (b *backend) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (
 	if dl, ok := ctx.Deadline(); ok {
 		b.dl.Store(int64(time.Until(dl)))
 	}
-	if f := b.behave.Load(); f != nil {
+	if f := b.behave.Load(); f != nil && *f != nil {
 		if err := (*f)(ctx); err != nil {
 			return nil, err
 		}
@@ -69,8 +70,12 @@ func startBackend(t *testing.T, name string) *backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &backend{Server: health.NewServer(), name: name, srv: grpc.NewServer(), addr: ln.Addr().String()}
+	b := &backend{Server: health.NewServer(), name: name, addr: ln.Addr().String()}
 	b.port, _ = strconv.Atoi(ln.Addr().(*net.TCPAddr).AddrPort().String()[len("127.0.0.1:"):])
+	b.srv = grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		b.streams.Add(1)
+		return h(srv, ss)
+	}))
 	healthpb.RegisterHealthServer(b.srv, b)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = b.srv.Serve(ln) }()

@@ -1,0 +1,103 @@
+package grpcclient_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/cloudchassis/kit/discovery/discoverytest"
+	"github.com/cloudchassis/kit/grpcx/grpcclient"
+)
+
+// load runs calls from workers goroutines until stop is closed and returns the calls made and
+// the ones that failed.
+func load(ctx context.Context, c *grpcclient.Client, workers int, stop <-chan struct{}, onErr func(error)) (total, failed int64) {
+	var wg sync.WaitGroup
+	var n, f atomic.Int64
+	for range workers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n.Add(1)
+				if err := check(ctx, c); err != nil {
+					f.Add(1)
+					onErr(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return n.Load(), f.Load()
+}
+
+func TestP2CSendsLessToSlowInstance(t *testing.T) {
+	bs := startBackends(t, 3)
+	bs[0].set(func(context.Context) error { time.Sleep(20 * time.Millisecond); return nil })
+	reg := discoverytest.NewRegistry()
+	register(reg, bs...)
+	c := newClient(t, reg)
+	stop := make(chan struct{})
+	time.AfterFunc(time.Second, func() { close(stop) })
+	total, failed := load(ctxT(t), c, 4, stop, func(err error) { t.Error(err) })
+	got := calls(bs...)
+	if failed > 0 || total == 0 {
+		t.Fatalf("%d of %d calls failed", failed, total)
+	}
+	if share := float64(got[0]) / float64(total); share > 0.1 {
+		t.Fatalf("the slow instance got %.0f%% of the calls (%v); P2C peak-EWMA should avoid it", share*100, got)
+	}
+}
+
+func TestKilledInstanceLosesNoIdempotentCall(t *testing.T) {
+	bs := startBackends(t, 3)
+	reg := discoverytest.NewRegistry()
+	register(reg, bs...)
+	c := newClient(t, reg, grpcclient.WithIdempotent(checkMethod))
+	stop := make(chan struct{})
+	time.AfterFunc(300*time.Millisecond, func() { bs[0].srv.Stop() }) // abrupt: connections cut, RPCs in flight fail
+	time.AfterFunc(time.Second, func() { close(stop) })
+	total, failed := load(ctxT(t), c, 8, stop, func(err error) { t.Error(err) })
+	if failed > 0 {
+		t.Fatalf("%d of %d idempotent calls failed when one of 3 instances was killed", failed, total)
+	}
+	before := bs[0].calls.Load()
+	for range 50 {
+		if err := check(ctxT(t), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if bs[0].calls.Load() != before {
+		t.Fatal("the killed instance still gets calls")
+	}
+}
+
+func TestStreamsAreBalancedAndInstrumented(t *testing.T) {
+	bs := startBackends(t, 2)
+	reg := discoverytest.NewRegistry()
+	register(reg, bs...)
+	c := newClient(t, reg)
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	for range 8 {
+		ws, err := healthpb.NewHealthClient(c.Conn()).Watch(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := ws.Recv()
+		if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("Watch: %v %v", resp, err)
+		}
+	}
+	// Open streams are calls in flight to P2C: they spread over both instances.
+	if a, b := bs[0].streams.Load(), bs[1].streams.Load(); a+b != 8 || a == 0 || b == 0 {
+		t.Fatalf("8 streams went %d and %d", a, b)
+	}
+}
