@@ -1,0 +1,145 @@
+package chassis_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/cloudchassis/kit/chassis"
+	"github.com/cloudchassis/kit/config"
+)
+
+// grpcBackend is a plain grpc-go health server; fail makes its Check answer UNAVAILABLE.
+type grpcBackend struct {
+	*health.Server
+	calls  atomic.Int64
+	fail   atomic.Bool
+	lastID atomic.Value // x-request-id of the last call
+}
+
+func (b *grpcBackend) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	b.calls.Add(1)
+	md, _ := metadata.FromIncomingContext(ctx)
+	b.lastID.Store(strings.Join(md.Get("x-request-id"), ","))
+	if b.fail.Load() {
+		return nil, status.Error(codes.Unavailable, "down")
+	}
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+
+// serveGRPC serves a grpcBackend on addr ("127.0.0.1:0") until the test ends.
+func serveGRPC(t *testing.T, addr string) (*grpcBackend, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &grpcBackend{Server: health.NewServer()}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, b)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Stop(); <-done })
+	return b, ln.Addr().String()
+}
+
+// TestGRPCClientStaticListWithGRPCPort: the static list names the instances' HTTP addresses and
+// CLIENT_<NAME>_GRPC_PORT the port they serve gRPC on; an idempotent method declared in the
+// environment is retried past the failing instance, and a handler's request id travels.
+func TestGRPCClientStaticListWithGRPCPort(t *testing.T) {
+	bad, addr := serveGRPC(t, "127.0.0.1:0")
+	_, port, _ := net.SplitHostPort(addr)
+	good, _ := serveGRPC(t, "127.0.0.2:"+port)
+	bad.fail.Store(true)
+	svc, err := chassis.New("caller", chassis.WithEnv(env(
+		"DISCOVERY_STATIC_PRICING", "127.0.0.1:8080,127.0.0.2:8080",
+		"CLIENT_PRICING_GRPC_PORT", port,
+		"CLIENT_PRICING_GRPC_IDEMPOTENT", "/grpc.health.v1.Health/Check")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := svc.GRPCClient("pricing")
+	if svc.GRPCClient("pricing") != conn {
+		t.Fatal("GRPCClient is not cached by name")
+	}
+	hc := healthpb.NewHealthClient(conn)
+	svc.HandleFunc("GET /check", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := hc.Check(r.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+		}
+	})
+	start(t, svc)
+	for i := range 20 {
+		req, _ := http.NewRequest("GET", "http://"+svc.Addr()+"/check", nil)
+		req.Header.Set("X-Request-Id", "req-"+strconv.Itoa(i))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("call %d: %d", i, resp.StatusCode)
+		}
+		if got := good.lastID.Load(); got != "req-"+strconv.Itoa(i) && bad.lastID.Load() != "req-"+strconv.Itoa(i) {
+			t.Fatalf("x-request-id %q, want req-%d", got, i)
+		}
+	}
+	if bad.calls.Load() == 0 || good.calls.Load() < 20 {
+		t.Fatalf("calls: failing %d, healthy %d", bad.calls.Load(), good.calls.Load())
+	}
+}
+
+// TestGRPCClientClosedAtStop: the connection lives from Run's start to its end.
+func TestGRPCClientClosedAtStop(t *testing.T) {
+	_, addr := serveGRPC(t, "127.0.0.1:0")
+	svc, err := chassis.New("caller", chassis.WithEnv(env("DISCOVERY_STATIC_PRICING", addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := svc.GRPCClient("pricing")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	<-svc.Ready()
+	if _, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := conn.GetState(); s != connectivity.Shutdown {
+		t.Fatalf("connection %v after the stop, want SHUTDOWN", s)
+	}
+}
+
+func TestGRPCClientBadVariableFailsRun(t *testing.T) {
+	svc, err := chassis.New("caller", chassis.WithEnv(env("DISCOVERY_STATIC_PRICING", "127.0.0.1:1",
+		"CLIENT_PRICING_GRPC_PORT", "grpc")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := svc.GRPCClient("pricing")
+	err = svc.Run(context.Background())
+	var ce *config.Error
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "CLIENT_PRICING_GRPC_PORT") {
+		t.Fatalf("Run = %v", err)
+	}
+	_, err = healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "CLIENT_PRICING_GRPC_PORT") {
+		t.Fatalf("call through an unusable client: %v", err)
+	}
+}
