@@ -369,7 +369,8 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	opts := append(k.opts[:len(k.opts):len(k.opts)], grpc.Header(&header), grpc.Trailer(&trailer),
 		grpc.WaitForReady(false)) // the picker fails a directed attempt at once: the policies pick again
 	err := k.invoker(context.WithValue(ctx, targetKey{}, tg), k.method, k.req, reply, k.cc, opts...)
-	if tg.unsent {
+	var ns *notSentError
+	if tg.unsent || errors.As(err, &ns) {
 		return nil, &unsentError{id: t.id, err: err}
 	}
 	if err != nil && ctx.Err() != nil {
@@ -396,6 +397,17 @@ func (e *unsentError) Unwrap() error { return e.err }
 func (e *unsentError) Class() discovery.Class {
 	return discovery.Class{Retryable: true, Failure: true, Unsent: true}
 }
+
+// NotSent marks err, returned by an interceptor of WithInterceptors for an attempt it did not pass
+// on, as never sent: the policies retry it on another instance whatever the method, as they do
+// when the instance is not connected. chassistest's GRPCUnreachable fault uses it.
+func NotSent(err error) error { return &notSentError{err: err} }
+
+type notSentError struct{ err error }
+
+func (e *notSentError) Error() string              { return e.err.Error() }
+func (e *notSentError) Unwrap() error              { return e.err }
+func (e *notSentError) GRPCStatus() *status.Status { return status.Convert(e.err) }
 
 // copyMetadata fills the caller's grpc.Header and grpc.Trailer options with the winning attempt's.
 func copyMetadata(opts []grpc.CallOption, header, trailer metadata.MD) {
