@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
+
+	"github.com/cloudchassis/kit/discovery"
 )
 
 // BalancerName is the name under which the client's gRPC balancer is registered with grpc-go.
@@ -46,13 +48,28 @@ type grpcBalancer struct {
 
 // subConn is one instance's connection and its latest state.
 type subConn struct {
-	id    string
-	addr  string
-	sc    balancer.SubConn
-	state atomic.Int32 // connectivity.State
+	id        string
+	addr      string
+	sc        balancer.SubConn
+	state     atomic.Int32 // connectivity.State
+	everReady atomic.Bool
 }
 
 func (s *subConn) ready() bool { return connectivity.State(s.state.Load()) == connectivity.Ready }
+
+// usable reports whether the balancer may pick the instance: its connection is READY, or it is
+// being made for the first time (a new instance, or the client just started), when an attempt
+// waits for it in the picker. An instance whose connection was lost is skipped until it is READY
+// again: a dead process would otherwise be picked on every reconnection attempt.
+func (s *subConn) usable() bool {
+	switch connectivity.State(s.state.Load()) {
+	case connectivity.Ready:
+		return true
+	case connectivity.Idle, connectivity.Connecting:
+		return !s.everReady.Load()
+	}
+	return false
+}
 
 // connTable is the immutable view of the connections a Client reads on every call.
 type connTable struct {
@@ -73,12 +90,17 @@ func (b *grpcBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 	}
 	b.c = c
 	next := make(map[string]*subConn, len(s.ResolverState.Endpoints))
+	insts := make([]discovery.Instance, 0, len(s.ResolverState.Endpoints))
 	for _, ep := range s.ResolverState.Endpoints {
-		id, _ := ep.Attributes.Value(idKey{}).(string)
-		if id == "" || len(ep.Addresses) == 0 {
+		inst, _ := ep.Attributes.Value(instKey{}).(*discovery.Instance)
+		if inst == nil || len(ep.Addresses) == 0 {
 			continue
 		}
-		addr := ep.Addresses[0].Addr
+		id, addr := instanceKey(*inst), ep.Addresses[0].Addr
+		if _, dup := next[id]; dup {
+			continue
+		}
+		insts = append(insts, *inst)
 		if old := b.subs[id]; old != nil && old.addr == addr {
 			next[id] = old
 			continue
@@ -102,6 +124,7 @@ func (b *grpcBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 	}
 	b.subs = next
 	b.publishLocked()
+	c.feed.publish(insts) // after the connections exist: the lb.Balancer never picks one unknown here
 	if len(next) == 0 {
 		return balancer.ErrBadResolverState // gRPC asks the resolver again, with backoff
 	}
@@ -115,6 +138,9 @@ func (b *grpcBalancer) update(sub *subConn, st balancer.SubConnState) {
 		return
 	}
 	sub.state.Store(int32(st.ConnectivityState))
+	if st.ConnectivityState == connectivity.Ready {
+		sub.everReady.Store(true)
+	}
 	if st.ConnectivityState == connectivity.Idle && b.subs[sub.id] == sub {
 		sub.sc.Connect() // reconnect after a lost connection or the backoff of a failed one
 	}
@@ -191,6 +217,9 @@ type picker struct {
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if tg, ok := info.Ctx.Value(targetKey{}).(*target); ok {
 		s := p.t.byID[tg.id]
+		if s != nil && !s.ready() && s.usable() {
+			return balancer.PickResult{}, balancer.ErrNoSubConnAvailable // its first connection: wait for it
+		}
 		if s == nil || !s.ready() {
 			tg.unsent = true
 			return balancer.PickResult{}, status.Errorf(codes.Unavailable, "grpcclient: instance %s not connected", tg.id)

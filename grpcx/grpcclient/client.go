@@ -37,7 +37,8 @@ type Client struct {
 	bal     *lb.Balancer
 	rt      http.RoundTripper // dep.Wrap(lb.NewTransport(bal)): the policies of a unary call
 	conn    *grpc.ClientConn
-	w       discovery.Watcher
+	w       discovery.Watcher // the resolver's: discovery with gRPC ports
+	feed    *feed             // the lb.Balancer's: the instances the gRPC balancer connects to
 	tel     *instruments
 	opts    options
 	classes [17]discovery.Class // of each code, for the outcomes of streams
@@ -88,6 +89,7 @@ func New(service string, w discovery.Watcher, opts ...Option) (*Client, error) {
 	c.conns.Store(&connTable{})
 	ch := make(chan struct{})
 	c.changed.Store(&ch)
+	c.feed = newFeed(service, c.notify)
 	if c.tel, err = newInstruments(service, o.meter, o.tracer, o.propagator); err != nil {
 		return nil, fmt.Errorf("grpcclient: metrics: %w", err)
 	}
@@ -100,8 +102,8 @@ func New(service string, w discovery.Watcher, opts ...Option) (*Client, error) {
 		lb.WithInstanceTransport(func(inst discovery.Instance, _ http.RoundTripper) http.RoundTripper {
 			return dep.Instance(instanceKey(inst), &attemptTransport{c: c, id: instanceKey(inst)})
 		}),
-		lb.WithAvailability(c.ready))
-	if c.bal, err = lb.New(service, c.w, bopts...); err != nil {
+		lb.WithAvailability(c.usable))
+	if c.bal, err = lb.New(service, c.feed, bopts...); err != nil {
 		return nil, fmt.Errorf("grpcclient: %w", err)
 	}
 	c.rt = dep.Wrap(lb.NewTransport(c.bal))
@@ -280,7 +282,22 @@ func (c *Client) invoke(ctx context.Context, method string, req, reply any, cc *
 	ctx = context.WithValue(ctx, callKey{}, k)
 	hreq := &http.Request{Method: http.MethodPost, URL: c.url(method), Header: http.Header{}, Host: c.service,
 		Proto: "HTTP/2.0", ProtoMajor: 2}
-	resp, err := c.rt.RoundTrip(hreq.WithContext(ctx))
+	hreq = hreq.WithContext(ctx)
+	var resp *http.Response
+	var err error
+	for {
+		t := c.conns.Load()
+		resp, err = c.rt.RoundTrip(hreq)
+		if err == nil || !errors.Is(err, lb.ErrNoInstances) || (t.connecting == 0 && c.feed.current()) || ctx.Err() != nil {
+			break
+		}
+		// No instance to pick while others are still connecting, or before the balancer applied
+		// the latest instance set: wait for a change, as gRPC waits for a picker, instead of
+		// failing now.
+		if c.awaitChange(ctx, t) != nil {
+			break
+		}
+	}
 	if err != nil {
 		return toStatus(err)
 	}
@@ -302,39 +319,53 @@ func (c *Client) url(method string) *url.URL {
 	return &url.URL{Scheme: "http", Host: c.service, Path: method}
 }
 
-// waitConnected waits, within ctx, until some instance is connected, as gRPC waits for a picker:
-// right after Start, and while every instance is connecting. It returns at once when the balancer
-// has instances connected, or when none is even being dialled (the pick then fails fast).
+// waitConnected waits, within ctx, until some instance is connected and the balancer knows it, as
+// gRPC waits for a picker: right after Start, and while every instance is connecting. It returns
+// at once when the balancer has instances connected, or when none is even being dialled (the pick
+// then fails fast).
 func (c *Client) waitConnected(ctx context.Context) error {
 	for {
 		t := c.conns.Load()
-		if t.ready > 0 || (t.resolved && t.connecting == 0) {
+		if (t.ready > 0 || (t.resolved && t.connecting == 0)) && c.feed.current() {
 			return nil
 		}
-		ch := *c.changed.Load()
-		if t2 := c.conns.Load(); t2 != t {
-			continue
+		if err := c.awaitChange(ctx, t); err != nil {
+			return fmt.Errorf("grpcclient: %s: no instance connected: %w", c.service, err)
 		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("grpcclient: %s: no instance connected: %w", c.service, ctx.Err())
-		}
+	}
+}
+
+// awaitChange waits until the connection table is no longer t, or ctx ends.
+func (c *Client) awaitChange(ctx context.Context, t *connTable) error {
+	ch := *c.changed.Load()
+	if c.conns.Load() != t {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
 // publish installs the gRPC balancer's table of connections and wakes the calls waiting for one.
 func (c *Client) publish(t *connTable) {
 	c.conns.Store(t)
+	c.notify()
+}
+
+// notify wakes the calls waiting for a change of the connections or of the balancer's instances.
+func (c *Client) notify() {
 	ch := make(chan struct{})
 	old := c.changed.Swap(&ch)
 	close(*old)
 }
 
-// ready is the balancer's availability test: the instance's connection is READY.
-func (c *Client) ready(id string) bool {
+// usable is the balancer's availability test (see subConn.usable).
+func (c *Client) usable(id string) bool {
 	sc := c.conns.Load().byID[id]
-	return sc != nil && sc.ready()
+	return sc != nil && sc.usable()
 }
 
 // attemptTransport is the bottom of an instance's chain (below its breaker, attempt timeout and

@@ -3,6 +3,7 @@ package grpcclient_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/discovery/discoverytest"
 	"github.com/cloudchassis/kit/discovery/lb"
 	"github.com/cloudchassis/kit/grpcx/grpcclient"
@@ -261,5 +263,88 @@ func TestRequestIDAndDeadlinePropagate(t *testing.T) {
 	}
 	if dl := time.Duration(bs[0].dl.Load()); dl <= 0 || dl > 2*time.Second {
 		t.Fatalf("server saw deadline %v, want the attempt timeout", dl)
+	}
+}
+
+func TestNotSentRetriedForAnyMethod(t *testing.T) {
+	bs := startBackends(t, 2)
+	reg := discoverytest.NewRegistry()
+	register(reg, bs...)
+	c := newClient(t, reg, grpcclient.WithResilience(quick()), grpcclient.WithBalancer(lb.WithOutlier(lb.Outlier{})),
+		grpcclient.WithInterceptors(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			if id, _ := grpcclient.Instance(ctx); id == "b0" {
+				return grpcclient.NotSent(status.Error(codes.Unavailable, "no route"))
+			}
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}, nil))
+	for i := range 20 {
+		if err := check(ctxT(t), c); err != nil { // Check is not declared idempotent
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	if bs[0].calls.Load() != 0 || bs[1].calls.Load() != 20 {
+		t.Fatalf("calls %v", calls(bs...))
+	}
+}
+
+func TestRetryOnAndClassifierApply(t *testing.T) {
+	internal := func(context.Context) error { return status.Error(codes.Internal, "bug") }
+	t.Run("RETRY_ON=504 leaves UNAVAILABLE alone", func(t *testing.T) {
+		cfg := quick()
+		cfg.RetryOn = "504"
+		c, bs := twoBackendsOneFailing(t, grpcclient.WithIdempotent(checkMethod), grpcclient.WithResilience(cfg),
+			grpcclient.WithBalancer(lb.WithOutlier(lb.Outlier{}), lb.WithPolicy(lb.RoundRobin)))
+		var failed int
+		for range 10 {
+			if err := check(ctxT(t), c); err != nil {
+				t.Log(err)
+				failed++
+			}
+		}
+		if failed == 0 || int64(failed) != bs[0].calls.Load() {
+			t.Fatalf("%d failed, calls %v: UNAVAILABLE must not be retried", failed, calls(bs...))
+		}
+	})
+	t.Run("a classifier retries INTERNAL", func(t *testing.T) {
+		bs := startBackends(t, 2)
+		bs[0].set(internal)
+		reg := discoverytest.NewRegistry()
+		register(reg, bs...)
+		c := newClient(t, reg, grpcclient.WithIdempotent(checkMethod),
+			grpcclient.WithResilience(quick(), resilience.WithClassifier(func(resp *http.Response, err error) discovery.Class {
+				if grpcclient.Code(resp, err) == codes.Internal {
+					return discovery.Class{Retryable: true, Failure: true}
+				}
+				return discovery.Classify(resp, err)
+			})),
+			grpcclient.WithBalancer(lb.WithOutlier(lb.Outlier{}), lb.WithPolicy(lb.RoundRobin)))
+		for i := range 10 {
+			if err := check(ctxT(t), c); err != nil {
+				t.Fatalf("call %d: %v", i, err)
+			}
+		}
+		if bs[0].calls.Load() == 0 {
+			t.Fatal("the failing instance was never tried")
+		}
+	})
+	t.Run("by default INTERNAL is not retried", func(t *testing.T) {
+		bs := startBackends(t, 1)
+		bs[0].set(internal)
+		reg := discoverytest.NewRegistry()
+		register(reg, bs...)
+		c := newClient(t, reg, grpcclient.WithIdempotent(checkMethod), grpcclient.WithResilience(quick()))
+		if err := check(ctxT(t), c); status.Code(err) != codes.Internal || bs[0].calls.Load() != 1 {
+			t.Fatalf("err %v after %d calls, want INTERNAL after 1", err, bs[0].calls.Load())
+		}
+	})
+}
+
+func TestHTTPStatusTable(t *testing.T) {
+	for code, want := range map[codes.Code]int{codes.OK: 200, codes.Unavailable: 503, codes.DeadlineExceeded: 504,
+		codes.ResourceExhausted: 429, codes.Internal: 500, codes.Unknown: 500, codes.Unimplemented: 501,
+		codes.Canceled: 499, codes.NotFound: 404, codes.Code(99): 500} {
+		if got := grpcclient.HTTPStatus(code); got != want {
+			t.Errorf("HTTPStatus(%v) = %d, want %d", code, got, want)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/resolver"
@@ -17,7 +18,7 @@ const scheme = "cloudchassis"
 
 type (
 	clientKey struct{} // resolver.State attribute: the *Client, for the balancer
-	idKey     struct{} // resolver.Endpoint attribute: the instance id
+	instKey   struct{} // resolver.Endpoint attribute: the *discovery.Instance
 )
 
 type resolverBuilder struct{ c *Client }
@@ -57,10 +58,11 @@ func (r *watchResolver) follow(ctx context.Context, c *Client, cc resolver.Clien
 		}
 		after = snap.Version
 		eps := make([]resolver.Endpoint, 0, len(snap.Instances))
-		for _, inst := range snap.Instances {
+		for i := range snap.Instances {
+			inst := &snap.Instances[i] // a pointer: attributes compare values with ==
 			eps = append(eps, resolver.Endpoint{
 				Addresses:  []resolver.Address{{Addr: inst.HostPort()}},
-				Attributes: attributes.New(idKey{}, instanceKey(inst)),
+				Attributes: attributes.New(instKey{}, inst),
 			})
 		}
 		_ = cc.UpdateState(resolver.State{Endpoints: eps, Attributes: attrs}) // an empty list is reported by the balancer
@@ -72,6 +74,65 @@ func (r *watchResolver) ResolveNow(resolver.ResolveNowOptions) {} // the watch i
 func (r *watchResolver) Close() {
 	r.cancel()
 	r.wg.Wait()
+}
+
+// feed is the watcher of the Client's lb.Balancer: the gRPC balancer publishes to it the instances
+// it holds connections for, after updating its connection table, so that the lb.Balancer never
+// knows an instance before its connection exists. It also tells the Client which version the
+// lb.Balancer applied: the lb.Balancer asks for the next one only once it did.
+type feed struct {
+	service string
+	onApply func() // called when the lb.Balancer applied a version
+
+	mu      sync.Mutex
+	snap    discovery.Snapshot
+	changed chan struct{}
+	applied uint64
+}
+
+func newFeed(service string, onApply func()) *feed {
+	return &feed{service: service, onApply: onApply, changed: make(chan struct{}),
+		snap: discovery.Snapshot{Service: service}}
+}
+
+func (f *feed) publish(insts []discovery.Instance) {
+	f.mu.Lock()
+	f.snap = discovery.Snapshot{Service: f.service, Instances: insts, Version: f.snap.Version + 1, Updated: time.Now()}
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// current reports whether the lb.Balancer has applied every published version.
+func (f *feed) current() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied >= f.snap.Version
+}
+
+func (f *feed) Next(ctx context.Context, after uint64) (discovery.Snapshot, error) {
+	f.mu.Lock()
+	advanced := after > f.applied
+	if advanced {
+		f.applied = after
+	}
+	f.mu.Unlock()
+	if advanced {
+		f.onApply()
+	}
+	for {
+		f.mu.Lock()
+		snap, ch := f.snap, f.changed
+		f.mu.Unlock()
+		if snap.Version > after {
+			return snap, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return discovery.Snapshot{}, ctx.Err()
+		}
+	}
 }
 
 // portWatcher gives every instance its gRPC port: port when set, else the MetaPort metadata, else
