@@ -19,11 +19,7 @@ func TestCallsSpreadOverInstances(t *testing.T) {
 	register(reg, bs...)
 	c := newClient(t, reg)
 	ctx := ctxT(t)
-	for range 60 {
-		if err := check(ctx, c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	checkN(t, ctx, c, 60)
 	for i, n := range calls(bs...) {
 		if n == 0 {
 			t.Errorf("backend %d got no call: %v", i, calls(bs...))
@@ -37,11 +33,7 @@ func TestResolverFollowsDiscovery(t *testing.T) {
 	register(reg, bs[0])
 	c := newClient(t, reg)
 	ctx := ctxT(t)
-	for range 10 {
-		if err := check(ctx, c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	checkN(t, ctx, c, 10)
 	if got := calls(bs...); got[0] != 10 || got[1]+got[2] != 0 {
 		t.Fatalf("calls with one instance registered: %v", got)
 	}
@@ -49,11 +41,7 @@ func TestResolverFollowsDiscovery(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		before := calls(bs...)
-		for range 20 {
-			if err := check(ctx, c); err != nil {
-				t.Fatal(err)
-			}
-		}
+		checkN(t, ctx, c, 20)
 		after := calls(bs...)
 		if after[0] == before[0] && after[1] > before[1] && after[2] > before[2] {
 			break

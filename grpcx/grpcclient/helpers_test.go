@@ -113,6 +113,16 @@ func register(reg *discoverytest.Registry, bs ...*backend) {
 	reg.Set("svc", insts...)
 }
 
+// checkN makes n calls that must all succeed.
+func checkN(t *testing.T, ctx context.Context, c *grpcclient.Client, n int) {
+	t.Helper()
+	for i := range n {
+		if err := check(ctx, c); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+}
+
 func check(ctx context.Context, c *grpcclient.Client, opts ...grpc.CallOption) error {
 	_, err := healthpb.NewHealthClient(c.Conn()).Check(ctx, &healthpb.HealthCheckRequest{}, opts...)
 	return err

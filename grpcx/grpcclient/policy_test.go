@@ -318,11 +318,7 @@ func TestRetryOnAndClassifierApply(t *testing.T) {
 				return discovery.Classify(resp, err)
 			})),
 			grpcclient.WithBalancer(lb.WithOutlier(lb.Outlier{}), lb.WithPolicy(lb.RoundRobin)))
-		for i := range 10 {
-			if err := check(ctxT(t), c); err != nil {
-				t.Fatalf("call %d: %v", i, err)
-			}
-		}
+		checkN(t, ctxT(t), c, 10)
 		if bs[0].calls.Load() == 0 {
 			t.Fatal("the failing instance was never tried")
 		}
