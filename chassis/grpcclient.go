@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -31,7 +32,10 @@ type GRPCConfig struct {
 }
 
 // WithGRPC passes options to a gRPC dependency's client (GRPCClient): dial options, per-attempt
-// interceptors, idempotent methods declared in code. Client ignores them.
+// interceptors, idempotent methods declared in code, a classifier (grpcclient.WithClassifier).
+// They come after the settings chassis derives from the environment: grpcclient.WithResilience
+// here would replace CLIENT_<NAME>_* (use WithResilience, which layers under them). Client ignores
+// them.
 func WithGRPC(opts ...grpcclient.Option) ClientOption {
 	return clientOptionFunc(func(o *clientOptions) { o.grpc = append(o.grpc, opts...) })
 }
@@ -141,6 +145,10 @@ func (s *Service) newGRPCDependency(service string, co clientOptions) (*grpcDepe
 		grpcclient.WithRequestID(RequestID),
 		grpcclient.WithDialOptions(grpc.WithTransportCredentials(creds)),
 	}, co.grpc...)
+	if tc.DialTimeout > 0 {
+		cp := grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: tc.DialTimeout}
+		gopts = append(gopts, grpcclient.WithDialOptions(grpc.WithConnectParams(cp)))
+	}
 	c, err := grpcclient.New(service, w, gopts...)
 	if err != nil {
 		if release != nil {

@@ -76,7 +76,11 @@ func New(service string, w discovery.Watcher, opts ...Option) (*Client, error) {
 	if o.tracer != nil {
 		ropts = append(ropts, resilience.WithTracerProvider(o.tracer))
 	}
-	dep, err := resilience.NewDependency(service, o.cfg, append(ropts, o.ropts...)...)
+	ropts = append(ropts, o.ropts...)
+	if o.classifier != nil {
+		ropts = append(ropts, resilience.WithClassifier(o.classifier))
+	}
+	dep, err := resilience.NewDependency(service, o.cfg, ropts...)
 	if err != nil {
 		return nil, fmt.Errorf("grpcclient: %w", err)
 	}

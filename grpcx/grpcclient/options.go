@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/discovery/lb"
 	"github.com/cloudchassis/kit/resilience"
 )
@@ -32,6 +33,7 @@ type options struct {
 	tracer     trace.TracerProvider
 	propagator propagation.TextMapPropagator
 	requestID  func(context.Context) string
+	classifier discovery.Classifier
 }
 
 // WithResilience sets the dependency's resilience settings (CLIENT_<NAME>_* in chassis) and
@@ -40,6 +42,14 @@ type options struct {
 // package's WithMeterProvider and WithTracerProvider are passed on.
 func WithResilience(cfg resilience.Config, opts ...resilience.Option) Option {
 	return optionFunc(func(o *options) { o.cfg, o.ropts = cfg, append(o.ropts, opts...) })
+}
+
+// WithClassifier replaces the classifier every policy reads attempts through (default
+// discovery.Classify, on the responses described at HTTPStatus); Code returns an attempt's gRPC
+// code. It is resilience.WithClassifier, kept apart from WithResilience so that chassis'
+// CLIENT_<NAME>_* settings stay in force.
+func WithClassifier(c discovery.Classifier) Option {
+	return optionFunc(func(o *options) { o.classifier = c })
 }
 
 // WithBalancer passes options to the dependency's balancer: the policy by name (lb.WithPolicy,

@@ -311,12 +311,12 @@ func TestRetryOnAndClassifierApply(t *testing.T) {
 		reg := discoverytest.NewRegistry()
 		register(reg, bs...)
 		c := newClient(t, reg, grpcclient.WithIdempotent(checkMethod),
-			grpcclient.WithResilience(quick(), resilience.WithClassifier(func(resp *http.Response, err error) discovery.Class {
+			grpcclient.WithResilience(quick()), grpcclient.WithClassifier(func(resp *http.Response, err error) discovery.Class {
 				if grpcclient.Code(resp, err) == codes.Internal {
 					return discovery.Class{Retryable: true, Failure: true}
 				}
 				return discovery.Classify(resp, err)
-			})),
+			}),
 			grpcclient.WithBalancer(lb.WithOutlier(lb.Outlier{}), lb.WithPolicy(lb.RoundRobin)))
 		checkN(t, ctxT(t), c, 10)
 		if bs[0].calls.Load() == 0 {
