@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -222,6 +223,7 @@ type call struct {
 	invoker grpc.UnaryInvoker
 	opts    []grpc.CallOption
 	fresh   func() any // a new reply message for each attempt; nil: attempts share reply
+	header  bool       // the caller asked for the header or the trailer: opts lacks those options
 
 	mu      sync.Mutex
 	results []result
@@ -268,6 +270,18 @@ func (c *Client) unary(ctx context.Context, method string, req, reply any, cc *g
 func (c *Client) invoke(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn,
 	invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
 	k := &call{method: method, req: req, reply: reply, cc: cc, invoker: invoker, opts: opts}
+	for i, o := range opts {
+		switch o.(type) {
+		case grpc.HeaderCallOption, grpc.TrailerCallOption:
+			// Attempts get their own, and the winner's are copied (hedges run concurrently).
+			k.opts = slices.DeleteFunc(slices.Clone(opts[i:]), isMetadataOption)
+			k.opts = append(slices.Clone(opts[:i]), k.opts...)
+			k.header = true
+		}
+		if k.header {
+			break
+		}
+	}
 	idem := c.idempotent(method)
 	if c.perAttempt {
 		// Hedged attempts run at once: each decodes into its own message, the winner's is copied.
@@ -313,7 +327,9 @@ func (c *Client) invoke(ctx context.Context, method string, req, reply any, cc *
 		proto.Reset(reply.(proto.Message))
 		proto.Merge(reply.(proto.Message), r.reply.(proto.Message))
 	}
-	copyMetadata(opts, r.header, r.trailer)
+	if k.header {
+		copyMetadata(opts, r.header, r.trailer)
+	}
 	return r.err
 }
 
@@ -401,8 +417,11 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		reply = k.fresh()
 	}
 	var header, trailer metadata.MD
-	opts := append(k.opts[:len(k.opts):len(k.opts)], grpc.Header(&header), grpc.Trailer(&trailer),
+	opts := append(k.opts[:len(k.opts):len(k.opts)], grpc.Trailer(&trailer), // for the pushback
 		grpc.WaitForReady(false)) // the picker fails a directed attempt at once: the policies pick again
+	if k.header {
+		opts = append(opts, grpc.Header(&header))
+	}
 	err := k.invoker(context.WithValue(ctx, targetKey{}, tg), k.method, k.req, reply, k.cc, opts...)
 	var ns *notSentError
 	if tg.unsent || errors.As(err, &ns) {
@@ -443,6 +462,14 @@ type notSentError struct{ err error }
 func (e *notSentError) Error() string              { return e.err.Error() }
 func (e *notSentError) Unwrap() error              { return e.err }
 func (e *notSentError) GRPCStatus() *status.Status { return status.Convert(e.err) }
+
+func isMetadataOption(o grpc.CallOption) bool {
+	switch o.(type) {
+	case grpc.HeaderCallOption, grpc.TrailerCallOption:
+		return true
+	}
+	return false
+}
 
 // copyMetadata fills the caller's grpc.Header and grpc.Trailer options with the winning attempt's.
 func copyMetadata(opts []grpc.CallOption, header, trailer metadata.MD) {

@@ -344,3 +344,29 @@ func TestHTTPStatusTable(t *testing.T) {
 		}
 	}
 }
+
+func TestHeaderAndTrailerReachTheCaller(t *testing.T) {
+	cfg := quick()
+	cfg.HedgeDelay = time.Millisecond // hedged: attempts must not share the caller's metadata
+	bs := startBackends(t, 2)
+	for _, b := range bs {
+		b.set(func(ctx context.Context) error {
+			time.Sleep(5 * time.Millisecond)
+			_ = grpc.SetHeader(ctx, metadata.Pairs("h", "1"))
+			_ = grpc.SetTrailer(ctx, metadata.Pairs("t", "2"))
+			return nil
+		})
+	}
+	reg := discoverytest.NewRegistry()
+	register(reg, bs...)
+	c := newClient(t, reg, grpcclient.WithResilience(cfg), grpcclient.WithIdempotent(checkMethod))
+	for range 10 {
+		var h, tr metadata.MD
+		if err := check(ctxT(t), c, grpc.Header(&h), grpc.Trailer(&tr)); err != nil {
+			t.Fatal(err)
+		}
+		if h.Get("h")[0] != "1" || tr.Get("t")[0] != "2" {
+			t.Fatalf("header %v, trailer %v", h, tr)
+		}
+	}
+}
