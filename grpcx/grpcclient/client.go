@@ -169,7 +169,7 @@ func (c *Client) Close() error {
 	c.closed = true
 	c.mu.Unlock()
 	err := c.conn.Close()
-	return errors.Join(err, c.bal.Close(), c.tel.close())
+	return errors.Join(err, c.bal.Close())
 }
 
 // ErrClosed is returned by Start after Close.

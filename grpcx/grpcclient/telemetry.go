@@ -69,8 +69,6 @@ func newInstruments(service string, mp metric.MeterProvider, tp trace.TracerProv
 	return &instruments{service: service, duration: d, tracer: tp.Tracer(semconv.ScopeChassis), propagator: p}, nil
 }
 
-func (t *instruments) close() error { return nil }
-
 // splitMethod splits "/pkg.Service/Method".
 func splitMethod(full string) (service, method string) {
 	s, m, ok := strings.Cut(strings.TrimPrefix(full, "/"), "/")
