@@ -34,6 +34,7 @@ type backend struct {
 	name    string
 	srv     *grpc.Server
 	addr    string
+	ln      net.Listener
 	port    int
 	calls   atomic.Int64
 	streams atomic.Int64
@@ -66,21 +67,34 @@ func (b *backend) instance() discovery.Instance {
 // startBackend serves on a fresh loopback port until the test ends.
 func startBackend(t *testing.T, name string) *backend {
 	t.Helper()
+	b := newUnstartedBackend(t, name)
+	b.serve(t)
+	return b
+}
+
+// newUnstartedBackend makes a backend with Health registered, on a fresh loopback port; register
+// more services on b.srv, then serve.
+func newUnstartedBackend(t *testing.T, name string) *backend {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &backend{Server: health.NewServer(), name: name, addr: ln.Addr().String()}
-	b.port, _ = strconv.Atoi(ln.Addr().(*net.TCPAddr).AddrPort().String()[len("127.0.0.1:"):])
+	b := &backend{Server: health.NewServer(), name: name, addr: ln.Addr().String(), ln: ln,
+		port: ln.Addr().(*net.TCPAddr).Port}
 	b.srv = grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 		b.streams.Add(1)
 		return h(srv, ss)
 	}))
 	healthpb.RegisterHealthServer(b.srv, b)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = b.srv.Serve(ln) }()
-	t.Cleanup(func() { b.srv.Stop(); <-done })
 	return b
+}
+
+// serve serves b until the test ends.
+func (b *backend) serve(t *testing.T) {
+	done := make(chan struct{})
+	go func() { defer close(done); _ = b.srv.Serve(b.ln) }()
+	t.Cleanup(func() { b.srv.Stop(); <-done })
 }
 
 func startBackends(t *testing.T, n int) []*backend {
