@@ -59,10 +59,7 @@ func TestP2CSendsLessToSlowInstance(t *testing.T) {
 }
 
 func TestKilledInstanceLosesNoIdempotentCall(t *testing.T) {
-	bs := startBackends(t, 3)
-	reg := discoverytest.NewRegistry()
-	register(reg, bs...)
-	c := newClient(t, reg, grpcclient.WithIdempotent(checkMethod))
+	c, bs, _ := setup(t, 3, grpcclient.WithIdempotent(checkMethod))
 	stop := make(chan struct{})
 	time.AfterFunc(300*time.Millisecond, func() { bs[0].srv.Stop() }) // abrupt: connections cut, RPCs in flight fail
 	time.AfterFunc(time.Second, func() { close(stop) })
@@ -78,10 +75,7 @@ func TestKilledInstanceLosesNoIdempotentCall(t *testing.T) {
 }
 
 func TestStreamsAreBalancedAndInstrumented(t *testing.T) {
-	bs := startBackends(t, 2)
-	reg := discoverytest.NewRegistry()
-	register(reg, bs...)
-	c := newClient(t, reg)
+	c, bs, _ := setup(t, 2)
 	ctx, cancel := context.WithCancel(ctxT(t))
 	defer cancel()
 	for range 8 {

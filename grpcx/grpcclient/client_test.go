@@ -14,10 +14,7 @@ import (
 )
 
 func TestCallsSpreadOverInstances(t *testing.T) {
-	bs := startBackends(t, 3)
-	reg := discoverytest.NewRegistry()
-	register(reg, bs...)
-	c := newClient(t, reg)
+	c, bs, _ := setup(t, 3)
 	ctx := ctxT(t)
 	checkN(t, ctx, c, 60)
 	for i, n := range calls(bs...) {
@@ -53,10 +50,7 @@ func TestResolverFollowsDiscovery(t *testing.T) {
 }
 
 func TestLastKnownGoodKeptOnRegistryOutage(t *testing.T) {
-	bs := startBackends(t, 2)
-	reg := discoverytest.NewRegistry()
-	register(reg, bs...)
-	c := newClient(t, reg)
+	c, bs, reg := setup(t, 2)
 	ctx := ctxT(t)
 	if err := check(ctx, c); err != nil {
 		t.Fatal(err)

@@ -119,6 +119,15 @@ func newClient(t *testing.T, reg *discoverytest.Registry, opts ...grpcclient.Opt
 	return c
 }
 
+// setup starts n backends, registers them as "svc" and returns a started client of them.
+func setup(t *testing.T, n int, opts ...grpcclient.Option) (*grpcclient.Client, []*backend, *discoverytest.Registry) {
+	t.Helper()
+	bs := startBackends(t, n)
+	reg := discoverytest.NewRegistry()
+	register(reg, bs...)
+	return newClient(t, reg, opts...), bs, reg
+}
+
 func register(reg *discoverytest.Registry, bs ...*backend) {
 	insts := make([]discovery.Instance, len(bs))
 	for i, b := range bs {

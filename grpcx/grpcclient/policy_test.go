@@ -234,10 +234,7 @@ func TestHedgingForIdempotentOnly(t *testing.T) {
 }
 
 func TestRequestIDAndDeadlinePropagate(t *testing.T) {
-	bs := startBackends(t, 1)
-	reg := discoverytest.NewRegistry()
-	register(reg, bs...)
-	c := newClient(t, reg, grpcclient.WithRequestID(func(context.Context) string { return "req-42" }))
+	c, bs, _ := setup(t, 1, grpcclient.WithRequestID(func(context.Context) string { return "req-42" }))
 	ctx, cancel := context.WithTimeout(t.Context(), 800*time.Millisecond)
 	defer cancel()
 	if err := check(ctx, c); err != nil {
