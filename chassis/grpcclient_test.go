@@ -2,22 +2,29 @@ package chassis_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/chassis"
 	"github.com/cloudchassis/kit/config"
 )
@@ -28,12 +35,18 @@ type grpcBackend struct {
 	calls  atomic.Int64
 	fail   atomic.Bool
 	lastID atomic.Value // x-request-id of the last call
+	peerID atomic.Value // the client certificate's identity, with mutual TLS
 }
 
 func (b *grpcBackend) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
 	b.calls.Add(1)
 	md, _ := metadata.FromIncomingContext(ctx)
 	b.lastID.Store(strings.Join(md.Get("x-request-id"), ","))
+	if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 {
+			b.peerID.Store(auth.CertIdentity(ti.State.VerifiedChains[0][0]))
+		}
+	}
 	if b.fail.Load() {
 		return nil, status.Error(codes.Unavailable, "down")
 	}
@@ -41,14 +54,14 @@ func (b *grpcBackend) Check(ctx context.Context, _ *healthpb.HealthCheckRequest)
 }
 
 // serveGRPC serves a grpcBackend on addr ("127.0.0.1:0") until the test ends.
-func serveGRPC(t *testing.T, addr string) (*grpcBackend, string) {
+func serveGRPC(t *testing.T, addr string, opts ...grpc.ServerOption) (*grpcBackend, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := &grpcBackend{Server: health.NewServer()}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(srv, b)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ln) }()
@@ -141,5 +154,50 @@ func TestGRPCClientBadVariableFailsRun(t *testing.T) {
 	_, err = healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "CLIENT_PRICING_GRPC_PORT") {
 		t.Fatalf("call through an unusable client: %v", err)
+	}
+}
+
+// TestGRPCClientMutualTLS: CLIENT_TLS_* become the connection's credentials; the server verifies
+// the client's certificate, the client the server's name; a client that does not trust the
+// server's CA fails with UNAVAILABLE.
+func TestGRPCClientMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	meshCA, otherCA := newTestCA(t, "mesh CA"), newTestCA(t, "partner CA")
+	meshBundle, otherBundle := filepath.Join(dir, "mesh.pem"), filepath.Join(dir, "other.pem")
+	writeAtomic(t, meshBundle, bundle(meshCA))
+	writeAtomic(t, otherBundle, bundle(otherCA))
+	l := meshCA.issue(t, "pricing")
+	cert, err := tls.X509KeyPair(l.certPEM, l.keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(meshCA.cert)
+	b, addr := serveGRPC(t, "127.0.0.1:0", grpc.Creds(credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool})))
+	gw := meshCA.issue(t, "spiffe://mesh.test/gateway").write(t, dir, "gateway")
+
+	call := func(ca string) error {
+		svc, err := chassis.New("gateway", chassis.WithEnv(env("DISCOVERY_STATIC_PRICING", addr,
+			"CLIENT_TLS_ENABLED", "true", "CLIENT_TLS_CA_FILE", ca,
+			"CLIENT_TLS_CERT_FILE", gw.cert, "CLIENT_TLS_KEY_FILE", gw.key, "CLIENT_PRICING_RETRIES", "0")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn := svc.GRPCClient("pricing")
+		start(t, svc)
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
+	if err := call(meshBundle); err != nil {
+		t.Fatal(err)
+	}
+	if id := b.peerID.Load(); id != "spiffe://mesh.test/gateway" {
+		t.Fatalf("server saw client identity %v", id)
+	}
+	if err := call(otherBundle); status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a client that does not trust the server: %v", err)
 	}
 }
