@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -21,6 +23,7 @@ import (
 	"github.com/cloudchassis/kit/discovery/lb"
 	"github.com/cloudchassis/kit/grpcx/grpcclient"
 	"github.com/cloudchassis/kit/resilience"
+	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 func unavailable(context.Context) error { return status.Error(codes.Unavailable, "down") }
@@ -365,5 +368,38 @@ func TestHeaderAndTrailerReachTheCaller(t *testing.T) {
 		if h.Get("h")[0] != "1" || tr.Get("t")[0] != "2" {
 			t.Fatalf("header %v, trailer %v", h, tr)
 		}
+	}
+}
+
+func TestOutlierEjection(t *testing.T) {
+	cfg := quick()
+	cfg.Retries, cfg.BreakerFailures, cfg.DependencyBreakerRate = 0, 0, 0 // ejection alone
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	c, bs := twoBackendsOneFailing(t, grpcclient.WithResilience(cfg), grpcclient.WithMeterProvider(mp),
+		grpcclient.WithBalancer(lb.WithPolicy(lb.RoundRobin)))
+	for range 40 {
+		_ = check(ctxT(t), c)
+	}
+	if n := bs[0].calls.Load(); n != 5 {
+		t.Fatalf("the failing instance got %d calls, want 5 (ejected after 5 consecutive UNAVAILABLE)", n)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var ejections int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if sum, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == semconv.MetricLBEjections {
+				for _, dp := range sum.DataPoints {
+					ejections += dp.Value
+				}
+			}
+		}
+	}
+	if ejections != 1 {
+		t.Fatalf("%s = %d, want 1", semconv.MetricLBEjections, ejections)
 	}
 }
