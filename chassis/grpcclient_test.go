@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -27,6 +28,7 @@ import (
 	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/chassis"
 	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/internal/consultest"
 )
 
 // grpcBackend is a plain grpc-go health server; fail makes its Check answer UNAVAILABLE.
@@ -199,5 +201,37 @@ func TestGRPCClientMutualTLS(t *testing.T) {
 	}
 	if err := call(otherBundle); status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("a client that does not trust the server: %v", err)
+	}
+}
+
+// TestGRPCClientOverConsul runs against a real Consul agent: an instance registered with its gRPC
+// port in the grpc_port meta (its registered port is the HTTP one) is found and called; the HTTP
+// client of the same name shares the watch.
+func TestGRPCClientOverConsul(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Consul agent")
+	}
+	agent := consultest.StartDev(t)
+	b, addr := serveGRPC(t, "127.0.0.1:0")
+	_, port, _ := net.SplitHostPort(addr)
+	if err := agent.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "pricing-1", Name: "pricing",
+		Address: "127.0.0.1", Port: 8080, Meta: map[string]string{"grpc_port": port}}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := chassis.New("shop", chassis.WithEnv(env("CONSUL_HTTP_ADDR", agent.HTTPAddr, "DISCOVERY", "consul",
+		"REGISTER", "false")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = svc.Client("pricing")
+	conn := svc.GRPCClient("pricing")
+	start(t, svc)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if b.calls.Load() != 1 {
+		t.Fatalf("%d calls reached the instance", b.calls.Load())
 	}
 }
