@@ -2,6 +2,7 @@ package grpcclient_test
 
 import (
 	"context"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -9,7 +10,10 @@ import (
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/cloudchassis/kit/discovery"
+
 	"github.com/cloudchassis/kit/discovery/discoverytest"
+	"github.com/cloudchassis/kit/discovery/lb"
 	"github.com/cloudchassis/kit/grpcx/grpcclient"
 )
 
@@ -91,5 +95,50 @@ func TestStreamsAreBalancedAndInstrumented(t *testing.T) {
 	// Open streams are calls in flight to P2C: they spread over both instances.
 	if a, b := bs[0].streams.Load(), bs[1].streams.Load(); a+b != 8 || a == 0 || b == 0 {
 		t.Fatalf("8 streams went %d and %d", a, b)
+	}
+}
+
+// TestSlowFirstConnectionIsNotSent: an instance that accepts TCP connections but never speaks gRPC
+// stays CONNECTING; an attempt sent its way waits for it, times out, and goes to another instance
+// even for a method that is not idempotent, since nothing was sent.
+func TestSlowFirstConnectionIsNotSent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-accepted
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			_ = c.Close()
+		}
+	})
+	good := startBackend(t, "good")
+	mute := discovery.Instance{ID: "mute", Address: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port}
+	reg := discoverytest.NewRegistry()
+	reg.Set("svc", mute, good.instance())
+	cfg := quick()
+	cfg.AttemptTimeout = 200 * time.Millisecond
+	c := newClient(t, reg, grpcclient.WithResilience(cfg), grpcclient.WithBalancer(lb.WithPolicy(lb.RoundRobin)))
+	checkN(t, ctxT(t), c, 4) // Check is not declared idempotent
+	if good.calls.Load() != 4 {
+		t.Fatalf("the connected instance served %d of 4 calls", good.calls.Load())
 	}
 }

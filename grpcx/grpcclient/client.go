@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -403,6 +405,47 @@ type target struct {
 	unsent bool
 }
 
+// firstConnectionShare is the share of an attempt's remaining time it may spend waiting for its
+// instance's first connection: the rest is left for another instance, since nothing was sent.
+const firstConnectionShare = 0.5
+
+// awaitFirstConnection waits while the instance id's first connection is being made, for at most
+// firstConnectionShare of the time ctx leaves. It reports false when the connection is still not
+// READY then, or failed: the attempt was not sent and may go elsewhere for any method.
+func (c *Client) awaitFirstConnection(ctx context.Context, id string) bool {
+	var expire <-chan time.Time
+	for {
+		t := c.conns.Load()
+		s := t.byID[id]
+		switch {
+		case s == nil || s.ready():
+			return true // the picker decides
+		case !s.usable():
+			return false
+		}
+		if expire == nil {
+			wait := time.Duration(math.MaxInt64)
+			if dl, ok := ctx.Deadline(); ok {
+				wait = time.Duration(float64(time.Until(dl)) * firstConnectionShare)
+			}
+			timer := time.NewTimer(wait)
+			defer timer.Stop()
+			expire = timer.C
+		}
+		ch := *c.changed.Load()
+		if c.conns.Load() != t {
+			continue
+		}
+		select {
+		case <-ch:
+		case <-expire:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 type targetKey struct{}
 
 func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -410,6 +453,9 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	k, _ := ctx.Value(callKey{}).(*call)
 	if k == nil {
 		return nil, errors.New("grpcclient: request without a gRPC call")
+	}
+	if !t.c.awaitFirstConnection(ctx, t.id) {
+		return nil, &unsentError{id: t.id, err: fmt.Errorf("first connection not ready: %w", context.DeadlineExceeded)}
 	}
 	tg := &target{id: t.id}
 	reply := k.reply
