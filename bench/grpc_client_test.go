@@ -3,7 +3,7 @@ package bench
 // gRPC client call overhead: one unary grpc.health.v1.Health/Check over bufconn (in-memory
 // connections, so the client stacks' own cost dominates), through:
 //   - bare grpc-go: grpc.NewClient with one connection, no interceptors;
-//   - Chassis: grpcclient (P2C over 3 instances, dependency and instance breakers, retry with
+//   - Chassis: grpcclient (P2C over 1 and 3 instances, dependency and instance breakers, retry with
 //     budget, attempt timeout, span and rpc.client.call.duration recorded by the OTel SDK into a
 //     manual reader), with the method declared idempotent.
 //
@@ -74,7 +74,13 @@ func BenchmarkGRPCClientBare(b *testing.B) {
 }
 
 func BenchmarkGRPCClientChassis(b *testing.B) {
-	insts, dialer := bufServers(b, 3)
+	for _, n := range []int{1, 3} {
+		b.Run(strconv.Itoa(n)+"-instances", func(b *testing.B) { benchChassis(b, n) })
+	}
+}
+
+func benchChassis(b *testing.B, n int) {
+	insts, dialer := bufServers(b, n)
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	defer mp.Shutdown(context.Background())
 	c, err := grpcclient.New("svc", discovery.NewStatic("svc", insts),

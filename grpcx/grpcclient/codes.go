@@ -85,16 +85,29 @@ func Code(resp *http.Response, err error) codes.Code {
 // response makes the response a classifier sees for an attempt that ended with st, with the
 // server's pushback as Retry-After: A6's trailer, else a google.rpc.RetryInfo detail.
 func response(st *status.Status, trailer metadata.MD) *http.Response {
-	code := HTTPStatus(st.Code())
-	h := http.Header{GrpcStatus: {strconv.Itoa(int(st.Code()))}}
-	if st.Code() == codes.ResourceExhausted || st.Code() == codes.Unavailable {
+	c := st.Code()
+	if int(c) >= len(codeHeaders) {
+		c = codes.Unknown
+	}
+	h := codeHeaders[c] // shared: the layers above read a response's header, never write it
+	if c == codes.ResourceExhausted || c == codes.Unavailable {
 		if d, ok := pushback(st, trailer); ok {
-			h["Retry-After"] = []string{retryAfter(d)}
+			h = http.Header{GrpcStatus: h[GrpcStatus], "Retry-After": {retryAfter(d)}}
 		}
 	}
-	return &http.Response{StatusCode: code, Status: strconv.Itoa(code), Header: h, Body: http.NoBody,
+	code := httpStatus[c]
+	return &http.Response{StatusCode: code, Status: statusText[c], Header: h, Body: http.NoBody,
 		Proto: "HTTP/2.0", ProtoMajor: 2}
 }
+
+// codeHeaders and statusText are the header and status line of each code's response, made once.
+var codeHeaders, statusText = func() (h [len(httpStatus)]http.Header, s [len(httpStatus)]string) {
+	for c := range h {
+		h[c] = http.Header{GrpcStatus: {strconv.Itoa(c)}}
+		s[c] = strconv.Itoa(httpStatus[c])
+	}
+	return h, s
+}()
 
 // pushback returns the delay the server asked for; a negative one means "do not retry".
 func pushback(st *status.Status, trailer metadata.MD) (time.Duration, bool) {
