@@ -20,13 +20,13 @@ import (
 
 // The client's policies (package resilience and discovery/lb) read every attempt through one
 // discovery.Classifier, written for HTTP responses. A gRPC attempt is shown to them as the HTTP
-// status of its code (httpStatus), with the code itself in the GrpcStatus header: the default
+// status of its code (httpStatus), with the code itself in the HeaderGRPCStatus header: the default
 // classifier, CLIENT_<NAME>_RETRY_ON and resilience.WithClassifier then work unchanged.
 
 // Header names of the response a classifier sees for a gRPC attempt.
 const (
-	// GrpcStatus holds the attempt's gRPC code as a decimal number ("14" for UNAVAILABLE).
-	GrpcStatus = "Grpc-Status"
+	// HeaderGRPCStatus holds the attempt's gRPC code as a decimal number ("14" for UNAVAILABLE).
+	HeaderGRPCStatus = "Grpc-Status"
 	// PushbackTrailer is the trailer by which a server asks a client to wait before retrying (gRPC
 	// A6), in milliseconds; negative or malformed means "do not retry".
 	PushbackTrailer = "grpc-retry-pushback-ms"
@@ -66,7 +66,7 @@ func HTTPStatus(c codes.Code) int {
 }
 
 // Code returns the gRPC code of an attempt's result as a classifier receives it: from the
-// GrpcStatus header of a response, or from the status of an error (codes.Unknown when it has none).
+// HeaderGRPCStatus header of a response, or from the status of an error (codes.Unknown when it has none).
 // Custom classifiers (resilience.WithClassifier) use it to tell codes that share an HTTP status
 // apart, such as INTERNAL and UNKNOWN.
 func Code(resp *http.Response, err error) codes.Code {
@@ -76,7 +76,7 @@ func Code(resp *http.Response, err error) codes.Code {
 	if resp == nil {
 		return codes.OK
 	}
-	if v, e := strconv.Atoi(resp.Header.Get(GrpcStatus)); e == nil {
+	if v, e := strconv.Atoi(resp.Header.Get(HeaderGRPCStatus)); e == nil {
 		return codes.Code(v)
 	}
 	return codes.Unknown
@@ -92,7 +92,7 @@ func response(st *status.Status, trailer metadata.MD) *http.Response {
 	h := codeHeaders[c] // shared: the layers above read a response's header, never write it
 	if c == codes.ResourceExhausted || c == codes.Unavailable {
 		if d, ok := pushback(st, trailer); ok {
-			h = http.Header{GrpcStatus: h[GrpcStatus], "Retry-After": {retryAfter(d)}}
+			h = http.Header{HeaderGRPCStatus: h[HeaderGRPCStatus], "Retry-After": {retryAfter(d)}}
 		}
 	}
 	code := httpStatus[c]
@@ -103,7 +103,7 @@ func response(st *status.Status, trailer metadata.MD) *http.Response {
 // codeHeaders and statusText are the header and status line of each code's response, made once.
 var codeHeaders, statusText = func() (h [len(httpStatus)]http.Header, s [len(httpStatus)]string) {
 	for c := range h {
-		h[c] = http.Header{GrpcStatus: {strconv.Itoa(c)}}
+		h[c] = http.Header{HeaderGRPCStatus: {strconv.Itoa(c)}}
 		s[c] = strconv.Itoa(httpStatus[c])
 	}
 	return h, s
