@@ -13,6 +13,7 @@ import (
 	"github.com/cloudchassis/kit/config"
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/discovery/lb"
+	"github.com/cloudchassis/kit/grpcx/grpcclient"
 	"github.com/cloudchassis/kit/resilience"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
@@ -35,6 +36,7 @@ type clientOptions struct {
 	lb         []lb.Option
 	resilience []func(*resilience.Config)
 	transport  []func(*TransportConfig)
+	grpc       []grpcclient.Option // WithGRPC, for GRPCClient
 }
 
 // WithResilience adjusts the dependency's resilience settings in code. The environment

@@ -41,6 +41,7 @@ func clientSpecs() []clientSpec {
 	return []clientSpec{
 		{new: func() any { c := resilience.DefaultConfig(); return &c }},
 		{new: func() any { c := DefaultTransportConfig(); return &c }},
+		{new: func() any { return &GRPCConfig{} }},
 	}
 }
 
@@ -188,6 +189,9 @@ func (s *Service) runProblems() error {
 	}
 	declared := map[string]bool{}
 	for svc := range s.deps {
+		declared[strings.TrimPrefix(ClientPrefix(svc), "CLIENT_")] = true
+	}
+	for svc := range s.grpcDeps {
 		declared[strings.TrimPrefix(ClientPrefix(svc), "CLIENT_")] = true
 	}
 	var unread []string
@@ -423,6 +427,7 @@ func (s *Service) release(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.settings.ShutdownTimeout)
 	defer cancel()
 	_ = s.stopClients(ctx)
+	_ = s.stopGRPCClients(ctx)
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		if c := s.closers[i]; c.Stop != nil {
 			_ = c.Stop(ctx)

@@ -288,6 +288,11 @@ func EnvReference(opts ...Option) ([]config.Var, error) {
 		}
 	}
 	vars = append(vars, conns...)
+	grpcVars, err := config.Reference(&GRPCConfig{}, config.WithStrictPrefix("CLIENT_<NAME>"))
+	if err != nil {
+		return nil, err
+	}
+	vars = append(vars, grpcVars...)
 	// Groups come in the order of their first variable; within a group, declaration order stays.
 	rank := map[string]int{}
 	for i := range vars {

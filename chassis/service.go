@@ -133,6 +133,9 @@ type Service struct {
 	closers        []lifecycle.Hook // stop after the clients (the Consul registry)
 	static         sync.Map         // service -> instances listed in DISCOVERY_STATIC_<SERVICE>
 
+	grpcDeps    map[string]*grpcDependency // GRPCClient's, by name (chassis/grpcclient.go)
+	grpcStarted bool
+
 	drains      []lifecycle.Hook
 	adminRoutes []adminRoute
 	consul      *api.Client
@@ -358,7 +361,8 @@ func (s *Service) Run(ctx context.Context) error {
 	)
 	// Clients stop after the public server drained: in-flight handlers may still call out.
 	s.group.Append(s.closers...)
-	s.group.Append(lifecycle.Hook{Name: "clients", Start: s.startClients, Stop: s.stopClients}, s.jwksHook())
+	s.group.Append(lifecycle.Hook{Name: "clients", Start: s.startClients, Stop: s.stopClients},
+		lifecycle.Hook{Name: "grpc clients", Start: s.startGRPCClients, Stop: s.stopGRPCClients}, s.jwksHook())
 	s.group.Append(s.hooks...)
 	s.group.Append(
 		lifecycle.Hook{

@@ -1,0 +1,63 @@
+package grpcclient
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc"
+)
+
+// stream instruments a stream and lets the gRPC picker choose its instance with the Client's
+// balancer (outcomes fed back when the stream ends). Streams are not retried, hedged or timed out
+// by the client's policies: a stream's messages cannot be replayed, and its lifetime is the
+// caller's (its context's deadline is propagated as for any call).
+func (c *Client) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
+	streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	ctx, end := c.tel.start(ctx, method, c.opts.requestID)
+	if err := c.waitConnected(ctx); err != nil {
+		err = toStatus(err)
+		end(ctx, err)
+		return nil, err
+	}
+	cs, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		end(ctx, err)
+		return nil, err
+	}
+	return &clientStream{ClientStream: cs, ctx: ctx, end: end, serverStreams: desc.ServerStreams}, nil
+}
+
+// clientStream ends the span and records the duration when the stream ends: RecvMsg returns an
+// error (io.EOF is success), or a unary response arrived.
+type clientStream struct {
+	grpc.ClientStream
+	ctx           context.Context
+	end           func(context.Context, error)
+	serverStreams bool
+	once          sync.Once
+}
+
+func (s *clientStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	switch {
+	case errors.Is(err, io.EOF):
+		s.finish(nil)
+	case err != nil:
+		s.finish(err)
+	case !s.serverStreams:
+		s.finish(nil)
+	}
+	return err
+}
+
+func (s *clientStream) SendMsg(m any) error {
+	err := s.ClientStream.SendMsg(m)
+	if err != nil && !errors.Is(err, io.EOF) {
+		s.finish(err)
+	}
+	return err
+}
+
+func (s *clientStream) finish(err error) { s.once.Do(func() { s.end(s.ctx, err) }) }
