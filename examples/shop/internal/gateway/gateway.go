@@ -7,6 +7,7 @@ import (
 
 	"github.com/cloudchassis/kit/chassis"
 	"github.com/cloudchassis/kit/discovery/lb"
+	"github.com/cloudchassis/kit/examples/shop/internal/pricing/pricingpb"
 	"github.com/cloudchassis/kit/examples/shop/internal/shop"
 )
 
@@ -28,6 +29,7 @@ type Config struct {
 	PricingTimeout  time.Duration `envconfig:"GATEWAY_PRICING_TIMEOUT" default:"300ms" validate:"gt=0" desc:"deadline of a call to pricing; beyond it products are answered without a price (see GATEWAY_PRICING_FALLBACK)"`
 	CartTimeout     time.Duration `envconfig:"GATEWAY_CART_TIMEOUT" default:"1s" validate:"gt=0" desc:"deadline of a call to cart"`
 	PricingFallback bool          `envconfig:"GATEWAY_PRICING_FALLBACK" default:"true" desc:"answer products without a price when pricing fails, instead of 502/504"`
+	PricingProtocol string        `envconfig:"GATEWAY_PRICING_PROTOCOL" default:"grpc" validate:"oneof=grpc http" desc:"how the gateway calls pricing: grpc (its gRPC API, through svc.GRPCClient) or http (its HTTP routes, through svc.Client)"`
 }
 
 // Gateway is the gateway service's state. Its handlers are safe for concurrent use.
@@ -35,8 +37,9 @@ type Gateway struct {
 	// Config is loaded from the environment by chassis (Options passes it to chassis.WithConfig).
 	Config Config
 
-	catalog, pricing, cart *http.Client
-	authenticated          bool // chassis verifies bearer tokens: carts belong to their subject
+	catalog, cart *http.Client
+	pricing       pricer
+	authenticated bool // chassis verifies bearer tokens: carts belong to their subject
 }
 
 // New returns a gateway whose Config chassis fills in.
@@ -55,7 +58,11 @@ func (g *Gateway) Setup(svc *chassis.Service) error {
 	st := svc.Settings()
 	g.authenticated = st.AuthEnabled()
 	g.catalog = svc.Client(CatalogService)
-	g.pricing = svc.Client(PricingService)
+	if g.Config.PricingProtocol == ProtocolHTTP {
+		g.pricing = httpPricer{c: svc.Client(PricingService), timeout: g.Config.PricingTimeout}
+	} else {
+		g.pricing = grpcPricer{c: pricingpb.NewPricingClient(svc.GRPCClient(PricingService)), timeout: g.Config.PricingTimeout}
+	}
 	g.cart = svc.Client(CartService, chassis.WithBalancer(lb.WithPolicy(lb.RingHash)))
 
 	svc.HandleFunc("GET /products", g.listProducts)

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -157,8 +155,7 @@ func (g *Gateway) listProducts(w http.ResponseWriter, r *http.Request) {
 	}
 	var prices []shop.Price
 	if len(ids) > 0 {
-		inst, err = call(r.Context(), g.pricing, PricingService, http.MethodGet, "/prices?ids="+url.QueryEscape(strings.Join(ids, ",")),
-			"/prices", g.Config.PricingTimeout, nil, &prices)
+		prices, inst, err = g.pricing.prices(r.Context(), ids)
 		sb.add(inst)
 		if err != nil && !g.Config.PricingFallback {
 			g.respondErr(w, &sb, err)
@@ -199,7 +196,8 @@ func (g *Gateway) getProduct(w http.ResponseWriter, r *http.Request) {
 	)
 	// Both calls at once: the answer takes the slower of the two, not their sum.
 	wg.Go(func() {
-		inst, err := call(r.Context(), g.pricing, PricingService, http.MethodGet, "/prices/"+id, "/prices/{id}", g.Config.PricingTimeout, nil, &price)
+		p, inst, err := g.pricing.price(r.Context(), id)
+		price = p
 		sb.add(inst)
 		priceErr = err
 	})

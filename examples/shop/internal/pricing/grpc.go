@@ -5,7 +5,9 @@ import (
 
 	"github.com/cloudchassis/kit/examples/shop/internal/pricing/pricingpb"
 	"github.com/cloudchassis/kit/examples/shop/internal/shop"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -15,18 +17,20 @@ type GRPCServer struct {
 	pricingpb.UnimplementedPricingServer
 
 	currency string
-	chaos    *Chaos // nil: no fault injection
+	chaos    *Chaos         // nil: no fault injection
+	id       *shop.Identity // nil: no x-instance header
 }
 
 // NewGRPCServer returns the gRPC API of an instance whose prices are in currency; a non-nil chaos
-// applies its faults to every call.
-func NewGRPCServer(currency string, chaos *Chaos) *GRPCServer {
-	return &GRPCServer{currency: currency, chaos: chaos}
+// applies its faults to every call, and a non-nil id names the instance in the x-instance header of
+// every answer (read at each call: shop.Identify fills it in when the HTTP routes are registered).
+func NewGRPCServer(currency string, chaos *Chaos, id *shop.Identity) *GRPCServer {
+	return &GRPCServer{currency: currency, chaos: chaos, id: id}
 }
 
 // GetPrice implements pricingpb.PricingServer.
 func (g *GRPCServer) GetPrice(ctx context.Context, req *pricingpb.GetPriceRequest) (*pricingpb.Price, error) {
-	if err := g.fault(ctx); err != nil {
+	if err := g.begin(ctx); err != nil {
 		return nil, err
 	}
 	if !shop.ValidID(req.GetProductId()) {
@@ -37,7 +41,7 @@ func (g *GRPCServer) GetPrice(ctx context.Context, req *pricingpb.GetPriceReques
 
 // GetPrices implements pricingpb.PricingServer.
 func (g *GRPCServer) GetPrices(ctx context.Context, req *pricingpb.GetPricesRequest) (*pricingpb.GetPricesResponse, error) {
-	if err := g.fault(ctx); err != nil {
+	if err := g.begin(ctx); err != nil {
 		return nil, err
 	}
 	ids := req.GetProductIds()
@@ -54,7 +58,12 @@ func (g *GRPCServer) GetPrices(ctx context.Context, req *pricingpb.GetPricesRequ
 	return out, nil
 }
 
-func (g *GRPCServer) fault(ctx context.Context) error {
+// begin names the instance in the answer's header and applies the faults.
+func (g *GRPCServer) begin(ctx context.Context) error {
+	if g.id != nil && g.id.ID != "" {
+		// Fails only outside a server call (a direct method call in a test): nothing to name then.
+		_ = grpc.SetHeader(ctx, metadata.Pairs(shop.MetaInstance, g.id.ID))
+	}
 	if g.chaos == nil {
 		return nil
 	}

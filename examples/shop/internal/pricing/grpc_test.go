@@ -15,7 +15,7 @@ import (
 )
 
 func TestGRPCPrices(t *testing.T) {
-	g := pricing.NewGRPCServer("USD", nil)
+	g := pricing.NewGRPCServer("USD", nil, nil)
 	ctx := t.Context()
 	p, err := g.GetPrice(ctx, &pricingpb.GetPriceRequest{ProductId: "p-001"})
 	if err != nil || pricing.FromProto(p) != pricing.PriceOf("p-001", "USD") {
@@ -50,7 +50,7 @@ func TestGRPCPrices(t *testing.T) {
 func TestGRPCChaos(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		chaos := pricing.NewChaos()
-		g := pricing.NewGRPCServer("EUR", chaos)
+		g := pricing.NewGRPCServer("EUR", chaos, nil)
 		call := func(ctx context.Context) error {
 			_, err := g.GetPrice(ctx, &pricingpb.GetPriceRequest{ProductId: "p-001"})
 			return err

@@ -20,6 +20,9 @@ const (
 	HeaderServedBy = "X-Served-By"
 	// HeaderDegraded names the dependencies a response was answered without ("pricing").
 	HeaderDegraded = "X-Degraded"
+	// MetaInstance is HeaderInstance's gRPC counterpart: the response header metadata that names the
+	// instance that answered a call.
+	MetaInstance = "x-instance"
 )
 
 // Identity is the instance identity every shop service reads from its environment.

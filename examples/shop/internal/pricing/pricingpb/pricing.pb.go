@@ -236,10 +236,10 @@ const file_pricing_proto_rawDesc = "" +
 	"\x05cents\x18\x02 \x01(\x03R\x05cents\x12\x1a\n" +
 	"\bcurrency\x18\x03 \x01(\tR\bcurrency\"K\n" +
 	"\x11GetPricesResponse\x126\n" +
-	"\x06prices\x18\x01 \x03(\v2\x1e.chassis.shop.pricing.v1.PriceR\x06prices2\xc3\x01\n" +
-	"\aPricing\x12T\n" +
-	"\bGetPrice\x12(.chassis.shop.pricing.v1.GetPriceRequest\x1a\x1e.chassis.shop.pricing.v1.Price\x12b\n" +
-	"\tGetPrices\x12).chassis.shop.pricing.v1.GetPricesRequest\x1a*.chassis.shop.pricing.v1.GetPricesResponseBFZDgithub.com/cloudchassis/kit/examples/shop/internal/pricing/pricingpbb\x06proto3"
+	"\x06prices\x18\x01 \x03(\v2\x1e.chassis.shop.pricing.v1.PriceR\x06prices2\xcd\x01\n" +
+	"\aPricing\x12Y\n" +
+	"\bGetPrice\x12(.chassis.shop.pricing.v1.GetPriceRequest\x1a\x1e.chassis.shop.pricing.v1.Price\"\x03\x90\x02\x01\x12g\n" +
+	"\tGetPrices\x12).chassis.shop.pricing.v1.GetPricesRequest\x1a*.chassis.shop.pricing.v1.GetPricesResponse\"\x03\x90\x02\x01BFZDgithub.com/cloudchassis/kit/examples/shop/internal/pricing/pricingpbb\x06proto3"
 
 var (
 	file_pricing_proto_rawDescOnce sync.Once

@@ -30,8 +30,8 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Pricing answers the price of products. Both methods are idempotent reads: a client may retry and
-// hedge them.
+// Pricing answers the price of products. Both methods are reads without side effects
+// (idempotency_level), which tells a Chassis client that it may retry and hedge them.
 type PricingClient interface {
 	// GetPrice answers one product's price.
 	GetPrice(ctx context.Context, in *GetPriceRequest, opts ...grpc.CallOption) (*Price, error)
@@ -71,8 +71,8 @@ func (c *pricingClient) GetPrices(ctx context.Context, in *GetPricesRequest, opt
 // All implementations must embed UnimplementedPricingServer
 // for forward compatibility.
 //
-// Pricing answers the price of products. Both methods are idempotent reads: a client may retry and
-// hedge them.
+// Pricing answers the price of products. Both methods are reads without side effects
+// (idempotency_level), which tells a Chassis client that it may retry and hedge them.
 type PricingServer interface {
 	// GetPrice answers one product's price.
 	GetPrice(context.Context, *GetPriceRequest) (*Price, error)
