@@ -3,7 +3,6 @@ package chassis
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,6 +19,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/cloudchassis/kit/auth"
+	"github.com/cloudchassis/kit/grpcx"
+	"github.com/cloudchassis/kit/internal/requestid"
 	"github.com/cloudchassis/kit/problem"
 	"github.com/cloudchassis/kit/resilience"
 	"go.opentelemetry.io/otel/trace"
@@ -30,11 +31,14 @@ const RequestIDHeader = "X-Request-Id"
 
 type requestIDKey struct{}
 
-// RequestID returns the id of the request whose context ctx is, or "". When the caller sent no
+// RequestID returns the id of the request (or gRPC call) whose context ctx is, or "". When the caller sent no
 // X-Request-Id, the id is the trace id, which the context already carries: nothing is stored then,
 // which saves an allocation per request.
 func RequestID(ctx context.Context) string {
 	if id, ok := ctx.Value(requestIDKey{}).(string); ok {
+		return id
+	}
+	if id := grpcx.RequestID(ctx); id != "" {
 		return id
 	}
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
@@ -295,25 +299,9 @@ func (w *trackingWriter) traceHex(id trace.TraceID) string {
 	return unsafe.String(&w.idText[0], len(w.idText))
 }
 
-// validRequestID accepts up to 128 visible ASCII characters, so that a caller cannot inject log lines
-// or huge values.
-func validRequestID(id string) bool {
-	if id == "" || len(id) > 128 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; c < 0x21 || c > 0x7e {
-			return false
-		}
-	}
-	return true
-}
+func validRequestID(id string) bool { return requestid.Valid(id) }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
+func randomHex(n int) string { return requestid.Random(n) }
 
 // IsBodyTooLarge reports whether err comes from reading a body over HTTP_MAX_BODY_BYTES; answer 413.
 func IsBodyTooLarge(err error) bool {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/config"
@@ -52,6 +53,7 @@ type options struct {
 	telemetry      []telemetry.Option
 	forceExit      func(int)
 	startChecks    time.Duration
+	grpc           []grpc.ServerOption
 }
 
 // WithConfig loads the service's own config struct from the same environment as the chassis
@@ -130,6 +132,8 @@ type Service struct {
 	clientsStarted bool
 	closers        []lifecycle.Hook // stop after the clients (the Consul registry)
 	static         sync.Map         // service -> instances listed in DISCOVERY_STATIC_<SERVICE>
+
+	grpc grpcServer // the gRPC server, once GRPC was called
 
 	drains      []lifecycle.Hook
 	adminRoutes []adminRoute
@@ -326,6 +330,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.running = true
 	err := s.runProblems()
+	if err == nil {
+		err = s.grpc.err
+	}
 	s.mu.Unlock()
 	if err != nil {
 		// Nothing started: free what New built. The error is not logged here; Exit (or Main)
@@ -383,6 +390,11 @@ func (s *Service) Run(ctx context.Context) error {
 				return err
 			},
 		},
+	)
+	if s.grpcUsed() {
+		s.group.Append(s.grpcHook())
+	}
+	s.group.Append(
 		lifecycle.Hook{
 			Name: "readiness",
 			Start: func(ctx context.Context) error {
@@ -390,6 +402,7 @@ func (s *Service) Run(ctx context.Context) error {
 					return err
 				}
 				s.health.MarkStarted()
+				s.grpcReadinessChanged()
 				if s.opts.registrar != nil {
 					r, err := s.opts.registrar(s)
 					if err != nil {
@@ -401,7 +414,7 @@ func (s *Service) Run(ctx context.Context) error {
 					registrar = r
 				}
 				s.log.Info("ready",
-					zap.String("addr", s.Addr()), zap.String("admin_addr", s.AdminAddr()),
+					zap.String("addr", s.Addr()), zap.String("admin_addr", s.AdminAddr()), zap.String("grpc_addr", s.GRPCAddr()),
 					zap.Duration("startup", time.Since(s.started)))
 				_ = s.log.Sync() // the line is out of LOG_BUFFER: whoever watches the output sees it now
 				close(s.ready)   // after the log line, so that whoever waits on Ready can find it
@@ -412,6 +425,7 @@ func (s *Service) Run(ctx context.Context) error {
 				// withdraw from the registry first, keep serving while the news propagates, and only
 				// then let the public server's Stop close the listener.
 				s.health.MarkDraining()
+				s.grpcReadinessChanged()             // gRPC health turns NOT_SERVING with /readyz
 				s.public.SetKeepAlivesEnabled(false) // responses now say Connection: close
 				var err error
 				if registrar != nil {
