@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -29,6 +30,10 @@ const MetaGRPCPort = grpcx.MetaPort
 func WithGRPCOptions(opts ...grpc.ServerOption) Option {
 	return optionFunc(func(o *options) { o.grpc = append(o.grpc, opts...) })
 }
+
+// grpcStopWait is how long, after the shutdown deadline cut the calls in progress, Run waits for
+// the gRPC server to close its connections.
+const grpcStopWait = time.Second
 
 // grpcServer is the service's gRPC server, made by the first call to GRPC.
 type grpcServer struct {
@@ -143,8 +148,24 @@ func (s *Service) grpcHook() lifecycle.Hook {
 			case <-done:
 				return nil
 			case <-ctx.Done():
-				g.srv.Stop()
-				<-done
+				// Stop closes every connection, which cancels the calls' contexts; it does not wait
+				// for handlers, nor do we: one that ignores its context keeps running, as with
+				// net/http's Shutdown, and GracefulStop's goroutine ends when the last one returns.
+				// Stop waits for GracefulStop's lock, which GracefulStop holds while it waits for
+				// handlers: it runs on its own, and Run waits for it at most grpcStopWait.
+				stopped := make(chan struct{})
+				go func() {
+					g.srv.Stop()
+					close(stopped)
+				}()
+				t := time.NewTimer(grpcStopWait)
+				defer t.Stop()
+				select {
+				case <-stopped:
+				case <-done:
+				case <-t.C:
+					s.log.Warn("gRPC handlers still running after Stop: they ignore their context's cancellation")
+				}
 				err := fmt.Errorf("gRPC calls in progress cut at shutdown deadline: %w", ctx.Err())
 				s.log.Warn("gRPC calls in progress cut at shutdown deadline", zap.Error(ctx.Err()))
 				return err
