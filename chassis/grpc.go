@@ -72,7 +72,7 @@ func (s *Service) GRPC() *grpc.Server {
 			grpcx.WithPropagator(s.tel.Propagator()),
 			grpcx.WithLogger(s.tel.Slog()),
 			grpcx.WithAccessLog(st.AccessLog, st.AccessLogSample),
-			grpcx.WithRequestTimeout(st.GRPC.RequestTimeout),
+			grpcx.WithRequestTimeout(st.ServerConfig.RequestTimeout),
 			grpcx.WithShedder(s.shedder),
 			grpcx.WithPriorityKey(st.PriorityHeader),
 			grpcx.WithMethodPriorities(methodPriorities(st.ShedConfig)),
@@ -88,7 +88,7 @@ func (s *Service) GRPC() *grpc.Server {
 			g.err = fmt.Errorf("chassis: gRPC server: %w", g.err)
 			g.chain, _ = grpcx.NewInterceptors() // a server that works, for a service that fails at Run
 		}
-		sopts := append(st.GRPC.ServerOptions(),
+		sopts := append(st.ServerConfig.ServerOptions(),
 			grpc.ChainUnaryInterceptor(g.chain.Unary()),
 			grpc.ChainStreamInterceptor(g.chain.Stream()))
 		if s.tlsConf != nil {
@@ -97,7 +97,7 @@ func (s *Service) GRPC() *grpc.Server {
 		g.srv = grpc.NewServer(append(sopts, s.opts.grpc...)...)
 		g.health = grpcx.NewHealth(func(ctx context.Context) bool { return s.health.Check(ctx, health.Readiness).OK() })
 		g.health.Register(g.srv)
-		if st.GRPC.Reflection {
+		if st.ServerConfig.Reflection {
 			reflection.Register(g.srv)
 		}
 	})
@@ -122,7 +122,7 @@ func (s *Service) grpcHook() lifecycle.Hook {
 	return lifecycle.Hook{
 		Name: "grpc server",
 		Start: func(ctx context.Context) error {
-			ln, err := s.listen(ctx, s.settings.GRPC.Port)
+			ln, err := s.listen(ctx, s.settings.ServerConfig.Port)
 			if err != nil {
 				return fmt.Errorf("gRPC port: %w", err)
 			}

@@ -61,8 +61,9 @@ type Settings struct {
 	auth.Config
 	auth.TLSConfig
 
-	// GRPC configures the gRPC server (GRPC_*), served only when the service uses it (Service.GRPC).
-	GRPC grpcx.Config `envconfig:"GRPC"`
+	// ServerConfig configures the gRPC server (GRPC_*), served only when the service uses it
+	// (Service.GRPC).
+	grpcx.ServerConfig
 
 	// ClientTLS is the TLS of calls made through Client, shared by every dependency; each setting
 	// can be overridden per dependency as CLIENT_<NAME>_TLS_* (see TransportConfig).

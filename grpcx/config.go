@@ -18,31 +18,31 @@ const MetaPort = "grpc_port"
 // DefaultPort is the default gRPC port (GRPC_PORT).
 const DefaultPort = 9000
 
-// Config configures the gRPC server from the environment. Its envconfig tags have no prefix:
-// chassis.Settings holds it as the field GRPC and so reads GRPC_PORT, GRPC_MAX_RECV_BYTES and so on.
-// The zero value is not the default: load it with package config, or start from DefaultConfig.
-type Config struct {
-	Port           int             `envconfig:"PORT" default:"9000" validate:"min=0,max=65535" desc:"gRPC port, served only when the service uses its gRPC server (Service.GRPC); 0 picks a free port"`
-	MaxRecvBytes   config.ByteSize `envconfig:"MAX_RECV_BYTES" default:"4MiB" validate:"gt=0,lte=2147483647" desc:"largest gRPC message the server accepts (larger gets RESOURCE_EXHAUSTED)"`
-	MaxSendBytes   config.ByteSize `envconfig:"MAX_SEND_BYTES" default:"4MiB" validate:"gt=0,lte=2147483647" desc:"largest gRPC message the server sends (a handler's larger answer fails with RESOURCE_EXHAUSTED)"`
-	MaxStreams     uint32          `envconfig:"MAX_CONCURRENT_STREAMS" default:"1000" validate:"gt=0" desc:"concurrent calls one client connection may have open"`
-	RequestTimeout time.Duration   `envconfig:"REQUEST_TIMEOUT" default:"30s" validate:"gte=0" desc:"longest deadline of a call's context; the caller's shorter deadline wins; 0 keeps the caller's alone"`
+// ServerConfig configures the gRPC server from the environment (envconfig tags); chassis.Settings
+// embeds it. The zero value is not the default: load it with package config, or start from
+// DefaultConfig.
+type ServerConfig struct {
+	Port           int             `envconfig:"GRPC_PORT" default:"9000" validate:"min=0,max=65535" desc:"gRPC port, served only when the service uses its gRPC server (Service.GRPC); 0 picks a free port"`
+	MaxRecvBytes   config.ByteSize `envconfig:"GRPC_MAX_RECV_BYTES" default:"4MiB" validate:"gt=0,lte=2147483647" desc:"largest gRPC message the server accepts (larger gets RESOURCE_EXHAUSTED)"`
+	MaxSendBytes   config.ByteSize `envconfig:"GRPC_MAX_SEND_BYTES" default:"4MiB" validate:"gt=0,lte=2147483647" desc:"largest gRPC message the server sends (a handler's larger answer fails with RESOURCE_EXHAUSTED)"`
+	MaxStreams     uint32          `envconfig:"GRPC_MAX_CONCURRENT_STREAMS" default:"1000" validate:"gt=0" desc:"concurrent calls one client connection may have open"`
+	RequestTimeout time.Duration   `envconfig:"GRPC_REQUEST_TIMEOUT" default:"30s" validate:"gte=0" desc:"longest deadline of a call's context; the caller's shorter deadline wins; 0 keeps the caller's alone"`
 
 	// Keepalive: what the server asks of clients (enforcement) and how it probes idle connections.
-	KeepaliveMinTime      time.Duration `envconfig:"KEEPALIVE_MIN_TIME" default:"10s" validate:"gte=0" desc:"clients that ping more often than this are disconnected (GOAWAY too_many_pings)"`
-	KeepaliveWithoutCalls bool          `envconfig:"KEEPALIVE_PERMIT_WITHOUT_CALLS" default:"true" desc:"allow client pings on connections with no call in progress"`
-	KeepaliveTime         time.Duration `envconfig:"KEEPALIVE_TIME" default:"1m" validate:"gte=0" desc:"the server pings a connection idle for this long, to find dead peers"`
-	KeepaliveTimeout      time.Duration `envconfig:"KEEPALIVE_TIMEOUT" default:"20s" validate:"gte=0" desc:"a ping unanswered for this long closes the connection"`
-	MaxConnectionIdle     time.Duration `envconfig:"MAX_CONNECTION_IDLE" default:"0s" validate:"gte=0" desc:"close connections with no call for this long (0: never)"`
-	MaxConnectionAge      time.Duration `envconfig:"MAX_CONNECTION_AGE" default:"0s" validate:"gte=0" desc:"close connections older than this (GOAWAY, so that clients reconnect and rebalance; 0: never)"`
-	MaxConnectionAgeGrace time.Duration `envconfig:"MAX_CONNECTION_AGE_GRACE" default:"0s" validate:"gte=0" desc:"time calls get to finish after GRPC_MAX_CONNECTION_AGE (0: unlimited)"`
+	KeepaliveMinTime      time.Duration `envconfig:"GRPC_KEEPALIVE_MIN_TIME" default:"10s" validate:"gte=0" desc:"clients that ping more often than this are disconnected (GOAWAY too_many_pings)"`
+	KeepaliveWithoutCalls bool          `envconfig:"GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS" default:"true" desc:"allow client pings on connections with no call in progress"`
+	KeepaliveTime         time.Duration `envconfig:"GRPC_KEEPALIVE_TIME" default:"1m" validate:"gte=0" desc:"the server pings a connection idle for this long, to find dead peers"`
+	KeepaliveTimeout      time.Duration `envconfig:"GRPC_KEEPALIVE_TIMEOUT" default:"20s" validate:"gte=0" desc:"a ping unanswered for this long closes the connection"`
+	MaxConnectionIdle     time.Duration `envconfig:"GRPC_MAX_CONNECTION_IDLE" default:"0s" validate:"gte=0" desc:"close connections with no call for this long (0: never)"`
+	MaxConnectionAge      time.Duration `envconfig:"GRPC_MAX_CONNECTION_AGE" default:"0s" validate:"gte=0" desc:"close connections older than this (GOAWAY, so that clients reconnect and rebalance; 0: never)"`
+	MaxConnectionAgeGrace time.Duration `envconfig:"GRPC_MAX_CONNECTION_AGE_GRACE" default:"0s" validate:"gte=0" desc:"time calls get to finish after GRPC_MAX_CONNECTION_AGE (0: unlimited)"`
 
-	Reflection bool `envconfig:"REFLECTION" default:"false" desc:"serve the gRPC reflection service (grpcurl list/describe) on the gRPC port; never on by default, since it describes every API to anyone who can connect"`
+	Reflection bool `envconfig:"GRPC_REFLECTION" default:"false" desc:"serve the gRPC reflection service (grpcurl list/describe) on the gRPC port; never on by default, since it describes every API to anyone who can connect"`
 }
 
 // DefaultConfig returns the defaults that the environment tags describe.
-func DefaultConfig() Config {
-	return Config{
+func DefaultConfig() ServerConfig {
+	return ServerConfig{
 		Port:                  DefaultPort,
 		MaxRecvBytes:          4 << 20,
 		MaxSendBytes:          4 << 20,
@@ -58,7 +58,7 @@ func DefaultConfig() Config {
 // ServerOptions returns the grpc.ServerOptions that c describes: message size limits, the stream
 // limit, the keepalive enforcement policy and parameters. Interceptors and credentials are not
 // among them (see Interceptors and chassis.Service.GRPC).
-func (c Config) ServerOptions() []grpc.ServerOption {
+func (c ServerConfig) ServerOptions() []grpc.ServerOption {
 	opts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             c.KeepaliveMinTime,

@@ -2,7 +2,7 @@
 // the health service and the server's configuration. chassis.Service.GRPC wires them from the
 // environment; use this package directly to build a gRPC server outside chassis.
 //
-// Start with NewInterceptors and Config.ServerOptions:
+// Start with NewInterceptors and ServerConfig.ServerOptions:
 //
 //	chain, err := grpcx.NewInterceptors(grpcx.WithShedder(shedder), grpcx.WithVerifier(verifier, false))
 //	srv := grpc.NewServer(append(grpcx.DefaultConfig().ServerOptions(),

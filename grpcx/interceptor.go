@@ -70,7 +70,7 @@ var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
 //     subject: RESOURCE_EXHAUSTED with retry information;
 //  6. the interceptors chained after these (grpc.ChainUnaryInterceptor), then the handler.
 //
-// Message size limits and keepalive enforcement are transport settings: Config.ServerOptions.
+// Message size limits and keepalive enforcement are transport settings: ServerConfig.ServerOptions.
 // The health service (grpc.health.v1.Health) bypasses the chain. Interceptors is safe for
 // concurrent use.
 type Interceptors struct {
