@@ -79,7 +79,7 @@ func BenchmarkGRPCServer(b *testing.B) {
 		name   string
 		export bool
 	}{
-		{"chassis/sampled", true},     // every span recorded and exported, as the otelgrpc row
+		{"chassis/sampled", true},      // every span recorded and exported, as the otelgrpc row
 		{"chassis/no-exporter", false}, // the default without OTLP: trace ids, no recorded span
 	} {
 		b.Run(tc.name, func(b *testing.B) {
