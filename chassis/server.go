@@ -20,6 +20,7 @@ import (
 
 	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/grpcx"
+	"github.com/cloudchassis/kit/internal/reqctx"
 	"github.com/cloudchassis/kit/internal/requestid"
 	"github.com/cloudchassis/kit/problem"
 	"github.com/cloudchassis/kit/resilience"
@@ -150,7 +151,7 @@ func (s *Service) stdLog(server string) *log.Logger {
 // otherwise the body is capped, so that a chunked body over the limit fails the handler's read with
 // *http.MaxBytesError. Deadline: the caller's propagated deadline (resilience.TimeoutHeader), capped
 // by HTTP_REQUEST_TIMEOUT (resilience.PropagatedTimeout), on the request context, lazily
-// (requestCtx).
+// (reqctx.Context).
 func (s *Service) core(next http.Handler) http.Handler {
 	limit := int64(s.settings.MaxBodyBytes)
 	tooLarge := fmt.Sprintf("the request body exceeds the limit of %s", s.settings.MaxBodyBytes)
@@ -193,8 +194,8 @@ func (s *Service) core(next http.Handler) http.Handler {
 			problem.Write(w, http.StatusRequestEntityTooLarge, "", tooLarge)
 			return
 		}
-		st.ctx.init(ctx, ownID, time.Now(), resilience.PropagatedTimeout(r.Header, timeout))
-		defer st.ctx.release()
+		st.ctx.Init(ctx, requestIDKey{}, ownID, time.Now(), resilience.PropagatedTimeout(r.Header, timeout))
+		defer st.ctx.Release()
 		// core is always the direct child of telemetry's Handler (Handle, handleUnmatched), which
 		// made r, a copy, for this chain alone: core replaces that copy's context in place (the
 		// compiler keeps WithContext's copy on the stack) instead of copying 250 bytes once more.
@@ -213,7 +214,7 @@ func (s *Service) core(next http.Handler) http.Handler {
 // coreState is the chassis core's per-request state.
 type coreState struct {
 	w   trackingWriter
-	ctx requestCtx
+	ctx reqctx.Context
 }
 
 func (s *Service) recovered(tw *trackingWriter, r *http.Request, p any) {

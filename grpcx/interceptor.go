@@ -2,6 +2,7 @@ package grpcx
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
@@ -28,6 +30,7 @@ import (
 
 	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/guard"
+	"github.com/cloudchassis/kit/internal/reqctx"
 	"github.com/cloudchassis/kit/internal/requestid"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
@@ -83,6 +86,7 @@ type Interceptors struct {
 	reg       metric.Registration
 	methods   atomic.Pointer[map[string]*method]
 	grow      chan struct{} // a one-slot lock for inserts into methods
+	fields    []string      // the metadata keys the propagator reads, lower case
 }
 
 // NewInterceptors builds the chain. It returns an error when the meter provider refuses an
@@ -90,6 +94,9 @@ type Interceptors struct {
 func NewInterceptors(opts ...Option) (*Interceptors, error) {
 	i := &Interceptors{o: newOptions(opts), grow: make(chan struct{}, 1)}
 	i.tracer = i.o.tracers.Tracer(semconv.ScopeTelemetry)
+	for _, f := range i.o.propagator.Fields() {
+		i.fields = append(i.fields, strings.ToLower(f))
+	}
 	m := i.o.Meters.Meter(semconv.ScopeTelemetry)
 	var err error
 	i.duration, err = m.Float64Histogram(semconv.RPCServerCallDuration, metric.WithUnit("s"),
@@ -194,32 +201,22 @@ func (i *Interceptors) build(full string) *method {
 	return m
 }
 
-// call is one call's state and the context layer that carries its request id, in one allocation.
+// call is one call's state: its context layer (request id and lazy deadline, shared with the HTTP
+// server's) and its stream wrapper, in one allocation.
 type call struct {
-	parent context.Context
+	ctx    reqctx.Context
 	id     string
+	idText [32]byte
 	ss     stream
 }
 
-type callKey struct{}
-
-func (c *call) Deadline() (time.Time, bool) { return c.parent.Deadline() }
-func (c *call) Done() <-chan struct{}       { return c.parent.Done() }
-func (c *call) Err() error                  { return c.parent.Err() }
-func (c *call) Value(key any) any {
-	if _, ok := key.(callKey); ok {
-		return c
-	}
-	return c.parent.Value(key)
-}
+type requestIDKey struct{}
 
 // RequestID returns the request id of the gRPC call whose context ctx is (or derives from), or "".
 // chassis.RequestID answers it too.
 func RequestID(ctx context.Context) string {
-	if c, ok := ctx.Value(callKey{}).(*call); ok {
-		return c.id
-	}
-	return ""
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
 }
 
 // stream gives a stream handler the call's context.
@@ -234,19 +231,15 @@ func (i *Interceptors) unary(ctx context.Context, req any, info *grpc.UnaryServe
 	if strings.HasPrefix(info.FullMethod, healthPrefix) {
 		return handler(ctx, req)
 	}
-	c, ctx, span, start := i.begin(ctx, info.FullMethod)
 	m := i.method(info.FullMethod)
-	var cancel context.CancelFunc
+	c, ctx, span, start := i.begin(ctx, info.FullMethod, m)
 	defer func() {
 		if p := recover(); p != nil {
 			err = i.recovered(ctx, info.FullMethod, p)
 		}
-		if cancel != nil {
-			cancel()
-		}
+		c.ctx.Release()
 		i.end(ctx, c, m, info.FullMethod, span, start, err)
 	}()
-	ctx, cancel = i.deadline(ctx, start)
 	ctx, done, err := i.admit(ctx, info.FullMethod, m)
 	if err != nil {
 		return nil, err
@@ -259,19 +252,15 @@ func (i *Interceptors) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 	if strings.HasPrefix(info.FullMethod, healthPrefix) {
 		return handler(srv, ss)
 	}
-	c, ctx, span, start := i.begin(ss.Context(), info.FullMethod)
 	m := i.method(info.FullMethod)
-	var cancel context.CancelFunc
+	c, ctx, span, start := i.begin(ss.Context(), info.FullMethod, m)
 	defer func() {
 		if p := recover(); p != nil {
 			err = i.recovered(ctx, info.FullMethod, p)
 		}
-		if cancel != nil {
-			cancel()
-		}
+		c.ctx.Release()
 		i.end(ctx, c, m, info.FullMethod, span, start, err)
 	}()
-	ctx, cancel = i.deadline(ctx, start)
 	ctx, done, err := i.admit(ctx, info.FullMethod, m)
 	if err != nil {
 		return err
@@ -281,40 +270,44 @@ func (i *Interceptors) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 	return handler(srv, &c.ss)
 }
 
-// begin is the telemetry and request-id half of a call's start.
-func (i *Interceptors) begin(ctx context.Context, full string) (*call, context.Context, trace.Span, time.Time) {
+// begin is the telemetry, request-id and deadline half of a call's start. The deadline is lazy
+// (reqctx): no timer unless something waits on the context's Done.
+func (i *Interceptors) begin(ctx context.Context, full string, m *method) (*call, context.Context, trace.Span, time.Time) {
 	start := time.Now()
-	if !i.o.defaultProp || first(ctx, "traceparent") != "" || first(ctx, "baggage") != "" {
+	if i.carried(ctx) {
 		ctx = i.o.propagator.Extract(ctx, mdCarrier{ctx})
 	}
-	m := i.method(full)
 	ctx, span := i.tracer.Start(ctx, strings.TrimPrefix(full, "/"), m.startOpts...)
 	i.active.Add(1)
 	if !i.seen.Load() {
 		i.seen.Store(true)
 	}
-	c := &call{parent: ctx}
+	c := &call{}
 	if id := first(ctx, RequestIDKey); requestid.Valid(id) {
 		c.id = id
 	} else if sc := span.SpanContext(); sc.HasTraceID() {
-		c.id = sc.TraceID().String()
+		// The trace id's text lives in the call, which is allocated anyway, and is written once
+		// here: the string stays immutable for as long as anything refers to it.
+		tid := sc.TraceID()
+		hex.Encode(c.idText[:], tid[:])
+		c.id = unsafe.String(&c.idText[0], len(c.idText))
 	} else {
 		c.id = requestid.Random(16)
 	}
 	_ = grpc.SetHeader(ctx, metadata.MD{RequestIDKey: []string{c.id}})
-	return c, c, span, start
+	c.ctx.Init(ctx, requestIDKey{}, c.id, start, i.o.timeout)
+	return c, &c.ctx, span, start
 }
 
-// deadline caps the call's deadline at the request timeout.
-func (i *Interceptors) deadline(ctx context.Context, start time.Time) (context.Context, context.CancelFunc) {
-	if i.o.timeout <= 0 {
-		return ctx, nil
+// carried reports whether the metadata holds a key the propagator reads: without one, Extract would
+// find nothing.
+func (i *Interceptors) carried(ctx context.Context) bool {
+	for _, k := range i.fields {
+		if first(ctx, k) != "" {
+			return true
+		}
 	}
-	limit := start.Add(i.o.timeout)
-	if dl, ok := ctx.Deadline(); ok && !dl.After(limit) {
-		return ctx, nil
-	}
-	return context.WithDeadline(ctx, limit)
+	return false
 }
 
 // admit runs shedding, authentication and rate limiting. The ticket's Done must be called once the

@@ -24,9 +24,8 @@ func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
 	obs.Sinks
-	tracers     trace.TracerProvider
-	propagator  propagation.TextMapPropagator
-	defaultProp bool
+	tracers    trace.TracerProvider
+	propagator propagation.TextMapPropagator
 
 	access       bool
 	accessSample float64
@@ -53,7 +52,6 @@ func newOptions(opts []Option) options {
 		Sinks:        obs.Defaults(),
 		tracers:      tracenoop.NewTracerProvider(),
 		propagator:   propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
-		defaultProp:  true,
 		accessSample: 1,
 		timeout:      DefaultConfig().RequestTimeout,
 		priorityKey:  "x-request-priority",
@@ -85,7 +83,7 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 func WithPropagator(p propagation.TextMapPropagator) Option {
 	return optionFunc(func(o *options) {
 		if p != nil {
-			o.propagator, o.defaultProp = p, false
+			o.propagator = p
 		}
 	})
 }
