@@ -3,19 +3,17 @@ package bench
 import (
 	"context"
 	"io"
-	"net"
 	"testing"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/cloudchassis/kit/chassis"
 	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/internal/grpctest"
 	"github.com/cloudchassis/kit/telemetry"
 )
 
@@ -38,16 +36,11 @@ func (echoService) UnaryCall(_ context.Context, req *testgrpc.SimpleRequest) (*t
 func BenchmarkGRPCServer(b *testing.B) {
 	run := func(b *testing.B, srv *grpc.Server) {
 		testgrpc.RegisterTestServiceServer(srv, echoService{})
-		lis := bufconn.Listen(1 << 20)
-		go func() { _ = srv.Serve(lis) }()
-		defer srv.Stop()
-		conn, err := grpc.NewClient("passthrough:///bufnet",
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-			grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, stop, err := grpctest.Serve(srv)
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer conn.Close()
+		defer stop()
 		c := testgrpc.NewTestServiceClient(conn)
 		ctx := context.Background()
 		req := &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("hello")}}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,6 +24,7 @@ import (
 	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/chassis"
 	"github.com/cloudchassis/kit/internal/consultest"
+	"github.com/cloudchassis/kit/internal/toolpath"
 )
 
 // grpcService answers UnaryCall with the caller's principal and request id, and blocks while
@@ -188,10 +188,7 @@ func TestGRPCShutdownDeadlineCutsCalls(t *testing.T) {
 
 // With TLS_* set, the gRPC server uses the HTTP server's certificate and client verification.
 func TestGRPCMutualTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca := newTestCA(t, "mesh")
-	caFile := filepath.Join(dir, "ca.pem")
-	writeAtomic(t, caFile, bundle(ca))
+	ca, dir, caFile := newMesh(t, "mesh")
 	server := ca.issue(t, "pricing").write(t, dir, "server")
 	svc, _ := newGRPCService(t, "TLS_CERT_FILE", server.cert, "TLS_KEY_FILE", server.key, "TLS_CLIENT_CA_FILE", caFile)
 	start(t, svc)
@@ -245,7 +242,7 @@ func TestGRPCPortAdvertisedInConsul(t *testing.T) {
 // it. Without it the test fails in CI and is skipped, saying how to install it, elsewhere.
 func findTool(t *testing.T, name string) string {
 	t.Helper()
-	if p := lookTool(name); p != "" {
+	if p := toolpath.Find(name); p != "" {
 		return p
 	}
 	msg := name + " not found on PATH or in $(go env GOPATH)/bin: run scripts/install-grpc-tools.sh"
@@ -291,7 +288,7 @@ func TestGRPCHealthProbe(t *testing.T) {
 	if code, out := probe(t, bin, addr, "-service", "no.such.Service"); code != 3 {
 		t.Fatalf("unknown service: exit %d: %s", code, out)
 	}
-	if grpcurl := lookTool("grpcurl"); grpcurl != "" {
+	if grpcurl := toolpath.Find("grpcurl"); grpcurl != "" {
 		out, err := exec.Command(grpcurl, "-plaintext", addr, "list").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "grpc.testing.TestService") || !strings.Contains(string(out), "grpc.health.v1.Health") {
 			t.Fatalf("grpcurl list: %v: %s", err, out)
@@ -331,17 +328,4 @@ func TestGRPCReflectionOffByDefault(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "server does not support the reflection API") {
 		t.Fatalf("grpcurl list without reflection: %v: %s", err, out)
 	}
-}
-
-func lookTool(name string) string {
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		p := filepath.Join(strings.TrimSpace(string(out)), "bin", name)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return ""
 }

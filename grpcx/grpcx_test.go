@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -22,16 +21,15 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/grpcx"
 	"github.com/cloudchassis/kit/guard"
+	"github.com/cloudchassis/kit/internal/grpctest"
 	"github.com/cloudchassis/kit/telemetry"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 	"github.com/cloudchassis/kit/telemetry/telemetrytest"
@@ -113,20 +111,20 @@ func serve(t *testing.T, svc *testService, opts []grpcx.Option, sopts ...grpc.Se
 		svc = &testService{}
 	}
 	testgrpc.RegisterTestServiceServer(srv, svc)
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = srv.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn := start(t, srv)
+	t.Cleanup(func() { _ = chain.Close() })
+	return testgrpc.NewTestServiceClient(conn)
+}
+
+// start serves srv in process until the test ends.
+func start(t *testing.T, srv *grpc.Server) *grpc.ClientConn {
+	t.Helper()
+	conn, stop, err := grpctest.Serve(srv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		srv.Stop()
-		_ = chain.Close()
-	})
-	return testgrpc.NewTestServiceClient(conn)
+	t.Cleanup(stop)
+	return conn
 }
 
 func with(ctx context.Context, kv ...string) context.Context {
@@ -486,16 +484,7 @@ func TestHealthMirrorsReadiness(t *testing.T) {
 	srv := grpc.NewServer()
 	testgrpc.RegisterTestServiceServer(srv, &testService{})
 	h.Register(srv)
-	lis := bufconn.Listen(1 << 16)
-	go func() { _ = srv.Serve(lis) }()
-	defer srv.Stop()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := start(t, srv)
 	hc := healthClient(conn)
 	ctx := context.Background()
 

@@ -231,43 +231,41 @@ func (i *Interceptors) unary(ctx context.Context, req any, info *grpc.UnaryServe
 	if strings.HasPrefix(info.FullMethod, healthPrefix) {
 		return handler(ctx, req)
 	}
-	m := i.method(info.FullMethod)
-	c, ctx, span, start := i.begin(ctx, info.FullMethod, m)
-	defer func() {
-		if p := recover(); p != nil {
-			err = i.recovered(ctx, info.FullMethod, p)
-		}
-		c.ctx.Release()
-		i.end(ctx, c, m, info.FullMethod, span, start, err)
-	}()
-	ctx, done, err := i.admit(ctx, info.FullMethod, m)
-	if err != nil {
-		return nil, err
-	}
-	defer done.Done()
-	return handler(ctx, req)
+	err = i.serve(ctx, info.FullMethod, func(ctx context.Context, _ *call) (err error) {
+		resp, err = handler(ctx, req)
+		return err
+	})
+	return resp, err
 }
 
-func (i *Interceptors) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+func (i *Interceptors) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if strings.HasPrefix(info.FullMethod, healthPrefix) {
 		return handler(srv, ss)
 	}
-	m := i.method(info.FullMethod)
-	c, ctx, span, start := i.begin(ss.Context(), info.FullMethod, m)
+	return i.serve(ss.Context(), info.FullMethod, func(ctx context.Context, c *call) error {
+		c.ss.ServerStream, c.ss.ctx = ss, ctx
+		return handler(srv, &c.ss)
+	})
+}
+
+// serve runs one call through the chain; run calls the handler with the call's context. (run does
+// not escape: the closures of unary and stream stay on the stack.)
+func (i *Interceptors) serve(ctx context.Context, full string, run func(context.Context, *call) error) (err error) {
+	m := i.method(full)
+	c, ctx, span, start := i.begin(ctx, full, m)
 	defer func() {
 		if p := recover(); p != nil {
-			err = i.recovered(ctx, info.FullMethod, p)
+			err = i.recovered(ctx, full, p)
 		}
 		c.ctx.Release()
-		i.end(ctx, c, m, info.FullMethod, span, start, err)
+		i.end(ctx, c, m, full, span, start, err)
 	}()
-	ctx, done, err := i.admit(ctx, info.FullMethod, m)
+	ctx, done, err := i.admit(ctx, full, m)
 	if err != nil {
 		return err
 	}
 	defer done.Done()
-	c.ss.ServerStream, c.ss.ctx = ss, ctx
-	return handler(srv, &c.ss)
+	return run(ctx, c)
 }
 
 // begin is the telemetry, request-id and deadline half of a call's start. The deadline is lazy
