@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"io"
 	"testing"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -11,10 +10,7 @@ import (
 	"google.golang.org/grpc"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
-	"github.com/cloudchassis/kit/chassis"
-	"github.com/cloudchassis/kit/config"
 	"github.com/cloudchassis/kit/internal/grpctest"
-	"github.com/cloudchassis/kit/telemetry"
 )
 
 type echoService struct {
@@ -78,15 +74,7 @@ func BenchmarkGRPCServer(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			env := map[string]string{"PORT": "0", "ADMIN_PORT": "0", "GRPC_PORT": "0", "ACCESS_LOG": "false",
 				"OTEL_TRACES_SAMPLER": "always_on", "OTEL_TRACES_EXPORTER": "none"}
-			opts := []chassis.Option{chassis.WithEnv(config.MapLookup(env)), chassis.WithLogOutput(io.Discard)}
-			exp := &countingExporter{}
-			if tc.export {
-				opts = append(opts, chassis.WithTelemetryOptions(telemetry.WithSpanExporter(exp)))
-			}
-			svc, err := chassis.New("bench", opts...)
-			if err != nil {
-				b.Fatal(err)
-			}
+			svc, exp := benchService(b, env, tc.export)
 			defer func() { _ = svc.Telemetry().Shutdown(context.Background()) }()
 			run(b, svc.GRPC())
 			if tc.export {
