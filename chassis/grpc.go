@@ -61,10 +61,17 @@ type grpcServer struct {
 //
 // On shutdown, in the drain's order: health turns NOT_SERVING with /readyz, the instance
 // deregisters, DRAIN_DELAY passes, then GracefulStop waits for calls in progress until
-// SHUTDOWN_TIMEOUT's deadline, and Stop cuts what remains. GRPC is safe for concurrent use.
+// SHUTDOWN_TIMEOUT's deadline, and Stop cuts what remains. GRPC is safe for concurrent use; a
+// server first made after Run started is not served (GRPC logs an error).
 func (s *Service) GRPC() *grpc.Server {
 	g := &s.grpc
 	g.once.Do(func() {
+		s.mu.Lock()
+		late := s.running
+		s.mu.Unlock()
+		if late {
+			s.log.Error("GRPC called after Run: the gRPC server is not served; call GRPC before Run")
+		}
 		st := s.settings
 		opts := []grpcx.Option{
 			grpcx.WithTracerProvider(s.tel.TracerProvider()),

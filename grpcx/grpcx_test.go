@@ -363,7 +363,8 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestShedding(t *testing.T) {
-	s, err := guard.NewShedder(guard.ShedConfig{InitialLimit: 1, MinLimit: 1, MaxLimit: 1})
+	tel, rec := telemetrytest.New(t, telemetry.Settings{ServiceName: "svc"})
+	s, err := guard.NewShedder(guard.ShedConfig{InitialLimit: 1, MinLimit: 1, MaxLimit: 1}, guard.WithMeterProvider(tel.MeterProvider()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,6 +385,16 @@ func TestShedding(t *testing.T) {
 	}
 	if p := trailer.Get(grpcx.PushbackKey); len(p) != 1 || p[0] != "1000" {
 		t.Fatalf("pushback trailer: %v", trailer)
+	}
+	if n := rec.CounterValue(t, semconv.MetricServerShed, attribute.String(semconv.AttrPriority, "default"),
+		attribute.String(semconv.AttrRPCMethod, "/grpc.testing.TestService/UnaryCall")); n != 1 {
+		t.Fatalf("shed counter: %v", n)
+	}
+	// Metadata can lower a call's priority: a sheddable call is refused the same way.
+	_, err = call(t, c, with(ctx, "x-request-priority", "sheddable"))
+	wantCode(t, err, codes.Unavailable, "server overloaded; retry later")
+	if n := rec.CounterValue(t, semconv.MetricServerShed, attribute.String(semconv.AttrPriority, "sheddable")); n != 1 {
+		t.Fatalf("sheddable shed counter: %v", n)
 	}
 	close(svc.block)
 	if err := <-errc; err != nil {
