@@ -9,7 +9,9 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -563,4 +565,48 @@ func (h health) watch(ctx context.Context, service string) (func() string, error
 		}
 		return res.GetStatus().String()
 	}, nil
+}
+
+// watchStream is a Health_WatchServer that hands each status to the test.
+type watchStream struct {
+	grpc.ServerStream
+	ctx  context.Context
+	sent chan healthpb.HealthCheckResponse_ServingStatus
+}
+
+func (w *watchStream) Context() context.Context { return w.ctx }
+func (w *watchStream) Send(r *healthpb.HealthCheckResponse) error {
+	w.sent <- r.GetStatus()
+	return nil
+}
+
+// Between Updates, Watch re-evaluates readiness every poll interval: a readiness check that
+// starts failing shows within one interval, and nothing is sent while the status holds.
+func TestHealthWatchPollsReadiness(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var ready atomic.Bool
+		ready.Store(true)
+		h := grpcx.NewHealth(func(context.Context) bool { return ready.Load() }, grpcx.WithWatchInterval(5*time.Second))
+		ctx, cancel := context.WithCancel(context.Background())
+		w := &watchStream{ctx: ctx, sent: make(chan healthpb.HealthCheckResponse_ServingStatus, 8)}
+		done := make(chan error, 1)
+		go func() { done <- h.Watch(&healthpb.HealthCheckRequest{}, w) }()
+		if st := <-w.sent; st != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("first: %v", st)
+		}
+		start := time.Now()
+		ready.Store(false) // a failing check, no Update
+		if st := <-w.sent; st != healthpb.HealthCheckResponse_NOT_SERVING || time.Since(start) != 5*time.Second {
+			t.Fatalf("after %v: %v", time.Since(start), st)
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if len(w.sent) != 0 {
+			t.Fatalf("%d sends while the status held", len(w.sent))
+		}
+		cancel()
+		if err := <-done; status.Code(err) != codes.Canceled {
+			t.Fatalf("Watch after the caller left: %v", err)
+		}
+	})
 }
