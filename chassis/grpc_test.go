@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/cloudchassis/kit/auth"
@@ -327,5 +329,53 @@ func TestGRPCReflectionOffByDefault(t *testing.T) {
 	out, err := exec.Command(grpcurl, "-plaintext", svc.GRPCAddr(), "list").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "server does not support the reflection API") {
 		t.Fatalf("grpcurl list without reflection: %v: %s", err, out)
+	}
+}
+
+// The gRPC chain takes its guards from the same environment as HTTP: AUTH_* (the health service
+// needs no token), RATE_LIMIT_* per verified subject, GRPC_MAX_RECV_BYTES.
+func TestGRPCProtectionFromEnvironment(t *testing.T) {
+	key := newIssuerKey(t, "k1")
+	file := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(file, jwksDoc(key.jwk), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	svc, _ := newGRPCService(t, "AUTH_JWKS_FILE", file, "RATE_LIMIT_RPS", "1", "RATE_LIMIT_BURST", "2",
+		"GRPC_MAX_RECV_BYTES", "1KiB")
+	start(t, svc)
+	conn := dial(t, svc.GRPCAddr(), nil)
+	client := testgrpc.NewTestServiceClient(conn)
+	call := func(tok string, req *testgrpc.SimpleRequest) (string, error) {
+		ctx := context.Background()
+		if tok != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+		}
+		res, err := client.UnaryCall(ctx, req)
+		return res.GetUsername(), err
+	}
+	if _, err := call("", &testgrpc.SimpleRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("no token: %v", err)
+	}
+	hs, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil || hs.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health without a token: %v %v", hs, err)
+	}
+	alice, bob := key.token(t, "k1", "alice"), key.token(t, "k1", "bob")
+	if who, err := call(alice, &testgrpc.SimpleRequest{}); err != nil || who != "jwt:alice" {
+		t.Fatalf("alice: %q %v", who, err)
+	}
+	_, err = call(alice, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: make([]byte, 2048)}})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("over GRPC_MAX_RECV_BYTES: %v", err)
+	}
+	// The oversize message was refused before the chain: alice has one call of her burst left.
+	if _, err := call(alice, &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatalf("alice's second call: %v", err)
+	}
+	if _, err := call(alice, &testgrpc.SimpleRequest{}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("alice over her burst: %v", err)
+	}
+	if who, err := call(bob, &testgrpc.SimpleRequest{}); err != nil || who != "jwt:bob" {
+		t.Fatalf("bob keeps his own allowance: %q %v", who, err)
 	}
 }
