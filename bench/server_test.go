@@ -71,15 +71,7 @@ func BenchmarkServerMiddleware(b *testing.B) {
 			if tc.arg == "" {
 				delete(env, "OTEL_TRACES_SAMPLER_ARG")
 			}
-			opts := []chassis.Option{chassis.WithEnv(config.MapLookup(env)), chassis.WithLogOutput(io.Discard)}
-			exp := &countingExporter{}
-			if tc.export {
-				opts = append(opts, chassis.WithTelemetryOptions(telemetry.WithSpanExporter(exp)))
-			}
-			svc, err := chassis.New("bench", opts...)
-			if err != nil {
-				b.Fatal(err)
-			}
+			svc, exp := benchService(b, env, tc.export)
 			svc.HandleFunc("GET /hello/{name}", hello)
 			run(b, svc.Handler())
 			b.StopTimer()
@@ -94,6 +86,22 @@ func BenchmarkServerMiddleware(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchService is a chassis service configured by env, logging nowhere, whose spans go to the
+// returned exporter when export is set.
+func benchService(b *testing.B, env map[string]string, export bool) (*chassis.Service, *countingExporter) {
+	b.Helper()
+	opts := []chassis.Option{chassis.WithEnv(config.MapLookup(env)), chassis.WithLogOutput(io.Discard)}
+	exp := &countingExporter{}
+	if export {
+		opts = append(opts, chassis.WithTelemetryOptions(telemetry.WithSpanExporter(exp)))
+	}
+	svc, err := chassis.New("bench", opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return svc, exp
 }
 
 // countingExporter discards spans after counting them.

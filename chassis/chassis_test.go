@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 
 // env is the base environment of in-process test services.
 func env(kv ...string) config.Lookup {
-	m := map[string]string{"PORT": "0", "ADMIN_PORT": "0", "HOST": "127.0.0.1", "DRAIN_DELAY": "0s",
+	m := map[string]string{"PORT": "0", "ADMIN_PORT": "0", "GRPC_PORT": "0", "HOST": "127.0.0.1", "DRAIN_DELAY": "0s",
 		"SHUTDOWN_TIMEOUT": "5s", "LOG_LEVEL": "error"}
 	for i := 0; i+1 < len(kv); i += 2 {
 		m[kv[i]] = kv[i+1]

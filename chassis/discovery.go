@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"strconv"
@@ -275,12 +276,20 @@ func (s *Service) registration() consul.Registration {
 	if checkHost == "" {
 		checkHost = "127.0.0.1"
 	}
+	meta := s.settings.ServiceMeta
+	if gp := s.grpcPort(); gp != "" {
+		meta = maps.Clone(meta)
+		if meta == nil {
+			meta = map[string]string{}
+		}
+		meta[MetaGRPCPort] = gp
+	}
 	return consul.Registration{
 		Name:     s.name,
 		Address:  addr,
 		Port:     p,
 		Tags:     s.settings.ServiceTags,
-		Meta:     s.settings.ServiceMeta,
+		Meta:     meta,
 		CheckURL: "http://" + net.JoinHostPort(checkHost, adminPort) + "/readyz",
 	}
 }

@@ -32,6 +32,11 @@
 // list, -help lists the tasks, and SIGINT/SIGTERM cancel the task's context. docs/operations.md
 // describes the deployment side.
 //
+// gRPC is the second transport of the same Service: register services on svc.GRPC() before Run,
+// and Run serves them on GRPC_PORT with the chain of package grpcx (the HTTP chain's stages, in its
+// order), a grpc.health.v1 service that mirrors readiness, and the same drain (docs/grpc.md). A
+// service that never calls GRPC opens no gRPC port.
+//
 // The admin port answers health probes and /metrics to everyone; its debug endpoints (pprof,
 // /debug/loglevel, /debug/info, HandleAdmin routes) answer loopback peers only unless ADMIN_DEBUG and
 // ADMIN_TOKEN say otherwise (docs/protection.md).

@@ -202,6 +202,7 @@ const (
 	groupRateLimit  = "Chassis: rate limiting"
 	groupAuth       = "Chassis: bearer-token authentication"
 	groupTLS        = "Chassis: TLS of the servers"
+	groupGRPC       = "Chassis: gRPC server"
 	groupClientTLS  = "Chassis: clients: TLS shared by every dependency"
 	groupLogging    = "Chassis: logging"
 	groupAdmin      = "Chassis: admin port"
@@ -231,6 +232,8 @@ func settingGroup(name string) string {
 		return groupDiscovery
 	case has("SERVICE_", "HOST", "PORT", "ADMIN_PORT", "START_", "SHUTDOWN_", "DRAIN_"):
 		return groupServer
+	case has("GRPC_"):
+		return groupGRPC
 	case has("SHED_"):
 		return groupShed
 	case has("RATE_LIMIT_", "TRUSTED_PROXIES"):

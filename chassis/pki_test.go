@@ -128,6 +128,16 @@ func writeAtomic(t *testing.T, path string, data []byte) {
 	}
 }
 
+// newMesh makes a CA and a directory holding its certificate as ca.pem.
+func newMesh(t *testing.T, name string) (ca *testCA, dir, caFile string) {
+	t.Helper()
+	dir = t.TempDir()
+	ca = newTestCA(t, name)
+	caFile = filepath.Join(dir, "ca.pem")
+	writeAtomic(t, caFile, bundle(ca))
+	return ca, dir, caFile
+}
+
 // bundle is the PEM concatenation of the CAs' certificates.
 func bundle(cas ...*testCA) []byte {
 	var b []byte

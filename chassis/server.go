@@ -3,7 +3,6 @@ package chassis
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,6 +19,9 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/cloudchassis/kit/auth"
+	"github.com/cloudchassis/kit/grpcx"
+	"github.com/cloudchassis/kit/internal/reqctx"
+	"github.com/cloudchassis/kit/internal/requestid"
 	"github.com/cloudchassis/kit/problem"
 	"github.com/cloudchassis/kit/resilience"
 	"go.opentelemetry.io/otel/trace"
@@ -30,11 +32,14 @@ const RequestIDHeader = "X-Request-Id"
 
 type requestIDKey struct{}
 
-// RequestID returns the id of the request whose context ctx is, or "". When the caller sent no
+// RequestID returns the id of the request (or gRPC call) whose context ctx is, or "". When the caller sent no
 // X-Request-Id, the id is the trace id, which the context already carries: nothing is stored then,
 // which saves an allocation per request.
 func RequestID(ctx context.Context) string {
 	if id, ok := ctx.Value(requestIDKey{}).(string); ok {
+		return id
+	}
+	if id := grpcx.RequestID(ctx); id != "" {
 		return id
 	}
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
@@ -146,7 +151,7 @@ func (s *Service) stdLog(server string) *log.Logger {
 // otherwise the body is capped, so that a chunked body over the limit fails the handler's read with
 // *http.MaxBytesError. Deadline: the caller's propagated deadline (resilience.TimeoutHeader), capped
 // by HTTP_REQUEST_TIMEOUT (resilience.PropagatedTimeout), on the request context, lazily
-// (requestCtx).
+// (reqctx.Context).
 func (s *Service) core(next http.Handler) http.Handler {
 	limit := int64(s.settings.MaxBodyBytes)
 	tooLarge := fmt.Sprintf("the request body exceeds the limit of %s", s.settings.MaxBodyBytes)
@@ -189,8 +194,8 @@ func (s *Service) core(next http.Handler) http.Handler {
 			problem.Write(w, http.StatusRequestEntityTooLarge, "", tooLarge)
 			return
 		}
-		st.ctx.init(ctx, ownID, time.Now(), resilience.PropagatedTimeout(r.Header, timeout))
-		defer st.ctx.release()
+		st.ctx.Init(ctx, requestIDKey{}, ownID, time.Now(), resilience.PropagatedTimeout(r.Header, timeout))
+		defer st.ctx.Release()
 		// core is always the direct child of telemetry's Handler (Handle, handleUnmatched), which
 		// made r, a copy, for this chain alone: core replaces that copy's context in place (the
 		// compiler keeps WithContext's copy on the stack) instead of copying 250 bytes once more.
@@ -209,7 +214,7 @@ func (s *Service) core(next http.Handler) http.Handler {
 // coreState is the chassis core's per-request state.
 type coreState struct {
 	w   trackingWriter
-	ctx requestCtx
+	ctx reqctx.Context
 }
 
 func (s *Service) recovered(tw *trackingWriter, r *http.Request, p any) {
@@ -295,25 +300,9 @@ func (w *trackingWriter) traceHex(id trace.TraceID) string {
 	return unsafe.String(&w.idText[0], len(w.idText))
 }
 
-// validRequestID accepts up to 128 visible ASCII characters, so that a caller cannot inject log lines
-// or huge values.
-func validRequestID(id string) bool {
-	if id == "" || len(id) > 128 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; c < 0x21 || c > 0x7e {
-			return false
-		}
-	}
-	return true
-}
+func validRequestID(id string) bool { return requestid.Valid(id) }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
+func randomHex(n int) string { return requestid.Random(n) }
 
 // IsBodyTooLarge reports whether err comes from reading a body over HTTP_MAX_BODY_BYTES; answer 413.
 func IsBodyTooLarge(err error) bool {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/config"
@@ -52,6 +53,7 @@ type options struct {
 	telemetry      []telemetry.Option
 	forceExit      func(int)
 	startChecks    time.Duration
+	grpc           []grpc.ServerOption
 }
 
 // WithConfig loads the service's own config struct from the same environment as the chassis
@@ -135,6 +137,7 @@ type Service struct {
 
 	grpcDeps    map[string]*grpcDependency // GRPCClient's, by name (chassis/grpcclient.go)
 	grpcStarted bool
+	grpc grpcServer // the gRPC server, once GRPC was called
 
 	drains      []lifecycle.Hook
 	adminRoutes []adminRoute
@@ -331,6 +334,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.running = true
 	err := s.runProblems()
+	if err == nil {
+		err = s.grpc.err
+	}
 	s.mu.Unlock()
 	if err != nil {
 		// Nothing started: free what New built. The error is not logged here; Exit (or Main)
@@ -389,6 +395,11 @@ func (s *Service) Run(ctx context.Context) error {
 				return err
 			},
 		},
+	)
+	if s.grpcUsed() {
+		s.group.Append(s.grpcHook())
+	}
+	s.group.Append(
 		lifecycle.Hook{
 			Name: "readiness",
 			Start: func(ctx context.Context) error {
@@ -396,6 +407,7 @@ func (s *Service) Run(ctx context.Context) error {
 					return err
 				}
 				s.health.MarkStarted()
+				s.grpcReadinessChanged()
 				if s.opts.registrar != nil {
 					r, err := s.opts.registrar(s)
 					if err != nil {
@@ -407,7 +419,7 @@ func (s *Service) Run(ctx context.Context) error {
 					registrar = r
 				}
 				s.log.Info("ready",
-					zap.String("addr", s.Addr()), zap.String("admin_addr", s.AdminAddr()),
+					zap.String("addr", s.Addr()), zap.String("admin_addr", s.AdminAddr()), zap.String("grpc_addr", s.GRPCAddr()),
 					zap.Duration("startup", time.Since(s.started)))
 				_ = s.log.Sync() // the line is out of LOG_BUFFER: whoever watches the output sees it now
 				close(s.ready)   // after the log line, so that whoever waits on Ready can find it
@@ -418,6 +430,7 @@ func (s *Service) Run(ctx context.Context) error {
 				// withdraw from the registry first, keep serving while the news propagates, and only
 				// then let the public server's Stop close the listener.
 				s.health.MarkDraining()
+				s.grpcReadinessChanged()             // gRPC health turns NOT_SERVING with /readyz
 				s.public.SetKeepAlivesEnabled(false) // responses now say Connection: close
 				var err error
 				if registrar != nil {

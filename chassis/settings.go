@@ -7,6 +7,7 @@ import (
 
 	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/grpcx"
 	"github.com/cloudchassis/kit/guard"
 )
 
@@ -59,6 +60,10 @@ type Settings struct {
 	guard.RateLimitConfig
 	auth.Config
 	auth.TLSConfig
+
+	// ServerConfig configures the gRPC server (GRPC_*), served only when the service uses it
+	// (Service.GRPC).
+	grpcx.ServerConfig
 
 	// ClientTLS is the TLS of calls made through Client, shared by every dependency; each setting
 	// can be overridden per dependency as CLIENT_<NAME>_TLS_* (see TransportConfig).

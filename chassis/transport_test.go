@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,10 +29,7 @@ import (
 // metric, checked against the connections the callee saw; chassis.client.connections.open against
 // the idle limit.
 func TestClientReusesConnections(t *testing.T) {
-	dir := t.TempDir()
-	ca := newTestCA(t, "mesh CA")
-	caFile := filepath.Join(dir, "ca.pem")
-	writeAtomic(t, caFile, bundle(ca))
+	ca, dir, caFile := newMesh(t, "mesh CA")
 	server := ca.issue(t, "pricing").write(t, dir, "server")
 	client := ca.issue(t, "spiffe://mesh.test/gateway").write(t, dir, "client")
 	tlsEnv := []string{"CLIENT_TLS_ENABLED", "true", "CLIENT_TLS_CA_FILE", caFile,

@@ -24,6 +24,10 @@
 // neither a Shedder slot nor server latency (408 for a body below the rate, 429 beyond a number of
 // bodies in progress per client).
 //
+// Servers other than net/http use the same Shedder and Limiter through Shedder.AcquireRPC and
+// Limiter.AllowRPC (package grpcx's gRPC chain does): the same admission, buckets per route (the
+// full method name), metrics, logs and span events, with rpc.method in place of http.route.
+//
 // The Shedder and Limiter read their settings from ShedConfig and RateLimitConfig, which carry
 // envconfig tags. All three count refusals with OpenTelemetry metrics (WithMeterProvider), log each
 // one with its reason (WithLogger), and the Shedder and Limiter add a span event (chassis.shed,

@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
@@ -194,7 +195,7 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 		k := bucketKey{kind: kindNone}
 		for i, f := range l.keys {
 			if id := f(r); id != "" {
-				k = bucketKey{kind: uint8(min(i, kindDirect-1)), id: id}
+				k = bucketKey{kind: uint8(min(i, kindRPC-1)), id: id}
 				break
 			}
 		}
@@ -210,13 +211,32 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 	})
 }
 
-func (l *Limiter) refuse(w http.ResponseWriter, r *http.Request, route string, p *policy, k bucketKey, d Decision) {
-	if route == "" {
-		route = l.route(r)
+// RPC callers are keyed apart from HTTP ones: kindRPC scopes the keys AllowRPC is given.
+const kindRPC = 253
+
+// AllowRPC is the Middleware's check for servers other than net/http (the gRPC server of package
+// grpcx): caller names the caller (its authenticated subject, else its address), method is the
+// full method name ("/pkg.Service/Method"), which is also the route that WithRouteRates
+// (RATE_LIMIT_ROUTES) matches. A refusal is counted (chassis.server.rate_limited with rpc.method),
+// traced and logged as the Middleware's. RPC callers have buckets of their own, apart from the
+// buckets of HTTP requests, at the same rates.
+func (l *Limiter) AllowRPC(ctx context.Context, method, caller string) Decision {
+	p := l.policy(method)
+	if p.unlimited {
+		return Decision{Allowed: true, Limit: math.MaxInt, Remaining: math.MaxInt}
 	}
-	ctx := r.Context()
+	k := bucketKey{kind: kindRPC, id: caller}
+	d := p.allow(k, l.clock())
+	if !d.Allowed {
+		l.record(ctx, semconv.AttrRPCMethod, method, p, k, d)
+	}
+	return d
+}
+
+// record counts, traces and logs a refusal; route is the value of the attribute named key.
+func (l *Limiter) record(ctx context.Context, key, route string, p *policy, k bucketKey, d Decision) int64 {
 	if route != "" {
-		l.limited.Add(ctx, 1, metric.WithAttributes(attribute.String(semconv.AttrHTTPRoute, route)))
+		l.limited.Add(ctx, 1, metric.WithAttributes(attribute.String(key, route)))
 	} else {
 		l.limited.Add(ctx, 1)
 	}
@@ -233,6 +253,14 @@ func (l *Limiter) refuse(w http.ResponseWriter, r *http.Request, route string, p
 			slog.String("rate", p.rate.String()),
 			slog.Int64("retry_after_s", retry))
 	}
+	return retry
+}
+
+func (l *Limiter) refuse(w http.ResponseWriter, r *http.Request, route string, p *policy, k bucketKey, d Decision) {
+	if route == "" {
+		route = l.route(r)
+	}
+	retry := l.record(r.Context(), semconv.AttrHTTPRoute, route, p, k, d)
 	h := w.Header()
 	p.writeHeaders(h, d)
 	h.Set("Retry-After", strconv.FormatInt(retry, 10))

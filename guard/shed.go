@@ -589,18 +589,30 @@ func (s *Shedder) priorityOf(r *http.Request) Priority {
 	return PriorityDefault
 }
 
-func (s *Shedder) refuse(w http.ResponseWriter, r *http.Request, p Priority, reason string) {
-	ctx := r.Context()
-	route := s.route(r)
+// AcquireRPC is Acquire for servers other than net/http (the gRPC server of package grpcx): a
+// refusal is counted (chassis.server.shed with rpc.method set to method, the full method name),
+// traced and logged as the Middleware's, and retry is how long the caller should wait (SHED_RETRY_AFTER,
+// whole seconds).
+func (s *Shedder) AcquireRPC(ctx context.Context, p Priority, method string) (t Ticket, retry time.Duration, ok bool) {
+	t, reason, ok := s.acquire(ctx, p)
+	if ok {
+		return t, 0, true
+	}
+	_, _, r := s.record(ctx, p, reason, semconv.AttrRPCMethod, method)
+	return Ticket{}, time.Duration(r) * time.Second, false
+}
+
+// record counts, traces and logs a refusal; route is the value of the attribute named key.
+func (s *Shedder) record(ctx context.Context, p Priority, reason, key, route string) (limit, inflight, retry int64) {
 	attrs := []attribute.KeyValue{attribute.String(semconv.AttrPriority, p.String())}
 	if route != "" {
-		attrs = append(attrs, attribute.String(semconv.AttrHTTPRoute, route))
+		attrs = append(attrs, attribute.String(key, route))
 	}
 	s.shed.Add(ctx, 1, metric.WithAttributes(attrs...))
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.AddEvent(semconv.EventShed, trace.WithAttributes(attrs[0]))
 	}
-	limit, inflight := s.limit.Load(), s.inflight.Load()
+	limit, inflight = s.limit.Load(), s.inflight.Load()
 	if s.logger.Enabled(ctx, slog.LevelWarn) {
 		s.logger.LogAttrs(ctx, slog.LevelWarn, "request shed",
 			slog.String("reason", reason),
@@ -609,7 +621,11 @@ func (s *Shedder) refuse(w http.ResponseWriter, r *http.Request, p Priority, rea
 			slog.Int64("limit", limit),
 			slog.Int64("inflight", inflight))
 	}
-	retry := max(1, int64(math.Ceil(s.cfg.RetryAfter.Seconds())))
+	return limit, inflight, max(1, int64(math.Ceil(s.cfg.RetryAfter.Seconds())))
+}
+
+func (s *Shedder) refuse(w http.ResponseWriter, r *http.Request, p Priority, reason string) {
+	limit, inflight, retry := s.record(r.Context(), p, reason, semconv.AttrHTTPRoute, s.route(r))
 	w.Header().Set("Retry-After", strconv.FormatInt(retry, 10))
 	detail := "server overloaded (" + reason + ": " + strconv.FormatInt(inflight, 10) + " in flight, limit " +
 		strconv.FormatInt(limit, 10) + "); retry in " + strconv.FormatInt(retry, 10) + " s"

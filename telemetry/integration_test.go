@@ -35,6 +35,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cloudchassis/kit/internal/syncbuf"
+	"github.com/cloudchassis/kit/internal/toolpath"
 	"github.com/cloudchassis/kit/telemetry"
 	"github.com/cloudchassis/kit/telemetry/telemetrytest"
 )
@@ -42,17 +43,11 @@ import (
 // findBinary looks on PATH, then in $(go env GOPATH)/bin, where the install scripts put binaries.
 func findBinary(t *testing.T, name, script string) string {
 	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
+	p := toolpath.Find(name)
+	if p == "" {
+		t.Fatalf("%s not found on PATH or in $(go env GOPATH)/bin: run %s before go test", name, script)
 	}
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		p := filepath.Join(strings.TrimSpace(string(out)), "bin", name)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	t.Fatalf("%s not found on PATH or in $(go env GOPATH)/bin: run %s before go test", name, script)
-	return ""
+	return p
 }
 
 func freePort(t *testing.T) int {

@@ -1,4 +1,4 @@
-package chassis
+package reqctx
 
 import (
 	"context"
@@ -6,7 +6,13 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type idKey struct{}
 
 // The lazy request context must be indistinguishable from context.WithTimeout: every scenario runs
 // against both, and each observation (Deadline, Err, Cause, Done) must agree at every step. (The
@@ -18,9 +24,9 @@ func TestRequestCtxBehavesLikeWithTimeout(t *testing.T) {
 		release func()
 	}
 	lazy := func(parent context.Context, d time.Duration) ctxs {
-		c := &requestCtx{}
-		c.init(parent, "", time.Now(), d)
-		return ctxs{c, c.release}
+		c := &Context{}
+		c.Init(parent, idKey{}, "", time.Now(), d)
+		return ctxs{c, c.Release}
 	}
 	std := func(parent context.Context, d time.Duration) ctxs {
 		if d <= 0 {
@@ -136,11 +142,11 @@ func errString(err error) string {
 func TestRequestCtxValues(t *testing.T) {
 	type key struct{}
 	parent := context.WithValue(context.Background(), key{}, "v")
-	c := &requestCtx{}
-	c.init(parent, "req-1", time.Now(), time.Second)
-	defer c.release()
-	if got := RequestID(c); got != "req-1" {
-		t.Errorf("RequestID = %q, want req-1", got)
+	c := &Context{}
+	c.Init(parent, idKey{}, "req-1", time.Now(), time.Second)
+	defer c.Release()
+	if got := c.Value(idKey{}); got != "req-1" {
+		t.Errorf("request id = %v, want req-1", got)
 	}
 	if got := c.Value(key{}); got != "v" {
 		t.Errorf("parent value = %v, want v", got)
@@ -148,7 +154,7 @@ func TestRequestCtxValues(t *testing.T) {
 	fired := make(chan struct{})
 	stop := context.AfterFunc(c, func() { close(fired) })
 	defer stop()
-	c.release()
+	c.Release()
 	select {
 	case <-fired:
 	case <-time.After(10 * time.Second):
@@ -159,9 +165,9 @@ func TestRequestCtxValues(t *testing.T) {
 func TestRequestCtxUnobservedParentCancel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		parent, cancel := context.WithCancel(context.Background())
-		c := &requestCtx{}
-		c.init(parent, "", time.Now(), time.Second)
-		defer c.release()
+		c := &Context{}
+		c.Init(parent, idKey{}, "", time.Now(), time.Second)
+		defer c.Release()
 		cancel()
 		time.Sleep(2 * time.Second)
 		if err := c.Err(); err != context.DeadlineExceeded {

@@ -1,4 +1,6 @@
-package chassis
+// Package reqctx is the context layer the servers put on every request (HTTP in chassis, gRPC in
+// grpcx): it carries the request id and a lazy deadline.
+package reqctx
 
 import (
 	"context"
@@ -7,19 +9,21 @@ import (
 	"time"
 )
 
-// requestCtx is the context layer the chassis core puts on every request: it carries the request
-// id (when it is not the trace id) and the request deadline (the caller's Chassis-Timeout-Ms capped
-// by HTTP_REQUEST_TIMEOUT).
+// Context is the context layer a server puts on every request: it carries the request id (when it
+// is not the trace id) under the server's own key, and the request deadline (over HTTP the caller's
+// Chassis-Timeout-Ms capped by HTTP_REQUEST_TIMEOUT; over gRPC the caller's deadline capped by
+// GRPC_REQUEST_TIMEOUT).
 //
 // The deadline is lazy. context.WithTimeout costs every request a timer, a cancel context, its
 // registration in the parent's children map and the cancel: four allocations and about a
-// microsecond (BENCHMARKS.md, issue 15), although most handlers never wait on Done. requestCtx
+// microsecond (BENCHMARKS.md, issue 15), although most handlers never wait on Done. Context
 // answers Deadline at once, decides Err by the clock, and makes the real context.WithDeadline only
 // when something calls Done (a select, an outgoing call, a child context) or asks for the context
 // package's own key (context.Cause). Err is frozen at its first non-nil answer, as the Context
 // contract requires, and the real context, when made later, reports the same error.
-type requestCtx struct {
+type Context struct {
 	parent   context.Context
+	idKey    any       // the key under which Value answers id
 	id       string    // the request id when the caller sent one or it is random; "" when it is the trace id
 	deadline time.Time // zero: no deadline of ours (none set, or the parent's is earlier)
 
@@ -32,9 +36,10 @@ type requestCtx struct {
 	released bool  // the request ended (release ran) before real was made
 }
 
-// init sets the deadline: now+d, unless the parent's deadline is earlier. d <= 0 sets none.
-func (c *requestCtx) init(parent context.Context, id string, now time.Time, d time.Duration) {
-	c.parent, c.id = parent, id
+// Init sets the parent, the request id (answered by Value(idKey) when not "") and the deadline:
+// now+d, unless the parent's deadline is earlier. d <= 0 sets none. Call it once, before use.
+func (c *Context) Init(parent context.Context, idKey any, id string, now time.Time, d time.Duration) {
+	c.parent, c.idKey, c.id = parent, idKey, id
 	if d <= 0 {
 		return
 	}
@@ -45,14 +50,14 @@ func (c *requestCtx) init(parent context.Context, id string, now time.Time, d ti
 	c.deadline = dl
 }
 
-func (c *requestCtx) Deadline() (time.Time, bool) {
+func (c *Context) Deadline() (time.Time, bool) {
 	if c.deadline.IsZero() {
 		return c.parent.Deadline()
 	}
 	return c.deadline, true
 }
 
-func (c *requestCtx) Done() <-chan struct{} {
+func (c *Context) Done() <-chan struct{} {
 	if c.deadline.IsZero() {
 		return c.parent.Done()
 	}
@@ -62,7 +67,7 @@ func (c *requestCtx) Done() <-chan struct{} {
 	return c.materialize().Done()
 }
 
-func (c *requestCtx) Err() error {
+func (c *Context) Err() error {
 	if c.deadline.IsZero() {
 		return c.parent.Err()
 	}
@@ -74,7 +79,7 @@ func (c *requestCtx) Err() error {
 
 // settleLocked freezes err once the context is done: by the real context when it exists, else by
 // the parent, the clock, or the end of the request.
-func (c *requestCtx) settleLocked() {
+func (c *Context) settleLocked() {
 	switch {
 	case c.err != nil:
 	case c.real != nil:
@@ -92,12 +97,11 @@ func (c *requestCtx) settleLocked() {
 	}
 }
 
-func (c *requestCtx) Value(key any) any {
+func (c *Context) Value(key any) any {
+	if c.id != "" && key == c.idKey {
+		return c.id
+	}
 	switch key.(type) {
-	case requestIDKey:
-		if c.id != "" {
-			return c.id
-		}
 	case *int:
 		// The context package keys its cancel contexts with an *int (cancelCtxKey): child contexts
 		// and context.Cause ask for it, and must see the real one, made now.
@@ -110,7 +114,7 @@ func (c *requestCtx) Value(key any) any {
 
 // materialize makes the real context once. When Err already froze an answer, the real context is
 // made done with that same error, so that Done, Err and Cause agree.
-func (c *requestCtx) materialize() context.Context {
+func (c *Context) materialize() context.Context {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.real != nil {
@@ -135,9 +139,9 @@ func (c *requestCtx) materialize() context.Context {
 	return c.real
 }
 
-// release ends the request's context, as the cancel of context.WithTimeout does: a goroutine the
+// Release ends the request's context, as the cancel of context.WithTimeout does: a goroutine the
 // handler left behind sees Done closed and Err non-nil.
-func (c *requestCtx) release() {
+func (c *Context) Release() {
 	if c.deadline.IsZero() {
 		return
 	}
@@ -151,4 +155,4 @@ func (c *requestCtx) release() {
 	c.settleLocked()
 }
 
-func (c *requestCtx) String() string { return "chassis.requestContext" }
+func (c *Context) String() string { return "chassis.requestContext" }
