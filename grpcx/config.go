@@ -8,12 +8,13 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/internal/grpcwire"
 )
 
 // MetaPort is the key of the Consul service metadata under which an instance advertises its gRPC
 // port, on the same registration as its HTTP port: callers dial Address:Meta[MetaPort]. An instance
 // without it serves no gRPC.
-const MetaPort = "grpc_port"
+const MetaPort = grpcwire.MetaPort
 
 // DefaultPort is the default gRPC port (GRPC_PORT).
 const DefaultPort = 9000

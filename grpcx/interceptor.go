@@ -30,6 +30,7 @@ import (
 
 	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/guard"
+	"github.com/cloudchassis/kit/internal/grpcwire"
 	"github.com/cloudchassis/kit/internal/reqctx"
 	"github.com/cloudchassis/kit/internal/requestid"
 	"github.com/cloudchassis/kit/telemetry/semconv"
@@ -38,10 +39,10 @@ import (
 // Metadata keys the interceptors read and write.
 const (
 	// RequestIDKey carries a call's request id in (optional) and out (response header, always).
-	RequestIDKey = "x-request-id"
+	RequestIDKey = grpcwire.RequestID
 	// PushbackKey is the trailer that tells a refused caller when to retry, in milliseconds
 	// (grpc-go's retry honours it), beside the google.rpc.RetryInfo detail.
-	PushbackKey = "grpc-retry-pushback-ms"
+	PushbackKey = grpcwire.Pushback
 )
 
 // healthPrefix is the service of the health protocol, which the chain does not intercept: probes

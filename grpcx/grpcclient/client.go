@@ -24,12 +24,13 @@ import (
 
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/discovery/lb"
+	"github.com/cloudchassis/kit/internal/grpcwire"
 	"github.com/cloudchassis/kit/resilience"
 )
 
 // MetaPort is the instance metadata key (Consul service meta) that holds an instance's gRPC port,
 // when it serves gRPC on another port than the one it registered.
-const MetaPort = "grpc_port"
+const MetaPort = grpcwire.MetaPort
 
 // Client is the client side of one gRPC dependency: a *grpc.ClientConn to the instances of a named
 // service, found through a discovery.Watcher, balanced and protected as Chassis' HTTP clients are.

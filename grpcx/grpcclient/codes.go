@@ -15,6 +15,7 @@ import (
 
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/discovery/lb"
+	"github.com/cloudchassis/kit/internal/grpcwire"
 	"github.com/cloudchassis/kit/resilience"
 )
 
@@ -29,7 +30,7 @@ const (
 	HeaderGRPCStatus = "Grpc-Status"
 	// PushbackTrailer is the trailer by which a server asks a client to wait before retrying (gRPC
 	// A6), in milliseconds; negative or malformed means "do not retry".
-	PushbackTrailer = "grpc-retry-pushback-ms"
+	PushbackTrailer = grpcwire.Pushback
 )
 
 // httpStatus is the HTTP status that stands for a gRPC code, as in grpc-gateway's mapping, with

@@ -17,23 +17,22 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/cloudchassis/kit/internal/grpcwire"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
-// Names from the OpenTelemetry RPC semantic conventions, as the gRPC server of package grpcx
-// emits them (telemetry/semconv holds the server's).
 const (
 	// MetricCallDuration is the client's RED histogram: seconds per call (retries and hedges
 	// included), with rpc.system, rpc.service, rpc.method, rpc.grpc.status_code and peer.service.
-	MetricCallDuration = "rpc.client.call.duration"
+	MetricCallDuration = semconv.RPCClientCallDuration
 
-	attrRPCSystem     = "rpc.system"
-	attrRPCService    = "rpc.service"
-	attrRPCMethod     = "rpc.method"
-	attrRPCStatusCode = "rpc.grpc.status_code"
-	rpcSystemGRPC     = "grpc"
+	attrRPCSystem     = semconv.AttrRPCSystem
+	attrRPCService    = semconv.AttrRPCService
+	attrRPCMethod     = semconv.AttrRPCMethod
+	attrRPCStatusCode = semconv.AttrRPCGRPCStatusCode
+	rpcSystemGRPC     = semconv.RPCSystemGRPC
 	// RequestIDKey is the metadata key of the request id, as the HTTP clients send X-Request-Id.
-	RequestIDKey = "x-request-id"
+	RequestIDKey = grpcwire.RequestID
 )
 
 // durationBuckets are the boundaries of http.client.request.duration (OTel's HTTP defaults), so

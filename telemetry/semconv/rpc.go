@@ -1,7 +1,13 @@
 package semconv
 
-// gRPC server names, from the OpenTelemetry RPC semantic conventions, emitted by package grpcx.
+// gRPC names, from the OpenTelemetry RPC semantic conventions, emitted by package grpcx (server)
+// and grpcx/grpcclient (client).
 const (
+	// RPCClientCallDuration is the client's histogram in seconds per call, retries and hedges
+	// included (the bucket boundaries of HTTPClientRequestDuration), with AttrRPCSystem,
+	// AttrRPCService, AttrRPCMethod, AttrRPCGRPCStatusCode and AttrPeerService.
+	RPCClientCallDuration = "rpc.client.call.duration"
+
 	// RPCServerCallDuration is a histogram in seconds (the bucket boundaries of
 	// HTTPServerRequestDuration) with AttrRPCSystem, AttrRPCService, AttrRPCMethod and
 	// AttrRPCGRPCStatusCode, one series per full method and status code.
