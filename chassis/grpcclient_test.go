@@ -235,3 +235,34 @@ func TestGRPCClientOverConsul(t *testing.T) {
 		t.Fatalf("%d calls reached the instance", b.calls.Load())
 	}
 }
+
+// TestTaskCallsGRPCDependency: a task reaches a gRPC dependency through svc.GRPCClient, declared
+// before the task or inside it, and the service's own gRPC server is not served meanwhile.
+func TestTaskCallsGRPCDependency(t *testing.T) {
+	b, addr := serveGRPC(t, "127.0.0.1:0")
+	svc, err := chassis.New("reindexer", chassis.WithoutSignals(), chassis.WithEnv(env(
+		"DISCOVERY_STATIC_PRICING", addr, "DISCOVERY_STATIC_CATALOG", addr, "GRPC_PORT", "0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = svc.GRPC() // a service that serves gRPC (its health service at least)
+	pricing := healthpb.NewHealthClient(svc.GRPCClient("pricing"))
+	svc.Task("reindex", "read prices", func(ctx context.Context, _ []string) error {
+		if svc.GRPCAddr() != "" {
+			return errors.New("the gRPC server is served during a task: " + svc.GRPCAddr())
+		}
+		if _, err := pricing.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+			return err
+		}
+		_, err := healthpb.NewHealthClient(svc.GRPCClient("catalog")).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := svc.RunTask(ctx, "reindex", nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.calls.Load(); n != 2 {
+		t.Errorf("the dependency saw %d calls, want 2", n)
+	}
+}

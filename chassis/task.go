@@ -118,6 +118,7 @@ func (s *Service) RunTask(ctx context.Context, name string, args []string) error
 	s.group.Append(s.closers...)
 	s.group.Append(
 		lifecycle.Hook{Name: "clients", Start: s.startClients, Stop: s.stopClients},
+		lifecycle.Hook{Name: "grpc clients", Start: s.startGRPCClients, Stop: s.stopGRPCClients},
 		lifecycle.Hook{
 			Name: "task " + name,
 			Start: func(context.Context) error {
