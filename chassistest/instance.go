@@ -147,11 +147,14 @@ func (in *Instance) registrar(svc *chassis.Service) (discovery.Registrar, error)
 	in.addr = svc.Addr()
 	in.mu.Unlock()
 	in.c.setAddr(svc.Addr(), in)
-	return in.c.registry.Registrar(in.name, discovery.Instance{
-		ID:      in.name + "-" + portStr,
-		Address: host,
-		Port:    port,
-	}), nil
+	inst := discovery.Instance{ID: in.name + "-" + portStr, Address: host, Port: port}
+	if g := svc.GRPCAddr(); g != "" {
+		// As chassis registers in Consul: the gRPC port as metadata of the same instance, which
+		// GRPCClient dials (loopback only: gRPC does not go through InMemory's routing).
+		_, gp, _ := net.SplitHostPort(g)
+		inst.Meta = map[string]string{chassis.MetaGRPCPort: gp}
+	}
+	return in.c.registry.Registrar(in.name, inst), nil
 }
 
 // base is the transport under the links: memory in InMemory mode, else the instance's own sockets.

@@ -20,6 +20,7 @@ func BaseEnv() map[string]string {
 		"HOST":                 "127.0.0.1",
 		"PORT":                 "0",
 		"ADMIN_PORT":           "0",
+		"GRPC_PORT":            "0", // served only by services that use svc.GRPC()
 		"DRAIN_DELAY":          "0s",
 		"SHUTDOWN_TIMEOUT":     "10s",
 		"LOG_LEVEL":            "debug",

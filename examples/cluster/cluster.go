@@ -43,7 +43,7 @@ func newCluster(bins map[string]string, env []string, extra map[string][]string)
 func baseEnv(registryAddr string) []string {
 	own := []string{"HOST", "PORT", "ADMIN_PORT", "DISCOVERY", "CONSUL_", "ADVERTISE_ADDRESS", "INSTANCE_ID",
 		"SERVICE_", "DRAIN_DELAY", "SHUTDOWN_TIMEOUT", "ACCESS_LOG", "LOG_", "OTEL_", "AUTH_", "RATE_LIMIT_",
-		"CHAOS_", "GATEWAY_", "REGISTER", "DISCOVERY_STATIC_"}
+		"CHAOS_", "GATEWAY_", "REGISTER", "DISCOVERY_STATIC_", "GRPC_"}
 	var env []string
 	for _, kv := range os.Environ() {
 		if !slices.ContainsFunc(own, func(p string) bool { return strings.HasPrefix(kv, p) }) {
@@ -51,7 +51,7 @@ func baseEnv(registryAddr string) []string {
 		}
 	}
 	return append(env,
-		"HOST=127.0.0.1", "PORT=0", "ADMIN_PORT=0", "ADVERTISE_ADDRESS=127.0.0.1",
+		"HOST=127.0.0.1", "PORT=0", "ADMIN_PORT=0", "GRPC_PORT=0", "ADVERTISE_ADDRESS=127.0.0.1",
 		"DISCOVERY=consul", "CONSUL_HTTP_ADDR="+registryAddr,
 		"DRAIN_DELAY="+drainDelay.String(), "SHUTDOWN_TIMEOUT=10s",
 		"LOG_FORMAT=json", "LOG_LEVEL=info", "ACCESS_LOG=false",

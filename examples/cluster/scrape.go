@@ -14,12 +14,16 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"google.golang.org/grpc/codes"
+
+	"github.com/cloudchassis/kit/grpcx/grpcclient"
 )
 
 // Prometheus names of the metrics the dashboard reads (docs/telemetry.md; the exporter turns dots
 // into underscores and adds unit and _total suffixes).
 const (
 	promServerDuration   = "http_server_request_duration_seconds"
+	promRPCDuration      = "rpc_server_call_duration_seconds" // gRPC calls (pricing serves the gateway over gRPC)
 	promBreakerState     = "chassis_breaker_state"
 	promLBEjected        = "chassis_lb_ejected"
 	promLBEjections      = "chassis_lb_ejections_total"
@@ -32,6 +36,7 @@ const (
 	promRSS              = "process_memory_usage_bytes"
 
 	labelStatus      = "http_response_status_code"
+	labelGRPCStatus  = "rpc_grpc_status_code"
 	labelPeer        = "peer_service"
 	labelBreakerInst = "chassis_breaker_instance"
 	labelBreakerSt   = "chassis_breaker_state"
@@ -165,11 +170,11 @@ func parseMetrics(r io.Reader, at time.Time) (*scrape, error) {
 	for name, f := range fams {
 		for _, m := range f.GetMetric() {
 			switch name {
-			case promServerDuration:
+			case promServerDuration, promRPCDuration:
 				h := m.GetHistogram()
 				n := float64(h.GetSampleCount())
 				sc.requests += n
-				if code, _ := strconv.Atoi(label(m, labelStatus)); code >= 500 {
+				if serverError(name, m) {
 					sc.errors += n
 				}
 				inf := false
@@ -290,4 +295,15 @@ func bucketQuantile(q float64, cur, prev []bucket) float64 {
 		lower, below = b.le, b.count
 	}
 	return lower
+}
+
+// serverError reports whether a server duration series counts failures of the server's own: an
+// HTTP 5xx, or a gRPC code the client classifies as one (INTERNAL, UNAVAILABLE, ...).
+func serverError(name string, m *dto.Metric) bool {
+	if name == promRPCDuration {
+		code, err := strconv.Atoi(label(m, labelGRPCStatus))
+		return err == nil && grpcclient.HTTPStatus(codes.Code(code)) >= 500
+	}
+	code, _ := strconv.Atoi(label(m, labelStatus))
+	return code >= 500
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -117,11 +118,13 @@ func TestCart(t *testing.T) {
 // The failure scenario: pricing stops answering. The gateway gives up on it after
 // GATEWAY_PRICING_TIMEOUT and answers the product without a price (X-Degraded: pricing); with the
 // fallback off it answers 504. In a synctest bubble with in-memory calls, the 300 ms pass on the
-// bubble's clock: exact, and the test takes milliseconds.
+// bubble's clock: exact, and the test takes milliseconds. In-memory calls are HTTP, so the gateway
+// calls pricing over HTTP here (TestPricingDownOverGRPC covers the gRPC path).
 func TestPricingTimesOut(t *testing.T) {
 	for _, fallback := range []bool{true, false} {
 		t.Run(map[bool]string{true: "fallback", false: "no fallback"}[fallback], func(t *testing.T) {
-			env := map[string]string{"GATEWAY_PRICING_FALLBACK": map[bool]string{true: "true", false: "false"}[fallback]}
+			env := map[string]string{"GATEWAY_PRICING_FALLBACK": map[bool]string{true: "true", false: "false"}[fallback],
+				"GATEWAY_PRICING_PROTOCOL": gateway.ProtocolHTTP}
 			c, gw := shopCluster(t, env, chassistest.InMemory())
 			c.Link(gateway.Name, pricing.Name).Set(chassistest.Blackhole())
 			wall := time.Now()
@@ -151,6 +154,38 @@ func TestPricingTimesOut(t *testing.T) {
 			}
 			if c.Link(gateway.Name, pricing.Name).Requests() == 0 {
 				t.Error("the gateway never called pricing")
+			}
+		})
+	}
+}
+
+// Over gRPC (the default), prices come from pricing's gRPC API with the answering instance named;
+// when pricing is gone, the gateway answers without a price (fallback) or 502 (no fallback).
+func TestPricingDownOverGRPC(t *testing.T) {
+	for _, fallback := range []bool{true, false} {
+		t.Run(map[bool]string{true: "fallback", false: "no fallback"}[fallback], func(t *testing.T) {
+			c, gw := shopCluster(t, map[string]string{"GATEWAY_PRICING_FALLBACK": strconv.FormatBool(fallback)})
+			res, body := gw.Get(t, "/products")
+			var ps []shop.PricedProduct
+			if err := json.Unmarshal([]byte(body), &ps); err != nil || res.StatusCode != http.StatusOK || len(ps) == 0 ||
+				ps[0].Price == nil || *ps[0].Price != pricing.PriceOf(ps[0].ID, "EUR") {
+				t.Fatalf("with pricing up: %d %s", res.StatusCode, body)
+			}
+			if got := res.Header.Get(shop.HeaderServedBy); !strings.Contains(got, "pricing-1") {
+				t.Errorf("X-Served-By %q: the gRPC answer's x-instance is missing", got)
+			}
+			c.Instances(pricing.Name)[0].Stop(t)
+			res, body = gw.Get(t, "/products/p-001")
+			if !fallback {
+				if res.StatusCode != http.StatusBadGateway {
+					t.Errorf("pricing gone, no fallback: %d %s, want 502", res.StatusCode, body)
+				}
+				return
+			}
+			var p shop.PricedProduct
+			if err := json.Unmarshal([]byte(body), &p); err != nil || res.StatusCode != http.StatusOK ||
+				p.Price != nil || !p.PriceUnavailable || res.Header.Get(shop.HeaderDegraded) != "pricing" {
+				t.Errorf("pricing gone: %d %s, X-Degraded %q", res.StatusCode, body, res.Header.Get(shop.HeaderDegraded))
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/cloudchassis/kit/chassis"
+	"github.com/cloudchassis/kit/examples/shop/internal/pricing/pricingpb"
 	"github.com/cloudchassis/kit/examples/shop/internal/shop"
 	"github.com/cloudchassis/kit/httpx"
 	"github.com/cloudchassis/kit/problem"
@@ -65,6 +66,13 @@ func Setup(cfg *Config) func(*chassis.Service) error {
 			}
 			httpx.WriteJSON(w, r, http.StatusOK, out, nil)
 		}))
+		// The same prices over gRPC (pricingpb.Pricing), which the gateway calls by default; the
+		// faults of /chaos apply to both.
+		var grpcChaos *Chaos
+		if cfg.ChaosEnabled {
+			grpcChaos = chaos
+		}
+		pricingpb.RegisterPricingServer(svc.GRPC(), NewGRPCServer(cfg.Currency, grpcChaos, &cfg.Identity))
 		if cfg.ChaosEnabled {
 			guard := tokenGuard(cfg.ChaosToken)
 			svc.Handle("GET /chaos", guard(http.HandlerFunc(chaos.get)))
