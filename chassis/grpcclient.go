@@ -58,7 +58,7 @@ type grpcDependency struct {
 // idempotency_level, or resilience.MarkRetryable); a pick per attempt by the balancing policy (P2C
 // peak-EWMA unless LB_POLICY or CLIENT_<NAME>_LB_POLICY names another) among the connected
 // instances, outlier ejection; the instance's breaker; attempt timeout; bulkhead. gRPC codes are
-// read through the classifier as the HTTP statuses of docs/grpc-client.md, so CLIENT_<NAME>_RETRY_ON
+// read through the classifier as the HTTP statuses of docs/grpc.md#clients, so CLIENT_<NAME>_RETRY_ON
 // and resilience.WithClassifier apply. The request id goes out as x-request-id metadata and the
 // trace context as traceparent. TLS comes from CLIENT_TLS_* and CLIENT_<NAME>_TLS_* as for Client,
 // with certificates reloaded on rotation.

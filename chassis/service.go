@@ -137,7 +137,7 @@ type Service struct {
 
 	grpcDeps    map[string]*grpcDependency // GRPCClient's, by name (chassis/grpcclient.go)
 	grpcStarted bool
-	grpc grpcServer // the gRPC server, once GRPC was called
+	grpc        grpcServer // the gRPC server, once GRPC was called
 
 	drains      []lifecycle.Hook
 	adminRoutes []adminRoute

@@ -55,7 +55,7 @@ var httpStatus = [...]int{
 	codes.Unauthenticated:    http.StatusUnauthorized,
 }
 
-// HTTPStatus returns the HTTP status a classifier sees for code (the table in docs/grpc-client.md):
+// HTTPStatus returns the HTTP status a classifier sees for code (the table in docs/grpc.md#clients):
 // UNAVAILABLE 503, DEADLINE_EXCEEDED 504, RESOURCE_EXHAUSTED 429, UNKNOWN, INTERNAL and DATA_LOSS
 // 500, UNIMPLEMENTED 501, CANCELLED 499, the client errors 4xx, OK 200. It is the number to write
 // in CLIENT_<NAME>_RETRY_ON.

@@ -29,5 +29,5 @@
 // failure the server may have seen, and hedged, only when idempotent (WithIdempotent, a proto
 // idempotency_level, resilience.MarkRetryable); an attempt that was never sent goes elsewhere for
 // any method. Streams are picked by the same balancer (their outcomes feed it) and instrumented,
-// but not retried, hedged or timed out. docs/grpc-client.md has the code table and the settings.
+// but not retried, hedged or timed out. docs/grpc.md#clients has the code table and the settings.
 package grpcclient

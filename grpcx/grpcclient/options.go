@@ -38,7 +38,7 @@ type options struct {
 
 // WithResilience sets the dependency's resilience settings (CLIENT_<NAME>_* in chassis) and
 // options such as resilience.WithClassifier. Default: resilience.DefaultConfig(), the classifier
-// reading the gRPC code table (docs/grpc-client.md). The meter and tracer providers of this
+// reading the gRPC code table (docs/grpc.md#clients). The meter and tracer providers of this
 // package's WithMeterProvider and WithTracerProvider are passed on.
 func WithResilience(cfg resilience.Config, opts ...resilience.Option) Option {
 	return optionFunc(func(o *options) { o.cfg, o.ropts = cfg, append(o.ropts, opts...) })
