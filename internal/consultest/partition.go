@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 )
 
 // PartitionBaseIP is the first loopback address StartPartitionableCluster binds servers to: server i
@@ -21,7 +20,7 @@ var iptablesMu sync.Mutex
 // to its own loopback address (127.0.0.11, .12, ...), so that Partition can cut traffic between
 // them with iptables. The HTTP APIs stay on 127.0.0.1. It fails the test when iptables is missing:
 // scripts/install-netem.sh installs it (root).
-func StartPartitionableCluster(t testing.TB, n int) *Cluster {
+func StartPartitionableCluster(t TB, n int) *Cluster {
 	t.Helper()
 	if _, err := exec.LookPath("iptables"); err != nil {
 		t.Fatal("consultest: iptables not found: run scripts/install-netem.sh first (as root)")
