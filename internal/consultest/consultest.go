@@ -227,6 +227,16 @@ func (a *Agent) Running() bool {
 	}
 }
 
+// Pid returns the agent's process id, 0 if it is not running.
+func (a *Agent) Pid() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cmd == nil || a.cmd.Process == nil {
+		return 0
+	}
+	return a.cmd.Process.Pid
+}
+
 // Leader returns the leader's server address as this agent sees it, or "" if it knows none.
 func (a *Agent) Leader() (string, error) {
 	return a.Client.Status().Leader()
