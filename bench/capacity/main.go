@@ -41,6 +41,7 @@ import (
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/discovery/consul"
 	"github.com/cloudchassis/kit/internal/consultest"
+	"github.com/cloudchassis/kit/internal/procstat"
 )
 
 const service = "capsvc"
@@ -328,35 +329,16 @@ func agentGauges(t consultest.TB, c *api.Client) map[string]float64 {
 	return out
 }
 
-// procRSS is a process's resident set in bytes (/proc/<pid>/status).
+// procRSS is a process's resident set in bytes, 0 when it cannot be read.
 func procRSS(pid int) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	b, _ := procstat.RSS(pid)
+	return b
 }
 
-// procCPU is a process's user and system CPU time (/proc/<pid>/stat, clock ticks of 10 ms).
+// procCPU is a process's CPU time, 0 when it cannot be read.
 func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	d, _ := procstat.CPU(pid)
+	return d
 }
 
 func selfCPU() time.Duration {
@@ -374,23 +356,11 @@ func heapAlloc() int64 {
 	return int64(m.HeapAlloc)
 }
 
-// establishedTo counts ESTABLISHED TCP connections whose local port is addr's (the agent's side).
+// establishedTo counts the connections established to the agent's HTTP port.
 func establishedTo(addr string) float64 {
 	_, p, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(p)
-	want := fmt.Sprintf(":%04X", port)
-	n := 0
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n")[1:] {
-			if fs := strings.Fields(line); len(fs) >= 4 && strings.HasSuffix(fs[1], want) && fs[3] == "01" {
-				n++
-			}
-		}
-	}
+	n, _ := procstat.Established(port)
 	return float64(n)
 }
 

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"runtime"
@@ -19,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cloudchassis/kit/internal/procstat"
 )
 
 // soakOptions are the flags of the soak mode (docs/demo.md, "Soak").
@@ -286,71 +287,40 @@ func (s *soak) agentMetrics(ctx context.Context) map[string]float64 {
 	return out
 }
 
-// rssMiB reads a process's resident set from /proc/<pid>/status; NaN when it cannot.
+// rssMiB is a process's resident set in MiB; NaN when it cannot be read.
 func rssMiB(pid int) float64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	b, err := procstat.RSS(pid)
 	if err != nil {
 		return math.NaN()
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, err := strconv.ParseFloat(f[1], 64)
-			if err == nil {
-				return roundTo(kb/1024, 0.1)
-			}
-		}
-	}
-	return math.NaN()
+	return roundTo(float64(b)/(1<<20), 0.1)
 }
 
-// openFDs counts /proc/<pid>/fd; NaN when it cannot.
+// openFDs is how many files a process has open; NaN when it cannot be read.
 func openFDs(pid int) float64 {
-	es, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	n, err := procstat.FDs(pid)
 	if err != nil {
-		return math.NaN()
-	}
-	return float64(len(es))
-}
-
-// establishedTo counts the TCP connections in state ESTABLISHED whose local port is addr's, from
-// /proc/net/tcp and tcp6: the connections the agent at addr holds open to its clients.
-func establishedTo(addr string) float64 {
-	i := strings.LastIndexByte(addr, ':')
-	port, err := strconv.Atoi(addr[i+1:])
-	if i < 0 || err != nil {
-		return math.NaN()
-	}
-	n, read := 0, false
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		read = true
-		n += countEstablished(b, port)
-	}
-	if !read {
 		return math.NaN()
 	}
 	return float64(n)
 }
 
-// countEstablished parses the kernel's /proc/net/tcp table: "sl local_address rem_address st ...",
-// addresses as HEXIP:HEXPORT, state 01 is ESTABLISHED.
-func countEstablished(table []byte, port int) int {
-	want := fmt.Sprintf(":%04X", port)
-	n := 0
-	for i, line := range strings.Split(string(table), "\n") {
-		f := strings.Fields(line)
-		if i == 0 || len(f) < 4 {
-			continue
-		}
-		if strings.HasSuffix(f[1], want) && f[3] == "01" {
-			n++
-		}
+// establishedTo counts the TCP connections established to addr's port: the connections the agent
+// at addr holds open to its clients. NaN when it cannot tell.
+func establishedTo(addr string) float64 {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return math.NaN()
 	}
-	return n
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return math.NaN()
+	}
+	n, err := procstat.Established(port)
+	if err != nil {
+		return math.NaN()
+	}
+	return float64(n)
 }
 
 func median(vs []float64) float64 {

@@ -107,21 +107,11 @@ func TestJudge(t *testing.T) {
 	}
 }
 
-func TestCountEstablished(t *testing.T) {
-	// Two established connections to port 8500 (0x2134), one listening socket on it, one established
-	// connection from it (a client's local port is another), one to another port.
-	table := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:2134 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
-   1: 0100007F:2134 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1
-   2: 0100007F:2134 0100007F:C351 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 20 4 30 10 -1
-   3: 0100007F:C350 0100007F:2134 01 00000000:00000000 00:00000000 00000000     0        0 4 1 0000000000000000 20 4 30 10 -1
-   4: 0100007F:1F90 0100007F:C352 01 00000000:00000000 00:00000000 00000000     0        0 5 1 0000000000000000 20 4 30 10 -1
-`
-	if n := countEstablished([]byte(table), 8500); n != 2 {
-		t.Errorf("countEstablished = %d, want 2", n)
-	}
-	if v := establishedTo("127.0.0.1:not-a-port"); !math.IsNaN(v) {
-		t.Errorf("establishedTo(bad address) = %v, want NaN", v)
+func TestEstablishedToBadAddress(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:not-a-port", "no port"} {
+		if v := establishedTo(addr); !math.IsNaN(v) {
+			t.Errorf("establishedTo(%q) = %v, want NaN", addr, v)
+		}
 	}
 }
 
