@@ -379,17 +379,26 @@ func judge(pts []point, warmup float64, b bound) (SoakCheck, bool) {
 
 // SoakReport is the soak's outcome; it is also the "soak" member of -summary-json.
 type SoakReport struct {
-	Duration         float64     `json:"duration_s"`
-	Warmup           float64     `json:"warmup_s"`
-	Interval         float64     `json:"interval_s"`
-	Checks           []SoakCheck `json:"checks"`
-	Requests         int         `json:"requests"`
-	Idempotent       int         `json:"idempotent"`
-	IdempotentFailed int         `json:"idempotent_failed"`
-	ChaosEvents      int         `json:"chaos_events"`
-	Unanswered       []string    `json:"unanswered,omitempty"`
-	Problems         []string    `json:"problems,omitempty"`
-	OK               bool        `json:"ok"`
+	Duration         float64      `json:"duration_s"`
+	Warmup           float64      `json:"warmup_s"`
+	Interval         float64      `json:"interval_s"`
+	Checks           []SoakCheck  `json:"checks"`
+	Requests         int          `json:"requests"`
+	Idempotent       int          `json:"idempotent"`
+	IdempotentFailed int          `json:"idempotent_failed"`
+	ChaosEvents      int          `json:"chaos_events"`
+	Unanswered       []string     `json:"unanswered,omitempty"`
+	Problems         []string     `json:"problems,omitempty"`
+	OK               bool         `json:"ok"`
+	Series           []SoakSeries `json:"series"` // every sample, for plots and for a failure's diagnosis
+}
+
+// SoakSeries is every sample of one resource of one series: [seconds since the load started, value].
+type SoakSeries struct {
+	Series   string       `json:"series"`
+	Kind     string       `json:"kind"`
+	Resource string       `json:"resource"`
+	Points   [][2]float64 `json:"points"`
 }
 
 // report judges every series and the run's summary.
@@ -416,6 +425,13 @@ func (s *soak) report(sum Summary) SoakReport {
 		sr := s.series[n]
 		for _, res := range soakResources {
 			pts := sr.pts[res]
+			if len(pts) > 0 {
+				ss := SoakSeries{Series: sr.name, Kind: sr.kind, Resource: res}
+				for _, p := range pts {
+					ss.Points = append(ss.Points, [2]float64{roundTo(p.t, 0.1), p.v})
+				}
+				r.Series = append(r.Series, ss)
+			}
 			// One process is judged on its own only if it lived through the whole judged window;
 			// a replaced one counts in its service's median.
 			if sr.kind == kindInstance && (len(pts) == 0 || pts[0].t > warm+slack || pts[len(pts)-1].t < s.end-slack) {

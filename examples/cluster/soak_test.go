@@ -62,6 +62,11 @@ func TestSoak(t *testing.T) {
 			}
 		}
 	}
+	for _, sr := range r.Series {
+		if sr.Series == "consul agent" && sr.Resource == resConns && len(sr.Points) < 3*minThird {
+			t.Errorf("agent connections: %d samples in the summary", len(sr.Points))
+		}
+	}
 	b, err := os.ReadFile(report)
 	if err != nil {
 		t.Fatal(err)
