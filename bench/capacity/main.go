@@ -96,7 +96,8 @@ type result struct {
 	regAgentRSSB  float64 // agent RSS growth per registered instance
 	agentRSSMiB   float64 // agent RSS with n instances
 	// one watcher
-	firstBytes     float64 // first list on the wire
+	firstBytes     float64 // first list on the wire (gzip: Go's client asks for it, Consul compresses)
+	jsonBytes      float64 // the same list as JSON, uncompressed
 	heapPerInst    float64 // watcher heap per watched instance
 	updP50, updMax time.Duration
 	updBytes       float64 // bytes on the wire per update
@@ -106,7 +107,7 @@ type result struct {
 	perWatcherGoroutines float64
 	perWatcherRSSKiB     float64
 	conns                float64 // connections to the agent's HTTP port with w+1 watchers
-	blocking, streams    float64 // the agent's gauges with w+1 watchers
+	blocking, streams    float64 // the agent's gauges, highest seen over the whole run; -1 never reported
 	fanP50, fanMax       time.Duration
 	fanAgentCPUms        float64
 	fanClientCPUms       float64 // this process, all watchers, per update
@@ -118,6 +119,31 @@ func measure(t consultest.TB, n, updates, w int) result {
 	pid := a.Pid()
 	r := result{n: n}
 	ctx := context.Background()
+	// go-metrics reports a gauge only in an interval in which it was set (a stream, for one, is
+	// opened once and then shared): poll the two query gauges for the whole run, keep the highest.
+	r.blocking, r.streams = -1, -1
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	var poll sync.WaitGroup
+	poll.Go(func() {
+		for pollCtx.Err() == nil {
+			if m, err := a.Client.Agent().Metrics(); err == nil {
+				for _, g := range m.Gauges {
+					switch g.Name {
+					case "consul.rpc.queries_blocking":
+						r.blocking = max(r.blocking, float64(g.Value))
+					case "consul.grpc.server.streams":
+						r.streams = max(r.streams, float64(g.Value))
+					}
+				}
+			}
+			select {
+			case <-pollCtx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	})
+	stopGauges := func() { stopPoll(); poll.Wait() }
+	defer stopGauges() // on a failure; a second call is harmless
 
 	time.Sleep(time.Second) // let the fresh agent settle before the baseline
 	rss0, cpu0 := procRSS(pid), procCPU(pid)
@@ -142,6 +168,7 @@ func measure(t consultest.TB, n, updates, w int) result {
 	waitFor(t, ctx, []*consul.Watcher{watch}, nil, func(s discovery.Snapshot) bool { return len(s.Instances) == n })
 	r.firstBytes = float64(wire.Load())
 	r.heapPerInst = float64(heapAlloc()-heap0) / float64(n)
+	r.jsonBytes = jsonSize(t, a.HTTPAddr)
 	lat, clientCPU, agentCPU, bytes := runUpdates(t, ctx, a.Client, pid, idle, []*consul.Watcher{watch}, n, updates, &wire, 0)
 	r.updP50, r.updMax = pct(lat, 0.5), slices.Max(lat)
 	r.updBytes, r.updClientCPUms, r.updAgentCPUms = bytes, clientCPU, agentCPU
@@ -161,12 +188,12 @@ func measure(t consultest.TB, n, updates, w int) result {
 	gs := agentGauges(t, a.Client)
 	r.perWatcherGoroutines = (gs["consul.runtime.num_goroutines"] - g0) / float64(w)
 	r.perWatcherRSSKiB = float64(procRSS(pid)-rssW0) / 1024 / float64(w)
-	r.blocking, r.streams = gs["consul.rpc.queries_blocking"], gs["consul.grpc.server.streams"]
 	r.conns = establishedTo(a.HTTPAddr)
 	fan := max(3, updates/2)
 	lat, clientCPU, agentCPU, _ = runUpdates(t, ctx, a.Client, pid, idle, all, n, fan, &wire, updates)
 	r.fanP50, r.fanMax = pct(lat, 0.5), slices.Max(lat)
 	r.fanAgentCPUms, r.fanClientCPUms = agentCPU, clientCPU
+	stopGauges()
 	return r
 }
 
@@ -316,6 +343,22 @@ func waitFor(t consultest.TB, ctx context.Context, ws []*consul.Watcher, version
 	return out
 }
 
+// jsonSize is the size of the service's healthy list as Consul sends it without compression.
+func jsonSize(t consultest.TB, addr string) float64 {
+	c := &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: time.Minute}
+	defer c.CloseIdleConnections()
+	res, err := c.Get("http://" + addr + "/v1/health/service/" + service + "?passing&stale")
+	if err != nil {
+		t.Fatalf("list: %v", err)
+	}
+	defer res.Body.Close()
+	n, err := io.Copy(io.Discard, res.Body)
+	if err != nil {
+		t.Fatalf("list: %v", err)
+	}
+	return float64(n)
+}
+
 // agentGauges reads the agent's gauges from /v1/agent/metrics.
 func agentGauges(t consultest.TB, c *api.Client) map[string]float64 {
 	m, err := c.Agent().Metrics()
@@ -374,18 +417,30 @@ func writeTable(w io.Writer, rows []result, updates, watchers int) {
 	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64) }
 	fmt.Fprintf(w, "One `consul agent -dev` (server and agent in one process) on loopback; %d updates with one watcher, %d with %d+1 watchers.\n\n",
 		updates, max(3, updates/2), watchers)
-	fmt.Fprintf(w, "| instances | register: s | agent CPU µs/registration | agent RSS B/instance | agent RSS MiB | first list KiB | watcher heap B/instance | update p50 / max ms | update KiB on the wire | process CPU ms/update | agent CPU ms/update |\n")
+	heap := func(v float64) string {
+		if v <= 0 {
+			return "below noise"
+		}
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	gauge := func(v float64) string {
+		if v < 0 {
+			return "0 (never set)"
+		}
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	fmt.Fprintf(w, "| instances | register: s | agent CPU µs/registration | agent RSS B/instance | agent RSS MiB | list: JSON KiB / gzip KiB | watcher heap B/instance | update p50 / max ms | update KiB on the wire | process CPU ms/update | agent CPU ms/update |\n")
 	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
-		fmt.Fprintf(w, "| %d | %.1f | %.0f | %.0f | %.0f | %.0f | %.0f | %s / %s | %.0f | %.2f | %.2f |\n",
-			r.n, r.regSeconds, r.regAgentCPUus, r.regAgentRSSB, r.agentRSSMiB, r.firstBytes/1024, r.heapPerInst,
+		fmt.Fprintf(w, "| %d | %.1f | %.0f | %.0f | %.0f | %.0f / %.0f | %s | %s / %s | %.0f | %.2f | %.2f |\n",
+			r.n, r.regSeconds, r.regAgentCPUus, r.regAgentRSSB, r.agentRSSMiB, r.jsonBytes/1024, r.firstBytes/1024, heap(r.heapPerInst),
 			ms(r.updP50), ms(r.updMax), r.updBytes/1024, r.updClientCPUms, r.updAgentCPUms)
 	}
-	fmt.Fprintf(w, "\n| instances | %d+1 watchers: agent goroutines / watcher | agent RSS KiB / watcher | conns to the agent | blocking queries | streams | update to all p50 / max ms | agent CPU ms/update | agent CPU ms/update/watcher | watchers' CPU ms/update |\n", watchers)
+	fmt.Fprintf(w, "\n| instances | %d+1 watchers: agent goroutines / watcher | agent RSS KiB / watcher | conns to the agent | blocking queries (max) | streams (max) | update to all p50 / max ms | agent CPU ms/update | agent CPU ms/update/watcher | watchers' CPU ms/update |\n", watchers)
 	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
-		fmt.Fprintf(w, "| %d | %.1f | %.0f | %.0f | %.0f | %.0f | %s / %s | %.1f | %.2f | %.1f |\n",
-			r.n, r.perWatcherGoroutines, r.perWatcherRSSKiB, r.conns, r.blocking, r.streams, ms(r.fanP50), ms(r.fanMax),
+		fmt.Fprintf(w, "| %d | %.1f | %.0f | %.0f | %s | %s | %s / %s | %.1f | %.2f | %.1f |\n",
+			r.n, r.perWatcherGoroutines, r.perWatcherRSSKiB, r.conns, gauge(r.blocking), gauge(r.streams), ms(r.fanP50), ms(r.fanMax),
 			r.fanAgentCPUms, r.fanAgentCPUms/float64(watchers+1), r.fanClientCPUms)
 	}
 }
