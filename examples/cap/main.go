@@ -9,8 +9,9 @@
 // key from the partitioned server three ways: a stale read (?stale) is answered from its own,
 // now outdated, copy (available, not consistent); a default read and a consistent read
 // (?consistent) need the leader, which it cannot reach, and are refused (consistent, not
-// available). The majority side keeps accepting writes and consistent reads. After the partition
-// heals, the server catches up. docs/concepts.md explains what Chassis does with each choice.
+// available). The majority side keeps accepting writes and consistent reads. Meanwhile the gossip
+// layer (Serf's SWIM) marks the cut server failed. After the partition heals, the server catches up
+// from the leader's Raft log and gossip sees it alive again. docs/concepts.md explains what Chassis does with each choice.
 package main
 
 import (
@@ -51,6 +52,8 @@ type Outcome struct {
 	ConsistentErr   error         // a consistent read from the partitioned server
 	MajorityValue   string        // a consistent read through the majority's leader
 	HealedValue     string        // a stale read from the once partitioned server after the heal
+	GossipFailed    time.Duration // from the cut until the leader's gossip marked the server failed
+	GossipAlive     time.Duration // from the heal until it was alive again
 }
 
 // run is the whole demonstration; it stops the cluster and removes the partition before it returns.
@@ -75,7 +78,21 @@ func demonstrate(ctx context.Context, r consultest.TB, out io.Writer) (o Outcome
 	say("2. PUT %s = v1 through the leader; every server has it (a stale read from %s says v1).", key, follower.Name)
 
 	say("3. Partition: every packet between %s and the two other servers is dropped (iptables).", follower.Name)
-	heal := c.Partition(follower)
+	healPair := c.Partition(follower)
+	healInbound := c.Isolate(follower)
+	heal := func() { healInbound(); healPair() }
+	cut := time.Now()
+	// Gossip's verdict takes tens of seconds (SWIM's suspicion timeout, longer while the cut server's
+	// own TCP push-pull still refutes it): wait for it while the reads below run.
+	type verdict struct {
+		after time.Duration
+		err   error
+	}
+	gossip := make(chan verdict, 1)
+	go func() {
+		err := waitMember(ctx, leader, follower.Name, memberFailed, 2*time.Minute)
+		gossip <- verdict{time.Since(cut), err}
+	}()
 	// A follower notices after its heartbeat timeout (1 s with raft_multiplier 1) and then keeps
 	// calling elections it cannot win; until then it still believes in the old leader.
 	waitNoLeader(r, ctx, follower, 20*time.Second)
@@ -105,11 +122,26 @@ func demonstrate(ctx context.Context, r consultest.TB, out io.Writer) (o Outcome
 	o.MajorityValue = v
 	say("6. Meanwhile the majority side answers a consistent read from %s: %q.", leader.Name, v)
 
+	g := <-gossip
+	if g.err != nil {
+		r.Fatal(g.err)
+	}
+	o.GossipFailed = g.after
+	say("7. Gossip (Serf, SWIM): %s's view marked %s failed %.1fs after the cut: its probes, direct and through",
+		leader.Name, follower.Name, o.GossipFailed.Seconds())
+	say("   the other member, went unanswered, and no refutation arrived before the suspicion timeout.")
+
 	heal()
-	say("7. Heal the partition.")
+	healed := time.Now()
+	say("8. Heal the partition.")
 	c.WaitLeader(consultest.ClusterReadyTimeout)
 	o.HealedValue = waitValue(r, ctx, follower, "v2", 30*time.Second)
 	say("   %s caught up from the leader's log: a stale read now says %q.", follower.Name, o.HealedValue)
+	if err := waitMember(ctx, leader, follower.Name, memberAlive, time.Minute); err != nil {
+		r.Fatal(err)
+	}
+	o.GossipAlive = time.Since(healed)
+	say("   gossip: %s is alive again in %s's view %.1fs after the heal.", follower.Name, leader.Name, o.GossipAlive.Seconds())
 	say("")
 	say("Consul chose consistency for its default and consistent reads (CP) and lets a client opt into")
 	say("availability with stale reads (AP). Chassis watches with stale reads (CONSUL_CONSISTENCY=stale,")
@@ -182,4 +214,31 @@ func waitNoLeader(r consultest.TB, ctx context.Context, a *consultest.Agent, tim
 		time.Sleep(100 * time.Millisecond)
 	}
 	r.Fatalf("%s still reports a leader %s after the partition", a.Name, timeout)
+}
+
+// Serf member states as /v1/agent/members reports them.
+const (
+	memberAlive  = 1
+	memberFailed = 4
+)
+
+// waitMember waits until a's gossip view (the LAN pool) shows the member name in state status.
+func waitMember(ctx context.Context, a *consultest.Agent, name string, status int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	last := -1
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		ms, err := a.Client.Agent().Members(false)
+		if err == nil {
+			for _, m := range ms {
+				if m.Name == name {
+					last = m.Status
+				}
+			}
+			if last == status {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s's gossip view of %s: status %d, want %d after %s", a.Name, name, last, status, timeout)
 }

@@ -51,6 +51,9 @@ func TestCAP(t *testing.T) {
 	if o.HealedValue != "v2" {
 		t.Errorf("after the heal the server says %q, want v2", o.HealedValue)
 	}
+	if o.GossipFailed <= 0 || o.GossipAlive <= 0 {
+		t.Errorf("gossip: failed after %s, alive again after %s", o.GossipFailed, o.GossipAlive)
+	}
 	for _, s := range []string{"AVAILABLE, NOT CONSISTENT", "CONSISTENT, NOT AVAILABLE"} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("the narrative lacks %q", s)

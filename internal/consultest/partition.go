@@ -87,6 +87,25 @@ func (c *Cluster) Partition(side ...*Agent) (heal func()) {
 			}
 		}
 	}
+	return c.addRules(rules)
+}
+
+// Isolate drops every packet sent to a's gossip and RPC address from any other address, until the
+// returned heal function runs (it also runs in t.Cleanup). Partition matches packets by the
+// servers' addresses, which leaves out connections dialled without binding a source address
+// (memberlist's TCP fallback probe and push-pull come from 127.0.0.1), so that the other servers'
+// gossip still reaches a over TCP and keeps it alive; with Isolate as well, their probes fail and
+// they mark a failed. The cluster must come from StartPartitionableCluster.
+func (c *Cluster) Isolate(a *Agent) (heal func()) {
+	c.t.Helper()
+	return c.addRules([][]string{{"INPUT", "-d", a.BindIP(), "!", "-s", a.BindIP(), "-j", "DROP",
+		"-m", "comment", "--comment", "consultest-partition"}})
+}
+
+// addRules inserts the iptables rules and returns the function that deletes them, also registered
+// in t.Cleanup.
+func (c *Cluster) addRules(rules [][]string) (heal func()) {
+	c.t.Helper()
 	var added [][]string
 	var once sync.Once
 	heal = func() {
