@@ -6,13 +6,16 @@
 //	go run ./examples/cluster -duration 0          # until Ctrl-C
 //	go run ./examples/cluster -consul=local        # a real Consul agent (consul on PATH or in GOPATH/bin)
 //	CONSUL_HTTP_ADDR=127.0.0.1:8500 go run ./examples/cluster   # an agent you run
+//	go run ./examples/cluster -soak -consul=local -duration 10m -dashboard=   # the soak (make soak)
 //
 // It builds the four service binaries once, starts the registry (by default discoverytest's fake
 // Consul HTTP API, in this process: nothing to install), starts -instances of each service on free
 // loopback ports, and sends an open-loop mix of requests to the gateways through the same discovery,
 // balancer and resilience packages a service uses. With -chaos it kills an instance, slows one down,
 // does a rolling restart, cuts the registry off and triples the load, each once (every minute when
-// the demo runs until Ctrl-C), and reports how the cluster reacted. Ctrl-C stops everything in
+// the demo runs until Ctrl-C, or with -chaos-every), and reports how the cluster reacted. With -soak
+// it also samples every process's goroutines, memory and open files and the agent's queries, and
+// fails if one grows without bound (docs/demo.md, "Soak"). Ctrl-C stops everything in
 // order: load, chaos, then SIGTERM to every instance, SIGKILL to stragglers. docs/demo.md explains
 // what to watch.
 package main
