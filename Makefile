@@ -9,7 +9,7 @@ export PATH := $(GOBIN):$(PATH)
 # from the module proxy when the installed Go is older, which a go.env of GOTOOLCHAIN=local would forbid.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: demo test tools lint vuln rules unit bench-smoke bench bench-tcp fuzz reference proto
+.PHONY: demo test tools lint vuln rules unit bench-smoke bench bench-tcp fuzz reference proto soak
 
 # The dashboard's address (empty turns it off) and any other flags of the launcher (docs/demo.md).
 DEMO_DASHBOARD ?= 127.0.0.1:8088
@@ -30,7 +30,16 @@ demo: ## the demo cluster on embedded defaults (no Consul needed); dashboard on 
 	echo "make demo: built in $$(( $$(date +%s) - start ))s; starting the cluster"; \
 	"$$dir/cluster" -prebuilt "$$dir" -dashboard='$(DEMO_DASHBOARD)' $(DEMO_FLAGS)
 
-test: tools lint vuln unit bench-smoke ## everything CI runs
+test: tools lint vuln unit bench-smoke ## everything CI runs (unit includes the 60 s soak, TestSoak)
+
+# The soak's length and any other flags of the launcher (docs/demo.md, "Soak").
+SOAK_DURATION ?= 10m
+SOAK_REPORT   ?= soak-report.md
+SOAK_FLAGS    ?=
+
+soak: ## the demo cluster on a real Consul agent for SOAK_DURATION (10m), chaos every minute; fails on growth, a failed idempotent request or unanswered chaos
+	bash scripts/install-consul.sh
+	$(GO) run ./examples/cluster -soak -consul=local -duration $(SOAK_DURATION) -dashboard= -soak-report $(SOAK_REPORT) $(SOAK_FLAGS)
 
 tools: ## install Consul, Prometheus, the OTel Collector, Chromium, govulncheck (idempotent)
 	bash scripts/install-tools.sh

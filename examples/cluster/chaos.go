@@ -55,14 +55,10 @@ var schedule = []step{
 // cycle is the schedule's period when the demo runs until Ctrl-C.
 const cycle = 60 * time.Second
 
-// run follows the schedule from start over duration (one cycle after another when duration is 0)
+// run follows the schedule from start over period, once or one cycle after another when repeat,
 // until ctx is done.
-func (ch *chaos) run(ctx context.Context, start time.Time, duration time.Duration) {
+func (ch *chaos) run(ctx context.Context, start time.Time, period time.Duration, repeat bool) {
 	defer ch.wg.Wait()
-	period := duration
-	if period <= 0 {
-		period = cycle
-	}
 	for base := start; ; base = base.Add(period) {
 		for _, s := range schedule {
 			at := base.Add(time.Duration(s.at * float64(period)))
@@ -74,7 +70,7 @@ func (ch *chaos) run(ctx context.Context, start time.Time, duration time.Duratio
 				ch.tl.add(Event{Kind: EventInfo, Detail: "chaos step failed: " + err.Error()})
 			}
 		}
-		if duration > 0 {
+		if !repeat {
 			return
 		}
 	}

@@ -6,13 +6,16 @@
 //	go run ./examples/cluster -duration 0          # until Ctrl-C
 //	go run ./examples/cluster -consul=local        # a real Consul agent (consul on PATH or in GOPATH/bin)
 //	CONSUL_HTTP_ADDR=127.0.0.1:8500 go run ./examples/cluster   # an agent you run
+//	go run ./examples/cluster -soak -consul=local -duration 10m -dashboard=   # the soak (make soak)
 //
 // It builds the four service binaries once, starts the registry (by default discoverytest's fake
 // Consul HTTP API, in this process: nothing to install), starts -instances of each service on free
 // loopback ports, and sends an open-loop mix of requests to the gateways through the same discovery,
 // balancer and resilience packages a service uses. With -chaos it kills an instance, slows one down,
 // does a rolling restart, cuts the registry off and triples the load, each once (every minute when
-// the demo runs until Ctrl-C), and reports how the cluster reacted. Ctrl-C stops everything in
+// the demo runs until Ctrl-C, or with -chaos-every), and reports how the cluster reacted. With -soak
+// it also samples every process's goroutines, memory and open files and the agent's queries, and
+// fails if one grows without bound (docs/demo.md, "Soak"). Ctrl-C stops everything in
 // order: load, chaos, then SIGTERM to every instance, SIGKILL to stragglers. docs/demo.md explains
 // what to watch.
 package main
@@ -73,6 +76,8 @@ type options struct {
 	auth        bool
 	goTool      string
 	prebuilt    string
+	chaosEvery  time.Duration // the chaos schedule's period; 0: once over -duration, or every minute when it is 0
+	soak        soakOptions
 }
 
 func parseFlags(args []string, out io.Writer) (options, error) {
@@ -92,10 +97,16 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.BoolVar(&o.auth, "auth", true, "gateway verifies JWT bearer tokens (carts need one) and rate-limits cart writes per user")
 	fs.StringVar(&o.goTool, "go", "go", "the go command used to build the services")
 	fs.StringVar(&o.prebuilt, "prebuilt", "", "use the service binaries already in this directory (gateway, catalog, pricing, cart) instead of building them")
+	fs.DurationVar(&o.chaosEvery, "chaos-every", 0, "repeat the chaos schedule with this period (0: once over -duration, or every minute when -duration is 0)")
+	o.soak.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	var errs []error
+	if o.chaosEvery < 0 || (o.chaosEvery > 0 && o.chaosEvery < 10*time.Second) {
+		errs = append(errs, errors.New("-chaos-every must be 0 or at least 10s"))
+	}
+	errs = append(errs, o.soak.check(&o)...)
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
@@ -287,9 +298,15 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	defer stopRun()
 	var runWG sync.WaitGroup
 	if o.chaos {
-		runWG.Go(func() { ch.run(runCtx, start, o.duration) })
+		period, repeat := chaosPeriod(o)
+		runWG.Go(func() { ch.run(runCtx, start, period, repeat) })
 	}
 	runWG.Go(func() { load.run(runCtx, "gateway") })
+	var sk *soak
+	if o.soak.on {
+		sk = newSoak(o.soak, d.cl, d.reg, d.scr, start)
+		runWG.Go(func() { sk.run(runCtx) })
+	}
 	runWG.Wait()
 	ch.wg.Wait() // actions the dashboard started
 	end := time.Now()
@@ -309,12 +326,31 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		d.dash.broadcast()
 	}
 	printSummary(d.out, sum)
+	var soakErr error
+	if sk != nil {
+		rep := sk.report(sum)
+		sum.Soak = &rep
+		soakErr = d.finishSoak(rep)
+	}
 	if o.summaryJSON != "" {
 		if err := writeJSON(o.summaryJSON, sum); err != nil {
 			return err
 		}
 	}
-	return nil
+	return soakErr
+}
+
+// chaosPeriod is the chaos schedule's period and whether it repeats: -chaos-every if set, else once
+// over -duration, or every cycle until Ctrl-C.
+func chaosPeriod(o options) (time.Duration, bool) {
+	switch {
+	case o.chaosEvery > 0:
+		return o.chaosEvery, true
+	case o.duration > 0:
+		return o.duration, false
+	default:
+		return cycle, true
+	}
 }
 
 func describeRun(o options) string {

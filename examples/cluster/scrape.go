@@ -34,6 +34,7 @@ const (
 	promRateLimited      = "chassis_server_rate_limited_total"
 	promShed             = "chassis_server_shed_total"
 	promRSS              = "process_memory_usage_bytes"
+	promGoroutines       = "go_goroutine_count"
 
 	labelStatus      = "http_response_status_code"
 	labelGRPCStatus  = "rpc_grpc_status_code"
@@ -51,6 +52,7 @@ type scrape struct {
 	breakers []Breaker
 	peers    map[string]*PeerView
 	rss      float64
+	gor      float64 // goroutines
 	limited  float64
 	shed     float64
 }
@@ -83,6 +85,7 @@ type InstanceMetrics struct {
 	ErrorRate  float64              `json:"error_rate"`
 	P99Ms      float64              `json:"p99_ms"`
 	RSSMB      float64              `json:"rss_mb"`
+	Goroutines float64              `json:"goroutines"`
 	Breakers   []Breaker            `json:"breakers,omitempty"`
 	Peers      map[string]*PeerView `json:"peers,omitempty"`
 	Limited    float64              `json:"rate_limited"`
@@ -207,6 +210,8 @@ func parseMetrics(r io.Reader, at time.Time) (*scrape, error) {
 				sc.shed += m.GetCounter().GetValue()
 			case promRSS:
 				sc.rss += m.GetGauge().GetValue()
+			case promGoroutines:
+				sc.gor += m.GetGauge().GetValue()
 			}
 		}
 	}
@@ -242,6 +247,7 @@ func (s *scraper) metrics(id string) InstanceMetrics {
 	}
 	im.ScrapedAgo = math.Round(time.Since(cur.at).Seconds()*10) / 10
 	im.RSSMB = math.Round(cur.rss/(1<<20)*10) / 10
+	im.Goroutines = cur.gor
 	im.Breakers = cur.breakers
 	im.Peers = cur.peers
 	im.Limited, im.Shed = cur.limited, cur.shed

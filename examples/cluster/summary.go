@@ -22,6 +22,7 @@ type Summary struct {
 	RegistryPid int            `json:"registry_pid,omitempty"` // a consul agent the launcher started
 	LauncherPid int            `json:"launcher_pid"`
 	BinDir      string         `json:"bin_dir"` // where the service binaries were built (removed at exit)
+	Soak        *SoakReport    `json:"soak,omitempty"`
 }
 
 // Shutdown is how the launcher's own stop went.

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -33,7 +32,7 @@ var (
 )
 
 // Binary returns the path of the consul binary, failing the test with instructions if there is none.
-func Binary(t testing.TB) string {
+func Binary(t TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		if p, err := exec.LookPath("consul"); err == nil {
@@ -75,7 +74,7 @@ type Agent struct {
 	// Client talks to this agent's HTTP API.
 	Client *api.Client
 
-	t       testing.TB
+	t       TB
 	bin     string
 	args    []string
 	logPath string
@@ -88,7 +87,7 @@ type Agent struct {
 type ports struct{ http, serfLAN, serfWAN, server int }
 
 // freePorts returns n ports free for both TCP and UDP on 127.0.0.1 (serf uses both).
-func freePorts(t testing.TB, n int) []int {
+func freePorts(t TB, n int) []int {
 	t.Helper()
 	var out []int
 	var hold []interface{ Close() error }
@@ -114,7 +113,7 @@ func freePorts(t testing.TB, n int) []int {
 	return out
 }
 
-func newPorts(t testing.TB) ports {
+func newPorts(t TB) ports {
 	p := freePorts(t, 4)
 	return ports{http: p[0], serfLAN: p[1], serfWAN: p[2], server: p[3]}
 }
@@ -130,7 +129,7 @@ func (p ports) args() []string {
 	}
 }
 
-func newAgent(t testing.TB, name string, p ports, extra []string) *Agent {
+func newAgent(t TB, name string, p ports, extra []string) *Agent {
 	t.Helper()
 	a := &Agent{
 		Name:        name,
@@ -228,6 +227,16 @@ func (a *Agent) Running() bool {
 	}
 }
 
+// Pid returns the agent's process id, 0 if it is not running.
+func (a *Agent) Pid() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cmd == nil || a.cmd.Process == nil {
+		return 0
+	}
+	return a.cmd.Process.Pid
+}
+
 // Leader returns the leader's server address as this agent sees it, or "" if it knows none.
 func (a *Agent) Leader() (string, error) {
 	return a.Client.Status().Leader()
@@ -267,7 +276,7 @@ func (a *Agent) LogTail(n int) string {
 
 // StartDev starts `consul agent -dev` on free loopback ports and waits until it has elected itself.
 // It is killed in t.Cleanup.
-func StartDev(t testing.TB) *Agent {
+func StartDev(t TB) *Agent {
 	t.Helper()
 	a := newAgent(t, "dev-"+strconv.Itoa(os.Getpid())+"-"+strconv.FormatInt(time.Now().UnixNano()%1e6, 10), newPorts(t), []string{"-dev"})
 	a.start()
@@ -278,13 +287,13 @@ func StartDev(t testing.TB) *Agent {
 // Cluster is a set of Consul servers on loopback.
 type Cluster struct {
 	Servers []*Agent
-	t       testing.TB
+	t       TB
 }
 
 // StartCluster starts n servers (-server -bootstrap-expect n) that join each other, each with its own
 // ports and data directory, and waits until they agree on a leader. raft_multiplier is 1 (Consul's
 // production recommendation), so elections take a few seconds instead of the default's ~13.
-func StartCluster(t testing.TB, n int) *Cluster {
+func StartCluster(t TB, n int) *Cluster {
 	t.Helper()
 	if n < 1 {
 		t.Fatal("consultest: StartCluster needs at least one server")

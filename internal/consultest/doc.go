@@ -5,5 +5,19 @@
 // fails.
 //
 // The consul binary comes from PATH or $(go env GOPATH)/bin; scripts/install-consul.sh installs it.
-// A missing binary fails the test (it does not skip): the test command installs it first.
+// A missing binary fails the test (it does not skip): the test command installs it first. The
+// helpers take a TB, which testing.TB satisfies, so that an example can start a cluster too.
 package consultest
+
+// TB is the part of testing.TB the helpers use. *testing.T and *testing.B satisfy it; so can a
+// command that runs agents outside a test (examples/cap), with a Fatal that stops the command.
+type TB interface {
+	Helper()
+	Cleanup(f func())
+	TempDir() string
+	Failed() bool
+	Logf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 )
 
 // PartitionBaseIP is the first loopback address StartPartitionableCluster binds servers to: server i
@@ -21,7 +20,7 @@ var iptablesMu sync.Mutex
 // to its own loopback address (127.0.0.11, .12, ...), so that Partition can cut traffic between
 // them with iptables. The HTTP APIs stay on 127.0.0.1. It fails the test when iptables is missing:
 // scripts/install-netem.sh installs it (root).
-func StartPartitionableCluster(t testing.TB, n int) *Cluster {
+func StartPartitionableCluster(t TB, n int) *Cluster {
 	t.Helper()
 	if _, err := exec.LookPath("iptables"); err != nil {
 		t.Fatal("consultest: iptables not found: run scripts/install-netem.sh first (as root)")
@@ -88,6 +87,25 @@ func (c *Cluster) Partition(side ...*Agent) (heal func()) {
 			}
 		}
 	}
+	return c.addRules(rules)
+}
+
+// Isolate drops every packet sent to a's gossip and RPC address from any other address, until the
+// returned heal function runs (it also runs in t.Cleanup). Partition matches packets by the
+// servers' addresses, which leaves out connections dialled without binding a source address
+// (memberlist's TCP fallback probe and push-pull come from 127.0.0.1), so that the other servers'
+// gossip still reaches a over TCP and keeps it alive; with Isolate as well, their probes fail and
+// they mark a failed. The cluster must come from StartPartitionableCluster.
+func (c *Cluster) Isolate(a *Agent) (heal func()) {
+	c.t.Helper()
+	return c.addRules([][]string{{"INPUT", "-d", a.BindIP(), "!", "-s", a.BindIP(), "-j", "DROP",
+		"-m", "comment", "--comment", "consultest-partition"}})
+}
+
+// addRules inserts the iptables rules and returns the function that deletes them, also registered
+// in t.Cleanup.
+func (c *Cluster) addRules(rules [][]string) (heal func()) {
+	c.t.Helper()
 	var added [][]string
 	var once sync.Once
 	heal = func() {

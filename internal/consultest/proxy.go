@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"testing"
 )
 
 // Proxy is a loopback TCP proxy in front of an agent. Down cuts every open connection and answers new
@@ -36,7 +35,7 @@ func StartProxy(target string) (*Proxy, error) {
 }
 
 // NewProxy is StartProxy for tests: it fails the test on error and closes the proxy in t.Cleanup.
-func NewProxy(t testing.TB, target string) *Proxy {
+func NewProxy(t TB, target string) *Proxy {
 	t.Helper()
 	p, err := StartProxy(target)
 	if err != nil {
