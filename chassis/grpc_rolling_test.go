@@ -359,51 +359,66 @@ func (l *grpcLoad) results() (calls map[string]int, failed map[string][]callErro
 	return maps.Clone(l.calls), failed
 }
 
-// TestGRPCRollingRestartLosesNoCall replaces three gRPC instances one at a time, registered in a
+// TestGRPCRollingRestartLosesNoCall restarts three gRPC instances one at a time, registered in a
 // real Consul agent, under steady load from a chassis gRPC client with default settings (8 callers
-// in a loop: 4 on the idempotent Get, 4 on Put, which is never retried). Each new instance starts
-// and passes in Consul, then the old one gets SIGTERM and drains: gRPC health NOT_SERVING,
-// deregistration, DRAIN_DELAY, GracefulStop. No call may fail, Put's included: the client stops
-// picking an instance when its deregistration arrives by the Consul watch, during DRAIN_DELAY,
-// before the server stops, and the calls in progress then finish on the open connection.
+// in a loop: 4 on the idempotent Get, 4 on Put, which is never retried), in the two orders of a
+// rolling deployment: in place (SIGTERM, exit, then the new instance starts: two instances serve
+// meanwhile, as with Kubernetes' maxUnavailable=1 or a restart by a process manager), and with a
+// surge (the new instance starts and passes in Consul, then the old one gets SIGTERM). The old
+// one drains: gRPC health NOT_SERVING, deregistration, DRAIN_DELAY, GracefulStop. No call may
+// fail, Put's included: the client stops picking an instance when its deregistration arrives by
+// the Consul watch, during DRAIN_DELAY, before the server stops, and the calls in progress then
+// finish on the open connection.
 func TestGRPCRollingRestartLosesNoCall(t *testing.T) {
-	c, olds := startRollingCluster(t, 3)
-	load := startGRPCLoad(c.conn, map[string]int{rollingGet: 4, rollingPut: 4})
-	defer load.finish()
-	load.waitServed(t, 20, olds...) // steady state on the three old instances
+	for _, tc := range []struct {
+		name    string
+		inPlace bool
+	}{{"in-place", true}, {"surge", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, olds := startRollingCluster(t, 3)
+			load := startGRPCLoad(c.conn, map[string]int{rollingGet: 4, rollingPut: 4})
+			defer load.finish()
+			load.waitServed(t, 20, olds...) // steady state on the three old instances
 
-	t0 := time.Now()
-	var news []*rollingInstance
-	unsent := 0
-	for _, old := range olds {
-		news = append(news, c.start(t))
-		old.stop(t)
-		s := c.attempts.get(old.id)
-		if s.failed > s.unsent {
-			t.Errorf("%d of %d attempts sent to the drained instance %s failed; first: %v", s.failed-s.unsent, s.n, old.id, s.firstErr)
-		}
-		unsent += s.unsent
-	}
-	took := time.Since(t0)
-	load.waitServed(t, 20, news...) // traffic on the new instances only
-	load.finish()
+			t0 := time.Now()
+			var news []*rollingInstance
+			unsent := 0
+			for _, old := range olds {
+				if tc.inPlace {
+					old.stop(t)
+					news = append(news, c.start(t))
+				} else {
+					news = append(news, c.start(t))
+					old.stop(t)
+				}
+				s := c.attempts.get(old.id)
+				if s.failed > s.unsent {
+					t.Errorf("%d of %d attempts sent to the drained instance %s failed; first: %v", s.failed-s.unsent, s.n, old.id, s.firstErr)
+				}
+				unsent += s.unsent
+			}
+			took := time.Since(t0)
+			load.waitServed(t, 20, news...) // traffic on the new instances only
+			load.finish()
 
-	calls, failed := load.results()
-	for _, m := range []string{rollingGet, rollingPut} {
-		if len(failed[m]) > 0 {
-			t.Errorf("%s: %d of %d calls failed during the rolling restart; first: %v", m, len(failed[m]), calls[m], failed[m][0].err)
-		}
-		if calls[m] == 0 {
-			t.Errorf("%s: no call made", m)
-		}
+			calls, failed := load.results()
+			for _, m := range []string{rollingGet, rollingPut} {
+				if len(failed[m]) > 0 {
+					t.Errorf("%s: %d of %d calls failed during the rolling restart; first: %v", m, len(failed[m]), calls[m], failed[m][0].err)
+				}
+				if calls[m] == 0 {
+					t.Errorf("%s: no call made", m)
+				}
+			}
+			entries, _, err := c.agent.Client.Health().Service("rolling", "", true, nil)
+			if err != nil || len(entries) != 3 {
+				t.Errorf("passing instances after the restart: %d (%v), want 3", len(entries), err)
+			}
+			t.Logf("rolling restart (%s) of 3 instances in %v: Get %d calls, %d failed; Put (not idempotent) %d calls, %d failed; "+
+				"%d attempts refused unsent on a drained instance and sent again", tc.name, took.Round(time.Millisecond),
+				calls[rollingGet], len(failed[rollingGet]), calls[rollingPut], len(failed[rollingPut]), unsent)
+		})
 	}
-	entries, _, err := c.agent.Client.Health().Service("rolling", "", true, nil)
-	if err != nil || len(entries) != 3 {
-		t.Errorf("passing instances after the restart: %d (%v), want 3", len(entries), err)
-	}
-	t.Logf("rolling restart of 3 instances in %v: Get %d calls, %d failed; Put (not idempotent) %d calls, %d failed; "+
-		"%d attempts refused unsent on a drained instance and sent again", took.Round(time.Millisecond),
-		calls[rollingGet], len(failed[rollingGet]), calls[rollingPut], len(failed[rollingPut]), unsent)
 }
 
 // TestGRPCKilledInstanceLeavesRotation kills one of three instances with SIGKILL under steady
