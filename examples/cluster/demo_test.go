@@ -263,22 +263,32 @@ func testDashboard(t *testing.T, url string) {
 	if err := b.eval(`document.querySelector('#status').textContent`, &status); err != nil || status != "live" {
 		t.Errorf("status %q (%v), want live (server-sent events connected)", status, err)
 	}
-	// Kill catalog-2 with its button; the page must show it dead, the event, and a replacement
-	// catalog instance ready, without a reload.
-	if err := b.eval(`document.querySelector('.inst[data-instance="catalog-2"] button[data-act="kill"]').click(), true`, nil); err != nil {
+	// Kill a ready catalog instance with its button (the chaos schedule may have killed one
+	// already, so which one is read off the page); the page must show it dead, the event, and a
+	// replacement catalog instance ready, without a reload.
+	var victim struct {
+		ID  string
+		Max float64 // the highest catalog instance number before the kill
+	}
+	if err := b.eval(`(() => {
+		const ready = [...document.querySelectorAll('.svc[data-service="catalog"] .inst[data-state="ready"]')];
+		const all = [...document.querySelectorAll('.svc[data-service="catalog"] .inst')];
+		ready[0].querySelector('button[data-act="kill"]').click();
+		return {ID: ready[0].dataset.instance, Max: Math.max(...all.map((e) => Number(e.dataset.instance.split("-")[1])))};
+	})()`, &victim); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.waitFor(ctx, `(() => {
-		const dead = document.querySelector('.inst[data-instance="catalog-2"]');
-		const ev = document.querySelector('#events li[data-kind="kill"][data-target="catalog-2"]');
+		const dead = document.querySelector('.inst[data-instance="`+victim.ID+`"]');
+		const ev = document.querySelector('#events li[data-kind="kill"][data-target="`+victim.ID+`"]');
 		const replaced = [...document.querySelectorAll('.svc[data-service="catalog"] .inst[data-state="ready"]')]
-			.some((e) => Number(e.dataset.instance.split("-")[1]) > 3);
+			.some((e) => Number(e.dataset.instance.split("-")[1]) > `+strconv.FormatFloat(victim.Max, 'f', 0, 64)+`);
 		return !!dead && (dead.dataset.state === "killed" || dead.dataset.state === "exited") && !!ev && replaced;
 	})()`, 20*time.Second); err != nil {
-		t.Fatal(err)
+		t.Fatalf("after killing %s: %v", victim.ID, err)
 	}
 	// A few more updates so the screenshot shows traffic and the kill's reaction.
-	_ = b.waitFor(ctx, `!!document.querySelector('#events li[data-kind="kill"][data-target="catalog-2"] .reaction')`, 10*time.Second)
+	_ = b.waitFor(ctx, `!!document.querySelector('#events li[data-kind="kill"][data-target="`+victim.ID+`"] .reaction')`, 10*time.Second)
 	png, err := b.screenshot()
 	if err != nil {
 		t.Fatal(err)

@@ -176,7 +176,7 @@ func checkEventTimes(t *testing.T, b *browser) {
 	if err := b.eval(`[...document.querySelectorAll("#events li")].map((li) => {
 		const t = li.querySelector(".t"), k = li.querySelector(".kind");
 		return {T: t.textContent, Right: t.getBoundingClientRect().right, KindX: k.getBoundingClientRect().left,
-			Setup: li.dataset.kind === "start", Overlap: t.scrollWidth > t.clientWidth};
+			Setup: li.dataset.setup === "true", Overlap: t.scrollWidth > t.clientWidth};
 	})`, &rows); err != nil {
 		t.Fatal(err)
 	}

@@ -169,7 +169,7 @@ function renderActions(s) {
 
 function renderEvents(events) {
   $("#events").innerHTML = events.slice().reverse().map((e) => `
-    <li class="${e.chaos ? "chaos" : ""}" data-kind="${esc(e.kind)}" data-target="${esc(e.target)}">
+    <li class="${e.chaos ? "chaos" : ""}" data-kind="${esc(e.kind)}" data-target="${esc(e.target)}" data-setup="${e.setup ? "true" : "false"}">
       <span class="t">${esc(eventTime(e))}</span><span class="kind">${esc(e.kind)}</span>${esc(e.detail)}
       ${e.reaction ? `<span class="reaction ${e.failures > 0 ? "failed" : ""}">↳ ${esc(e.reaction)}</span>` : ""}
     </li>`).join("");
