@@ -21,6 +21,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/ f
 var goldenCases = map[string]newOptions{
 	"plain": {module: "github.com/acme/hello", goVersion: minGoVersion, chassisVersion: "v1.2.3"},
 	"deps":  {module: "github.com/acme/orders", goVersion: "1.27", chassisVersion: "v1.2.3", deps: []string{"pricing", "product-catalog"}},
+	"grpc":  {module: "github.com/acme/pricing", goVersion: minGoVersion, chassisVersion: "v1.2.3", grpc: true},
 }
 
 func TestGolden(t *testing.T) {
@@ -35,6 +36,10 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, f := range generated(p) {
+				if !strings.HasSuffix(f.tmpl, ".tmpl") {
+					// Copied as it is: TestGreeterpb checks the source, TestCopiedFiles the copy.
+					continue
+				}
 				golden := filepath.Join("testdata", name, filepath.FromSlash(f.out)+".golden")
 				if *update {
 					if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
@@ -225,8 +230,19 @@ func TestKubernetesManifests(t *testing.T) {
 					t.Errorf("no DISCOVERY_STATIC_%s for dependency %s", d.Env, d.Name)
 				}
 			}
-			if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort != "http" {
-				t.Errorf("Service ports %+v", svc.Spec.Ports)
+			wantPorts := []string{"http"}
+			if p.GRPC {
+				wantPorts = append(wantPorts, "grpc")
+				if env["GRPC_PORT"] != fmt.Sprint(ports["grpc"]) || ports["grpc"] == 0 {
+					t.Errorf("GRPC_PORT %q does not match the container ports %v", env["GRPC_PORT"], ports)
+				}
+			}
+			var targets []string
+			for _, sp := range svc.Spec.Ports {
+				targets = append(targets, sp.TargetPort)
+			}
+			if fmt.Sprint(targets) != fmt.Sprint(wantPorts) {
+				t.Errorf("Service target ports %v, want %v", targets, wantPorts)
 			}
 		})
 	}
