@@ -27,14 +27,7 @@ var goldenCases = map[string]newOptions{
 func TestGolden(t *testing.T) {
 	for name, o := range goldenCases {
 		t.Run(name, func(t *testing.T) {
-			p, err := o.project()
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := render(p)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p, out := mustRender(t, o)
 			for _, f := range generated(p) {
 				if !strings.HasSuffix(f.tmpl, ".tmpl") {
 					// Copied as it is: TestGreeterpb checks the source, TestCopiedFiles the copy.
@@ -61,6 +54,20 @@ func TestGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mustRender validates o and renders the repository.
+func mustRender(t *testing.T, o newOptions) (project, map[string][]byte) {
+	t.Helper()
+	p, err := o.project()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := render(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, out
 }
 
 // firstDiff shows the first line that differs.
@@ -299,14 +306,14 @@ func TestWorkflowParses(t *testing.T) {
 	}
 }
 
-// FuzzProject checks that whatever module path and dependencies the validation accepts produce a
-// repository whose Go files are valid, formatted Go.
+// FuzzProject checks that whatever module path, dependencies and -grpc the validation accepts
+// produce a repository whose Go files are valid, formatted Go.
 func FuzzProject(f *testing.F) {
-	f.Add("github.com/acme/orders", "pricing,catalog", "")
-	f.Add("example.com/a/b/v3", "", "svc")
-	f.Add("x.io/y", "a-b,c-d-e", "")
-	f.Fuzz(func(t *testing.T, mod, deps, name string) {
-		o := newOptions{module: mod, name: name, goVersion: minGoVersion, chassisVersion: "v1.0.0"}
+	f.Add("github.com/acme/orders", "pricing,catalog", "", false)
+	f.Add("example.com/a/b/v3", "", "svc", true)
+	f.Add("x.io/y", "a-b,c-d-e", "", true)
+	f.Fuzz(func(t *testing.T, mod, deps, name string, grpc bool) {
+		o := newOptions{module: mod, name: name, goVersion: minGoVersion, chassisVersion: "v1.0.0", grpc: grpc}
 		if deps != "" {
 			o.deps = strings.Split(deps, ",")
 		}
