@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -51,7 +52,16 @@ func ciAndImage(ctx context.Context, t *testing.T, root, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(mf.Replace) != 0 || len(mf.Require) != 1 || mf.Require[0].Mod != (module.Version{Path: chassisModule, Version: e2eVersion}) {
+	// A -grpc project also requires grpc and protobuf, which its own code imports.
+	others := map[string]string{"google.golang.org/grpc": grpcVersion, "google.golang.org/protobuf": protobufVersion}
+	for _, r := range mf.Require {
+		if r.Mod.Path != chassisModule && others[r.Mod.Path] != r.Mod.Version {
+			t.Fatalf("go.mod requires %s:\n%s", r.Mod, b)
+		}
+	}
+	if len(mf.Replace) != 0 || !slices.ContainsFunc(mf.Require, func(r *modfile.Require) bool {
+		return r.Mod == module.Version{Path: chassisModule, Version: e2eVersion}
+	}) {
 		t.Fatalf("go.mod must require %s %s and replace nothing:\n%s", chassisModule, e2eVersion, b)
 	}
 	proxy := publish(t, root, e2eVersion)

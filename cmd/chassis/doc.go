@@ -7,7 +7,10 @@
 // Start with `chassis new github.com/acme/orders`: it writes a ready repository (main.go on
 // chassis.Main, a config struct, a handler and its chassistest test, README, Makefile, CI workflow,
 // Dockerfile, Kubernetes manifests, .gitignore) into ./orders, refusing to overwrite files unless
-// -force is given. Every command answers -h. Exit codes: 0 success, 1 failure, 2 usage error.
+// -force is given. With -grpc the service also serves a gRPC API on svc.GRPC(): a .proto, its
+// generated Go code committed (the same for every module path, copied from templates/greeterpb),
+// tests through a real connection, and `make proto`, which regenerates the code with only Go
+// installed. Every command answers -h. Exit codes: 0 success, 1 failure, 2 usage error.
 //
 // The generated repository builds in its own CI and image as generated: -chassis-replace (develop
 // against a local Chassis checkout) writes a go.work that .gitignore and .dockerignore exclude, never

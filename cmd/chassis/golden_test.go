@@ -21,20 +21,18 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/ f
 var goldenCases = map[string]newOptions{
 	"plain": {module: "github.com/acme/hello", goVersion: minGoVersion, chassisVersion: "v1.2.3"},
 	"deps":  {module: "github.com/acme/orders", goVersion: "1.27", chassisVersion: "v1.2.3", deps: []string{"pricing", "product-catalog"}},
+	"grpc":  {module: "github.com/acme/pricing", goVersion: minGoVersion, chassisVersion: "v1.2.3", grpc: true},
 }
 
 func TestGolden(t *testing.T) {
 	for name, o := range goldenCases {
 		t.Run(name, func(t *testing.T) {
-			p, err := o.project()
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := render(p)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p, out := mustRender(t, o)
 			for _, f := range generated(p) {
+				if !strings.HasSuffix(f.tmpl, ".tmpl") {
+					// Copied as it is: TestGreeterpb checks the source, TestCopiedFiles the copy.
+					continue
+				}
 				golden := filepath.Join("testdata", name, filepath.FromSlash(f.out)+".golden")
 				if *update {
 					if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
@@ -56,6 +54,20 @@ func TestGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mustRender validates o and renders the repository.
+func mustRender(t *testing.T, o newOptions) (project, map[string][]byte) {
+	t.Helper()
+	p, err := o.project()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := render(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, out
 }
 
 // firstDiff shows the first line that differs.
@@ -225,8 +237,19 @@ func TestKubernetesManifests(t *testing.T) {
 					t.Errorf("no DISCOVERY_STATIC_%s for dependency %s", d.Env, d.Name)
 				}
 			}
-			if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort != "http" {
-				t.Errorf("Service ports %+v", svc.Spec.Ports)
+			wantPorts := []string{"http"}
+			if p.GRPC {
+				wantPorts = append(wantPorts, "grpc")
+				if env["GRPC_PORT"] != fmt.Sprint(ports["grpc"]) || ports["grpc"] == 0 {
+					t.Errorf("GRPC_PORT %q does not match the container ports %v", env["GRPC_PORT"], ports)
+				}
+			}
+			var targets []string
+			for _, sp := range svc.Spec.Ports {
+				targets = append(targets, sp.TargetPort)
+			}
+			if fmt.Sprint(targets) != fmt.Sprint(wantPorts) {
+				t.Errorf("Service target ports %v, want %v", targets, wantPorts)
 			}
 		})
 	}
@@ -283,14 +306,14 @@ func TestWorkflowParses(t *testing.T) {
 	}
 }
 
-// FuzzProject checks that whatever module path and dependencies the validation accepts produce a
-// repository whose Go files are valid, formatted Go.
+// FuzzProject checks that whatever module path, dependencies and -grpc the validation accepts
+// produce a repository whose Go files are valid, formatted Go.
 func FuzzProject(f *testing.F) {
-	f.Add("github.com/acme/orders", "pricing,catalog", "")
-	f.Add("example.com/a/b/v3", "", "svc")
-	f.Add("x.io/y", "a-b,c-d-e", "")
-	f.Fuzz(func(t *testing.T, mod, deps, name string) {
-		o := newOptions{module: mod, name: name, goVersion: minGoVersion, chassisVersion: "v1.0.0"}
+	f.Add("github.com/acme/orders", "pricing,catalog", "", false)
+	f.Add("example.com/a/b/v3", "", "svc", true)
+	f.Add("x.io/y", "a-b,c-d-e", "", true)
+	f.Fuzz(func(t *testing.T, mod, deps, name string, grpc bool) {
+		o := newOptions{module: mod, name: name, goVersion: minGoVersion, chassisVersion: "v1.0.0", grpc: grpc}
 		if deps != "" {
 			o.deps = strings.Split(deps, ",")
 		}

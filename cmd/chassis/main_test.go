@@ -68,6 +68,7 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{[]string{"new", "-deps", "pricing,Bad_Name", "github.com/acme/x", dir}, `-deps: "Bad_Name" is not a service name`},
 		{[]string{"new", "-deps", "x", "github.com/acme/x", dir}, `-deps: "x" is the service itself`},
 		{[]string{"new", "-deps", "a,a", "github.com/acme/x", dir}, `-deps: "a" given twice`},
+		{[]string{"new", "-grpc", "-deps", "greeter", "github.com/acme/x", dir}, `-deps: "greeter" clashes with a name in the generated code`},
 		{[]string{"new", "-go", "1.21", "github.com/acme/x", dir}, "-go 1.21: github.com/cloudchassis/kit needs Go " + minGoVersion},
 		{[]string{"new", "-go", "latest", "github.com/acme/x", dir}, `-go "latest": not a Go release version`},
 		{[]string{"new", "-chassis-replace", filepath.Join(dir, "nowhere"), "github.com/acme/x", dir}, "no go.mod there"},
@@ -149,7 +150,9 @@ func TestNewGoVersion(t *testing.T) {
 	}
 }
 
-// minGoVersion must follow the root module's go directive, which generated modules inherit.
+// minGoVersion must follow the root module's go directive, which generated modules inherit, and
+// the grpc and protobuf versions that -grpc projects require its requirements, which the generated
+// code in templates/greeterpb is compiled and tested with here.
 func TestMinGoVersionMatchesGoMod(t *testing.T) {
 	b, err := os.ReadFile("../../go.mod")
 	if err != nil {
@@ -161,6 +164,18 @@ func TestMinGoVersionMatchesGoMod(t *testing.T) {
 	}
 	if mf.Go.Version != minGoVersion {
 		t.Fatalf("minGoVersion = %s, go.mod says go %s: update minGoVersion", minGoVersion, mf.Go.Version)
+	}
+	want := map[string]string{"google.golang.org/grpc": grpcVersion, "google.golang.org/protobuf": protobufVersion}
+	for _, r := range mf.Require {
+		if v, ok := want[r.Mod.Path]; ok {
+			if r.Mod.Version != v {
+				t.Errorf("go.mod requires %s, new.go says %s: update grpcVersion/protobufVersion", r.Mod, v)
+			}
+			delete(want, r.Mod.Path)
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("go.mod does not require %v", want)
 	}
 }
 

@@ -34,13 +34,16 @@ var templates embed.FS
 
 // file is one generated file: a template and where its output goes in the repository.
 type file struct {
-	tmpl string             // under templates/
+	tmpl string             // under templates/; without the .tmpl suffix, copied as it is
 	out  string             // slash-separated, relative to the repository root
 	when func(project) bool // nil: always generated
 }
 
 // localCheckout reports whether the project develops against a local Chassis checkout.
 func localCheckout(p project) bool { return p.ChassisReplace != "" }
+
+// withGRPC reports whether the project serves a gRPC API (-grpc).
+func withGRPC(p project) bool { return p.GRPC }
 
 // files lists the generated repository. Templates have neutral names (no leading dot, .tmpl suffix)
 // so that embed keeps them and tools do not take them for real Go files or workflows.
@@ -56,6 +59,17 @@ var files = []file{
 	{"gitignore.tmpl", ".gitignore", nil},
 	{"github/workflows/ci.yml.tmpl", ".github/workflows/ci.yml", nil},
 	{"deploy/kubernetes.yaml.tmpl", "deploy/kubernetes.yaml", nil},
+	// -grpc: the API, its generated Go code and buf's configuration to regenerate it. The generated
+	// code is the same for every project (the .proto has no go_package; buf.gen.yaml maps it), so
+	// it is copied from templates/greeterpb, a package of this module that is compiled and tested
+	// with it (TestGreeterpb).
+	{"grpc.go.tmpl", "grpc.go", withGRPC},
+	{"grpc_test.go.tmpl", "grpc_test.go", withGRPC},
+	{"proto/greeter/v1/greeter.proto", "proto/greeter/v1/greeter.proto", withGRPC},
+	{"greeterpb/greeter.pb.go", "greeterpb/greeter.pb.go", withGRPC},
+	{"greeterpb/greeter_grpc.pb.go", "greeterpb/greeter_grpc.pb.go", withGRPC},
+	{"buf.yaml.tmpl", "buf.yaml", withGRPC},
+	{"buf.gen.yaml.tmpl", "buf.gen.yaml", withGRPC},
 	// -chassis-replace: the local checkout goes into go.work, which is git- and docker-ignored, so
 	// go.mod stays publishable and CI and the image build with the version it requires.
 	{"go.work.tmpl", "go.work", localCheckout},
@@ -86,7 +100,18 @@ type project struct {
 	ChassisVersion string // required version; "" leaves the requirement to `go mod tidy`
 	ChassisReplace string // local checkout that go.work replaces the module with, or ""
 	Deps           []dependency
+	GRPC           bool   // serve the gRPC API of templates/proto (-grpc)
+	GRPCVersion    string // google.golang.org/grpc version to require with GRPC
+	ProtoVersion   string // google.golang.org/protobuf version to require with GRPC
 }
+
+// The versions of google.golang.org/grpc and google.golang.org/protobuf that a -grpc project
+// requires, since its own code imports them: those of this module's go.mod (a test keeps them in
+// step), which the committed generated code was made for.
+const (
+	grpcVersion     = "v1.83.2"
+	protobufVersion = "v1.36.12"
+)
 
 // dependency is a service the generated one calls.
 type dependency struct {
@@ -100,11 +125,14 @@ const newSynopsis = `Usage: chassis new [flags] <module-path> [dir]
 
 Generates a service repository for module-path in dir (default: the last element of the module
 path): main.go on chassis.Main with a config struct, a handler and its chassistest test, README,
-Makefile, CI workflow, Dockerfile and Kubernetes manifests. Existing files are left alone unless
--force is given.
+Makefile, CI workflow, Dockerfile and Kubernetes manifests. With -grpc, the service also serves a
+gRPC API: a .proto, its generated Go code (committed; make proto regenerates it with only Go
+installed), the server registered on svc.GRPC() and its tests. Existing files are left alone
+unless -force is given.
 
-Example:
-  chassis new -deps pricing,catalog github.com/acme/orders`
+Examples:
+  chassis new -deps pricing,catalog github.com/acme/orders
+  chassis new -grpc github.com/acme/pricing`
 
 // placeholderVersion is the conventional version of a replaced module, required when the version
 // of a -chassis-replace checkout cannot be told.
@@ -117,6 +145,7 @@ type newOptions struct {
 	deps           []string
 	goVersion      string
 	force          bool
+	grpc           bool
 	chassisReplace string
 	chassisVersion string
 }
@@ -129,6 +158,7 @@ func runNew(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.goVersion, "go", minGoVersion, "`version` for the go directive (at least "+minGoVersion+")")
 	fs.StringVar(&o.name, "name", "", "service `name` (a DNS label); default: the last element of the module path")
 	fs.BoolVar(&o.force, "force", false, "overwrite existing files")
+	fs.BoolVar(&o.grpc, "grpc", false, "also serve a gRPC API: a .proto, its generated code, the server on svc.GRPC(), tests and make proto")
 	fs.StringVar(&o.chassisReplace, "chassis-replace", "", "`path` of a local chassis checkout to build against, through a go.work file that git and docker ignore (go.mod then requires the checkout's commit)")
 	fs.StringVar(&o.chassisVersion, "chassis-version", "", "`version` of "+chassisModule+" to require; default: this CLI's own")
 	if err := parse(fs, args); err != nil {
@@ -159,7 +189,7 @@ func runNew(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "\nDone. Next:\n  cd %s\n", o.dir)
 	if p.ChassisReplace != "" {
 		// go mod tidy ignores go.work: it would look the required version up on the proxy.
-		fmt.Fprint(stdout, "  go run .        # serves :8080, health on :9090\n  go test ./...\n")
+		fmt.Fprint(stdout, serves(p)+"  go test ./...\n")
 		fmt.Fprintf(stdout, "\ngo.work builds against %s; git and docker ignore it, so CI and the image use\n"+
 			"%s %s from go.mod. Once that version is published (the commit pushed),\n"+
 			"run `go mod tidy` and commit go.sum.\n", p.ChassisReplace, p.ChassisModule, p.ChassisVersion)
@@ -172,8 +202,16 @@ func runNew(args []string, stdout, stderr io.Writer) error {
 	if p.ChassisVersion == "" {
 		fmt.Fprintf(stdout, "  go get %s@latest\n", p.ChassisModule)
 	}
-	fmt.Fprint(stdout, "  go mod tidy\n  go run .        # serves :8080, health on :9090\n  go test ./...\n")
+	fmt.Fprint(stdout, "  go mod tidy\n"+serves(p)+"  go test ./...\n")
 	return nil
+}
+
+// serves is the `go run .` line of the next steps.
+func serves(p project) string {
+	if p.GRPC {
+		return "  go run .        # serves :8080, gRPC on :9000, health on :9090\n"
+	}
+	return "  go run .        # serves :8080, health on :9090\n"
 }
 
 // dnsLabel is what Kubernetes and Consul accept as a service name.
@@ -223,7 +261,7 @@ func (o newOptions) project() (project, error) {
 		}
 	}
 	for _, d := range deps {
-		if d.Var == "svc" || d.Var == "cfg" || d.Field == "Greeting" {
+		if d.Var == "svc" || d.Var == "cfg" || d.Field == "Greeting" || (o.grpc && (d.Var == "greeter" || d.Var == "greeterpb")) {
 			errs = append(errs, fmt.Errorf("-deps: %q clashes with a name in the generated code; rename the dependency", d.Name))
 		}
 	}
@@ -262,6 +300,7 @@ func (o newOptions) project() (project, error) {
 	return project{
 		Module: o.module, Name: name, GoVersion: gv, GoMinor: version.Lang("go" + gv)[2:],
 		ChassisModule: chassisModule, ChassisVersion: cv, ChassisReplace: replace, Deps: deps,
+		GRPC: o.grpc, GRPCVersion: grpcVersion, ProtoVersion: protobufVersion,
 	}, nil
 }
 
@@ -295,6 +334,14 @@ func render(p project) (map[string][]byte, error) {
 			b, err := os.ReadFile(filepath.Join(filepath.FromSlash(p.ChassisReplace), "go.sum"))
 			if err != nil && !errors.Is(err, fs.ErrNotExist) { // a checkout without dependencies has none
 				return nil, fmt.Errorf("-chassis-replace: %w", err)
+			}
+			out[f.out] = b
+			continue
+		}
+		if !strings.HasSuffix(f.tmpl, ".tmpl") {
+			b, err := templates.ReadFile(path.Join("templates", f.tmpl))
+			if err != nil {
+				return nil, err
 			}
 			out[f.out] = b
 			continue
