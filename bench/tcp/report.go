@@ -18,6 +18,7 @@ type report struct {
 	rounds       []map[string]sample // by round, then configuration
 	otlpRequests int64
 	otlpBytes    int64
+	ghzVersion   string
 }
 
 func (r *report) add(round int, name string, s sample) {
@@ -94,12 +95,17 @@ func (r *report) markdown() string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "\n### TCP run %s\n\n", r.started.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "Host %s, %d CPUs online; servers on CPU %s (GOMAXPROCS follows the affinity), wrk on CPU %s: "+
-		"`wrk -t%d -c%d -d%s --latency`, %s warm-up, %d interleaved rounds, medians. Load average %s at the start, %s at the end. "+
-		"OTLP receiver: %d requests, %d bytes. req/s counts successful responses only (wrk's total less "+
-		"non-2xx/3xx and socket errors, which the errors column counts); CPU per request divides by every completed request.\n",
-		host, numCPU(), r.f.serverCPU, r.f.loadCPU, r.f.threads, r.f.conns, wrkDuration(r.f.duration), r.f.warmup, r.f.rounds,
-		r.load0, r.load1, r.otlpRequests, r.otlpBytes)
+	gen := fmt.Sprintf("`wrk -t%d -c%d -d%s --latency`", r.f.threads, r.f.conns, wrkDuration(r.f.duration))
+	what := "req/s counts successful responses only (wrk's total less non-2xx/3xx and socket errors, which the errors column counts)"
+	if r.f.grpc {
+		gen = fmt.Sprintf("`ghz --insecure --call %s -c %d --connections %d -z %s` (ghz %s)", ghzCall, r.f.conns, r.f.grpcConns, r.f.duration, r.ghzVersion)
+		what = "req/s counts calls that ended OK only (others are in the errors column)"
+	}
+	fmt.Fprintf(&b, "Host %s, %d CPUs online; servers on CPU %s (GOMAXPROCS follows the affinity), load generator on CPU %s: "+
+		"%s, %s warm-up, %d interleaved rounds, medians. Load average %s at the start, %s at the end. "+
+		"OTLP receiver: %d requests, %d bytes. %s; CPU per request divides by every completed request.\n",
+		host, numCPU(), r.f.serverCPU, r.f.loadCPU, gen, r.f.warmup, r.f.rounds,
+		r.load0, r.load1, r.otlpRequests, r.otlpBytes, what)
 	if len(r.single) > 0 {
 		base := baseOf(r.single)
 		fmt.Fprintf(&b, "\nOne hop; ratios to `%s` of the same round (medians of the per-round ratios).\n\n", base)

@@ -1,0 +1,19 @@
+package hello
+
+import (
+	"context"
+
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+)
+
+// TestService is the gRPC method the gRPC benchmarks call: grpc.testing.TestService/UnaryCall
+// (grpc-go's interop service, so that no generated code of ours is needed), answering with the
+// request's payload.
+type TestService struct {
+	testgrpc.UnimplementedTestServiceServer
+}
+
+// UnaryCall echoes the request's payload.
+func (TestService) UnaryCall(_ context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	return &testgrpc.SimpleResponse{Username: "ok", Payload: req.GetPayload()}, nil
+}
