@@ -10,17 +10,9 @@ import (
 	"context"
 	"flag"
 	"log"
-	"net"
 	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
-	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -40,8 +32,7 @@ func main() {
 }
 
 func run(addr, admin string, otel bool) error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
+	ctx := context.Background()
 	var opts []grpc.ServerOption
 	extra := map[string]http.Handler{}
 	if otel {
@@ -49,15 +40,13 @@ func run(addr, admin string, otel bool) error {
 		if err != nil {
 			return err
 		}
-		defer tp.Shutdown(context.Background())
-		reg := prometheus.NewRegistry()
-		exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+		defer tp.Shutdown(ctx)
+		mp, metricsHandler, err := hello.Metrics()
 		if err != nil {
 			return err
 		}
-		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
-		defer mp.Shutdown(context.Background())
-		extra["/metrics"] = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+		defer mp.Shutdown(ctx)
+		extra["/metrics"] = metricsHandler
 		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(tp), otelgrpc.WithMeterProvider(mp), otelgrpc.WithPropagators(hello.Propagator()))))
 	}
@@ -67,17 +56,5 @@ func run(addr, admin string, otel bool) error {
 	srv := grpc.NewServer(opts...)
 	testgrpc.RegisterTestServiceServer(srv, hello.TestService{})
 	healthpb.RegisterHealthServer(srv, health.NewServer()) // SERVING for ""
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		srv.GracefulStop()
-		return <-errc
-	}
+	return hello.ServeGRPC(srv, addr)
 }
