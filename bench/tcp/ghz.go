@@ -114,6 +114,7 @@ func (h *harness) ghz(ctx context.Context, addr string, d time.Duration) (wrkRes
 	if err != nil {
 		return r, fmt.Errorf("%w\n%.2000s", err, out)
 	}
+	r.genCPU = childCPU(cmd)
 	return r, nil
 }
 

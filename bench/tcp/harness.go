@@ -124,6 +124,18 @@ type sample struct {
 }
 
 func (s sample) cpuPerReq() float64 { return perReq(s.cpu, s.wrk.requests) }
+
+// serverBusy and genBusy are the share of one core the server processes (front and backend) and
+// the load generator used during the measured run.
+func (s sample) serverBusy() float64 { return busy(s.cpu+s.backendCPU, s.wrk.elapsed) }
+func (s sample) genBusy() float64    { return busy(s.wrk.genCPU, s.wrk.elapsed) }
+
+func busy(cpu, elapsed time.Duration) float64 {
+	if elapsed <= 0 {
+		return 0
+	}
+	return cpu.Seconds() / elapsed.Seconds()
+}
 func (s sample) backendCPUPerReq() float64 {
 	return perReq(s.backendCPU, s.wrk.requests)
 }
@@ -287,7 +299,8 @@ func (h *harness) run(ctx context.Context, single, two []target) error {
 			if err != nil {
 				return err
 			}
-			h.logf("  %.0f ok req/s, p50 %v, p99 %v, %.1f µs CPU/req, load %s", s.wrk.okRPS, s.wrk.p50, s.wrk.p99, s.cpuPerReq(), s.loadEnd)
+			h.logf("  %.0f ok req/s, p50 %v, p99 %v, %.1f µs CPU/req, server core %.0f%% busy, generator %.0f%%, load %s",
+				s.wrk.okRPS, s.wrk.p50, s.wrk.p99, s.cpuPerReq(), 100*s.serverBusy(), 100*s.genBusy(), s.loadEnd)
 			rep.add(round, t.name, s)
 		}
 	}

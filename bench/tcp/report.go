@@ -142,12 +142,13 @@ func (r *report) markdown() string {
 			fmt.Fprintf(&b, "- `%s`: %s\n", t.name, t.about)
 		}
 	}
-	b.WriteString("\nPer round (req/s; load average at the end of each run):\n\n")
+	b.WriteString("\nPer round (req/s; server core busy / load generator busy, as shares of one core; load average at the end of each run). " +
+		"A generator near 100% busy means req/s measured the generator, not the server: compare CPU per request then.\n\n")
 	for i, round := range r.rounds {
 		fmt.Fprintf(&b, "- round %d:", i+1)
 		for _, t := range append(append([]target{}, r.single...), r.two...) {
 			if s, ok := round[t.name]; ok {
-				fmt.Fprintf(&b, " %s %.0f (%s);", t.name, s.wrk.okRPS, s.loadEnd)
+				fmt.Fprintf(&b, " %s %.0f (%.0f%% / %.0f%%; %s);", t.name, s.wrk.okRPS, 100*s.serverBusy(), 100*s.genBusy(), s.loadEnd)
 			}
 		}
 		b.WriteString("\n")
