@@ -26,6 +26,7 @@ type harness struct {
 	load0 string
 	// gRPC configurations (-grpc): the ghz binary and the protoset it reads.
 	ghzBin, protoset, ghzVersion string
+	grpcBody                     string // the gRPC frame h2load sends
 }
 
 func newHarness(ctx context.Context, f flags) (*harness, error) {
@@ -53,7 +54,18 @@ func newHarness(ctx context.Context, f flags) (*harness, error) {
 		return nil, err
 	}
 	h := &harness{f: f, work: work, began: time.Now(), load0: loadavg()}
-	if f.grpc {
+	if f.grpc && f.gen == "h2load" {
+		h.grpcBody = filepath.Join(work, "request.grpc")
+		if _, err = exec.LookPath("h2load"); err != nil {
+			err = fmt.Errorf("h2load not found: apt-get install nghttp2-client")
+		} else {
+			err = writeGRPCBody(h.grpcBody)
+		}
+		if err != nil {
+			h.close()
+			return nil, err
+		}
+	} else if f.grpc {
 		h.protoset = filepath.Join(work, "test.protoset")
 		if h.ghzBin, err = ghzPath(); err == nil {
 			err = writeProtoset(h.protoset)
@@ -194,6 +206,9 @@ func (h *harness) addrs() (addrs, error) {
 // load runs the load generator against the configuration for d: wrk on GET /hello/world, or
 // ghz on the gRPC method for a gRPC configuration.
 func (h *harness) load(ctx context.Context, r running, d time.Duration) (wrkResult, error) {
+	if r.front.grpc && h.f.gen == "h2load" {
+		return h.h2load(ctx, r.front.addr.public, d)
+	}
 	if r.front.grpc {
 		return h.ghz(ctx, r.front.addr.public, d)
 	}

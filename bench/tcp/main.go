@@ -9,6 +9,7 @@
 //	cd bench && go run ./tcp -rounds 0 -profile /tmp/prof -strace -perf # where the time goes
 //	cd bench && go run ./tcp -grpc                # the gRPC configurations, loaded by ghz
 //	cd bench && go run ./tcp -grpc -d 1s -warmup 1s -rounds 1 # gRPC smoke
+//	cd bench && go run ./tcp -grpc -gen h2load    # gRPC loaded by h2load (nghttp2-client)
 //
 // With -grpc the configurations are gRPC servers (../cmd/grpc-*) of
 // grpc.testing.TestService/UnaryCall, loaded by ghz (go install github.com/bojand/ghz/cmd/ghz)
@@ -52,6 +53,7 @@ type flags struct {
 	quiet            bool
 	grpc             bool
 	grpcConns        int
+	gen              string
 }
 
 func run() error {
@@ -73,7 +75,11 @@ func run() error {
 	flag.BoolVar(&f.quiet, "q", false, "no progress lines on standard error")
 	flag.BoolVar(&f.grpc, "grpc", false, "run the gRPC configurations ("+strings.Join(names(grpcTargets()), ", ")+") with ghz instead of the HTTP ones")
 	flag.IntVar(&f.grpcConns, "grpc-conns", 4, "with -grpc: connections ghz spreads its -c workers over")
+	flag.StringVar(&f.gen, "gen", "ghz", "with -grpc: the load generator, ghz or h2load (lighter: ghz saturates its core first on 2 cores)")
 	flag.Parse()
+	if f.gen != "ghz" && f.gen != "h2load" {
+		return fmt.Errorf("-gen %q: ghz or h2load", f.gen)
+	}
 	if f.grpc {
 		configsSet := false
 		flag.Visit(func(fl *flag.Flag) { configsSet = configsSet || fl.Name == "configs" })

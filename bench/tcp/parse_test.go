@@ -184,3 +184,28 @@ func TestProtosetHasTheMethod(t *testing.T) {
 		t.Fatalf("%s has no UnaryCall", d.FullName())
 	}
 }
+
+const h2loadOut = `starting benchmark...
+finished in 3.00s, 30513.33 req/s, 1.54MB/s
+requests: 91540 total, 91572 started, 91540 done, 91538 succeeded, 2 failed, 0 errored, 0 timeout
+status codes: 91538 2xx, 0 3xx, 0 4xx, 2 5xx
+traffic: 4.62MB (4844211) total, 1.21MB (1268862) headers (space savings 93.38%), 1.40MB (1464640) data
+                     min         max         mean         sd        +/- sd
+time for request:       92us    168.25ms       978us      4.99ms    99.69%
+time for connect:      167us       325us       247us        79us    50.00%
+`
+
+func TestParseH2load(t *testing.T) {
+	r, err := parseH2load(h2loadOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := wrkResult{requests: 91540, elapsed: 3 * time.Second, rps: 30513.33, okRPS: 91538.0 / 3,
+		p50: 978 * time.Microsecond, p99: 168250 * time.Microsecond, errors: 2}
+	if r != want {
+		t.Fatalf("parseH2load:\n got %+v\nwant %+v", r, want)
+	}
+	if _, err := parseH2load("starting benchmark...\n"); err == nil {
+		t.Fatal("parseH2load accepted output without a summary")
+	}
+}

@@ -100,6 +100,10 @@ func (r *report) markdown() string {
 	if r.f.grpc {
 		gen = fmt.Sprintf("`ghz --insecure --call %s -c %d --connections %d -z %s` (ghz %s)", ghzCall, r.f.conns, r.f.grpcConns, r.f.duration, r.ghzVersion)
 		what = "req/s counts calls that ended OK only (others are in the errors column)"
+		if r.f.gen == "h2load" {
+			gen = fmt.Sprintf("`h2load -t1 -c%d -m%d -D%s` POSTing one gRPC frame to /grpc.testing.TestService/UnaryCall", r.f.grpcConns, max(1, r.f.conns/r.f.grpcConns), wrkDuration(r.f.duration))
+			what = "req/s counts HTTP 200 responses (h2load does not read grpc-status; the echo method never fails); h2load reports no percentiles, so the p50 column is the mean and p99 the slowest call"
+		}
 	}
 	fmt.Fprintf(&b, "Host %s, %d CPUs online; servers on CPU %s (GOMAXPROCS follows the affinity), load generator on CPU %s: "+
 		"%s, %s warm-up, %d interleaved rounds, medians. Load average %s at the start, %s at the end. "+
