@@ -1,11 +1,23 @@
 package bench
 
 // gRPC client call overhead: one unary grpc.health.v1.Health/Check over bufconn (in-memory
-// connections, so the client stacks' own cost dominates), through:
-//   - bare grpc-go: grpc.NewClient with one connection, no interceptors;
-//   - Chassis: grpcclient (P2C over 1 and 3 instances, dependency and instance breakers, retry with
-//     budget, attempt timeout, span and rpc.client.call.duration recorded by the OTel SDK into a
-//     manual reader), with the method declared idempotent.
+// connections, so the client stacks' own cost dominates) against the same bare health server(s),
+// through:
+//   - bare: grpc.NewClient with one connection, no interceptors;
+//   - otelgrpc: the same with otelgrpc's client stats handler (span sampled and exported to a
+//     discarding batch exporter, metrics into a manual reader);
+//   - chassis: grpcclient (P2C over 1 and 3 instances, dependency and instance breakers, retry with
+//     budget, attempt timeout, a sampled span and rpc.client.call.duration on the same providers),
+//     with the method declared idempotent;
+//   - kratos: kratos/v2/transport/grpc.DialInsecure with the client middleware of Kratos' layout
+//     (tracing on the same tracer provider, metrics on the same meter provider, the SRE circuit
+//     breaker) and its default "selector" balancer (weighted round robin);
+//   - gozero: zrpc.NewClient with a direct target and go-zero's default client middlewares (trace,
+//     duration, Prometheus, breaker, 2 s timeout) and its p2c_ewma balancer; its trace interceptor
+//     uses the global tracer provider, which the row sets to the same sampled provider and restores.
+//
+// Besides ns/op each row reports cpu-ns/op (process CPU time per call: client and server, GC
+// included); on a shared machine compare the cpu-ns/op ratios.
 //
 //	cd bench && go test -run '^$' -bench GRPCClient -benchmem -count 6
 
@@ -14,8 +26,18 @@ import (
 	"net"
 	"strconv"
 	"testing"
+	"time"
 
+	"github.com/go-kratos/kratos/v2/middleware/circuitbreaker"
+	kmetrics "github.com/go-kratos/kratos/v2/middleware/metrics"
+	ktracing "github.com/go-kratos/kratos/v2/middleware/tracing"
+	kgrpc "github.com/go-kratos/kratos/v2/transport/grpc"
+	"github.com/zeromicro/go-zero/core/logx"
+	"github.com/zeromicro/go-zero/zrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -46,26 +68,61 @@ func bufServers(b *testing.B, n int) ([]discovery.Instance, grpc.DialOption) {
 	})
 }
 
-func benchCheck(b *testing.B, conn *grpc.ClientConn) {
-	hc := healthpb.NewHealthClient(conn)
+// benchCalls times call in a b.Loop loop after one untimed call (which connects), reporting
+// allocations and cpu-ns/op.
+func benchCalls(b *testing.B, call func(context.Context) error) {
 	ctx := context.Background()
-	req := &healthpb.HealthCheckRequest{}
-	if _, err := hc.Check(ctx, req); err != nil { // connected before the clock starts
+	if err := call(ctx); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
+	defer telCPU(b)()
 	for b.Loop() {
-		if _, err := hc.Check(ctx, req); err != nil {
+		if err := call(ctx); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-func BenchmarkGRPCClientBare(b *testing.B) {
+func benchCheck(b *testing.B, conn grpc.ClientConnInterface) {
+	hc := healthpb.NewHealthClient(conn)
+	req := &healthpb.HealthCheckRequest{}
+	benchCalls(b, func(ctx context.Context) error {
+		_, err := hc.Check(ctx, req)
+		return err
+	})
+}
+
+// benchProviders is a sampled tracer provider exporting to a discarding batch exporter and a meter
+// provider with a manual reader (never collected), shut down when the benchmark ends; the exporter
+// counts the spans.
+func benchProviders(b *testing.B) (*sdktrace.TracerProvider, *sdkmetric.MeterProvider, *countingExporter) {
+	exp := &countingExporter{}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
+	return tp, mp, exp
+}
+
+func BenchmarkGRPCClient(b *testing.B) {
+	b.Run("bare", func(b *testing.B) { benchBareClient(b) })
+	b.Run("otelgrpc", func(b *testing.B) {
+		tp, mp, _ := benchProviders(b)
+		benchBareClient(b, grpc.WithStatsHandler(otelgrpc.NewClientHandler(
+			otelgrpc.WithTracerProvider(tp), otelgrpc.WithMeterProvider(mp))))
+	})
+	for _, n := range []int{1, 3} {
+		b.Run("chassis/"+strconv.Itoa(n)+"-instances", func(b *testing.B) { benchChassis(b, n) })
+	}
+	b.Run("kratos", benchKratos)
+	b.Run("gozero", benchGoZero)
+}
+
+func benchBareClient(b *testing.B, opts ...grpc.DialOption) {
 	insts, dialer := bufServers(b, 1)
-	conn, err := grpc.NewClient("passthrough:///"+insts[0].HostPort(), dialer,
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("passthrough:///"+insts[0].HostPort(), append([]grpc.DialOption{dialer,
+		grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -73,18 +130,11 @@ func BenchmarkGRPCClientBare(b *testing.B) {
 	benchCheck(b, conn)
 }
 
-func BenchmarkGRPCClientChassis(b *testing.B) {
-	for _, n := range []int{1, 3} {
-		b.Run(strconv.Itoa(n)+"-instances", func(b *testing.B) { benchChassis(b, n) })
-	}
-}
-
 func benchChassis(b *testing.B, n int) {
 	insts, dialer := bufServers(b, n)
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-	defer mp.Shutdown(context.Background())
+	tp, mp, _ := benchProviders(b)
 	c, err := grpcclient.New("svc", discovery.NewStatic("svc", insts),
-		grpcclient.WithDialOptions(dialer), grpcclient.WithMeterProvider(mp),
+		grpcclient.WithDialOptions(dialer), grpcclient.WithMeterProvider(mp), grpcclient.WithTracerProvider(tp),
 		grpcclient.WithIdempotent("/grpc.health.v1.Health/Check"))
 	if err != nil {
 		b.Fatal(err)
@@ -93,5 +143,52 @@ func benchChassis(b *testing.B, n int) {
 	if err := c.Start(); err != nil {
 		b.Fatal(err)
 	}
+	benchCheck(b, c.Conn())
+}
+
+func benchKratos(b *testing.B) {
+	insts, dialer := bufServers(b, 1)
+	tp, mp, _ := benchProviders(b)
+	meter := mp.Meter("bench")
+	requests, err1 := kmetrics.DefaultRequestsCounter(meter, kmetrics.DefaultClientRequestsCounterName)
+	seconds, err2 := kmetrics.DefaultSecondsHistogram(meter, kmetrics.DefaultClientSecondsHistogramName)
+	if err1 != nil || err2 != nil {
+		b.Fatal(err1, err2)
+	}
+	conn, err := kgrpc.DialInsecure(context.Background(),
+		kgrpc.WithEndpoint(insts[0].HostPort()),
+		kgrpc.WithOptions(dialer),
+		kgrpc.WithMiddleware(
+			ktracing.Client(ktracing.WithTracerProvider(tp)),
+			kmetrics.Client(kmetrics.WithRequests(requests), kmetrics.WithSeconds(seconds)),
+			circuitbreaker.Client(),
+		))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	benchCheck(b, conn)
+}
+
+func benchGoZero(b *testing.B) {
+	logx.Disable()
+	insts, dialer := bufServers(b, 1)
+	tp, _, _ := benchProviders(b)
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(tp)
+	defer otel.SetTracerProvider(prev)
+	c, err := zrpc.NewClient(zrpc.RpcClientConf{
+		Endpoints: []string{insts[0].HostPort()},
+		NonBlock:  true,
+		Timeout:   (2 * time.Second).Milliseconds(),
+		Middlewares: zrpc.ClientMiddlewaresConf{
+			Trace: true, Duration: true, Prometheus: true, Breaker: true, Timeout: true,
+		},
+		BalancerName: "p2c_ewma",
+	}, zrpc.WithDialOption(dialer))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Conn().Close()
 	benchCheck(b, c.Conn())
 }

@@ -24,10 +24,17 @@ type harness struct {
 	otlp  *receiver
 	began time.Time
 	load0 string
+	// gRPC configurations (-grpc): the ghz binary and the protoset it reads.
+	ghzBin, protoset, ghzVersion string
+	grpcBody                     string // the gRPC frame h2load sends
 }
 
 func newHarness(ctx context.Context, f flags) (*harness, error) {
-	for _, tool := range []string{"taskset", "wrk"} {
+	tools := []string{"taskset", "wrk"}
+	if f.grpc {
+		tools = tools[:1]
+	}
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("%s not found: run scripts/install-wrk.sh (make bench-tcp does)", tool)
 		}
@@ -47,6 +54,28 @@ func newHarness(ctx context.Context, f flags) (*harness, error) {
 		return nil, err
 	}
 	h := &harness{f: f, work: work, began: time.Now(), load0: loadavg()}
+	if f.grpc && f.gen == "h2load" {
+		h.grpcBody = filepath.Join(work, "request.grpc")
+		if _, err = exec.LookPath("h2load"); err != nil {
+			err = fmt.Errorf("h2load not found: apt-get install nghttp2-client")
+		} else {
+			err = writeGRPCBody(h.grpcBody)
+		}
+		if err != nil {
+			h.close()
+			return nil, err
+		}
+	} else if f.grpc {
+		h.protoset = filepath.Join(work, "test.protoset")
+		if h.ghzBin, err = ghzPath(); err == nil {
+			err = writeProtoset(h.protoset)
+			h.ghzVersion = moduleVersion(h.ghzBin)
+		}
+		if err != nil {
+			h.close()
+			return nil, err
+		}
+	}
 	if err := h.build(ctx); err != nil {
 		h.close()
 		return nil, err
@@ -107,6 +136,18 @@ type sample struct {
 }
 
 func (s sample) cpuPerReq() float64 { return perReq(s.cpu, s.wrk.requests) }
+
+// serverBusy and genBusy are the share of one core the server processes (front and backend) and
+// the load generator used during the measured run.
+func (s sample) serverBusy() float64 { return busy(s.cpu+s.backendCPU, s.wrk.elapsed) }
+func (s sample) genBusy() float64    { return busy(s.wrk.genCPU, s.wrk.elapsed) }
+
+func busy(cpu, elapsed time.Duration) float64 {
+	if elapsed <= 0 {
+		return 0
+	}
+	return cpu.Seconds() / elapsed.Seconds()
+}
 func (s sample) backendCPUPerReq() float64 {
 	return perReq(s.backendCPU, s.wrk.requests)
 }
@@ -162,15 +203,24 @@ func (h *harness) addrs() (addrs, error) {
 	return addrs{public: pub, admin: adm, otlp: h.otlp.url}, errors.Join(err1, err2)
 }
 
-// helloURL is the route every configuration serves, on the process wrk loads.
-func (r running) helloURL() string { return "http://" + r.front.addr.public + "/hello/world" }
+// load runs the load generator against the configuration for d: wrk on GET /hello/world, or
+// ghz on the gRPC method for a gRPC configuration.
+func (h *harness) load(ctx context.Context, r running, d time.Duration) (wrkResult, error) {
+	if r.front.grpc && h.f.gen == "h2load" {
+		return h.h2load(ctx, r.front.addr.public, d)
+	}
+	if r.front.grpc {
+		return h.ghz(ctx, r.front.addr.public, d)
+	}
+	return h.wrk(ctx, "http://"+r.front.addr.public+"/hello/world", d)
+}
 
-// warmUp loads url with wrk for the warm-up time, if there is one.
-func (h *harness) warmUp(ctx context.Context, t target, url string) error {
+// warmUp loads r for the warm-up time, if there is one.
+func (h *harness) warmUp(ctx context.Context, t target, r running) error {
 	if h.f.warmup <= 0 {
 		return nil
 	}
-	if _, err := h.wrk(ctx, url, h.f.warmup); err != nil {
+	if _, err := h.load(ctx, r, h.f.warmup); err != nil {
 		return fmt.Errorf("%s warm-up: %w", t.name, err)
 	}
 	return nil
@@ -184,11 +234,10 @@ func (h *harness) measure(ctx context.Context, t target) (sample, error) {
 		return s, err
 	}
 	defer r.stop()
-	url := r.helloURL()
 	if s.idleRSS, _, err = memory(r.front.pid()); err != nil {
 		return s, err
 	}
-	if err := h.warmUp(ctx, t, url); err != nil {
+	if err := h.warmUp(ctx, t, r); err != nil {
 		return s, err
 	}
 	conns0, err := h.backendConns(ctx, r)
@@ -201,7 +250,7 @@ func (h *harness) measure(ctx context.Context, t target) (sample, error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return s, err
 	}
-	if s.wrk, err = h.wrk(ctx, url, h.f.duration); err != nil {
+	if s.wrk, err = h.load(ctx, r, h.f.duration); err != nil {
 		return s, fmt.Errorf("%s: %w", t.name, err)
 	}
 	c1, err1 := cpuTime(r.front.pid())
@@ -254,7 +303,7 @@ func (h *harness) backendConns(ctx context.Context, r running) (int64, error) {
 
 // run interleaves the rounds, prints the report, then runs the profile pass if asked.
 func (h *harness) run(ctx context.Context, single, two []target) error {
-	rep := &report{f: h.f, started: h.began, load0: h.load0, single: single, two: two,
+	rep := &report{f: h.f, started: h.began, load0: h.load0, single: single, two: two, ghzVersion: h.ghzVersion,
 		samples: map[string][]sample{}}
 	all := append(append([]target{}, single...), two...)
 	for round := 0; round < h.f.rounds; round++ {
@@ -265,7 +314,8 @@ func (h *harness) run(ctx context.Context, single, two []target) error {
 			if err != nil {
 				return err
 			}
-			h.logf("  %.0f ok req/s, p50 %v, p99 %v, %.1f µs CPU/req, load %s", s.wrk.okRPS, s.wrk.p50, s.wrk.p99, s.cpuPerReq(), s.loadEnd)
+			h.logf("  %.0f ok req/s, p50 %v, p99 %v, %.1f µs CPU/req, server core %.0f%% busy, generator %.0f%%, load %s",
+				s.wrk.okRPS, s.wrk.p50, s.wrk.p99, s.cpuPerReq(), 100*s.serverBusy(), 100*s.genBusy(), s.loadEnd)
 			rep.add(round, t.name, s)
 		}
 	}

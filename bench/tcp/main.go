@@ -7,6 +7,14 @@
 //	cd bench && go run ./tcp                      # 5 rounds of 10 s, every configuration
 //	cd bench && go run ./tcp -d 1s -warmup 1s -rounds 1 # smoke
 //	cd bench && go run ./tcp -rounds 0 -profile /tmp/prof -strace -perf # where the time goes
+//	cd bench && go run ./tcp -grpc                # the gRPC configurations, loaded by ghz
+//	cd bench && go run ./tcp -grpc -d 1s -warmup 1s -rounds 1 # gRPC smoke
+//	cd bench && go run ./tcp -grpc -gen h2load    # gRPC loaded by h2load (nghttp2-client)
+//
+// With -grpc the configurations are gRPC servers (../cmd/grpc-*) of
+// grpc.testing.TestService/UnaryCall, loaded by ghz (go install github.com/bojand/ghz/cmd/ghz)
+// pinned to the load CPU with -c workers over -grpc-conns connections; -configs then names gRPC
+// configurations and no two-hop configuration runs. Readiness is their grpc.health.v1 SERVING.
 //
 // Each configuration is measured as: start; wait until GET /hello/ready answers 200; read VmRSS
 // (idle); warm up; read utime+stime from /proc/<pid>/stat; run wrk -t1 -cN -dD --latency; read the
@@ -43,6 +51,9 @@ type flags struct {
 	strace, perf     bool
 	keep             bool
 	quiet            bool
+	grpc             bool
+	grpcConns        int
+	gen              string
 }
 
 func run() error {
@@ -62,14 +73,32 @@ func run() error {
 	flag.BoolVar(&f.perf, "perf", false, "with -profile: perf record -e cpu-clock -g during the profiled run (kernel and runtime time)")
 	flag.BoolVar(&f.keep, "keep", false, "keep the work directory (binaries and server logs)")
 	flag.BoolVar(&f.quiet, "q", false, "no progress lines on standard error")
+	flag.BoolVar(&f.grpc, "grpc", false, "run the gRPC configurations ("+strings.Join(names(grpcTargets()), ", ")+") with ghz instead of the HTTP ones")
+	flag.IntVar(&f.grpcConns, "grpc-conns", 4, "with -grpc: connections ghz spreads its -c workers over")
+	flag.StringVar(&f.gen, "gen", "ghz", "with -grpc: the load generator, ghz or h2load (lighter: ghz saturates its core first on 2 cores)")
 	flag.Parse()
+	if f.gen != "ghz" && f.gen != "h2load" {
+		return fmt.Errorf("-gen %q: ghz or h2load", f.gen)
+	}
+	if f.grpc {
+		configsSet := false
+		flag.Visit(func(fl *flag.Flag) { configsSet = configsSet || fl.Name == "configs" })
+		if !configsSet {
+			f.single = strings.Join(names(grpcTargets()), ",")
+		}
+		f.twoHop = ""
+	}
 	if f.rounds == 0 && f.profileDir == "" {
 		return fmt.Errorf("-rounds 0 needs -profile")
 	}
 	if (f.strace || f.perf) && f.profileDir == "" {
 		return fmt.Errorf("-strace and -perf need -profile DIR")
 	}
-	single, err := pick(singleHop(), f.single)
+	oneHop := singleHop()
+	if f.grpc {
+		oneHop = grpcTargets()
+	}
+	single, err := pick(oneHop, f.single)
 	if err != nil {
 		return err
 	}

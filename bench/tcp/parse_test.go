@@ -2,8 +2,14 @@ package main
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
 )
 
 const wrkOut = `Running 10s test @ http://127.0.0.1:8080/hello/world
@@ -124,5 +130,82 @@ func TestPerfDSO(t *testing.T) {
 	in := []byte("# Samples: 1K of event 'cpu-clock'\n#\n    57.55%  [kernel.kallsyms]\n    41.25%  hello-chassis\n     1.20%  [vdso]\n")
 	if got, want := perfDSO(in), "kernel 57.55%, hello-chassis 41.25%, vdso 1.20%"; got != want {
 		t.Fatalf("perfDSO = %q, want %q", got, want)
+	}
+}
+
+// ghzOut is the shape of `ghz -O json` (v0.93.0), trimmed of fields the harness does not read.
+const ghzOut = `{"date":"2026-12-03T18:31:50Z","options":{"call":"grpc.testing.TestService.UnaryCall"},
+"count":20000,"total":2000000000,"average":1500000,"fastest":200000,"slowest":90000000,"rps":10000.5,
+"histogram":[{"mark":0.0002,"count":1,"frequency":0}],
+"latencyDistribution":[{"percentage":10,"latency":800000},{"percentage":50,"latency":1400000},
+{"percentage":99,"latency":9000000}],
+"statusCodeDistribution":{"OK":19990,"Unavailable":10},
+"errorDistribution":{"rpc error: code = Unavailable desc = transport is closing":10},"details":null}`
+
+func TestParseGhz(t *testing.T) {
+	r, err := parseGhz([]byte(ghzOut))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := wrkResult{requests: 20000, elapsed: 2 * time.Second, rps: 10000.5, okRPS: 19990.0 / 2,
+		p50: 1400 * time.Microsecond, p99: 9 * time.Millisecond, errors: 10}
+	if r != want {
+		t.Fatalf("parseGhz:\n got %+v\nwant %+v", r, want)
+	}
+	for _, bad := range []string{`{"count":0,"total":0}`, `{"count":5,"total":10,"statusCodeDistribution":{"OK":5}}`, `not json`} {
+		if _, err := parseGhz([]byte(bad)); err == nil {
+			t.Errorf("parseGhz accepted %s", bad)
+		}
+	}
+}
+
+func TestProtosetHasTheMethod(t *testing.T) {
+	path := t.TempDir() + "/test.protoset"
+	if err := writeProtoset(path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set descriptorpb.FileDescriptorSet
+	if err := proto.Unmarshal(b, &set); err != nil {
+		t.Fatal(err)
+	}
+	files, err := protodesc.NewFiles(&set) // fails if an import is missing
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := files.FindDescriptorByName(protoreflect.FullName(ghzCall[:strings.LastIndexByte(ghzCall, '.')]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.(protoreflect.ServiceDescriptor).Methods().ByName("UnaryCall") == nil {
+		t.Fatalf("%s has no UnaryCall", d.FullName())
+	}
+}
+
+const h2loadOut = `starting benchmark...
+finished in 3.00s, 30513.33 req/s, 1.54MB/s
+requests: 91540 total, 91572 started, 91540 done, 91538 succeeded, 2 failed, 0 errored, 0 timeout
+status codes: 91538 2xx, 0 3xx, 0 4xx, 2 5xx
+traffic: 4.62MB (4844211) total, 1.21MB (1268862) headers (space savings 93.38%), 1.40MB (1464640) data
+                     min         max         mean         sd        +/- sd
+time for request:       92us    168.25ms       978us      4.99ms    99.69%
+time for connect:      167us       325us       247us        79us    50.00%
+`
+
+func TestParseH2load(t *testing.T) {
+	r, err := parseH2load(h2loadOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := wrkResult{requests: 91540, elapsed: 3 * time.Second, rps: 30513.33, okRPS: 91538.0 / 3,
+		p50: 978 * time.Microsecond, p99: 168250 * time.Microsecond, errors: 2}
+	if r != want {
+		t.Fatalf("parseH2load:\n got %+v\nwant %+v", r, want)
+	}
+	if _, err := parseH2load("starting benchmark...\n"); err == nil {
+		t.Fatal("parseH2load accepted output without a summary")
 	}
 }

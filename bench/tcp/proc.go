@@ -14,6 +14,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // proc is a running server process.
@@ -22,12 +26,14 @@ type proc struct {
 	cmd  *exec.Cmd
 	addr addrs
 	logs string // file holding its standard output and error
+	grpc bool   // serves gRPC on addr.public: ready when its health service says SERVING
 	done chan struct{}
 	err  error
 }
 
 // start runs s pinned to cpu with taskset (which execs the server, so the pid is the server's),
-// standard output and error to a file, and waits until GET /hello/ready answers 200.
+// standard output and error to a file, and waits until GET /hello/ready answers 200 (for a gRPC
+// server: until grpc.health.v1.Health/Check answers SERVING).
 func (h *harness) start(ctx context.Context, name string, s server, a addrs, extraEnv []string) (*proc, error) {
 	args, env := s.command(a)
 	logs := filepath.Join(h.work, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano()))
@@ -42,7 +48,7 @@ func (h *harness) start(ctx context.Context, name string, s server, a addrs, ext
 		out.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, addr: a, logs: logs, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, addr: a, logs: logs, grpc: s.grpc, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		out.Close()
@@ -60,16 +66,20 @@ func (p *proc) pid() int { return p.cmd.Process.Pid }
 func (p *proc) waitReady(ctx context.Context, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	c := &http.Client{Timeout: time.Second}
+	ready := p.httpReady()
+	if p.grpc {
+		conn, err := grpc.NewClient(p.addr.public, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ready = grpcReady(conn)
+	}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr.public+"/hello/ready", nil)
-		if resp, err := c.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if ready(ctx) {
+			return nil
 		}
 		select {
 		case <-p.done:
@@ -78,6 +88,29 @@ func (p *proc) waitReady(ctx context.Context, limit time.Duration) error {
 			return fmt.Errorf("%s not ready after %v: %w; log %s:\n%s", p.name, limit, ctx.Err(), p.logs, tail(p.logs, 2000))
 		case <-tick.C:
 		}
+	}
+}
+
+func (p *proc) httpReady() func(context.Context) bool {
+	c := &http.Client{Timeout: time.Second}
+	return func(ctx context.Context) bool {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr.public+"/hello/ready", nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+}
+
+func grpcReady(conn *grpc.ClientConn) func(context.Context) bool {
+	hc := healthpb.NewHealthClient(conn)
+	return func(ctx context.Context) bool {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
 	}
 }
 

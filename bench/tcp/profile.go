@@ -66,8 +66,7 @@ func (h *harness) profileOne(ctx context.Context, t target, dir string) (string,
 		return "", err
 	}
 	defer r.stop()
-	url := r.helloURL()
-	if err := h.warmUp(ctx, t, url); err != nil {
+	if err := h.warmUp(ctx, t, r); err != nil {
 		return "", err
 	}
 	secs := max(1, int((h.f.duration-time.Second)/time.Second))
@@ -83,7 +82,7 @@ func (h *harness) profileOne(ctx context.Context, t target, dir string) (string,
 	var wg sync.WaitGroup
 	var res wrkResult
 	errs := make([]error, 4)
-	wg.Go(func() { res, errs[0] = h.wrk(ctx, url, h.f.duration) })
+	wg.Go(func() { res, errs[0] = h.load(ctx, r, h.f.duration) })
 	wg.Go(func() {
 		errs[1] = fetch(ctx, base+"/profile?seconds="+strconv.Itoa(secs), filepath.Join(dir, t.name+".cpu.pprof"))
 	})
@@ -232,8 +231,7 @@ func (h *harness) straceOne(ctx context.Context, t target, dir string) (string, 
 		return "", err
 	}
 	defer r.stop()
-	url := r.helloURL()
-	if err := h.warmUp(ctx, t, url); err != nil {
+	if err := h.warmUp(ctx, t, r); err != nil {
 		return "", err
 	}
 	tids, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", r.front.pid()))
@@ -273,7 +271,7 @@ func (h *harness) straceOne(ctx context.Context, t target, dir string) (string, 
 	case <-attached:
 	case <-time.After(10 * time.Second):
 	}
-	res, werr := h.wrk(ctx, url, h.f.duration)
+	res, werr := h.load(ctx, r, h.f.duration)
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	_ = cmd.Wait()
 	if werr != nil {

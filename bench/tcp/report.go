@@ -18,6 +18,7 @@ type report struct {
 	rounds       []map[string]sample // by round, then configuration
 	otlpRequests int64
 	otlpBytes    int64
+	ghzVersion   string
 }
 
 func (r *report) add(round int, name string, s sample) {
@@ -94,12 +95,21 @@ func (r *report) markdown() string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "\n### TCP run %s\n\n", r.started.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "Host %s, %d CPUs online; servers on CPU %s (GOMAXPROCS follows the affinity), wrk on CPU %s: "+
-		"`wrk -t%d -c%d -d%s --latency`, %s warm-up, %d interleaved rounds, medians. Load average %s at the start, %s at the end. "+
-		"OTLP receiver: %d requests, %d bytes. req/s counts successful responses only (wrk's total less "+
-		"non-2xx/3xx and socket errors, which the errors column counts); CPU per request divides by every completed request.\n",
-		host, numCPU(), r.f.serverCPU, r.f.loadCPU, r.f.threads, r.f.conns, wrkDuration(r.f.duration), r.f.warmup, r.f.rounds,
-		r.load0, r.load1, r.otlpRequests, r.otlpBytes)
+	gen := fmt.Sprintf("`wrk -t%d -c%d -d%s --latency`", r.f.threads, r.f.conns, wrkDuration(r.f.duration))
+	what := "req/s counts successful responses only (wrk's total less non-2xx/3xx and socket errors, which the errors column counts)"
+	if r.f.grpc {
+		gen = fmt.Sprintf("`ghz --insecure --call %s -c %d --connections %d -z %s` (ghz %s)", ghzCall, r.f.conns, r.f.grpcConns, r.f.duration, r.ghzVersion)
+		what = "req/s counts calls that ended OK only (others are in the errors column)"
+		if r.f.gen == "h2load" {
+			gen = fmt.Sprintf("`h2load -t1 -c%d -m%d -D%s` POSTing one gRPC frame to /grpc.testing.TestService/UnaryCall", r.f.grpcConns, max(1, r.f.conns/r.f.grpcConns), wrkDuration(r.f.duration))
+			what = "req/s counts HTTP 200 responses (h2load does not read grpc-status; the echo method never fails); h2load reports no percentiles, so the p50 column is the mean and p99 the slowest call"
+		}
+	}
+	fmt.Fprintf(&b, "Host %s, %d CPUs online; servers on CPU %s (GOMAXPROCS follows the affinity), load generator on CPU %s: "+
+		"%s, %s warm-up, %d interleaved rounds, medians. Load average %s at the start, %s at the end. "+
+		"OTLP receiver: %d requests, %d bytes. %s; CPU per request divides by every completed request.\n",
+		host, numCPU(), r.f.serverCPU, r.f.loadCPU, gen, r.f.warmup, r.f.rounds,
+		r.load0, r.load1, r.otlpRequests, r.otlpBytes, what)
 	if len(r.single) > 0 {
 		base := baseOf(r.single)
 		fmt.Fprintf(&b, "\nOne hop; ratios to `%s` of the same round (medians of the per-round ratios).\n\n", base)
@@ -136,12 +146,13 @@ func (r *report) markdown() string {
 			fmt.Fprintf(&b, "- `%s`: %s\n", t.name, t.about)
 		}
 	}
-	b.WriteString("\nPer round (req/s; load average at the end of each run):\n\n")
+	b.WriteString("\nPer round (req/s; server core busy / load generator busy, as shares of one core; load average at the end of each run). " +
+		"A generator near 100% busy means req/s measured the generator, not the server: compare CPU per request then.\n\n")
 	for i, round := range r.rounds {
 		fmt.Fprintf(&b, "- round %d:", i+1)
 		for _, t := range append(append([]target{}, r.single...), r.two...) {
 			if s, ok := round[t.name]; ok {
-				fmt.Fprintf(&b, " %s %.0f (%s);", t.name, s.wrk.okRPS, s.loadEnd)
+				fmt.Fprintf(&b, " %s %.0f (%.0f%% / %.0f%%; %s);", t.name, s.wrk.okRPS, 100*s.serverBusy(), 100*s.genBusy(), s.loadEnd)
 			}
 		}
 		b.WriteString("\n")

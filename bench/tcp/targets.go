@@ -13,6 +13,8 @@ type server struct {
 	env  func(a addrs) []string
 	// pprof is the path prefix of net/http/pprof on the admin address.
 	pprof string
+	// grpc: the public address serves gRPC (ghz loads it; readiness is its health service).
+	grpc bool
 }
 
 type addrs struct {
@@ -70,6 +72,33 @@ func singleHop() []target {
 			front: server{bin: "hello-kratos", args: flagArgs, env: otlpEnv, pprof: "/debug/pprof"}},
 		{name: "gokit", about: "go-kit httptransport + Prometheus instrumenting middleware under otelhttp (OTLP/HTTP at 1%)",
 			front: server{bin: "hello-gokit", args: flagArgs, env: otlpEnv, pprof: "/debug/pprof"}},
+	}
+}
+
+// grpcTargets are the gRPC configurations (-grpc): grpc.testing.TestService/UnaryCall loaded by
+// ghz. The public address is the gRPC port.
+func grpcTargets() []target {
+	chassisGRPC := func(extra ...string) func(a addrs) []string {
+		return func(a addrs) []string {
+			// The HTTP port is any free one; the gRPC port is the address ghz loads.
+			env := chassisEnv(a, extra...)
+			_, port := splitAddr(a.public)
+			return append(env, "PORT=0", "GRPC_PORT="+port)
+		}
+	}
+	return []target{
+		{name: "grpc-bare", base: true, about: "grpc-go server, the health service, nothing else",
+			front: server{bin: "grpc-bare", args: flagArgs, pprof: "/debug/pprof", grpc: true}},
+		{name: "grpc-otelgrpc", about: "grpc-go with otelgrpc's server stats handler: OTLP/HTTP traces at 1% parent-based, metrics (OTel → Prometheus)",
+			front: server{bin: "grpc-bare", args: func(a addrs) []string { return append(flagArgs(a), "-otel") },
+				env: otlpEnv, pprof: "/debug/pprof", grpc: true}},
+		{name: "grpc-chassis", about: "Chassis svc.GRPC() defaults: access log on (JSON lines to a file), no OTLP endpoint",
+			front: server{bin: "grpc-chassis", env: chassisGRPC(), pprof: "/debug/pprof", grpc: true}},
+		{name: "grpc-chassis-nolog", about: "Chassis svc.GRPC(), ACCESS_LOG=false",
+			front: server{bin: "grpc-chassis", env: chassisGRPC("ACCESS_LOG=false"), pprof: "/debug/pprof", grpc: true}},
+		{name: "grpc-chassis-otlp", about: "Chassis svc.GRPC() defaults plus OTLP/HTTP export (traces at 1% parent-based sampling, metrics) to a discarding receiver",
+			front: server{bin: "grpc-chassis", pprof: "/debug/pprof", grpc: true,
+				env: func(a addrs) []string { return chassisGRPC(otlpEnv(a)...)(a) }}},
 	}
 }
 

@@ -18,7 +18,10 @@ type wrkResult struct {
 	rps      float64 // every completed request, as wrk counts them
 	okRPS    float64 // 2xx and 3xx only, without socket errors
 	p50, p99 time.Duration
-	errors   int64 // socket errors plus non-2xx/3xx responses
+	// genCPU is the load generator's own CPU time (user + system) over the whole run: near the run's
+	// length, the generator saturated its core and req/s measures it rather than the server.
+	genCPU time.Duration
+	errors int64 // socket errors plus non-2xx/3xx responses
 }
 
 // wrk runs wrk pinned to the load CPU against url for d.
@@ -28,7 +31,8 @@ func (h *harness) wrk(ctx context.Context, url string, d time.Duration) (wrkResu
 		"-d" + wrkDuration(d), "--timeout", "10s", "--latency", url}
 	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "taskset", args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "taskset", args...)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return wrkResult{}, fmt.Errorf("wrk: %w\n%s", err, out)
 	}
@@ -36,6 +40,7 @@ func (h *harness) wrk(ctx context.Context, url string, d time.Duration) (wrkResu
 	if err != nil {
 		return r, fmt.Errorf("%w\n%s", err, out)
 	}
+	r.genCPU = childCPU(cmd)
 	return r, nil
 }
 
@@ -134,4 +139,13 @@ func parseWrkDuration(s string) (time.Duration, error) {
 		}
 	}
 	return 0, fmt.Errorf("wrk: duration %q: unknown unit", s)
+}
+
+// childCPU is the CPU time a finished command used (taskset execs the generator, so it is the
+// generator's).
+func childCPU(cmd *exec.Cmd) time.Duration {
+	if cmd.ProcessState == nil {
+		return 0
+	}
+	return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 }

@@ -17,9 +17,6 @@ import (
 	"github.com/go-kratos/kratos/v2/middleware/recovery"
 	"github.com/go-kratos/kratos/v2/middleware/tracing"
 	khttp "github.com/go-kratos/kratos/v2/transport/http"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 )
 
@@ -45,13 +42,11 @@ func run(addr, admin string) error {
 	}
 	defer tp.Shutdown(ctx)
 
-	reg := prometheus.NewRegistry()
-	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	mp, metricsHandler, err := hello.Metrics(
+		sdkmetric.WithView(metrics.DefaultSecondsHistogramView(metrics.DefaultServerSecondsHistogramName)))
 	if err != nil {
 		return err
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp),
-		sdkmetric.WithView(metrics.DefaultSecondsHistogramView(metrics.DefaultServerSecondsHistogramName)))
 	defer mp.Shutdown(ctx)
 	meter := mp.Meter("hello")
 	requests, err := metrics.DefaultRequestsCounter(meter, metrics.DefaultServerRequestsCounterName)
@@ -62,7 +57,7 @@ func run(addr, admin string) error {
 	if err != nil {
 		return err
 	}
-	if err := hello.Admin(ctx, admin, map[string]http.Handler{"/metrics": promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}); err != nil {
+	if err := hello.Admin(ctx, admin, map[string]http.Handler{"/metrics": metricsHandler}); err != nil {
 		return err
 	}
 

@@ -16,8 +16,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
@@ -84,6 +88,19 @@ func Propagator() propagation.TextMapPropagator {
 
 // Serve runs srv on addr until SIGTERM or SIGINT, then shuts it down within a second.
 func Serve(srv *http.Server, addr string) error {
+	return serveUntilSignal(addr, srv.Serve, func() error {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return nil
+	})
+}
+
+// serveUntilSignal listens on addr and runs serve until it fails or SIGTERM or SIGINT comes, then
+// calls shutdown.
+func serveUntilSignal(addr string, serve func(net.Listener) error, shutdown func() error) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -91,16 +108,24 @@ func Serve(srv *http.Server, addr string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- serve(ln) }()
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
+	return shutdown()
+}
+
+// Metrics returns the meter provider a peer service builds to be scraped: OpenTelemetry
+// instruments read by a Prometheus exporter on a registry of its own, and that registry's /metrics
+// handler.
+func Metrics(opts ...sdkmetric.Option) (*sdkmetric.MeterProvider, http.Handler, error) {
+	reg := prometheus.NewRegistry()
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, nil, err
 	}
-	return nil
+	mp := sdkmetric.NewMeterProvider(append([]sdkmetric.Option{sdkmetric.WithReader(exp)}, opts...)...)
+	return mp, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), nil
 }
