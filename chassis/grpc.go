@@ -79,6 +79,7 @@ func (s *Service) GRPC() *grpc.Server {
 			grpcx.WithPropagator(s.tel.Propagator()),
 			grpcx.WithLogger(s.tel.Slog()),
 			grpcx.WithAccessLog(st.AccessLog, st.AccessLogSample),
+			grpcx.WithAccessLogger(s.tel),
 			grpcx.WithRequestTimeout(st.ServerConfig.RequestTimeout),
 			grpcx.WithShedder(s.shedder),
 			grpcx.WithPriorityKey(st.PriorityHeader),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -26,6 +27,7 @@ import (
 	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/chassis"
 	"github.com/cloudchassis/kit/internal/consultest"
+	"github.com/cloudchassis/kit/internal/syncbuf"
 	"github.com/cloudchassis/kit/internal/toolpath"
 )
 
@@ -377,5 +379,45 @@ func TestGRPCProtectionFromEnvironment(t *testing.T) {
 	}
 	if who, err := call(bob, &testgrpc.SimpleRequest{}); err != nil || who != "jwt:bob" {
 		t.Fatalf("bob keeps his own allowance: %q %v", who, err)
+	}
+}
+
+// TestGRPCAccessLine: a call's access line is written by the telemetry's own appender (LogRPC),
+// in the same JSON as the HTTP access line, with the request id and the call's trace ids.
+func TestGRPCAccessLine(t *testing.T) {
+	var logs syncbuf.Buffer
+	svc, err := chassis.New("pricing", chassis.WithEnv(env("LOG_LEVEL", "info", "OTEL_TRACES_SAMPLER", "always_on",
+		"OTEL_TRACES_EXPORTER", "none")), chassis.WithoutSignals(), chassis.WithLogOutput(&logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testgrpc.RegisterTestServiceServer(svc.GRPC(), &grpcService{})
+	start(t, svc)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-request-id", "req-42")
+	if _, err := testgrpc.NewTestServiceClient(dial(t, svc.GRPCAddr(), nil)).UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	var line map[string]any
+	for deadline := time.Now().Add(5 * time.Second); line == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, `"msg":"rpc"`) {
+				if err := json.Unmarshal([]byte(l), &line); err != nil {
+					t.Fatalf("access line %q: %v", l, err)
+				}
+			}
+		}
+	}
+	if line == nil {
+		t.Fatalf("no access line in:\n%s", logs.String())
+	}
+	if line["level"] != "info" || line["service"] != "pricing" || line["method"] != "/grpc.testing.TestService/UnaryCall" ||
+		line["code"] != "OK" || line["request_id"] != "req-42" || line["remote"] == "" {
+		t.Errorf("access line %v", line)
+	}
+	if tid, _ := line["trace_id"].(string); len(tid) != 32 {
+		t.Errorf("access line without the call's trace id: %v", line)
+	}
+	if d, ok := line["duration"].(float64); !ok || d <= 0 || d > 5 {
+		t.Errorf("duration %v, want seconds", line["duration"])
 	}
 }

@@ -485,12 +485,16 @@ func (i *Interceptors) end(ctx context.Context, c *call, m *method, full string,
 	} else if code == codes.OK && i.o.accessSample < 1 && rand.Float64() >= i.o.accessSample {
 		return
 	}
-	if !i.o.Logger.Enabled(ctx, lvl) {
+	if i.o.accessLogger == nil && !i.o.Logger.Enabled(ctx, lvl) {
 		return
 	}
 	remote := ""
 	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
 		remote = pr.Addr.String()
+	}
+	if i.o.accessLogger != nil {
+		i.o.accessLogger.LogRPC(serverErr, full, code.String(), d, remote, c.id, span.SpanContext())
+		return
 	}
 	i.o.Logger.LogAttrs(ctx, lvl, "rpc",
 		slog.String("method", full),

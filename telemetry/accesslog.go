@@ -50,23 +50,53 @@ func (a *accessWriter) write(now time.Time, lvl zapcore.Level, r *http.Request, 
 	if !a.level.Enabled(lvl) {
 		return true
 	}
-	bp := a.bufs.Get().(*[]byte)
-	b := append((*bp)[:0], `{"level":"`...)
-	b = append(b, lvl.String()...)
-	b = append(b, `","ts":"`...)
-	b = a.ts.append(b, now)
-	b = append(b, `","msg":"request"`...)
-	b = append(b, a.service...)
+	bp, b := a.open(now, lvl, "request")
 	b = appendStr(b, "method", r.Method)
 	b = appendStr(b, "route", route)
 	b = appendStr(b, "path", r.URL.Path)
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(status), 10)
-	b = append(b, `,"duration":`...)
-	b = strconv.AppendFloat(b, float64(d)/float64(time.Second), 'f', -1, 64)
+	b = appendDuration(b, d)
 	b = append(b, `,"bytes":`...)
 	b = strconv.AppendInt(b, bytes, 10)
 	b = appendStr(b, "remote", r.RemoteAddr)
+	a.close(bp, b, sc)
+	return true
+}
+
+// writeRPC is write for a gRPC call's line (LogRPC).
+func (a *accessWriter) writeRPC(now time.Time, lvl zapcore.Level, method, code string, d time.Duration, remote, requestID string, sc trace.SpanContext) bool {
+	if !plainJSON(method) || !plainJSON(code) || !plainJSON(remote) || !plainJSON(requestID) {
+		return false
+	}
+	if !a.level.Enabled(lvl) {
+		return true
+	}
+	bp, b := a.open(now, lvl, "rpc")
+	b = appendStr(b, "method", method)
+	b = appendStr(b, "code", code)
+	b = appendDuration(b, d)
+	b = appendStr(b, "remote", remote)
+	b = appendStr(b, "request_id", requestID)
+	a.close(bp, b, sc)
+	return true
+}
+
+// open starts a line in a pooled buffer: level, time, message and service.
+func (a *accessWriter) open(now time.Time, lvl zapcore.Level, msg string) (*[]byte, []byte) {
+	bp := a.bufs.Get().(*[]byte)
+	b := append((*bp)[:0], `{"level":"`...)
+	b = append(b, lvl.String()...)
+	b = append(b, `","ts":"`...)
+	b = a.ts.append(b, now)
+	b = append(b, `","msg":"`...)
+	b = append(b, msg...)
+	b = append(b, '"')
+	return bp, append(b, a.service...)
+}
+
+// close ends the line with the span's ids, writes it and returns the buffer to the pool.
+func (a *accessWriter) close(bp *[]byte, b []byte, sc trace.SpanContext) {
 	if sc.IsValid() {
 		tid, sid := sc.TraceID(), sc.SpanID()
 		b = append(b, `,"`+FieldTraceID+`":"`...)
@@ -81,7 +111,12 @@ func (a *accessWriter) write(now time.Time, lvl zapcore.Level, r *http.Request, 
 		*bp = b[:0]
 		a.bufs.Put(bp)
 	}
-	return true
+}
+
+// appendDuration appends a duration as zap's JSON encoder does here: seconds as a float.
+func appendDuration(b []byte, d time.Duration) []byte {
+	b = append(b, `,"duration":`...)
+	return strconv.AppendFloat(b, float64(d)/float64(time.Second), 'f', -1, 64)
 }
 
 func appendStr(b []byte, key, val string) []byte {
