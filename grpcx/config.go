@@ -27,7 +27,7 @@ type ServerConfig struct {
 	MaxRecvBytes   config.ByteSize `envconfig:"GRPC_MAX_RECV_BYTES" default:"4MiB" validate:"gt=0,lte=2147483647" desc:"largest gRPC message the server accepts (larger gets RESOURCE_EXHAUSTED)"`
 	MaxSendBytes   config.ByteSize `envconfig:"GRPC_MAX_SEND_BYTES" default:"4MiB" validate:"gt=0,lte=2147483647" desc:"largest gRPC message the server sends (a handler's larger answer fails with RESOURCE_EXHAUSTED)"`
 	MaxStreams     uint32          `envconfig:"GRPC_MAX_CONCURRENT_STREAMS" default:"1000" validate:"gt=0" desc:"concurrent calls one client connection may have open"`
-	RequestTimeout time.Duration   `envconfig:"GRPC_REQUEST_TIMEOUT" default:"30s" validate:"gte=0" desc:"longest deadline of a call's context; the caller's shorter deadline wins; 0 keeps the caller's alone"`
+	RequestTimeout time.Duration   `envconfig:"GRPC_REQUEST_TIMEOUT" default:"30s" validate:"gte=0" desc:"longest deadline of a unary call's context (streams live as long as their caller wants); the caller's shorter deadline wins; 0 keeps the caller's alone"`
 
 	// Keepalive: what the server asks of clients (enforcement) and how it probes idle connections.
 	KeepaliveMinTime      time.Duration `envconfig:"GRPC_KEEPALIVE_MIN_TIME" default:"10s" validate:"gte=0" desc:"clients that ping more often than this are disconnected (GOAWAY too_many_pings)"`

@@ -6,7 +6,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,6 +70,9 @@ func (s *testService) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest
 	case "wait":
 		<-ctx.Done()
 		return nil, status.FromContextError(ctx.Err()).Err()
+	case "ctxerr": // a handler that returns its context's error as it is
+		<-ctx.Done()
+		return nil, fmt.Errorf("giving up: %w", ctx.Err())
 	case "block":
 		if s.entered != nil {
 			s.entered <- struct{}{}
@@ -88,8 +93,20 @@ func (s *testService) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest
 }
 
 func (s *testService) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequest, ss grpc.ServerStreamingServer[testgrpc.StreamingOutputCallResponse]) error {
-	if md, _ := metadata.FromIncomingContext(ss.Context()); len(md.Get(actionKey)) > 0 && md.Get(actionKey)[0] == "panic" {
+	var action string
+	if md, _ := metadata.FromIncomingContext(ss.Context()); len(md.Get(actionKey)) > 0 {
+		action = md.Get(actionKey)[0]
+	}
+	switch action {
+	case "panic":
 		panic("stream boom")
+	case "deadline": // answers whether the stream's context has a deadline
+		_, ok := ss.Context().Deadline()
+		return ss.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: []byte(strconv.FormatBool(ok))}})
+	case "block":
+		s.entered <- struct{}{}
+		<-s.block
+		return nil
 	}
 	for range req.GetResponseParameters() {
 		if err := ss.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: []byte(grpcx.RequestID(ss.Context()))}}); err != nil {
@@ -609,4 +626,69 @@ func TestHealthWatchPollsReadiness(t *testing.T) {
 			t.Fatalf("Watch after the caller left: %v", err)
 		}
 	})
+}
+
+// A handler that returns its context's error unwrapped is recorded with the code the caller gets
+// (CANCELLED), not as UNKNOWN, a server error.
+func TestContextErrorCode(t *testing.T) {
+	tel, rec := telemetrytest.New(t, telemetry.Settings{ServiceName: "svc"})
+	c := serve(t, nil, []grpcx.Option{grpcx.WithMeterProvider(tel.MeterProvider())})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := call(t, c, with(ctx, actionKey, "ctxerr"))
+	wantCode(t, err, codes.DeadlineExceeded, "")
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel2)
+	_, err = call(t, c, with(ctx2, actionKey, "ctxerr"))
+	wantCode(t, err, codes.Canceled, "")
+	for _, code := range []codes.Code{codes.DeadlineExceeded, codes.Canceled} {
+		var n uint64
+		for deadline := time.Now().Add(5 * time.Second); n == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			n = rec.HistogramCount(t, semconv.RPCServerCallDuration, attribute.Int(semconv.AttrRPCGRPCStatusCode, int(code)))
+		}
+		if n != 1 {
+			t.Errorf("calls recorded with %v: %d, want 1", code, n)
+		}
+	}
+	if n := rec.HistogramCount(t, semconv.RPCServerCallDuration, attribute.Int(semconv.AttrRPCGRPCStatusCode, int(codes.Unknown))); n != 0 {
+		t.Errorf("%d calls recorded as UNKNOWN", n)
+	}
+}
+
+// A stream lives as long as its caller wants: no deadline of GRPC_REQUEST_TIMEOUT's, and its
+// shedder slot is given back once admitted, so a unary call is admitted beside an open stream with
+// a limit of 1.
+func TestStreamsHaveNoDeadlineAndHoldNoSlot(t *testing.T) {
+	s, err := guard.NewShedder(guard.ShedConfig{InitialLimit: 1, MinLimit: 1, MaxLimit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &testService{block: make(chan struct{}), entered: make(chan struct{}, 1)}
+	c := serve(t, svc, []grpcx.Option{grpcx.WithShedder(s), grpcx.WithRequestTimeout(time.Second)})
+	ctx := context.Background()
+	st, err := c.StreamingOutputCall(with(ctx, actionKey, "deadline"), &testgrpc.StreamingOutputCallRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := st.Recv(); err != nil || string(res.GetPayload().GetBody()) != "false" {
+		t.Fatalf("stream's deadline: %v %v, want none", res, err)
+	}
+	if got, err := call(t, c, with(ctx, actionKey, "deadline")); err != nil || got != "1s" {
+		t.Fatalf("a unary call's deadline: %q %v, want the 1s cap", got, err)
+	}
+	blocked, err := c.StreamingOutputCall(with(ctx, actionKey, "block"), &testgrpc.StreamingOutputCallRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-svc.entered
+	if _, err := call(t, c, ctx); err != nil {
+		t.Fatalf("a unary call beside an open stream, limit 1: %v", err)
+	}
+	close(svc.block)
+	if _, err := blocked.Recv(); err != io.EOF {
+		t.Fatalf("stream end: %v", err)
+	}
+	if s.Inflight() != 0 {
+		t.Fatalf("%d in flight after every call ended", s.Inflight())
+	}
 }

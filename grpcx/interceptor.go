@@ -232,7 +232,7 @@ func (i *Interceptors) unary(ctx context.Context, req any, info *grpc.UnaryServe
 	if strings.HasPrefix(info.FullMethod, healthPrefix) {
 		return handler(ctx, req)
 	}
-	err = i.serve(ctx, info.FullMethod, func(ctx context.Context, _ *call) (err error) {
+	err = i.serve(ctx, info.FullMethod, false, func(ctx context.Context, _ *call) (err error) {
 		resp, err = handler(ctx, req)
 		return err
 	})
@@ -243,7 +243,7 @@ func (i *Interceptors) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 	if strings.HasPrefix(info.FullMethod, healthPrefix) {
 		return handler(srv, ss)
 	}
-	return i.serve(ss.Context(), info.FullMethod, func(ctx context.Context, c *call) error {
+	return i.serve(ss.Context(), info.FullMethod, true, func(ctx context.Context, c *call) error {
 		c.ss.ServerStream, c.ss.ctx = ss, ctx
 		return handler(srv, &c.ss)
 	})
@@ -251,9 +251,17 @@ func (i *Interceptors) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 
 // serve runs one call through the chain; run calls the handler with the call's context. (run does
 // not escape: the closures of unary and stream stay on the stack.)
-func (i *Interceptors) serve(ctx context.Context, full string, run func(context.Context, *call) error) (err error) {
+//
+// A stream lives as long as its caller wants: it gets no deadline of ours (GRPC_REQUEST_TIMEOUT
+// caps unary calls), and it gives its shedder slot back once admitted, without a latency sample,
+// so that long streams neither fill the concurrency limit nor read as a slow server.
+func (i *Interceptors) serve(ctx context.Context, full string, isStream bool, run func(context.Context, *call) error) (err error) {
 	m := i.method(full)
-	c, ctx, span, start := i.begin(ctx, full, m)
+	timeout := i.o.timeout
+	if isStream {
+		timeout = 0
+	}
+	c, ctx, span, start := i.begin(ctx, full, m, timeout)
 	defer func() {
 		if p := recover(); p != nil {
 			err = i.recovered(ctx, full, p)
@@ -265,13 +273,17 @@ func (i *Interceptors) serve(ctx context.Context, full string, run func(context.
 	if err != nil {
 		return err
 	}
-	defer done.Done()
+	if isStream {
+		done.Discard()
+	} else {
+		defer done.Done()
+	}
 	return run(ctx, c)
 }
 
 // begin is the telemetry, request-id and deadline half of a call's start. The deadline is lazy
 // (reqctx): no timer unless something waits on the context's Done.
-func (i *Interceptors) begin(ctx context.Context, full string, m *method) (*call, context.Context, trace.Span, time.Time) {
+func (i *Interceptors) begin(ctx context.Context, full string, m *method, timeout time.Duration) (*call, context.Context, trace.Span, time.Time) {
 	start := time.Now()
 	if i.carried(ctx) {
 		ctx = i.o.propagator.Extract(ctx, mdCarrier{ctx})
@@ -294,7 +306,7 @@ func (i *Interceptors) begin(ctx context.Context, full string, m *method) (*call
 		c.id = requestid.Random(16)
 	}
 	_ = grpc.SetHeader(ctx, metadata.MD{RequestIDKey: []string{c.id}})
-	c.ctx.Init(ctx, requestIDKey{}, c.id, start, i.o.timeout)
+	c.ctx.Init(ctx, requestIDKey{}, c.id, start, timeout)
 	return c, &c.ctx, span, start
 }
 
@@ -460,7 +472,7 @@ func (i *Interceptors) recovered(ctx context.Context, full string, p any) error 
 
 // end is the telemetry half of a call's end.
 func (i *Interceptors) end(ctx context.Context, c *call, m *method, full string, span trace.Span, start time.Time, err error) {
-	code := status.Code(err)
+	code := codeOf(err)
 	d := time.Since(start)
 	rec := m.record[codes.Unknown]
 	if code <= codes.Unauthenticated {
@@ -502,6 +514,18 @@ func (i *Interceptors) end(ctx context.Context, c *call, m *method, full string,
 		slog.Duration("duration", d),
 		slog.String("remote", remote),
 		slog.String("request_id", c.id))
+}
+
+// codeOf is the code the caller receives for a handler's error: grpc-go answers a plain context
+// error (ctx.Err(), or an error wrapping it) with CANCELLED or DEADLINE_EXCEEDED, not UNKNOWN.
+func codeOf(err error) codes.Code {
+	if err == nil {
+		return codes.OK
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Code()
+	}
+	return status.FromContextError(err).Code()
 }
 
 // ServerError reports whether code is a server error in the OpenTelemetry RPC conventions (the

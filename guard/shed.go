@@ -217,6 +217,15 @@ func (t Ticket) Done() {
 	}
 }
 
+// Discard frees the slot without recording a latency: for work admitted through the shedder whose
+// duration says nothing about the server's load, such as a gRPC stream that lives as long as its
+// caller wants. A zero ticket's Discard does nothing.
+func (t Ticket) Discard() {
+	if t.s != nil {
+		t.s.free()
+	}
+}
+
 // DoneExcluding is Done for a request that spent waited of its time blocked on the client (reading
 // a streamed body): that time is the client's, not the server's, and is left out of the latency
 // sample.
