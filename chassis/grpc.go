@@ -43,6 +43,9 @@ type grpcServer struct {
 	chain  *grpcx.Interceptors
 	err    error // building the chain failed: Run reports it
 	addr   string
+	// drained is closed when GracefulStop returned; the "grpc server" hook's Stop starts it, and
+	// the "grpc drain" hook's Stop, which runs after the public server's, waits for it.
+	drained chan struct{}
 }
 
 // GRPC returns the service's gRPC server, creating it on the first call. Register services on it
@@ -123,11 +126,15 @@ func (s *Service) GRPCAddr() string {
 // grpcUsed reports whether GRPC was called: only then does Run serve gRPC.
 func (s *Service) grpcUsed() bool { return s.grpc.srv != nil }
 
-// grpcHook serves the gRPC server between the public server and readiness: it starts after the
-// public server and stops, after the drain, before it.
-func (s *Service) grpcHook() lifecycle.Hook {
+// grpcHooks serve the gRPC server. The first goes after the public server: it starts after it and,
+// once readiness drained, starts the graceful stop before the public server's shutdown. The second
+// goes before the public server and waits for that graceful stop after the public server's
+// shutdown: the HTTP and gRPC servers drain at the same time, within the same SHUTDOWN_TIMEOUT,
+// instead of one after the other (a long gRPC stream would otherwise spend the whole budget before
+// HTTP's shutdown began).
+func (s *Service) grpcHooks() (serve, drain lifecycle.Hook) {
 	g := &s.grpc
-	return lifecycle.Hook{
+	serve = lifecycle.Hook{
 		Name: "grpc server",
 		Start: func(ctx context.Context) error {
 			ln, err := s.listen(ctx, s.settings.ServerConfig.Port)
@@ -145,15 +152,24 @@ func (s *Service) grpcHook() lifecycle.Hook {
 			}()
 			return nil
 		},
-		Stop: func(ctx context.Context) error {
+		Stop: func(context.Context) error {
 			g.health.Close() // Watch streams would hold GracefulStop until the deadline
-			done := make(chan struct{})
+			g.drained = make(chan struct{})
 			go func() {
 				g.srv.GracefulStop()
-				close(done)
+				close(g.drained)
 			}()
+			return nil
+		},
+	}
+	drain = lifecycle.Hook{
+		Name: "grpc drain",
+		Stop: func(ctx context.Context) error {
+			if g.drained == nil { // the server never started
+				return nil
+			}
 			select {
-			case <-done:
+			case <-g.drained:
 				return nil
 			case <-ctx.Done():
 				// Stop closes every connection, which cancels the calls' contexts; it does not wait
@@ -170,7 +186,7 @@ func (s *Service) grpcHook() lifecycle.Hook {
 				defer t.Stop()
 				select {
 				case <-stopped:
-				case <-done:
+				case <-g.drained:
 				case <-t.C:
 					s.log.Warn("gRPC handlers still running after Stop: they ignore their context's cancellation")
 				}
@@ -180,6 +196,7 @@ func (s *Service) grpcHook() lifecycle.Hook {
 			}
 		},
 	}
+	return serve, drain
 }
 
 // grpcReadinessChanged tells the gRPC health service's watchers that readiness changed.

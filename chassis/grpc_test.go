@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,6 +189,60 @@ func TestGRPCShutdownDeadlineCutsCalls(t *testing.T) {
 	}
 	if err := <-inflight; status.Code(err) != codes.Unavailable {
 		t.Fatalf("cut call: %v", err)
+	}
+}
+
+// The HTTP and gRPC servers drain at the same time: while a gRPC call outlives SHUTDOWN_TIMEOUT, the
+// HTTP server has closed its listener and answers the request in flight.
+func TestGRPCAndHTTPDrainTogether(t *testing.T) {
+	svc, g := newGRPCService(t, "SHUTDOWN_TIMEOUT", "1500ms")
+	entered := make(chan struct{})
+	svc.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		time.Sleep(700 * time.Millisecond)
+		io.WriteString(w, "done")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	<-svc.Ready()
+	defer close(g.hold)
+	client := testgrpc.NewTestServiceClient(dial(t, svc.GRPCAddr(), nil))
+	go func() { _, _ = client.UnaryCall(context.Background(), &testgrpc.SimpleRequest{ResponseSize: 1}) }()
+	<-g.entered // a gRPC call that never ends by itself
+	type answer struct {
+		body string
+		err  error
+	}
+	httpDone := make(chan answer, 1)
+	go func() {
+		res, err := http.Get("http://" + svc.Addr() + "/slow")
+		if err != nil {
+			httpDone <- answer{err: err}
+			return
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		httpDone <- answer{string(b), err}
+	}()
+	<-entered
+	cancel()
+	if a := <-httpDone; a.err != nil || a.body != "done" {
+		t.Errorf("HTTP request in flight at shutdown: %q, %v; want it answered while gRPC drains", a.body, a.err)
+	}
+	// The public listener closed when the drain began, not after gRPC's: while the gRPC call still
+	// holds its server, a new HTTP connection is refused.
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned before the gRPC call's deadline: %v", err)
+	default:
+	}
+	if res, err := http.Get("http://" + svc.Addr() + "/slow"); err == nil {
+		res.Body.Close()
+		t.Errorf("a new HTTP request during the gRPC drain was served (%d): the public server had not begun its shutdown", res.StatusCode)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "gRPC calls in progress cut at shutdown deadline") {
+		t.Fatalf("Run: %v", err)
 	}
 }
 

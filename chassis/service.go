@@ -370,6 +370,10 @@ func (s *Service) Run(ctx context.Context) error {
 	s.group.Append(lifecycle.Hook{Name: "clients", Start: s.startClients, Stop: s.stopClients},
 		lifecycle.Hook{Name: "grpc clients", Start: s.startGRPCClients, Stop: s.stopGRPCClients}, s.jwksHook())
 	s.group.Append(s.hooks...)
+	grpcServe, grpcDrain := s.grpcHooks()
+	if s.grpcUsed() {
+		s.group.Append(grpcDrain) // stops after the public server: waits for the gRPC drain
+	}
 	s.group.Append(
 		lifecycle.Hook{
 			Name: "public server",
@@ -397,7 +401,7 @@ func (s *Service) Run(ctx context.Context) error {
 		},
 	)
 	if s.grpcUsed() {
-		s.group.Append(s.grpcHook())
+		s.group.Append(grpcServe)
 	}
 	s.group.Append(
 		lifecycle.Hook{
