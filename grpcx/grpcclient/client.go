@@ -297,6 +297,14 @@ func (c *Client) invoke(ctx context.Context, method string, req, reply any, cc *
 	if idem {
 		ctx = resilience.MarkRetryable(ctx)
 	}
+	// The overall timeout (CLIENT_<NAME>_TIMEOUT) starts now, so that waiting for a connection
+	// counts against it as the attempts do; the policies below apply it again, which changes
+	// nothing.
+	if d := c.opts.cfg.Timeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
 	if err := c.waitConnected(ctx); err != nil {
 		return toStatus(err)
 	}

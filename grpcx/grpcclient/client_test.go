@@ -3,12 +3,15 @@ package grpcclient_test
 import (
 	"context"
 	"errors"
+	"net"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/discovery/discoverytest"
 	"github.com/cloudchassis/kit/grpcx/grpcclient"
 )
@@ -88,5 +91,55 @@ func TestNoInstancesIsUnavailable(t *testing.T) {
 	err := check(ctxT(t), c)
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("call to an empty service: %v, want UNAVAILABLE", err)
+	}
+}
+
+// An instance that accepts connections but never completes the HTTP/2 handshake stays CONNECTING;
+// a call without a deadline of its own waits for it no longer than the overall timeout
+// (CLIENT_<NAME>_TIMEOUT), and so does opening a stream.
+func TestWaitingForAConnectionIsBoundedByTheTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, conn) // silent: no settings frame, ever
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-accepted
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	reg := discoverytest.NewRegistry()
+	reg.Set("svc", discovery.Instance{ID: "mute", Address: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port})
+	cfg := quick()
+	cfg.Timeout = 300 * time.Millisecond
+	c := newClient(t, reg, grpcclient.WithResilience(cfg))
+	start := time.Now()
+	err = check(context.Background(), c)
+	if code := status.Code(err); code != codes.DeadlineExceeded && code != codes.Unavailable {
+		t.Fatalf("call to a mute instance: %v, want DEADLINE_EXCEEDED or UNAVAILABLE", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the call waited %v for a connection, beyond the 300ms timeout", d)
+	}
+	start = time.Now()
+	ws, err := healthpb.NewHealthClient(c.Conn()).Watch(context.Background(), &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = ws.Recv()
+	}
+	if err == nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("stream to a mute instance: %v after %v", err, time.Since(start))
 	}
 }

@@ -16,7 +16,15 @@ import (
 func (c *Client) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
 	streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	ctx, end := c.tel.start(ctx, method, c.opts.requestID)
-	if err := c.waitConnected(ctx); err != nil {
+	// A stream lives as long as its caller wants, but waiting for a connection is bounded by the
+	// overall timeout (CLIENT_<NAME>_TIMEOUT), as for a unary call.
+	wctx := ctx
+	if d := c.opts.cfg.Timeout; d > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	if err := c.waitConnected(wctx); err != nil {
 		err = toStatus(err)
 		end(ctx, err)
 		return nil, err
