@@ -27,8 +27,9 @@ type Health struct {
 
 	mu      sync.Mutex
 	srv     *grpc.Server
-	changed chan struct{} // closed and replaced by Update
-	closed  chan struct{} // closed by Close
+	names   map[string]bool // the server's services, read once at the first question (see names)
+	changed chan struct{}   // closed and replaced by Update
+	closed  chan struct{}   // closed by Close
 	done    bool
 }
 
@@ -72,17 +73,24 @@ func (h *Health) Close() {
 
 // known reports whether service is "" or registered on the server.
 func (h *Health) known(service string) bool {
-	if service == "" {
-		return true
-	}
+	return service == "" || h.serviceNames()[service]
+}
+
+// serviceNames returns the names of the server's services. They are read from the server once, at
+// the first question: a question arrives only once the server serves, and grpc-go accepts no
+// registration after that, so the set no longer changes (and a Watch stream's poll need not build
+// GetServiceInfo's map every second).
+func (h *Health) serviceNames() map[string]bool {
 	h.mu.Lock()
-	srv := h.srv
-	h.mu.Unlock()
-	if srv == nil {
-		return false
+	defer h.mu.Unlock()
+	if h.names == nil && h.srv != nil {
+		info := h.srv.GetServiceInfo()
+		h.names = make(map[string]bool, len(info))
+		for name := range info {
+			h.names[name] = true
+		}
 	}
-	_, ok := srv.GetServiceInfo()[service]
-	return ok
+	return h.names
 }
 
 func (h *Health) status(ctx context.Context) healthpb.HealthCheckResponse_ServingStatus {
@@ -104,13 +112,8 @@ func (h *Health) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*
 func (h *Health) List(ctx context.Context, _ *healthpb.HealthListRequest) (*healthpb.HealthListResponse, error) {
 	st := h.status(ctx)
 	out := &healthpb.HealthListResponse{Statuses: map[string]*healthpb.HealthCheckResponse{"": {Status: st}}}
-	h.mu.Lock()
-	srv := h.srv
-	h.mu.Unlock()
-	if srv != nil {
-		for name := range srv.GetServiceInfo() {
-			out.Statuses[name] = &healthpb.HealthCheckResponse{Status: st}
-		}
+	for name := range h.serviceNames() {
+		out.Statuses[name] = &healthpb.HealthCheckResponse{Status: st}
 	}
 	return out, nil
 }
