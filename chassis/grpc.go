@@ -46,6 +46,7 @@ type grpcServer struct {
 	// drained is closed when GracefulStop returned; the "grpc server" hook's Stop starts it, and
 	// the "grpc drain" hook's Stop, which runs after the public server's, waits for it.
 	drained chan struct{}
+	served  bool // Run serves the server: GRPC was called before Run started (set by Run under s.mu)
 }
 
 // GRPC returns the service's gRPC server, creating it on the first call. Register services on it
@@ -69,12 +70,6 @@ type grpcServer struct {
 func (s *Service) GRPC() *grpc.Server {
 	g := &s.grpc
 	g.once.Do(func() {
-		s.mu.Lock()
-		late := s.running
-		s.mu.Unlock()
-		if late {
-			s.log.Error("GRPC called after Run: the gRPC server is not served; call GRPC before Run")
-		}
 		st := s.settings
 		opts := []grpcx.Option{
 			grpcx.WithTracerProvider(s.tel.TracerProvider()),
@@ -94,24 +89,35 @@ func (s *Service) GRPC() *grpc.Server {
 			opts = append(opts, grpcx.WithVerifier(s.verifier, st.Optional),
 				grpcx.WithMethodScopes(methodScopes(st.RouteScopes)))
 		}
-		g.chain, g.err = grpcx.NewInterceptors(opts...)
-		if g.err != nil {
-			g.err = fmt.Errorf("chassis: gRPC server: %w", g.err)
-			g.chain, _ = grpcx.NewInterceptors() // a server that works, for a service that fails at Run
+		chain, err := grpcx.NewInterceptors(opts...)
+		if err != nil {
+			err = fmt.Errorf("chassis: gRPC server: %w", err)
+			chain, _ = grpcx.NewInterceptors() // a server that works, for a service that fails at Run
 		}
 		sopts := append(st.ServerConfig.ServerOptions(),
-			grpc.ChainUnaryInterceptor(g.chain.Unary()),
-			grpc.ChainStreamInterceptor(g.chain.Stream()))
+			grpc.ChainUnaryInterceptor(chain.Unary()),
+			grpc.ChainStreamInterceptor(chain.Stream()))
 		if s.tlsConf != nil {
 			sopts = append(sopts, grpc.Creds(credentials.NewTLS(s.tlsConf.TLSConfig())))
 		}
-		g.srv = grpc.NewServer(append(sopts, s.opts.grpc...)...)
-		g.health = grpcx.NewHealth(func(ctx context.Context) bool { return s.health.Check(ctx, health.Readiness).OK() })
-		g.health.Register(g.srv)
+		srv := grpc.NewServer(append(sopts, s.opts.grpc...)...)
+		hs := grpcx.NewHealth(func(ctx context.Context) bool { return s.health.Check(ctx, health.Readiness).OK() })
+		hs.Register(srv)
 		if st.ServerConfig.Reflection {
-			reflection.Register(g.srv)
+			reflection.Register(srv)
+		}
+		// Published under s.mu, which Run holds when it decides whether to serve gRPC: either Run
+		// sees the server, or GRPC sees that Run started.
+		s.mu.Lock()
+		late := s.running
+		g.chain, g.err, g.srv, g.health = chain, err, srv, hs
+		s.mu.Unlock()
+		if late {
+			s.log.Error("GRPC called after Run: the gRPC server is not served; call GRPC before Run")
 		}
 	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return g.srv
 }
 
@@ -123,8 +129,9 @@ func (s *Service) GRPCAddr() string {
 	return s.grpc.addr
 }
 
-// grpcUsed reports whether GRPC was called: only then does Run serve gRPC.
-func (s *Service) grpcUsed() bool { return s.grpc.srv != nil }
+// grpcUsed reports whether GRPC was called before Run: only then does Run serve gRPC. Run decides
+// it once, under s.mu, when it starts (grpcServed).
+func (s *Service) grpcUsed() bool { return s.grpc.served }
 
 // grpcHooks serve the gRPC server. The first goes after the public server: it starts after it and,
 // once readiness drained, starts the graceful stop before the public server's shutdown. The second
@@ -201,7 +208,7 @@ func (s *Service) grpcHooks() (serve, drain lifecycle.Hook) {
 
 // grpcReadinessChanged tells the gRPC health service's watchers that readiness changed.
 func (s *Service) grpcReadinessChanged() {
-	if s.grpc.health != nil {
+	if s.grpc.served {
 		s.grpc.health.Update()
 	}
 }

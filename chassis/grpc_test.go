@@ -477,3 +477,26 @@ func TestGRPCAccessLine(t *testing.T) {
 		t.Errorf("duration %v, want seconds", line["duration"])
 	}
 }
+
+// GRPC may be called while Run starts (it is safe for concurrent use): either Run serves the server
+// or GRPC saw that Run had started, never a server half seen (the race detector checks the rest).
+func TestGRPCConcurrentWithRun(t *testing.T) {
+	for range 5 {
+		svc, err := chassis.New("pricing", chassis.WithEnv(env()), chassis.WithoutSignals())
+		if err != nil {
+			t.Fatal(err)
+		}
+		made := make(chan *grpc.Server, 1)
+		go func() { made <- svc.GRPC() }()
+		start(t, svc)
+		if srv := <-made; srv == nil {
+			t.Fatal("GRPC returned no server")
+		}
+		if svc.GRPCAddr() != "" {
+			conn := dial(t, svc.GRPCAddr(), nil)
+			if _, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+				t.Fatalf("served gRPC server: %v", err)
+			}
+		}
+	}
+}

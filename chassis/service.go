@@ -333,8 +333,9 @@ func (s *Service) Run(ctx context.Context) error {
 		return lifecycle.ErrAlreadyRun
 	}
 	s.running = true
+	s.grpc.served = s.grpc.srv != nil // GRPC publishes the server under s.mu: see GRPC
 	err := s.runProblems()
-	if err == nil {
+	if err == nil && s.grpc.served {
 		err = s.grpc.err
 	}
 	s.mu.Unlock()
