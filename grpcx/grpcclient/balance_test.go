@@ -2,19 +2,22 @@ package grpcclient_test
 
 import (
 	"context"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/cloudchassis/kit/discovery"
-
 	"github.com/cloudchassis/kit/discovery/discoverytest"
 	"github.com/cloudchassis/kit/discovery/lb"
 	"github.com/cloudchassis/kit/grpcx/grpcclient"
+	"github.com/cloudchassis/kit/telemetry"
+	"github.com/cloudchassis/kit/telemetry/semconv"
+	"github.com/cloudchassis/kit/telemetry/telemetrytest"
 )
 
 // load runs calls from workers goroutines until stop is closed and returns the calls made and
@@ -102,36 +105,9 @@ func TestStreamsAreBalancedAndInstrumented(t *testing.T) {
 // stays CONNECTING; an attempt sent its way waits for it, times out, and goes to another instance
 // even for a method that is not idempotent, since nothing was sent.
 func TestSlowFirstConnectionIsNotSent(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []net.Conn
-	var mu sync.Mutex
-	accepted := make(chan struct{})
-	go func() {
-		defer close(accepted)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		<-accepted
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			_ = c.Close()
-		}
-	})
+	port := muteListener(t)
 	good := startBackend(t, "good")
-	mute := discovery.Instance{ID: "mute", Address: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port}
+	mute := discovery.Instance{ID: "mute", Address: "127.0.0.1", Port: port}
 	reg := discoverytest.NewRegistry()
 	reg.Set("svc", mute, good.instance())
 	cfg := quick()
@@ -140,5 +116,31 @@ func TestSlowFirstConnectionIsNotSent(t *testing.T) {
 	checkN(t, ctxT(t), c, 4) // Check is not declared idempotent
 	if good.calls.Load() != 4 {
 		t.Fatalf("the connected instance served %d of 4 calls", good.calls.Load())
+	}
+}
+
+// A caller that cancels a stream's context and drops it, without reading it to its end, still ends
+// the call: rpc.client.call.duration counts it with CANCELLED.
+func TestDroppedStreamIsRecorded(t *testing.T) {
+	tel, rec := telemetrytest.New(t, telemetry.Settings{ServiceName: "caller"})
+	reg := discoverytest.NewRegistry()
+	register(reg, startBackend(t, "b0"))
+	c := newClient(t, reg, grpcclient.WithMeterProvider(tel.MeterProvider()), grpcclient.WithTracerProvider(tel.TracerProvider()))
+	ctx, cancel := context.WithCancel(ctxT(t))
+	ws, err := healthpb.NewHealthClient(c.Conn()).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ws.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // and never read again
+	var n uint64
+	for deadline := time.Now().Add(5 * time.Second); n == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		n = rec.HistogramCount(t, grpcclient.MetricCallDuration, attribute.String(semconv.AttrRPCMethod, "Watch"),
+			attribute.Int(semconv.AttrRPCGRPCStatusCode, int(codes.Canceled)))
+	}
+	if n != 1 {
+		t.Fatalf("dropped stream recorded %d times with CANCELLED, want 1", n)
 	}
 }

@@ -3,7 +3,6 @@ package grpcclient_test
 import (
 	"context"
 	"errors"
-	"net"
 	"testing"
 	"time"
 
@@ -98,36 +97,14 @@ func TestNoInstancesIsUnavailable(t *testing.T) {
 // a call without a deadline of its own waits for it no longer than the overall timeout
 // (CLIENT_<NAME>_TIMEOUT), and so does opening a stream.
 func TestWaitingForAConnectionIsBoundedByTheTimeout(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []net.Conn
-	accepted := make(chan struct{})
-	go func() {
-		defer close(accepted)
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, conn) // silent: no settings frame, ever
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-accepted
-		for _, c := range held {
-			c.Close()
-		}
-	})
+	port := muteListener(t)
 	reg := discoverytest.NewRegistry()
-	reg.Set("svc", discovery.Instance{ID: "mute", Address: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port})
+	reg.Set("svc", discovery.Instance{ID: "mute", Address: "127.0.0.1", Port: port})
 	cfg := quick()
 	cfg.Timeout = 300 * time.Millisecond
 	c := newClient(t, reg, grpcclient.WithResilience(cfg))
 	start := time.Now()
-	err = check(context.Background(), c)
+	err := check(context.Background(), c)
 	if code := status.Code(err); code != codes.DeadlineExceeded && code != codes.Unavailable {
 		t.Fatalf("call to a mute instance: %v, want DEADLINE_EXCEEDED or UNAVAILABLE", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 )
 
 // stream instruments a stream and lets the gRPC picker choose its instance with the Client's
@@ -34,7 +35,12 @@ func (c *Client) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cli
 		end(ctx, err)
 		return nil, err
 	}
-	return &clientStream{ClientStream: cs, ctx: ctx, end: end, serverStreams: desc.ServerStreams}, nil
+	st := &clientStream{ClientStream: cs, ctx: ctx, end: end, serverStreams: desc.ServerStreams}
+	// A caller that cancels its context and drops the stream, without reading to its end, still
+	// ends the span and records the call (grpc-go ends the stream then too).
+	// The callback does not read st.stop, which is written after it may already run.
+	st.stop = context.AfterFunc(ctx, func() { st.end1(status.FromContextError(ctx.Err()).Err()) })
+	return st, nil
 }
 
 // clientStream ends the span and records the duration when the stream ends: RecvMsg returns an
@@ -45,6 +51,7 @@ type clientStream struct {
 	end           func(context.Context, error)
 	serverStreams bool
 	once          sync.Once
+	stop          func() bool // stops the context's AfterFunc
 }
 
 func (s *clientStream) RecvMsg(m any) error {
@@ -68,4 +75,11 @@ func (s *clientStream) SendMsg(m any) error {
 	return err
 }
 
-func (s *clientStream) finish(err error) { s.once.Do(func() { s.end(s.ctx, err) }) }
+// finish ends the call from RecvMsg or SendMsg (the caller's goroutine, after stream returned).
+func (s *clientStream) finish(err error) {
+	s.stop()
+	s.end1(err)
+}
+
+// end1 ends the span and records the call, once.
+func (s *clientStream) end1(err error) { s.once.Do(func() { s.end(s.ctx, err) }) }
