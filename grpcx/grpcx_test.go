@@ -29,6 +29,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/grpcx"
@@ -632,10 +633,10 @@ func TestHealthWatchPollsReadiness(t *testing.T) {
 // (CANCELLED), not as UNKNOWN, a server error.
 func TestContextErrorCode(t *testing.T) {
 	tel, rec := telemetrytest.New(t, telemetry.Settings{ServiceName: "svc"})
-	c := serve(t, nil, []grpcx.Option{grpcx.WithMeterProvider(tel.MeterProvider())})
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	_, err := call(t, c, with(ctx, actionKey, "ctxerr"))
+	// The server's own cap ends the first call (a caller's deadline would race with its
+	// cancellation, which reaches the server as CANCELLED).
+	c := serve(t, nil, []grpcx.Option{grpcx.WithMeterProvider(tel.MeterProvider()), grpcx.WithRequestTimeout(100 * time.Millisecond)})
+	_, err := call(t, c, with(context.Background(), actionKey, "ctxerr"))
 	wantCode(t, err, codes.DeadlineExceeded, "")
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel2)
@@ -690,5 +691,38 @@ func TestStreamsHaveNoDeadlineAndHoldNoSlot(t *testing.T) {
 	}
 	if s.Inflight() != 0 {
 		t.Fatalf("%d in flight after every call ended", s.Inflight())
+	}
+}
+
+// With an UnknownServiceHandler, callers choose method names: past the method table's size, their
+// series and spans are named _OTHER, so that the number of series stays bounded.
+func TestCallerChosenMethodsAreBounded(t *testing.T) {
+	tel, rec := telemetrytest.New(t, telemetry.Settings{ServiceName: "svc"})
+	chain, err := grpcx.NewInterceptors(grpcx.WithMeterProvider(tel.MeterProvider()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = chain.Close() })
+	srv := grpc.NewServer(grpc.ChainStreamInterceptor(chain.Stream()),
+		grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+			var in emptypb.Empty
+			if err := ss.RecvMsg(&in); err != nil {
+				return err
+			}
+			return ss.SendMsg(&emptypb.Empty{})
+		}))
+	conn := start(t, srv)
+	grpcx.SetMaxMethods(t, 20)
+	const n = 20 + 5
+	for i := range n {
+		if err := conn.Invoke(context.Background(), fmt.Sprintf("/any.Service/M%d", i), &emptypb.Empty{}, &emptypb.Empty{}); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	if got := rec.HistogramCount(t, semconv.RPCServerCallDuration, attribute.String(semconv.AttrRPCMethod, "_OTHER")); got != 5 {
+		t.Errorf("%d calls beyond the table recorded as _OTHER, want 5", got)
+	}
+	if got := rec.HistogramCount(t, semconv.RPCServerCallDuration, attribute.String(semconv.AttrRPCMethod, "M7")); got != 1 {
+		t.Errorf("a method within the table: %d calls recorded under its name, want 1", got)
 	}
 }

@@ -50,8 +50,9 @@ const (
 const healthPrefix = "/grpc.health.v1.Health/"
 
 // maxMethods bounds the per-method cache. Interceptors only see registered methods unless the
-// server has an UnknownServiceHandler, whose calls past the bound are instrumented uncached.
-const maxMethods = 4096
+// server has an UnknownServiceHandler, whose calls past the bound are instrumented uncached, as
+// _OTHER. A variable so that a test can lower it.
+var maxMethods = 4096
 
 // Bucket boundaries (seconds) of rpc.server.call.duration: those of http.server.request.duration.
 var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
@@ -160,17 +161,25 @@ func (i *Interceptors) method(full string) *method {
 	if m, ok := old[full]; ok {
 		return m
 	}
-	m := i.build(full)
-	if len(old) < maxMethods {
-		next := make(map[string]*method, len(old)+1)
-		for k, v := range old {
-			next[k] = v
-		}
-		next[full] = m
-		i.methods.Store(&next)
+	if len(old) >= maxMethods {
+		// Method names beyond the table come from callers (a server with an UnknownServiceHandler
+		// takes any name): they keep their own scopes and priority, but their spans and series
+		// are named _OTHER, as the OTel conventions say, so that callers cannot grow the metrics
+		// without bound.
+		return i.buildAs(full, otherMethod, otherMethod)
 	}
+	m := i.build(full)
+	next := make(map[string]*method, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[full] = m
+	i.methods.Store(&next)
 	return m
 }
+
+// otherMethod names the service and the method of calls beyond the method table (maxMethods).
+const otherMethod = "_OTHER"
 
 // SplitMethod splits a full method name "/pkg.Service/Method" into "pkg.Service" and "Method".
 func SplitMethod(full string) (service, method string) {
@@ -183,6 +192,11 @@ func SplitMethod(full string) (service, method string) {
 
 func (i *Interceptors) build(full string) *method {
 	svc, name := SplitMethod(full)
+	return i.buildAs(full, svc, name)
+}
+
+// buildAs builds full's entry (scopes, priority) with svc and name in its spans and series.
+func (i *Interceptors) buildAs(full, svc, name string) *method {
 	base := []attribute.KeyValue{
 		attribute.String(semconv.AttrRPCSystem, semconv.RPCSystemGRPC),
 		attribute.String(semconv.AttrRPCService, svc),

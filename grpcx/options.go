@@ -89,7 +89,8 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 	})
 }
 
-// WithLogger sets the logger of panics, refusals and the access log (default: discard). Records are
+// WithLogger sets the logger of panics and of the access log when WithAccessLogger does not replace
+// it (default: discard); refusals are counted and logged by the shedder and the limiter. Records are
 // logged with the call's context, so a handler that adds trace ids from the context (chassis'
 // does) ties every line to its span.
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(o *options) { o.SetLogger(l) }) }
