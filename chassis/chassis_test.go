@@ -46,23 +46,32 @@ func env(kv ...string) config.Lookup {
 // start runs svc until the test ends and waits until it is ready.
 func start(t *testing.T, svc *chassis.Service) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
+	stop, done := runReady(t, svc)
 	t.Cleanup(func() {
-		cancel()
+		stop()
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
 		http.DefaultClient.CloseIdleConnections()
 	})
+}
+
+// runReady runs svc and waits until it is ready. The test stops it with stop (at the latest when it
+// ends) and reads Run's result from done.
+func runReady(t *testing.T, svc *chassis.Service) (stop context.CancelFunc, done <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ch := make(chan error, 1)
+	go func() { ch <- svc.Run(ctx) }()
 	select {
 	case <-svc.Ready():
-	case err := <-done:
+	case err := <-ch:
 		t.Fatalf("Run ended before ready: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("not ready after 10s")
 	}
+	return cancel, ch
 }
 
 func TestConfigErrorsListEverything(t *testing.T) {
@@ -329,10 +338,7 @@ func TestStartAndStopOrder(t *testing.T) {
 		reg.add("startup-passed")
 		return nil
 	}})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	<-svc.Ready()
+	cancel, done := runReady(t, svc)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

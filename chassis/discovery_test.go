@@ -1,7 +1,6 @@
 package chassis_test
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"strconv"
@@ -72,10 +71,7 @@ func TestConsulRegistrationFollowsLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc.HandleFunc("GET /stock", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "7") })
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	<-svc.Ready()
+	cancel, done := runReady(t, svc)
 
 	entries, _, err := agent.Client.Health().Service("inventory", "", true, nil)
 	if err != nil || len(entries) != 1 {

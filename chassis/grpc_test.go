@@ -112,10 +112,7 @@ func TestGRPCServerOnlyWhenUsed(t *testing.T) {
 // calls fail once the server stopped.
 func TestGRPCDrainOrder(t *testing.T) {
 	svc, g := newGRPCService(t, "DRAIN_DELAY", "600ms", "SHUTDOWN_TIMEOUT", "10s")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	<-svc.Ready()
+	cancel, done := runReady(t, svc)
 	conn := dial(t, svc.GRPCAddr(), nil)
 	client := testgrpc.NewTestServiceClient(conn)
 	watch, err := healthpb.NewHealthClient(conn).Watch(context.Background(), &healthpb.HealthCheckRequest{})
@@ -170,10 +167,7 @@ func TestGRPCDrainOrder(t *testing.T) {
 
 func TestGRPCShutdownDeadlineCutsCalls(t *testing.T) {
 	svc, g := newGRPCService(t, "SHUTDOWN_TIMEOUT", "500ms")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	<-svc.Ready()
+	cancel, done := runReady(t, svc)
 	defer close(g.hold)
 	client := testgrpc.NewTestServiceClient(dial(t, svc.GRPCAddr(), nil))
 	inflight := make(chan error, 1)
@@ -202,10 +196,7 @@ func TestGRPCAndHTTPDrainTogether(t *testing.T) {
 		time.Sleep(700 * time.Millisecond)
 		io.WriteString(w, "done")
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	<-svc.Ready()
+	cancel, done := runReady(t, svc)
 	defer close(g.hold)
 	client := testgrpc.NewTestServiceClient(dial(t, svc.GRPCAddr(), nil))
 	go func() { _, _ = client.UnaryCall(context.Background(), &testgrpc.SimpleRequest{ResponseSize: 1}) }()
@@ -333,10 +324,7 @@ func probe(t *testing.T, bin, addr string, args ...string) (int, string) {
 func TestGRPCHealthProbe(t *testing.T) {
 	bin := findTool(t, "grpc-health-probe")
 	svc, _ := newGRPCService(t, "DRAIN_DELAY", "3s", "GRPC_REFLECTION", "true")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	<-svc.Ready()
+	cancel, done := runReady(t, svc)
 	addr := svc.GRPCAddr()
 
 	if code, out := probe(t, bin, addr); code != 0 || !strings.Contains(out, "SERVING") {

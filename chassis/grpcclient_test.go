@@ -125,10 +125,7 @@ func TestGRPCClientClosedAtStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn := svc.GRPCClient("pricing")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	<-svc.Ready()
+	cancel, done := runReady(t, svc)
 	if _, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatal(err)
 	}
