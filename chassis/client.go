@@ -153,17 +153,10 @@ func (s *Service) newDependency(service string, co clientOptions) (*dependency, 
 	if err != nil {
 		return nil, err
 	}
-	// Policy: CLIENT_<NAME>_LB_POLICY, else the code's WithBalancer, else LB_POLICY.
-	bopts := append([]lb.Option{
-		lb.WithPolicy(cmp.Or(s.settings.LBPolicy, lb.P2C)),
+	bal, err := lb.New(service, w, s.balancerOptions(co, tc,
 		lb.WithMeterProvider(s.tel.MeterProvider()),
 		lb.WithBaseTransport(base), // WithBalancer's options come after, and may replace it
-		lb.WithInstancePolicy(dep),
-	}, co.lb...)
-	if tc.LBPolicy != "" {
-		bopts = append(bopts, lb.WithPolicy(tc.LBPolicy))
-	}
-	bal, err := lb.New(service, w, bopts...)
+		lb.WithInstancePolicy(dep))...)
 	if err != nil {
 		if release != nil {
 			release()
@@ -255,3 +248,14 @@ func (s *Service) stopClients(context.Context) error {
 type errTransport struct{ err error }
 
 func (t errTransport) RoundTrip(*http.Request) (*http.Response, error) { return nil, t.err }
+
+// balancerOptions are a dependency's balancer options, HTTP or gRPC: LB_POLICY, then chassis' own
+// (own), then the code's WithBalancer, then CLIENT_<NAME>_LB_POLICY, so that the policy is the
+// dependency's variable, else the code's choice, else LB_POLICY.
+func (s *Service) balancerOptions(co clientOptions, tc TransportConfig, own ...lb.Option) []lb.Option {
+	opts := append(append([]lb.Option{lb.WithPolicy(cmp.Or(s.settings.LBPolicy, lb.P2C))}, own...), co.lb...)
+	if tc.LBPolicy != "" {
+		opts = append(opts, lb.WithPolicy(tc.LBPolicy))
+	}
+	return opts
+}

@@ -19,7 +19,6 @@ import (
 
 	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/config"
-	"github.com/cloudchassis/kit/discovery/lb"
 	"github.com/cloudchassis/kit/grpcx/grpcclient"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
@@ -130,13 +129,9 @@ func (s *Service) newGRPCDependency(service string, co clientOptions) (*grpcDepe
 	if err != nil {
 		return nil, err
 	}
-	bopts := append([]lb.Option{lb.WithPolicy(cmp.Or(s.settings.LBPolicy, lb.P2C))}, co.lb...)
-	if tc.LBPolicy != "" {
-		bopts = append(bopts, lb.WithPolicy(tc.LBPolicy))
-	}
 	gopts := append([]grpcclient.Option{
 		grpcclient.WithResilience(rc),
-		grpcclient.WithBalancer(bopts...),
+		grpcclient.WithBalancer(s.balancerOptions(co, tc)...),
 		grpcclient.WithIdempotent(gc.Idempotent...),
 		grpcclient.WithPort(gc.Port),
 		grpcclient.WithMeterProvider(s.tel.MeterProvider()),
