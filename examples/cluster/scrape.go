@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 	"google.golang.org/grpc/codes"
 
-	"github.com/cloudchassis/kit/grpcx/grpcclient"
+	"github.com/cloudchassis/kit/grpcx"
 )
 
 // Prometheus names of the metrics the dashboard reads (docs/telemetry.md; the exporter turns dots
@@ -304,11 +304,12 @@ func bucketQuantile(q float64, cur, prev []bucket) float64 {
 }
 
 // serverError reports whether a server duration series counts failures of the server's own: an
-// HTTP 5xx, or a gRPC code the client classifies as one (INTERNAL, UNAVAILABLE, ...).
+// HTTP 5xx, or a gRPC code the server itself counts as one (grpcx.ServerError: INTERNAL,
+// UNAVAILABLE, ...).
 func serverError(name string, m *dto.Metric) bool {
 	if name == promRPCDuration {
 		code, err := strconv.Atoi(label(m, labelGRPCStatus))
-		return err == nil && grpcclient.HTTPStatus(codes.Code(code)) >= 500
+		return err == nil && grpcx.ServerError(codes.Code(code))
 	}
 	code, _ := strconv.Atoi(label(m, labelStatus))
 	return code >= 500

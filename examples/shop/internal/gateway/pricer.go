@@ -104,9 +104,5 @@ func grpcError(err error) *UpstreamError {
 	case codes.Canceled:
 		return &UpstreamError{Service: PricingService, Err: fmt.Errorf("%s: %w", st.Message(), context.Canceled)}
 	}
-	ue := &UpstreamError{Service: PricingService, Status: grpcclient.HTTPStatus(st.Code()), Detail: st.Message(), Err: err}
-	if ue.Status == 0 {
-		ue.Status = http.StatusBadGateway
-	}
-	return ue
+	return &UpstreamError{Service: PricingService, Status: grpcclient.HTTPStatus(st.Code()), Detail: st.Message(), Err: err}
 }
