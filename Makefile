@@ -41,7 +41,7 @@ soak: ## the demo cluster on a real Consul agent for SOAK_DURATION (10m), chaos 
 	bash scripts/install-consul.sh
 	$(GO) run ./examples/cluster -soak -consul=local -duration $(SOAK_DURATION) -dashboard= -soak-report $(SOAK_REPORT) $(SOAK_FLAGS)
 
-tools: ## install Consul, Prometheus, the OTel Collector, Chromium, govulncheck (idempotent)
+tools: ## install Consul, etcd, Prometheus, the OTel Collector, Chromium, govulncheck (idempotent)
 	bash scripts/install-tools.sh
 
 lint: ## gofmt and go vet, library and bench module

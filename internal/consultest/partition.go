@@ -87,7 +87,7 @@ func (c *Cluster) Partition(side ...*Agent) (heal func()) {
 			}
 		}
 	}
-	return c.addRules(rules)
+	return AddRules(c.t, rules)
 }
 
 // Isolate drops every packet sent to a's gossip and RPC address from any other address, until the
@@ -98,30 +98,30 @@ func (c *Cluster) Partition(side ...*Agent) (heal func()) {
 // they mark a failed. The cluster must come from StartPartitionableCluster.
 func (c *Cluster) Isolate(a *Agent) (heal func()) {
 	c.t.Helper()
-	return c.addRules([][]string{{"INPUT", "-d", a.BindIP(), "!", "-s", a.BindIP(), "-j", "DROP",
+	return AddRules(c.t, [][]string{{"INPUT", "-d", a.BindIP(), "!", "-s", a.BindIP(), "-j", "DROP",
 		"-m", "comment", "--comment", "consultest-partition"}})
 }
 
-// addRules inserts the iptables rules and returns the function that deletes them, also registered
-// in t.Cleanup.
-func (c *Cluster) addRules(rules [][]string) (heal func()) {
-	c.t.Helper()
+// AddRules inserts iptables rules (each the arguments after -I, chain first) and returns the
+// function that deletes them, also registered in t.Cleanup. etcdtest's partitions use it too.
+func AddRules(t TB, rules [][]string) (heal func()) {
+	t.Helper()
 	var added [][]string
 	var once sync.Once
 	heal = func() {
 		once.Do(func() {
 			for _, r := range added {
 				if err := iptables(append([]string{"-D"}, r...)...); err != nil {
-					c.t.Errorf("consultest: removing partition rule %v: %v", r, err)
+					t.Errorf("consultest: removing partition rule %v: %v", r, err)
 				}
 			}
 		})
 	}
-	c.t.Cleanup(heal)
+	t.Cleanup(heal)
 	for _, r := range rules {
 		if err := iptables(append([]string{"-I"}, r...)...); err != nil {
 			heal()
-			c.t.Fatalf("consultest: adding partition rule %v: %v", r, err)
+			t.Fatalf("consultest: adding partition rule %v: %v", r, err)
 		}
 		added = append(added, r)
 	}
