@@ -27,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"time"
@@ -106,6 +107,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	two = installed(two)
 	if len(single)+len(two) == 0 {
 		return fmt.Errorf("no configuration selected")
 	}
@@ -118,6 +120,21 @@ func run() error {
 	}
 	defer h.close()
 	return h.run(ctx, single, two)
+}
+
+// installed drops the configurations whose program is not on PATH (haproxy), saying so.
+func installed(ts []target) []target {
+	var out []target
+	for _, t := range ts {
+		if t.front.onPath {
+			if _, err := exec.LookPath(t.front.bin); err != nil {
+				fmt.Fprintf(os.Stderr, "tcp: skipping %s: %s is not on PATH (apt-get install -y %s)\n", t.name, t.front.bin, t.front.bin)
+				continue
+			}
+		}
+		out = append(out, t)
+	}
+	return out
 }
 
 func names(ts []target) []string {

@@ -169,8 +169,17 @@ func (r *router) newProxy(service string) *httputil.ReverseProxy {
 		Transport:    client.Transport,
 		ErrorHandler: r.fail(service),
 		ErrorLog:     r.errLog,
+		BufferPool:   buffers, // else each response body is copied through a new 32 KiB buffer
 	}
 }
+
+// buffers are the copy buffers of every proxy.
+var buffers httputil.BufferPool = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(p []byte) { b.p.Put(&p) }
 
 // fail answers a call that got no response, as problem+json: 503 when nothing could be sent (no
 // instance, breakers open, bulkhead full; Retry-After when a breaker says when it lets a probe
