@@ -1,5 +1,6 @@
 // Command tcp is the TCP throughput harness of issue 15: it builds one server binary per
-// configuration (../cmd/hello-*, ../cmd/gateway-*), starts each pinned to one core with taskset,
+// configuration (../cmd/hello-*, ../cmd/gateway-*, and the main module's cmd/ambassador; the
+// haproxy configuration runs the haproxy on PATH and is skipped without one), starts each pinned to one core with taskset,
 // loads it over loopback with wrk pinned to another core, and prints markdown tables of medians and
 // of ratios to the baseline of the same round. Rounds are interleaved (round r runs every
 // configuration once, in an order rotated by r) so that a noisy machine hits all alike.

@@ -226,6 +226,9 @@ func TestSlowInstanceIsSteeredAround(t *testing.T) {
 // with its check on A's /readyz; ambassador B (AMBASSADOR_ROUTES=*) finds it through Consul and
 // forwards to it. When A drains, the service leaves Consul and B stops reaching it.
 func TestConsulRegistrationAndDiscovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: no Consul agent")
+	}
 	py := startPython(t, "0")
 	agent := consultest.StartDev(t)
 	consulEnv := []string{"DISCOVERY", "consul", "CONSUL_HTTP_ADDR", agent.HTTPAddr}
