@@ -140,7 +140,7 @@ func TestUnknownServicesGet404(t *testing.T) {
 func TestWildcardCreatesClientsOnlyForKnownServicesUpToTheCap(t *testing.T) {
 	b := echoBackend(t)
 	addr := b.Listener.Addr().String()
-	amb := startAmbassador(t, testEnv("AMBASSADOR_ROUTES", "*", "AMBASSADOR_MAX_SERVICES", "2",
+	amb := startAmbassador(t, testEnv("AMBASSADOR_ROUTES", "*", "AMBASSADOR_MAX_SERVICES", "2", "AMBASSADOR_HOST_SUFFIX", "svc.local",
 		"DISCOVERY_STATIC_ECHO", addr, "DISCOVERY_STATIC_ECHO_2", addr, "DISCOVERY_STATIC_THIRD", addr))
 	// An attacker's names: each a 404, none a client or a watch.
 	for i := range 200 {
@@ -158,6 +158,11 @@ func TestWildcardCreatesClientsOnlyForKnownServicesUpToTheCap(t *testing.T) {
 	if e := getEcho(t, amb.url+"/echo-2/y"); e.Path != "/y" || e.Host != "echo-2" {
 		t.Errorf("echo-2: backend saw %+v", e)
 	}
+	if e := getEcho(t, amb.url+"/y", "Host", "echo-2.svc.local"); e.Path != "/y" || e.Host != "echo-2" || e.XFPrefix != "" {
+		t.Errorf("Host echo-2.svc.local: backend saw %+v", e)
+	}
+	resp, body = get(t, amb.url+"/y", "Host", "nosuch.svc.local")
+	wantProblem(t, resp, body, http.StatusNotFound, `no route to "nosuch"`)
 	resp, body = get(t, amb.url+"/third/z")
 	wantProblem(t, resp, body, http.StatusServiceUnavailable, "AMBASSADOR_MAX_SERVICES (2)")
 	if n := len(amb.a.router.dynamic); n != 2 {
@@ -315,5 +320,40 @@ func TestResponsesStream(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the first event did not arrive before the stream ended: the response was buffered")
+	}
+}
+
+// During DRAIN_DELAY the ambassador reports 503 on /readyz (so the local service's Consul check
+// turns critical) and keeps forwarding the local service's calls.
+func TestDrainKeepsForwardingWhileNotReady(t *testing.T) {
+	b := echoBackend(t)
+	amb := startAmbassador(t, testEnv("AMBASSADOR_ROUTES", "echo", "DISCOVERY_STATIC_ECHO", b.Listener.Addr().String(),
+		"DRAIN_DELAY", "2s"))
+	readyz := "http://" + amb.svc.AdminAddr() + "/readyz"
+	stopped := make(chan error, 1)
+	go func() { stopped <- amb.stop() }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, body := get(t, readyz)
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %d %s after the drain began", resp.StatusCode, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := range 5 {
+		if e := getEcho(t, amb.url+"/echo/x"); e.Path != "/x" {
+			t.Fatalf("call %d during the drain: backend saw %+v", i, e)
+		}
+	}
+	select {
+	case err := <-stopped:
+		t.Fatalf("stopped before DRAIN_DELAY ended: %v", err)
+	default:
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }
