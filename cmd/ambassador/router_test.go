@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -355,5 +356,65 @@ func TestDrainKeepsForwardingWhileNotReady(t *testing.T) {
 	}
 	if err := <-stopped; err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+}
+
+// A protocol upgrade (WebSocket's handshake) passes through the client chain: the connection is
+// spliced to the instance, past the client's timeout, until the request's deadline.
+func TestUpgradesPassThrough(t *testing.T) {
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want upgrade", 400)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		for {
+			line, err := brw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			fmt.Fprint(brw, "echo: "+line)
+			brw.Flush()
+		}
+	}))
+	t.Cleanup(b.Close)
+	amb := startAmbassador(t, testEnv("AMBASSADOR_ROUTES", "ws", "DISCOVERY_STATIC_WS", b.Listener.Addr().String(),
+		"CLIENT_WS_TIMEOUT", "300ms", "HTTP_REQUEST_TIMEOUT", "1500ms"))
+	c, err := net.Dial("tcp", strings.TrimPrefix(amb.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprint(c, "GET /ws/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("status %d %s", resp.StatusCode, body)
+	}
+	for _, msg := range []string{"hello", "past the client's timeout"} {
+		fmt.Fprint(c, msg+"\n")
+		line, err := br.ReadString('\n')
+		if err != nil || line != "echo: "+msg+"\n" {
+			t.Fatalf("sent %q, got %q, %v", msg, line, err)
+		}
+		time.Sleep(600 * time.Millisecond)
+	}
+	// The request's deadline (HTTP_REQUEST_TIMEOUT) still bounds the upgraded connection.
+	time.Sleep(600 * time.Millisecond)
+	fmt.Fprint(c, "past the request's deadline\n")
+	if line, err := br.ReadString('\n'); err == nil {
+		t.Fatalf("the connection outlived HTTP_REQUEST_TIMEOUT: got %q", line)
 	}
 }
