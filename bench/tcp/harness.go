@@ -101,10 +101,11 @@ func (h *harness) close() {
 // build compiles every server binary once, into the work directory.
 func (h *harness) build(ctx context.Context) error {
 	h.logf("building servers into %s", h.work)
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", h.work+string(filepath.Separator), "./cmd/...")
+	// The ambassador is the library's own command: built from the main module (replace ../).
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", h.work+string(filepath.Separator), "./cmd/...", "github.com/cloudchassis/kit/cmd/ambassador")
 	cmd.Dir = moduleDir()
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/...: %w\n%s", err, out)
+		return fmt.Errorf("go build ./cmd/... and the ambassador: %w\n%s", err, out)
 	}
 	return nil
 }
@@ -212,7 +213,7 @@ func (h *harness) load(ctx context.Context, r running, d time.Duration) (wrkResu
 	if r.front.grpc {
 		return h.ghz(ctx, r.front.addr.public, d)
 	}
-	return h.wrk(ctx, "http://"+r.front.addr.public+"/hello/world", d)
+	return h.wrk(ctx, "http://"+r.front.addr.public+r.front.prefix+"/hello/world", d)
 }
 
 // warmUp loads r for the warm-up time, if there is one.

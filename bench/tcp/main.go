@@ -1,5 +1,6 @@
 // Command tcp is the TCP throughput harness of issue 15: it builds one server binary per
-// configuration (../cmd/hello-*, ../cmd/gateway-*), starts each pinned to one core with taskset,
+// configuration (../cmd/hello-*, ../cmd/gateway-*, and the main module's cmd/ambassador; the
+// haproxy configuration runs the haproxy on PATH and is skipped without one), starts each pinned to one core with taskset,
 // loads it over loopback with wrk pinned to another core, and prints markdown tables of medians and
 // of ratios to the baseline of the same round. Rounds are interleaved (round r runs every
 // configuration once, in an order rotated by r) so that a noisy machine hits all alike.
@@ -27,6 +28,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"time"
@@ -106,6 +108,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	two = installed(two)
 	if len(single)+len(two) == 0 {
 		return fmt.Errorf("no configuration selected")
 	}
@@ -118,6 +121,21 @@ func run() error {
 	}
 	defer h.close()
 	return h.run(ctx, single, two)
+}
+
+// installed drops the configurations whose program is not on PATH (haproxy), saying so.
+func installed(ts []target) []target {
+	var out []target
+	for _, t := range ts {
+		if t.front.onPath {
+			if _, err := exec.LookPath(t.front.bin); err != nil {
+				fmt.Fprintf(os.Stderr, "tcp: skipping %s: %s is not on PATH (apt-get install -y %s)\n", t.name, t.front.bin, t.front.bin)
+				continue
+			}
+		}
+		out = append(out, t)
+	}
+	return out
 }
 
 func names(ts []target) []string {

@@ -22,13 +22,14 @@ import (
 
 // proc is a running server process.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	addr addrs
-	logs string // file holding its standard output and error
-	grpc bool   // serves gRPC on addr.public: ready when its health service says SERVING
-	done chan struct{}
-	err  error
+	name   string
+	cmd    *exec.Cmd
+	addr   addrs
+	logs   string // file holding its standard output and error
+	grpc   bool   // serves gRPC on addr.public: ready when its health service says SERVING
+	prefix string // before request paths (server.prefix)
+	done   chan struct{}
+	err    error
 }
 
 // start runs s pinned to cpu with taskset (which execs the server, so the pid is the server's),
@@ -41,14 +42,29 @@ func (h *harness) start(ctx context.Context, name string, s server, a addrs, ext
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("taskset", append([]string{"-c", h.f.serverCPU, filepath.Join(h.work, s.bin)}, args...)...)
+	bin := filepath.Join(h.work, s.bin)
+	if s.onPath {
+		if bin, err = exec.LookPath(s.bin); err != nil {
+			out.Close()
+			return nil, err
+		}
+	}
+	if s.conf != nil {
+		conf := filepath.Join(h.work, fmt.Sprintf("%s-%d.cfg", name, time.Now().UnixNano()))
+		if err := os.WriteFile(conf, []byte(s.conf(a)), 0o600); err != nil {
+			out.Close()
+			return nil, err
+		}
+		args = append(args, "-f", conf)
+	}
+	cmd := exec.Command("taskset", append([]string{"-c", h.f.serverCPU, bin}, args...)...)
 	cmd.Env = append(append(os.Environ(), env...), extraEnv...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, addr: a, logs: logs, grpc: s.grpc, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, addr: a, logs: logs, grpc: s.grpc, prefix: s.prefix, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		out.Close()
@@ -94,7 +110,7 @@ func (p *proc) waitReady(ctx context.Context, limit time.Duration) error {
 func (p *proc) httpReady() func(context.Context) bool {
 	c := &http.Client{Timeout: time.Second}
 	return func(ctx context.Context) bool {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr.public+"/hello/ready", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr.public+p.prefix+"/hello/ready", nil)
 		resp, err := c.Do(req)
 		if err != nil {
 			return false

@@ -33,6 +33,10 @@ func (h *harness) profile(ctx context.Context, ts []target) error {
 	fmt.Fprintf(&sum, "# Profiles of %s\n\nwrk -t%d -c%d -d%s on CPU %s, servers on CPU %s. Load average at the start: %s.\n\n",
 		time.Now().Format("2006-01-02 15:04 MST"), h.f.threads, h.f.conns, wrkDuration(h.f.duration), h.f.loadCPU, h.f.serverCPU, loadavg())
 	for _, t := range ts {
+		if t.front.pprof == "" {
+			h.logf("profile: skipping %s: no pprof endpoint (not a Go server)", t.name)
+			continue
+		}
 		h.logf("profile: %s", t.name)
 		line, err := h.profileOne(ctx, t, dir)
 		if err != nil {

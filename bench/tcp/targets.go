@@ -15,6 +15,13 @@ type server struct {
 	pprof string
 	// grpc: the public address serves gRPC (ghz loads it; readiness is its health service).
 	grpc bool
+	// prefix is put before the request paths (/hello/ready, /hello/world): the path prefix a
+	// routing proxy (the ambassador) forwards on.
+	prefix string
+	// onPath: bin is found on PATH (a program the harness does not build: haproxy).
+	onPath bool
+	// conf, when set, is a configuration file written to the work directory and given as -f FILE.
+	conf func(a addrs) string
 }
 
 type addrs struct {
@@ -116,7 +123,36 @@ func twoHopTargets() []target {
 				env: func(a addrs) []string {
 					return chassisEnv(a, "SERVICE_NAME=gateway", "DISCOVERY_STATIC_BACKEND="+a.backend)
 				}}},
+		{name: "ambassador", about: "cmd/ambassador defaults (access log on), GET /backend/... forwarded through svc.Client's chain (static discovery)", backend: &b,
+			front: server{bin: "ambassador", pprof: "/debug/pprof", prefix: "/backend",
+				env: func(a addrs) []string {
+					return chassisEnv(a, "SERVICE_NAME=ambassador", "AMBASSADOR_ROUTES=backend", "DISCOVERY_STATIC_BACKEND="+a.backend)
+				}}},
+		{name: "haproxy", about: "HAProxy (Debian package), one thread, keep-alive and connection reuse to the backend; skipped when haproxy is not on PATH", backend: &b,
+			front: server{bin: "haproxy", onPath: true, args: func(addrs) []string { return []string{"-db"} }, conf: haproxyConf}},
 	}
+}
+
+// haproxyConf is HAProxy in front of the backend, as close to the Go proxies as its knobs allow:
+// one thread (the servers share one core), HTTP keep-alive on both sides, idle connections to the
+// backend reused by every request.
+func haproxyConf(a addrs) string {
+	return `global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend front
+  bind ` + a.public + `
+  default_backend backend
+backend backend
+  http-reuse always
+  server backend ` + a.backend + `
+`
 }
 
 func (s server) command(a addrs) (args, env []string) {
