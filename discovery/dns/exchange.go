@@ -97,10 +97,10 @@ func (c *client) exchange(ctx context.Context, server string, name dnsmessage.Na
 		m, err = c.roundTrip(ctx, "tcp", server, q)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("dns: %s %s at %s: %w", typ, name, server, err)
+		return nil, fmt.Errorf("dns: %s %s at %s: %w", strings.TrimPrefix(typ.String(), "Type"), name, server, err)
 	}
 	if err := checkAnswer(m, id, name, typ); err != nil {
-		return nil, fmt.Errorf("dns: %s %s at %s: %w", typ, name, server, err)
+		return nil, fmt.Errorf("dns: %s %s at %s: %w", strings.TrimPrefix(typ.String(), "Type"), name, server, err)
 	}
 	return m, nil
 }
