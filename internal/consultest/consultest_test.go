@@ -3,8 +3,8 @@ package consultest_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
