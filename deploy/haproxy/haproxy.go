@@ -1,0 +1,63 @@
+package haproxy
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+)
+
+//go:embed haproxy.cfg.tmpl
+var cfgText string
+
+var cfgTemplate = template.Must(template.New("haproxy.cfg").Parse(cfgText))
+
+// Defaults of Config.
+const (
+	// DefaultSlots is how many instances a backend can hold (server-template's count).
+	DefaultSlots = 10
+	// DefaultHoldValid is how old HAProxy's last valid answer may get before it asks Consul again.
+	// A deregistered instance leaves the pool within about DefaultHoldValid plus one second
+	// ("timeout resolve"), well inside the default DRAIN_DELAY of 5 s.
+	DefaultHoldValid = time.Second
+)
+
+// Config is what the committed haproxy.cfg.tmpl needs: an HTTP frontend that routes to the instances
+// of one Consul service, found through Consul's DNS interface.
+type Config struct {
+	// Listen is the frontend's bind address, for example "0.0.0.0:80".
+	Listen string
+	// DNS is Consul's DNS interface, "host:port" (an agent's default is 127.0.0.1:8600).
+	DNS string
+	// Service is the Consul service name (SERVICE_NAME of the Chassis instances).
+	Service string
+	// Slots is the most instances HAProxy routes to; 0 means DefaultSlots.
+	Slots int
+	// HoldValid is HAProxy's "hold valid"; 0 means DefaultHoldValid. It must be below DRAIN_DELAY
+	// minus one second, or instances are still routed to after they stopped (docs/discovery.md).
+	HoldValid time.Duration
+}
+
+// Write renders the configuration.
+func (c Config) Write(w io.Writer) error {
+	if c.Listen == "" || c.DNS == "" || c.Service == "" {
+		return errors.New("haproxy: Config needs Listen, DNS and Service")
+	}
+	if strings.ContainsAny(c.Service, " \t\n#") {
+		return fmt.Errorf("haproxy: service name %q cannot appear in a configuration", c.Service)
+	}
+	if c.Slots <= 0 {
+		c.Slots = DefaultSlots
+	}
+	if c.HoldValid <= 0 {
+		c.HoldValid = DefaultHoldValid
+	}
+	return cfgTemplate.Execute(w, struct {
+		Listen, DNS, Service, HoldValid string
+		Slots                           int
+	}{c.Listen, c.DNS, c.Service, strconv.FormatInt(c.HoldValid.Milliseconds(), 10) + "ms", c.Slots})
+}
