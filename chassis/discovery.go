@@ -297,5 +297,7 @@ func (s *Service) registration() consul.Registration {
 		Tags:     s.settings.ServiceTags,
 		Meta:     meta,
 		CheckURL: "http://" + net.JoinHostPort(checkHost, adminPort) + "/readyz",
+		// CONSUL_CHECK_INTERVAL: the fallback when deregistration fails must fit in DRAIN_DELAY.
+		CheckInterval: s.settings.ConsulCheckInterval,
 	}
 }

@@ -48,6 +48,7 @@ type Settings struct {
 	ServiceTags           []string          `envconfig:"SERVICE_TAGS" desc:"tags registered with the instance"`
 	ServiceMeta           map[string]string `envconfig:"SERVICE_META" desc:"metadata registered with the instance (key:value,...)"`
 	ConsulConsistency     string            `envconfig:"CONSUL_CONSISTENCY" default:"stale" validate:"oneof=stale leader consistent cached" desc:"read mode of discovery watches: stale (any server; available during elections), leader, consistent, cached (agent cache)"`
+	ConsulCheckInterval   time.Duration     `envconfig:"CONSUL_CHECK_INTERVAL" default:"2s" validate:"gt=0" desc:"how often the Consul agent probes /readyz; when deregistration at the start of the drain fails, the failing check is what takes the instance out of Consul (and its DNS), so it must fit in DRAIN_DELAY with the callers' refresh (docs/discovery.md)"`
 	DiscoveryMaxStaleness time.Duration     `envconfig:"DISCOVERY_MAX_STALENESS" default:"0s" validate:"gte=0" desc:"drop a last-known-good instance list older than this while the registry is unreachable; 0 keeps it forever"`
 	// LBPolicy is the balancing policy of every Client; CLIENT_<NAME>_LB_POLICY overrides it per
 	// dependency (see TransportConfig).

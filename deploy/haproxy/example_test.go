@@ -15,12 +15,12 @@ func ExampleConfig_Write() {
 		panic(err)
 	}
 	for line := range strings.Lines(b.String()) {
-		if l := strings.TrimSpace(line); strings.HasPrefix(l, "server-template") || strings.HasPrefix(l, "hold valid") || strings.HasPrefix(l, "nameserver") {
+		if l := strings.TrimSpace(line); strings.HasPrefix(l, "server-template") || strings.HasPrefix(l, "timeout resolve") || strings.HasPrefix(l, "nameserver") {
 			fmt.Println(l)
 		}
 	}
 	// Output:
 	// nameserver consul 127.0.0.1:8600
-	// hold valid 1000ms
+	// timeout resolve 1000ms
 	// server-template app 10 _shop._tcp.service.consul resolvers consul resolve-prefer ipv4 init-addr none check inter 1s fall 1 rise 1
 }

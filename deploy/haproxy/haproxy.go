@@ -20,10 +20,9 @@ var cfgTemplate = template.Must(template.New("haproxy.cfg").Parse(cfgText))
 const (
 	// DefaultSlots is how many instances a backend can hold (server-template's count).
 	DefaultSlots = 10
-	// DefaultHoldValid is how old HAProxy's last valid answer may get before it asks Consul again.
-	// A deregistered instance leaves the pool within about DefaultHoldValid plus one second
-	// ("timeout resolve"), well inside the default DRAIN_DELAY of 5 s.
-	DefaultHoldValid = time.Second
+	// DefaultResolve is HAProxy's "timeout resolve", how often it asks Consul again: a deregistered
+	// instance leaves the pool within that much, well inside the default DRAIN_DELAY of 5 s.
+	DefaultResolve = time.Second
 )
 
 // Config is what the committed haproxy.cfg.tmpl needs: an HTTP frontend that routes to the instances
@@ -37,9 +36,9 @@ type Config struct {
 	Service string
 	// Slots is the most instances HAProxy routes to; 0 means DefaultSlots.
 	Slots int
-	// HoldValid is HAProxy's "hold valid"; 0 means DefaultHoldValid. It must be below DRAIN_DELAY
-	// minus one second, or instances are still routed to after they stopped (docs/discovery.md).
-	HoldValid time.Duration
+	// Resolve is HAProxy's "timeout resolve"; 0 means DefaultResolve. It must stay well below
+	// DRAIN_DELAY, or instances are still routed to after they stopped (docs/discovery.md).
+	Resolve time.Duration
 }
 
 // Write renders the configuration.
@@ -53,11 +52,11 @@ func (c Config) Write(w io.Writer) error {
 	if c.Slots <= 0 {
 		c.Slots = DefaultSlots
 	}
-	if c.HoldValid <= 0 {
-		c.HoldValid = DefaultHoldValid
+	if c.Resolve <= 0 {
+		c.Resolve = DefaultResolve
 	}
 	return cfgTemplate.Execute(w, struct {
-		Listen, DNS, Service, HoldValid string
-		Slots                           int
-	}{c.Listen, c.DNS, c.Service, strconv.FormatInt(c.HoldValid.Milliseconds(), 10) + "ms", c.Slots})
+		Listen, DNS, Service, Resolve string
+		Slots                         int
+	}{c.Listen, c.DNS, c.Service, strconv.FormatInt(c.Resolve.Milliseconds(), 10) + "ms", c.Slots})
 }
