@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -27,12 +26,8 @@ import (
 type Resolver struct {
 	opts    options
 	client  *client
-	metrics metrics
-	cb      metric.Registration
-
-	mu      sync.Mutex
-	watches map[string]*watch
-	closed  bool
+	metrics *feed.Metrics
+	pool    feed.Pool
 }
 
 // New returns a Resolver. Options: WithServers (default: /etc/resolv.conf's nameservers), WithRefresh,
@@ -47,13 +42,9 @@ func New(opts ...Option) (*Resolver, error) {
 			return nil, fmt.Errorf("dns: server %q: %w", s, err)
 		}
 	}
-	r := &Resolver{opts: o, client: &client{servers: o.servers, timeout: o.timeout, dial: o.dial}, watches: map[string]*watch{}}
+	r := &Resolver{opts: o, client: &client{servers: o.servers, timeout: o.timeout, dial: o.dial}}
 	var err error
-	if r.metrics, err = newMetrics(o.Meters); err != nil {
-		return nil, fmt.Errorf("dns: metrics: %w", err)
-	}
-	r.cb, err = o.Meters.Meter(semconv.ScopeDiscovery).RegisterCallback(r.observe, r.metrics.age, r.metrics.insts)
-	if err != nil {
+	if r.metrics, err = feed.NewMetrics(o.Meters, &r.pool, MetricQueries, "DNS questions sent by discovery watches."); err != nil {
 		return nil, fmt.Errorf("dns: metrics: %w", err)
 	}
 	return r, nil
@@ -119,77 +110,31 @@ func (r *Resolver) Watch(name string, opts ...WatchOption) (*Watcher, error) {
 		cfg.service = strings.TrimSuffix(fq, ".")
 	}
 	key := fq + "\x00" + strconv.Itoa(cfg.port) + "\x00" + cfg.service
-
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return nil, discovery.ErrClosed
-	}
-	w := r.watches[key]
-	if w == nil {
-		w = &watch{
-			r: r, name: qname, port: cfg.port, service: cfg.service, key: key,
+	h, err := r.pool.Watch(key, cfg.service, func(s *feed.Shared) func(context.Context) {
+		w := &watch{
+			r: r, name: qname, port: cfg.port, service: cfg.service, s: s,
 			log:   r.opts.Logger.With(slog.String(semconv.AttrPeerService, cfg.service), slog.String("dns_name", fq)),
-			attrs: serviceAttrs(cfg.service),
-			done:  make(chan struct{}),
-			feed:  feed.Feed{Cur: discovery.Snapshot{Service: cfg.service}},
+			attrs: feed.ServiceAttrs(cfg.service),
 		}
-		r.watches[key] = w
-		ctx, cancel := context.WithCancel(context.Background())
-		w.cancel = cancel
-		go w.run(ctx)
+		return w.run
+	})
+	if err != nil {
+		return nil, err
 	}
-	w.refs++
-	return &Watcher{r: r, w: w, done: make(chan struct{})}, nil
+	return &Watcher{h}, nil
 }
 
 // Close stops every watch and waits for their goroutines. Watchers then return discovery.ErrClosed.
 // Close is idempotent and always returns nil.
 func (r *Resolver) Close() error {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil
-	}
-	r.closed = true
-	ws := make([]*watch, 0, len(r.watches))
-	for _, w := range r.watches {
-		ws = append(ws, w)
-	}
-	clear(r.watches)
-	r.mu.Unlock()
-	for _, w := range ws {
-		w.cancel()
-	}
-	for _, w := range ws {
-		<-w.done
-	}
-	_ = r.cb.Unregister() // only fails for a foreign meter; there is nothing to do about it
+	r.pool.Close()
+	r.metrics.Unregister()
 	return nil
-}
-
-func (r *Resolver) release(w *watch) {
-	r.mu.Lock()
-	w.refs--
-	last := w.refs == 0
-	if last && r.watches[w.key] == w {
-		delete(r.watches, w.key)
-	}
-	r.mu.Unlock()
-	if last {
-		w.cancel()
-		<-w.done
-	}
 }
 
 // Watcher is one caller's handle on a shared watch. It implements discovery.Watcher and is safe for
 // concurrent use. Close releases it.
-type Watcher struct {
-	r    *Resolver
-	w    *watch
-	done chan struct{}
-	once sync.Once
-}
+type Watcher struct{ h *feed.Handle }
 
 var _ discovery.Watcher = (*Watcher)(nil)
 
@@ -201,18 +146,12 @@ var _ discovery.Watcher = (*Watcher)(nil)
 // (timeouts, SERVFAIL, REFUSED, malformed answers), snapshots keep the last known good instances with
 // Err set and Updated frozen at the last successful refresh; Err is nil again after the next one.
 func (h *Watcher) Next(ctx context.Context, after uint64) (discovery.Snapshot, error) {
-	return feed.Next(ctx, &h.w.mu, &h.w.feed, after, h.done)
+	return h.h.Next(ctx, after)
 }
 
 // Close releases the handle; the shared loop stops when its last handle is closed. Blocked and later
 // calls to Next return discovery.ErrClosed. Close is idempotent and returns nil.
-func (h *Watcher) Close() error {
-	h.once.Do(func() {
-		close(h.done)
-		h.r.release(h.w)
-	})
-	return nil
-}
+func (h *Watcher) Close() error { return h.h.Close() }
 
 // watch is one refresh loop and the latest snapshot it produced.
 type watch struct {
@@ -220,24 +159,12 @@ type watch struct {
 	name    dnsmessage.Name
 	port    int // 0: SRV records
 	service string
-	key     string
 	log     *slog.Logger
 	attrs   metric.MeasurementOption
-	refs    int // guarded by r.mu
-	cancel  context.CancelFunc
-	done    chan struct{}
-
-	mu   sync.Mutex
-	feed feed.Feed
+	s       *feed.Shared // the snapshot, guarded by s.Mu
 }
 
 func (w *watch) run(ctx context.Context) {
-	defer close(w.done)
-	defer func() {
-		w.mu.Lock()
-		w.feed.Close()
-		w.mu.Unlock()
-	}()
 	failures := 0
 	for {
 		insts, ttl, err := w.refresh(ctx)
@@ -248,7 +175,7 @@ func (w *watch) run(ctx context.Context) {
 		var delay time.Duration
 		if err != nil {
 			failures++
-			w.r.metrics.errors.Add(ctx, 1, errorAttrs(w.service, err))
+			w.r.metrics.Errors.Add(ctx, 1, feed.ErrorAttrs(w.service, errorType(err)))
 			w.fail(err, now)
 			delay = w.r.opts.backoff.Delay(failures)
 			w.log.Warn("dns: discovery refresh failed", slog.Any("error", err),
@@ -282,7 +209,7 @@ func (w *watch) interval(ttl uint32) time.Duration {
 
 // ask sends one question and counts it.
 func (w *watch) ask(ctx context.Context, name dnsmessage.Name, typ dnsmessage.Type) (*dnsmessage.Message, error) {
-	w.r.metrics.queries.Add(ctx, 1, w.attrs)
+	w.r.metrics.Queries.Add(ctx, 1, w.attrs)
 	return w.r.client.ask(ctx, name, typ)
 }
 
@@ -348,15 +275,15 @@ func (w *watch) addresses(ctx context.Context, name dnsmessage.Name) ([]addrTTL,
 // publish makes s the current snapshot with the next version. w.mu must be held.
 func (w *watch) publish(s discovery.Snapshot) {
 	s.Service = w.service
-	w.feed.Publish(s)
-	w.r.metrics.updates.Add(context.Background(), 1, w.attrs)
+	w.s.Feed.Publish(s)
+	w.r.metrics.Updates.Add(context.Background(), 1, w.attrs)
 }
 
 func (w *watch) succeed(insts []discovery.Instance, now time.Time) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.feed.Cur.Version > 0 && w.feed.Cur.Err == nil && slices.EqualFunc(w.feed.Cur.Instances, insts, discovery.Instance.Equal) {
-		w.feed.Cur.Updated = now // confirmed, unchanged: no new version, nobody is woken up
+	w.s.Mu.Lock()
+	defer w.s.Mu.Unlock()
+	if w.s.Feed.Cur.Version > 0 && w.s.Feed.Cur.Err == nil && slices.EqualFunc(w.s.Feed.Cur.Instances, insts, discovery.Instance.Equal) {
+		w.s.Feed.Cur.Updated = now // confirmed, unchanged: no new version, nobody is woken up
 		return
 	}
 	w.publish(discovery.Snapshot{Instances: insts, Updated: now})
@@ -364,9 +291,9 @@ func (w *watch) succeed(insts []discovery.Instance, now time.Time) {
 
 func (w *watch) fail(err error, now time.Time) {
 	werr := fmt.Errorf("dns: watch %q: %w", w.service, err)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	cur := w.feed.Cur
+	w.s.Mu.Lock()
+	defer w.s.Mu.Unlock()
+	cur := w.s.Feed.Cur
 	switch {
 	case cur.Version == 0:
 		// A failed first refresh still publishes, so callers are not stuck waiting: they see no
@@ -381,7 +308,7 @@ func (w *watch) fail(err error, now time.Time) {
 	case errors.Is(cur.Err, discovery.ErrStale):
 		// The list was dropped: keep saying so.
 	default:
-		w.feed.Cur.Err = werr // same state, fresher reason: no new version
+		w.s.Feed.Cur.Err = werr // same state, fresher reason: no new version
 	}
 }
 
