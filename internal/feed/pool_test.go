@@ -33,7 +33,7 @@ func TestPoolSharesLoopsAndStopsThemWithTheLastHandle(t *testing.T) {
 		other, _ := p.Watch("k2", "svc", start)
 		synctest.Wait()
 		if starts != 2 || running.Load() != 2 {
-			t.Fatalf("starts %d, running %d; want 2 loops for 2 keys", starts, running)
+			t.Fatalf("starts %d, running %d; want 2 loops for 2 keys", starts, running.Load())
 		}
 		if s, err := h2.Next(t.Context(), 0); err != nil || s.Service != "svc" || s.Version != 1 {
 			t.Fatalf("%+v %v", s, err)
