@@ -82,7 +82,7 @@ func TestExchangeRejectsWrongAnswers(t *testing.T) {
 			b, _ := m.Pack()
 			return b
 		},
-		"malformed": func(t *testing.T, q []byte) []byte { return append(q[:2:2], 0x80, 0, 0, 1, 0, 0) },
+		"malformed":      func(t *testing.T, q []byte) []byte { return append(q[:2:2], 0x80, 0, 0, 1, 0, 0) },
 		"not a response": func(t *testing.T, q []byte) []byte { return q },
 	} {
 		t.Run(name, func(t *testing.T) {
