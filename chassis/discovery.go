@@ -64,6 +64,12 @@ func (s *Service) setupDiscovery() error {
 			return s.observeStatic()
 		}
 		return nil
+	case DiscoveryDNS:
+		// DNS registers nothing: with CONSUL_HTTP_ADDR, the Consul registrar below announces the
+		// instance (Consul's DNS interface serves it); without, there is nothing more to set up.
+		if err := s.setupDNS(); err != nil || !s.consulAddrSet() {
+			return err
+		}
 	}
 	cfg, err := consul.ConfigFromEnv(s.opts.lookup)
 	if err != nil {
@@ -291,5 +297,7 @@ func (s *Service) registration() consul.Registration {
 		Tags:     s.settings.ServiceTags,
 		Meta:     meta,
 		CheckURL: "http://" + net.JoinHostPort(checkHost, adminPort) + "/readyz",
+		// CONSUL_CHECK_INTERVAL: the fallback when deregistration fails must fit in DRAIN_DELAY.
+		CheckInterval: s.settings.ConsulCheckInterval,
 	}
 }

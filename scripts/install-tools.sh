@@ -3,7 +3,7 @@
 # when its tool is already present at the right version. Called by `make test` and so by CI.
 set -euo pipefail
 cd "$(dirname "$0")"
-for step in install-consul.sh install-etcd.sh install-netem.sh install-prometheus.sh install-otelcol.sh install-chromium.sh install-govulncheck.sh install-grpc-tools.sh install-python.sh; do
+for step in install-consul.sh install-etcd.sh install-netem.sh install-prometheus.sh install-otelcol.sh install-chromium.sh install-govulncheck.sh install-grpc-tools.sh install-python.sh install-haproxy.sh; do
   if [ -f "$step" ]; then
     t0=$(date +%s)
     bash "$step"

@@ -7,11 +7,6 @@ import (
 	"strings"
 
 	"github.com/hashicorp/consul/api"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/metric"
-
-	"github.com/cloudchassis/kit/internal/obs"
-	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
 // Metrics of this package beyond the shared discovery metrics of telemetry/semconv
@@ -30,34 +25,6 @@ const (
 	// above 0 (deploy/prometheus/alerts.yml, ChassisRegistrationFailing).
 	MetricRegistrationFailures = "chassis.discovery.registration.failures"
 )
-
-type registryMetrics struct {
-	queries metric.Int64Counter
-	errors  metric.Int64Counter
-	updates metric.Int64Counter
-	age     metric.Float64ObservableGauge
-	insts   metric.Int64ObservableGauge
-}
-
-func newRegistryMetrics(mp metric.MeterProvider) (registryMetrics, error) {
-	in := obs.NewInstruments(mp, semconv.ScopeDiscovery)
-	var rm registryMetrics
-	rm.queries = in.Counter(MetricQueries, semconv.UnitRequest,
-		"Queries sent to Consul by discovery watches.")
-	rm.errors = in.Counter(semconv.MetricDiscoveryErrors, semconv.UnitError,
-		"Discovery queries to the registry that failed.")
-	rm.updates = in.Counter(semconv.MetricDiscoveryUpdates, semconv.UnitUpdate,
-		"Instance-list snapshots published to watchers.")
-	rm.age = in.FloatObservableGauge(semconv.MetricDiscoverySnapshotAge, semconv.UnitSeconds,
-		"Age of the instance list served while the registry is unreachable; 0 while the watch is connected.")
-	rm.insts = in.ObservableGauge(semconv.MetricDiscoveryInstances, semconv.UnitInstance,
-		"Instances in the list a discovery watch currently serves.")
-	return rm, in.Err()
-}
-
-func serviceAttrs(service string) metric.MeasurementOption {
-	return metric.WithAttributeSet(attribute.NewSet(attribute.String(semconv.AttrPeerService, service)))
-}
 
 // errorType classifies a query error for semconv.AttrErrorType, with the values docs/telemetry.md lists.
 func errorType(err error) string {

@@ -8,11 +8,9 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/cloudchassis/kit/discovery"
@@ -41,12 +39,8 @@ var ErrUnconfirmedEmpty = errors.New("consul: empty instance list right after a 
 type Registry struct {
 	health  Health
 	opts    options
-	metrics registryMetrics
-	cb      metric.Registration
-
-	mu      sync.Mutex
-	watches map[string]*watch
-	closed  bool
+	metrics *feed.Metrics
+	pool    feed.Pool
 }
 
 // NewRegistry returns a Registry that queries h (usually NewClient(apiClient)). Options: WithBackoff,
@@ -55,13 +49,9 @@ func NewRegistry(h Health, opts ...Option) (*Registry, error) {
 	if h == nil {
 		return nil, errors.New("consul: NewRegistry: nil Health client")
 	}
-	r := &Registry{health: h, opts: newOptions(opts), watches: map[string]*watch{}}
+	r := &Registry{health: h, opts: newOptions(opts)}
 	var err error
-	if r.metrics, err = newRegistryMetrics(r.opts.Meters); err != nil {
-		return nil, fmt.Errorf("consul: metrics: %w", err)
-	}
-	r.cb, err = r.opts.Meters.Meter(semconv.ScopeDiscovery).RegisterCallback(r.observe, r.metrics.age, r.metrics.insts)
-	if err != nil {
+	if r.metrics, err = feed.NewMetrics(r.opts.Meters, &r.pool, MetricQueries, "Queries sent to Consul by discovery watches."); err != nil {
 		return nil, fmt.Errorf("consul: metrics: %w", err)
 	}
 	return r, nil
@@ -82,99 +72,26 @@ func (r *Registry) Watch(service string, opts ...WatchOption) (*Watcher, error) 
 			o.applyWatch(&cfg)
 		}
 	}
-	key := cfg.key(service)
-
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return nil, discovery.ErrClosed
+	h, err := r.pool.Watch(cfg.key(service), service, func(s *feed.Shared) func(context.Context) {
+		return newWatch(r, service, cfg, s).run
+	})
+	if err != nil {
+		return nil, err
 	}
-	w := r.watches[key]
-	if w == nil {
-		w = newWatch(r, service, key, cfg)
-		r.watches[key] = w
-		ctx, cancel := context.WithCancel(context.Background())
-		w.cancel = cancel
-		go w.run(ctx)
-	}
-	w.refs++
-	return &Watcher{r: r, w: w, done: make(chan struct{})}, nil
+	return &Watcher{h}, nil
 }
 
 // Close stops every watch and waits for their goroutines. Watchers then return discovery.ErrClosed.
 // Close is idempotent and always returns nil.
 func (r *Registry) Close() error {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil
-	}
-	r.closed = true
-	ws := make([]*watch, 0, len(r.watches))
-	for _, w := range r.watches {
-		ws = append(ws, w)
-	}
-	clear(r.watches)
-	r.mu.Unlock()
-	for _, w := range ws {
-		w.cancel()
-	}
-	for _, w := range ws {
-		<-w.done
-	}
-	_ = r.cb.Unregister() // only fails for a foreign meter; there is nothing to do about it
-	return nil
-}
-
-func (r *Registry) release(w *watch) {
-	r.mu.Lock()
-	w.refs--
-	last := w.refs == 0
-	if last && r.watches[w.key] == w {
-		delete(r.watches, w.key)
-	}
-	r.mu.Unlock()
-	if last {
-		w.cancel()
-		<-w.done
-	}
-}
-
-func (r *Registry) observe(_ context.Context, o metric.Observer) error {
-	type agg struct {
-		age   float64
-		insts int
-	}
-	now := time.Now()
-	per := map[string]agg{}
-	r.mu.Lock()
-	for _, w := range r.watches {
-		w.mu.Lock()
-		a := per[w.service]
-		if w.feed.Cur.Err != nil && !w.feed.Cur.Updated.IsZero() {
-			a.age = max(a.age, now.Sub(w.feed.Cur.Updated).Seconds())
-		}
-		a.insts = max(a.insts, len(w.feed.Cur.Instances))
-		per[w.service] = a
-		w.mu.Unlock()
-	}
-	r.mu.Unlock()
-	for svc, a := range per {
-		attrs := serviceAttrs(svc)
-		o.ObserveFloat64(r.metrics.age, a.age, attrs)
-		o.ObserveInt64(r.metrics.insts, int64(a.insts), attrs)
-	}
+	r.pool.Close()
+	r.metrics.Unregister()
 	return nil
 }
 
 // Watcher is one caller's handle on a shared watch. It implements discovery.Watcher and is safe for
 // concurrent use. Close releases it.
-type Watcher struct {
-	r    *Registry
-	w    *watch
-	done chan struct{}
-	once sync.Once
-}
+type Watcher struct{ h *feed.Handle }
 
 var _ discovery.Watcher = (*Watcher)(nil)
 
@@ -185,51 +102,37 @@ var _ discovery.Watcher = (*Watcher)(nil)
 // While Consul fails, snapshots keep the last known good instances with Err set and Updated frozen at
 // the last moment Consul confirmed them; Err is nil again after the next successful query.
 func (h *Watcher) Next(ctx context.Context, after uint64) (discovery.Snapshot, error) {
-	return feed.Next(ctx, &h.w.mu, &h.w.feed, after, h.done)
+	return h.h.Next(ctx, after)
 }
 
 // Close releases the handle; the shared query stops when its last handle is closed. Blocked and later
 // calls to Next return discovery.ErrClosed. Close is idempotent and returns nil.
-func (h *Watcher) Close() error {
-	h.once.Do(func() {
-		close(h.done)
-		h.r.release(h.w)
-	})
-	return nil
-}
+func (h *Watcher) Close() error { return h.h.Close() }
 
 // watch is one blocking-query loop and the latest snapshot it produced.
 type watch struct {
 	r       *Registry
 	service string
-	key     string
 	cfg     watchConfig
 	backoff backoff.Policy
 	log     *slog.Logger
 	attrs   metric.MeasurementOption
-	refs    int // guarded by r.mu
-	cancel  context.CancelFunc
-	done    chan struct{}
 
-	mu      sync.Mutex
-	feed    feed.Feed
+	s       *feed.Shared // the snapshot; s.Mu guards it and the fields below
 	stopped bool
 	stale   *time.Timer // drops the list after cfg.maxStale of failures
 }
 
-func newWatch(r *Registry, service, key string, cfg watchConfig) *watch {
+func newWatch(r *Registry, service string, cfg watchConfig, s *feed.Shared) *watch {
 	return &watch{
-		r: r, service: service, key: key, cfg: cfg,
+		r: r, service: service, cfg: cfg, s: s,
 		backoff: r.opts.backoff,
 		log:     r.opts.Logger.With(slog.String(semconv.AttrPeerService, service)),
-		attrs:   serviceAttrs(service),
-		done:    make(chan struct{}),
-		feed:    feed.Feed{Cur: discovery.Snapshot{Service: service}},
+		attrs:   feed.ServiceAttrs(service),
 	}
 }
 
 func (w *watch) run(ctx context.Context) {
-	defer close(w.done)
 	defer w.stop()
 	var (
 		index     uint64 // the index the next query waits on
@@ -264,15 +167,14 @@ func (w *watch) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		w.r.metrics.queries.Add(ctx, 1, w.attrs)
+		w.r.metrics.Queries.Add(ctx, 1, w.attrs)
 		end := time.Now()
 		if err == nil && meta == nil {
 			err = errors.New("response without query metadata")
 		}
 		if err != nil {
 			failures++
-			w.r.metrics.errors.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(
-				attribute.String(semconv.AttrPeerService, w.service), attribute.String(semconv.AttrErrorType, errorType(err)))))
+			w.r.metrics.Errors.Add(ctx, 1, feed.ErrorAttrs(w.service, errorType(err)))
 			w.fail(err, start, end)
 			delay := w.backoff.Delay(failures)
 			w.log.Warn("consul: discovery query failed", slog.Any("error", err),
@@ -383,19 +285,19 @@ func requestTimeout(wait time.Duration) time.Duration { return wait + wait/16 + 
 // publish makes s the current snapshot with the next version. w.mu must be held.
 func (w *watch) publish(s discovery.Snapshot) {
 	s.Service = w.service
-	w.feed.Publish(s)
-	w.r.metrics.updates.Add(context.Background(), 1, w.attrs)
+	w.s.Feed.Publish(s)
+	w.r.metrics.Updates.Add(context.Background(), 1, w.attrs)
 }
 
 func (w *watch) succeed(insts []discovery.Instance, now time.Time) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	w.s.Mu.Lock()
+	defer w.s.Mu.Unlock()
 	if w.stale != nil {
 		w.stale.Stop()
 		w.stale = nil
 	}
-	if w.feed.Cur.Version > 0 && w.feed.Cur.Err == nil && slices.EqualFunc(w.feed.Cur.Instances, insts, discovery.Instance.Equal) {
-		w.feed.Cur.Updated = now // confirmed, unchanged: no new version, nobody is woken up
+	if w.s.Feed.Cur.Version > 0 && w.s.Feed.Cur.Err == nil && slices.EqualFunc(w.s.Feed.Cur.Instances, insts, discovery.Instance.Equal) {
+		w.s.Feed.Cur.Updated = now // confirmed, unchanged: no new version, nobody is woken up
 		return
 	}
 	w.publish(discovery.Snapshot{Instances: insts, Updated: now})
@@ -403,14 +305,14 @@ func (w *watch) succeed(insts []discovery.Instance, now time.Time) {
 
 func (w *watch) fail(err error, start, end time.Time) {
 	werr := fmt.Errorf("consul: watch %q: %w", w.service, err)
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	w.s.Mu.Lock()
+	defer w.s.Mu.Unlock()
 	switch {
-	case w.feed.Cur.Version == 0:
+	case w.s.Feed.Cur.Version == 0:
 		// A failed first query still publishes, so callers are not stuck waiting (Kratos #2911): they
 		// see no instances and why, and the loop keeps trying.
 		w.publish(discovery.Snapshot{Err: werr})
-	case w.feed.Cur.Err == nil:
+	case w.s.Feed.Cur.Err == nil:
 		// The list was current while the previous blocking query was connected. A query that ended with
 		// a connection error or an error answer had a live agent until it ended; one that timed out
 		// tells nothing after its start.
@@ -418,14 +320,14 @@ func (w *watch) fail(err error, start, end time.Time) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			confirmed = start
 		}
-		next := w.feed.Cur
+		next := w.s.Feed.Cur
 		next.Err, next.Updated = werr, confirmed
 		w.publish(next)
 		if w.cfg.maxStale > 0 && len(next.Instances) > 0 {
 			w.stale = time.AfterFunc(max(0, time.Until(confirmed.Add(w.cfg.maxStale))), w.dropStale)
 		}
 	default:
-		w.feed.Cur.Err = werr // same state, fresher reason: no new version
+		w.s.Feed.Cur.Err = werr // same state, fresher reason: no new version
 	}
 }
 
@@ -435,47 +337,46 @@ func (w *watch) fail(err error, start, end time.Time) {
 // carries an error (the outage that preceded the reset) only gets the fresher reason, without a new
 // version.
 func (w *watch) hold(until time.Time) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := len(w.feed.Cur.Instances)
+	w.s.Mu.Lock()
+	defer w.s.Mu.Unlock()
+	n := len(w.s.Feed.Cur.Instances)
 	if n == 0 {
 		return 0
 	}
 	werr := fmt.Errorf("consul: watch %q: %w; keeping the last %d instances until %s unless they register again",
 		w.service, ErrUnconfirmedEmpty, n, until.Format(time.RFC3339))
-	if w.feed.Cur.Err != nil {
-		w.feed.Cur.Err = werr
+	if w.s.Feed.Cur.Err != nil {
+		w.s.Feed.Cur.Err = werr
 		return n
 	}
-	next := w.feed.Cur
+	next := w.s.Feed.Cur
 	next.Err = werr
 	w.publish(next)
 	return n
 }
 
 func (w *watch) dropStale() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.stopped || w.feed.Cur.Err == nil || len(w.feed.Cur.Instances) == 0 {
+	w.s.Mu.Lock()
+	defer w.s.Mu.Unlock()
+	if w.stopped || w.s.Feed.Cur.Err == nil || len(w.s.Feed.Cur.Instances) == 0 {
 		return
 	}
-	age := time.Since(w.feed.Cur.Updated).Round(time.Millisecond)
+	age := time.Since(w.s.Feed.Cur.Updated).Round(time.Millisecond)
 	w.publish(discovery.Snapshot{
-		Updated: w.feed.Cur.Updated,
-		Err:     fmt.Errorf("%w: %q last confirmed %s ago (maximum %s): %w", discovery.ErrStale, w.service, age, w.cfg.maxStale, w.feed.Cur.Err),
+		Updated: w.s.Feed.Cur.Updated,
+		Err:     fmt.Errorf("%w: %q last confirmed %s ago (maximum %s): %w", discovery.ErrStale, w.service, age, w.cfg.maxStale, w.s.Feed.Cur.Err),
 	})
 }
 
-// stop marks the watch stopped and wakes every waiting Next.
+// stop marks the watch stopped; the pool then closes the feed, which wakes every waiting Next.
 func (w *watch) stop() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	w.s.Mu.Lock()
+	defer w.s.Mu.Unlock()
 	if w.stale != nil {
 		w.stale.Stop()
 		w.stale = nil
 	}
 	w.stopped = true
-	w.feed.Close()
 }
 
 func toInstances(entries []*api.ServiceEntry) []discovery.Instance {

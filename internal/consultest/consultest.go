@@ -71,6 +71,9 @@ type Agent struct {
 	ServerAddr string
 	// SerfLANAddr is the gossip address other agents join.
 	SerfLANAddr string
+	// DNSAddr is the agent's DNS interface ("127.0.0.1:port", UDP and TCP): "<service>.service.consul"
+	// answers with the passing instances (SRV and A records), with TTL 0 (Consul's default service_ttl).
+	DNSAddr string
 	// Client talks to this agent's HTTP API.
 	Client *api.Client
 
@@ -84,7 +87,7 @@ type Agent struct {
 	done chan struct{}
 }
 
-type ports struct{ http, serfLAN, serfWAN, server int }
+type ports struct{ http, serfLAN, serfWAN, server, dns int }
 
 // freePorts returns n ports free for both TCP and UDP on 127.0.0.1 (serf uses both).
 func freePorts(t TB, n int) []int {
@@ -114,14 +117,14 @@ func freePorts(t TB, n int) []int {
 }
 
 func newPorts(t TB) ports {
-	p := freePorts(t, 4)
-	return ports{http: p[0], serfLAN: p[1], serfWAN: p[2], server: p[3]}
+	p := freePorts(t, 5)
+	return ports{http: p[0], serfLAN: p[1], serfWAN: p[2], server: p[3], dns: p[4]}
 }
 
 func (p ports) args() []string {
 	return []string{
 		"-bind=127.0.0.1", "-client=127.0.0.1", "-advertise=127.0.0.1",
-		"-http-port=" + strconv.Itoa(p.http), "-dns-port=-1",
+		"-http-port=" + strconv.Itoa(p.http), "-dns-port=" + strconv.Itoa(p.dns),
 		"-serf-lan-port=" + strconv.Itoa(p.serfLAN), "-serf-wan-port=" + strconv.Itoa(p.serfWAN),
 		"-server-port=" + strconv.Itoa(p.server),
 		// Dev mode otherwise binds 8502/8503, so a second agent on the machine would fail.
@@ -136,6 +139,7 @@ func newAgent(t TB, name string, p ports, extra []string) *Agent {
 		HTTPAddr:    "127.0.0.1:" + strconv.Itoa(p.http),
 		ServerAddr:  "127.0.0.1:" + strconv.Itoa(p.server),
 		SerfLANAddr: "127.0.0.1:" + strconv.Itoa(p.serfLAN),
+		DNSAddr:     "127.0.0.1:" + strconv.Itoa(p.dns),
 		t:           t,
 		bin:         Binary(t),
 		logPath:     filepath.Join(t.TempDir(), name+".log"),

@@ -1,8 +1,10 @@
 package consultest_test
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -93,4 +95,30 @@ func ExampleStartProxy() {
 	// down: true
 	// up: agent
 	// reset while down: 1
+}
+
+// The agent's DNS interface answers on DNSAddr: a registered service resolves through the standard
+// library's resolver pointed at it.
+func TestDevAgentDNS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real consul agent; skipped with -short")
+	}
+	a := consultest.StartDev(t)
+	if err := a.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "web-1", Name: "web", Address: "127.0.0.2", Port: 8080}); err != nil {
+		t.Fatal(err)
+	}
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, a.DNSAddr)
+	}}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, srvs, err := r.LookupSRV(t.Context(), "", "", "web.service.consul")
+		if err == nil && len(srvs) == 1 && srvs[0].Port == 8080 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SRV web.service.consul at %s: %v %v", a.DNSAddr, srvs, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
