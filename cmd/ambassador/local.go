@@ -104,7 +104,8 @@ func (l *local) registration(svc *chassis.Service) (consul.Registration, error) 
 	st := svc.Settings()
 	return consul.Registration{
 		Name: l.cfg.LocalName, Address: addr, Port: p, Tags: st.ServiceTags, Meta: st.ServiceMeta,
-		CheckURL: "http://" + net.JoinHostPort(checkHost, adminPort) + "/readyz",
+		CheckURL:      "http://" + net.JoinHostPort(checkHost, adminPort) + "/readyz",
+		CheckInterval: st.ConsulCheckInterval, // CONSUL_CHECK_INTERVAL, as for a chassis service
 	}, nil
 }
 
