@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,18 +21,30 @@ type catalog interface {
 }
 
 // catalog returns how the ambassador learns which services exist: Consul's catalog with
-// DISCOVERY=consul, else the DISCOVERY_STATIC_<NAME> variables.
-func (a *ambassador) catalog(svc *chassis.Service) catalog {
+// DISCOVERY=consul, else the DISCOVERY_STATIC_<NAME> variables. DNS discovery without Consul has no
+// list of services, so AMBASSADOR_ROUTES=* cannot be bounded by one and is refused at start.
+func (a *ambassador) catalog(svc *chassis.Service) (catalog, error) {
 	if c := svc.Consul(); c != nil {
-		return newCachedCatalog(consulServices(c.Catalog()), a.cfg.CatalogRefresh, time.Now)
+		return newCachedCatalog(consulServices(c.Catalog()), a.cfg.CatalogRefresh, time.Now), nil
 	}
-	return staticCatalog{a.lookup}
+	if slices.Contains(a.cfg.Routes, wildcard) && svc.Settings().Discovery == chassis.DiscoveryDNS {
+		return nil, &config.Error{Problems: []config.Problem{{Var: "AMBASSADOR_ROUTES", Value: wildcard, HasValue: true,
+			Err: errors.New("* needs a list of services (DISCOVERY=consul or static); with DISCOVERY=dns, name the services")}}}
+	}
+	return staticCatalog{a.lookup}, nil
 }
 
 // staticCatalog knows the services that have a DISCOVERY_STATIC_<NAME> variable.
 type staticCatalog struct{ lookup config.Lookup }
 
+// Has answers for one spelling of each variable's service only, lower case with '-' (ORDER_SERVICE
+// is "order-service"): the variable's name folds case, '-', '.' and '_', and without one spelling
+// "Orders", "ORDERS" and "or.ders" would each take one of AMBASSADOR_MAX_SERVICES' slots for the
+// same service.
 func (s staticCatalog) Has(_ context.Context, service string) (bool, error) {
+	if service != strings.ToLower(service) || strings.ContainsAny(service, "._") {
+		return false, nil
+	}
 	// ClientPrefix spells the name the way DISCOVERY_STATIC_<NAME> does: upper case, '-' and '.' as '_'.
 	v, ok := s.lookup(chassis.StaticPrefix + strings.TrimPrefix(chassis.ClientPrefix(service), "CLIENT_"))
 	return ok && strings.TrimSpace(v) != "", nil

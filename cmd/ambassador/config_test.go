@@ -77,3 +77,51 @@ func TestReadinessIncludesTheLocalService(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// An ambassador serves its own node: without HOST it listens on loopback only, not on every
+// interface as a chassis service does.
+func TestListensOnLoopbackByDefault(t *testing.T) {
+	env := testEnv()
+	delete(env, "HOST")
+	lookup := loopbackByDefault(config.MapLookup(env))
+	if v, ok := lookup("HOST"); !ok || v != "127.0.0.1" {
+		t.Fatalf("HOST = %q, %v; want 127.0.0.1", v, ok)
+	}
+	env["HOST"] = "0.0.0.0"
+	if v, _ := lookup("HOST"); v != "0.0.0.0" {
+		t.Fatalf("HOST = %q; an explicit value must win", v)
+	}
+	if v, ok := lookup("PORT"); !ok || v != "0" {
+		t.Fatalf("PORT = %q, %v; other variables pass through", v, ok)
+	}
+}
+
+// DNS discovery without Consul has no list of services: AMBASSADOR_ROUTES=* would have nothing to
+// bound it and must fail the start, not answer 404 to everything.
+func TestWildcardWithDNSDiscoveryFailsTheStart(t *testing.T) {
+	_, _, err := newService(t, testEnv("AMBASSADOR_ROUTES", "*", "DISCOVERY", "dns", "DISCOVERY_DNS_SERVER", "127.0.0.1:53"))
+	var ce *config.Error
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "AMBASSADOR_ROUTES") {
+		t.Fatalf("setup: %v, want a *config.Error naming AMBASSADOR_ROUTES", err)
+	}
+}
+
+// The local service's Consul check reaches the ambassador at ADVERTISE_ADDRESS when it is set, as a
+// chassis service's does: an agent in another network namespace cannot reach 127.0.0.1.
+func TestLocalCheckUsesTheAdvertisedAddress(t *testing.T) {
+	for _, tc := range []struct{ advertise, wantHost string }{{"", "127.0.0.1"}, {"10.1.2.3", "10.1.2.3"}} {
+		env := testEnv("AMBASSADOR_LOCAL_NAME", "app", "AMBASSADOR_LOCAL_ADDR", "127.0.0.1:8000")
+		if tc.advertise != "" {
+			env["ADVERTISE_ADDRESS"] = tc.advertise
+		}
+		amb := startAmbassador(t, env)
+		reg, err := amb.a.local.registration(amb.svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, adminPort, _ := strings.Cut(amb.svc.AdminAddr(), ":")
+		if want := "http://" + tc.wantHost + ":" + adminPort + "/readyz"; reg.CheckURL != want {
+			t.Errorf("ADVERTISE_ADDRESS=%q: check %q, want %q", tc.advertise, reg.CheckURL, want)
+		}
+	}
+}

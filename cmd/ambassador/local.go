@@ -97,8 +97,13 @@ func (l *local) registration(svc *chassis.Service) (consul.Registration, error) 
 		addr = svc.Settings().AdvertiseAddress // empty: Consul gives the node's address
 	}
 	// The agent runs on this node: it reaches the admin port on its bound address, or loopback.
+	// The agent checks the ambassador's admin port where a chassis service's would be checked:
+	// ADVERTISE_ADDRESS when set (an agent in another network namespace reaches it there), else the
+	// bound address, else loopback (an agent on the node).
 	checkHost, adminPort, _ := net.SplitHostPort(svc.AdminAddr())
-	if ip := net.ParseIP(checkHost); ip == nil || ip.IsUnspecified() {
+	if a := svc.Settings().AdvertiseAddress; a != "" {
+		checkHost = a
+	} else if ip := net.ParseIP(checkHost); ip == nil || ip.IsUnspecified() {
 		checkHost = "127.0.0.1"
 	}
 	st := svc.Settings()

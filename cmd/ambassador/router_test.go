@@ -148,6 +148,12 @@ func TestWildcardCreatesClientsOnlyForKnownServicesUpToTheCap(t *testing.T) {
 		resp, body := get(t, fmt.Sprintf("%s/svc-%d/x", amb.url, i))
 		wantProblem(t, resp, body, http.StatusNotFound, "discovery knows no such service")
 	}
+	// Other spellings of a static service's variable name are not the service: each would take a
+	// slot of its own.
+	for _, alias := range []string{"ECHO", "Echo", "echo_2", "echo.2"} {
+		resp, body := get(t, amb.url+"/"+alias+"/x")
+		wantProblem(t, resp, body, http.StatusNotFound, "discovery knows no such service")
+	}
 	resp, body := get(t, amb.url+"/a%20b/x")
 	wantProblem(t, resp, body, http.StatusNotFound, "not a service name")
 	if n := len(amb.a.router.dynamic); n != 0 {

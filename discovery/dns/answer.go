@@ -93,14 +93,16 @@ func address(rr dnsmessage.Resource) (netip.Addr, bool) {
 }
 
 // negativeTTL is how long an empty answer may be cached: the smaller of the SOA record's own TTL and
-// its MINIMUM field (RFC 2308 §5), or noTTL when the answer carries no SOA record.
+// its MINIMUM field (RFC 2308 §5), or 0 when the answer carries no SOA record, which RFC 2308 §5 says
+// must not be cached: the watch asks again after the refresh floor, so a service going from no
+// instance to one is seen within the floor, not the ceiling.
 func negativeTTL(m *dnsmessage.Message) uint32 {
 	for _, rr := range m.Authorities {
 		if soa, ok := rr.Body.(*dnsmessage.SOAResource); ok {
 			return min(rr.Header.TTL, soa.MinTTL)
 		}
 	}
-	return noTTL
+	return 0
 }
 
 func lowerName(n dnsmessage.Name) string { return strings.ToLower(n.String()) }

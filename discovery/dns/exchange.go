@@ -61,6 +61,10 @@ func parseResolvConf(r io.Reader) []string {
 // REFUSED, ...): the server could not answer, which says nothing about the instances.
 var ErrServer = errors.New("dns: server failure")
 
+// udpFullSlack: a UDP answer within this many bytes of the advertised buffer is treated as possibly
+// cut short (one SRV record with its address is under 100 bytes).
+const udpFullSlack = 256
+
 // client asks one question at a time of the configured servers.
 type client struct {
 	servers []string
@@ -140,6 +144,13 @@ func (c *client) roundTrip(ctx context.Context, network, server string, q []byte
 		var m dnsmessage.Message
 		if err := m.Unpack(buf[:n]); err != nil {
 			return nil, fmt.Errorf("malformed answer: %w", err)
+		}
+		if n > DefaultUDPSize-udpFullSlack {
+			// Consul's DNS (dns_config.enable_truncate = false, its default) drops records until the
+			// answer fits the advertised buffer without setting TC: an answer that fills the buffer
+			// may be a silent subset, different on every refresh (Consul shuffles). Ask again over
+			// TCP, which has no such limit.
+			m.Truncated = true
 		}
 		return &m, nil
 	}

@@ -256,18 +256,28 @@ func (w *watch) refresh(ctx context.Context) ([]discovery.Instance, uint32, erro
 	return sortInstances(insts), ttl, nil
 }
 
-// addresses resolves name's A and AAAA records.
+// addresses resolves name's A and AAAA records. One family failing (some resolvers time out or
+// answer SERVFAIL on AAAA) does not fail the other's answer, as with Go's own resolver; both failing
+// is an error.
 func (w *watch) addresses(ctx context.Context, name dnsmessage.Name) ([]addrTTL, uint32, error) {
 	var all []addrTTL
+	var errs []error
 	ttl := uint32(noTTL)
 	for _, typ := range []dnsmessage.Type{dnsmessage.TypeA, dnsmessage.TypeAAAA} {
 		m, err := w.ask(ctx, name, typ)
 		if err != nil {
-			return nil, 0, err
+			if ctx.Err() != nil {
+				return nil, 0, err
+			}
+			errs = append(errs, err)
+			continue
 		}
 		a, t := addressAnswer(m)
 		all = append(all, a...)
 		ttl = min(ttl, t)
+	}
+	if len(errs) == 2 {
+		return nil, 0, errors.Join(errs...)
 	}
 	return all, ttl, nil
 }

@@ -178,6 +178,30 @@ func TestTruncatedAnswerIsAskedAgainOverTCP(t *testing.T) {
 	}
 }
 
+// Consul's DNS, by default, cuts an answer that does not fit the advertised buffer without setting
+// TC: an answer that fills the buffer is asked again over TCP, or the watch would publish a
+// different subset of the instances on every refresh.
+func TestSilentlyCutAnswerIsAskedAgainOverTCP(t *testing.T) {
+	srv := dnstest.New(t)
+	var targets []dnstest.SRV
+	for i := range 60 {
+		name := "n" + string(rune('a'+i%26)) + string(rune('a'+i/26)) + ".node.consul"
+		targets = append(targets, dnstest.SRV{Target: name, Port: uint16(8000 + i), Weight: 1})
+		srv.SetAddrs(name, 0, netip.AddrFrom4([4]byte{10, 1, 0, byte(i + 1)}))
+	}
+	srv.SetSRV("big.service.consul", 0, targets...)
+	srv.SetMaxUDP(dns.DefaultUDPSize)
+	srv.SetSilentTruncation(true)
+	r := newResolver(t, dns.WithServers(srv.Addr()))
+	s := next(t, watch(t, r, "big.service.consul"), 0)
+	if s.Err != nil || len(s.Instances) != 60 {
+		t.Fatalf("got %d instances (err %v), want 60", len(s.Instances), s.Err)
+	}
+	if srv.Queries("tcp") != 1 {
+		t.Fatalf("%d queries over TCP, want 1 after the full UDP answer", srv.Queries("tcp"))
+	}
+}
+
 func TestSecondServerAnswersWhenTheFirstFails(t *testing.T) {
 	bad, good := dnstest.New(t), dnstest.New(t)
 	bad.Fail(dnsmessage.RCodeRefused)

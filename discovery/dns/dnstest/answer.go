@@ -71,6 +71,16 @@ func (s *Server) Answer(msg []byte, network string) []byte {
 	if err != nil {
 		return nil
 	}
+	if network == "udp" && len(out) > limit && s.silentTrunc {
+		for len(out) > limit && len(resp.Answers) > 0 {
+			resp.Answers = resp.Answers[:len(resp.Answers)-1]
+			if len(resp.Additionals) > 0 {
+				resp.Additionals = resp.Additionals[:len(resp.Additionals)-1]
+			}
+			out, _ = resp.Pack()
+		}
+		return out
+	}
 	if network == "udp" && len(out) > limit {
 		resp.Truncated = true
 		resp.Answers, resp.Authorities, resp.Additionals = nil, nil, nil

@@ -38,6 +38,7 @@ type Server struct {
 	drop         bool
 	maxUDP       int
 	noAdditional bool
+	silentTrunc  bool
 	queries      map[string]int // by network
 
 	udp  net.PacketConn
@@ -151,6 +152,10 @@ func (s *Server) Drop(drop bool) { s.mu.Lock(); s.drop = drop; s.mu.Unlock() }
 // SetMaxUDP sets the largest UDP answer; larger ones are sent truncated (TC set, no records). 0, the
 // default, uses the size the query advertises with EDNS0, else 512.
 func (s *Server) SetMaxUDP(n int) { s.mu.Lock(); s.maxUDP = n; s.mu.Unlock() }
+
+// SetSilentTruncation makes over-long UDP answers drop records until they fit, without setting the
+// TC bit, as Consul's DNS does by default (dns_config.enable_truncate = false).
+func (s *Server) SetSilentTruncation(on bool) { s.mu.Lock(); s.silentTrunc = on; s.mu.Unlock() }
 
 // SetAdditional sets whether SRV answers carry their targets' addresses in the additional section
 // (the default, as Consul and Kubernetes do).
