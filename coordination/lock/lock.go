@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/internal/lockmetrics"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -84,7 +85,7 @@ type Lock struct {
 	c   Client
 	key string
 	o   options
-	m   metrics
+	m   lockmetrics.Metrics
 
 	sem  chan struct{}      // one slot: serializes Acquire, Release and Close
 	life context.Context    // cancelled by Close, to interrupt a blocked Acquire
@@ -135,7 +136,7 @@ func New(c Client, key string, opts ...Option) (*Lock, error) {
 	if o.name == "" {
 		o.name = "lock " + key
 	}
-	m, err := newMetrics(o.Meters, key)
+	m, err := lockmetrics.New(o.Meters, key)
 	if err != nil {
 		return nil, fmt.Errorf("lock: metrics: %w", err)
 	}
@@ -198,7 +199,7 @@ func (l *Lock) Acquire(ctx context.Context) (Token, error) {
 		}
 		tok, err := l.contend(ctx, tctx, t)
 		if err == nil {
-			l.m.acquire(time.Since(start))
+			l.m.Acquire(time.Since(start))
 			l.mu.Lock()
 			l.t = t
 			l.mu.Unlock()
@@ -254,7 +255,7 @@ func (l *Lock) newTenure(ctx context.Context) (*tenure, context.Context, error) 
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
 		}
-		l.m.failed(semconv.OperationCreateSession)
+		l.m.Failed(semconv.OperationCreateSession)
 		l.o.Logger.Warn("lock: creating session", "key", l.key, "error", err, "attempt", attempt)
 		if err := backoff.Sleep(ctx, l.o.backoff.Delay(attempt)); err != nil {
 			return nil, nil, err
@@ -285,7 +286,7 @@ func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (Token, error) {
 				return 0, l.contendErr(ctx, t, ctx.Err())
 			}
 			failures++
-			l.m.failed(semconv.OperationRead)
+			l.m.Failed(semconv.OperationRead)
 			l.o.Logger.Warn("lock: reading key", "key", l.key, "error", err, "attempt", failures)
 			if err := backoff.Sleep(ctx, l.o.backoff.Delay(failures)); err != nil {
 				return 0, l.contendErr(ctx, t, err)
@@ -313,7 +314,7 @@ func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (Token, error) {
 					return 0, l.contendErr(ctx, t, ctx.Err())
 				}
 				failures++
-				l.m.failed(semconv.OperationAcquire)
+				l.m.Failed(semconv.OperationAcquire)
 				l.o.Logger.Warn("lock: acquire", "key", l.key, "error", err, "attempt", failures)
 				if err := backoff.Sleep(ctx, l.o.backoff.Delay(failures)); err != nil {
 					return 0, l.contendErr(ctx, t, err)
@@ -365,7 +366,7 @@ func (l *Lock) renew(ctx context.Context, t *tenure, last time.Time) {
 			return
 		case err != nil:
 			failures++
-			l.m.failed(semconv.OperationRenewSession)
+			l.m.Failed(semconv.OperationRenewSession)
 			l.o.Logger.Warn("lock: renewing session", "key", l.key, "session", t.session, "error", err, "attempt", failures)
 			wait = min(l.o.backoff.Delay(failures), l.o.ttl/4)
 			continue
@@ -392,7 +393,7 @@ func (l *Lock) monitor(ctx context.Context, t *tenure, index uint64) {
 		if err != nil {
 			// The renewer decides when an unreachable Consul means the lock is gone.
 			failures++
-			l.m.failed(semconv.OperationRead)
+			l.m.Failed(semconv.OperationRead)
 			l.o.Logger.Warn("lock: watching key", "key", l.key, "error", err, "attempt", failures)
 			if backoff.Sleep(ctx, l.o.backoff.Delay(failures)) != nil {
 				return
@@ -432,7 +433,7 @@ func (l *Lock) lose(t *tenure, reason, detail string) {
 	if !t.end(err) || !held {
 		return
 	}
-	l.m.end(reason)
+	l.m.End(reason)
 	l.o.Logger.Warn("lock lost", "key", l.key, "token", uint64(tok), "reason", reason, "detail", detail)
 }
 
@@ -467,12 +468,12 @@ func (l *Lock) cleanup(ctx context.Context, t *tenure, release bool) error {
 	var errs []error
 	if release {
 		if _, err := l.c.Release(ctx, &api.KVPair{Key: l.key, Value: l.o.value, Session: t.session}); err != nil {
-			l.m.failed(semconv.OperationRelease)
+			l.m.Failed(semconv.OperationRelease)
 			errs = append(errs, fmt.Errorf("lock: release %s: %w", l.key, err))
 		}
 	}
 	if err := l.c.DestroySession(ctx, t.session); err != nil {
-		l.m.failed(semconv.OperationDestroySession)
+		l.m.Failed(semconv.OperationDestroySession)
 		errs = append(errs, fmt.Errorf("lock: destroy session %s: %w", t.session, err))
 	}
 	err := errors.Join(errs...)
@@ -503,7 +504,7 @@ func (l *Lock) release(ctx context.Context) error {
 	}
 	released := t.end(nil)
 	if released {
-		l.m.end("")
+		l.m.End("")
 	}
 	t.wg.Wait()
 	err := l.cleanup(ctx, t, released)
