@@ -18,6 +18,9 @@ import (
 // WaitIndex + 1 until a change or WaitTime. Reads are linearizable unless q.AllowStale asks for
 // serializable ones (answered by the member the client talks to, possibly stale, also when it is cut
 // off from the quorum). It is safe for concurrent use.
+//
+// dynconfig.New trims slashes off its prefix, so the keys have none in front: prefix
+// "config/orders" reads etcd keys "config/orders/RATE_LIMIT" and so on.
 type KV struct {
 	cli *clientv3.Client
 }
