@@ -27,13 +27,7 @@ func TestMinorityPartitionHolderStopsFirst(t *testing.T) {
 	}{{"follower", c.Follower}, {"leader", c.Leader}} {
 		t.Run(cut.name, func(t *testing.T) {
 			minority := cut.member()
-			var other *etcdtest.Member
-			for _, m := range c.Members {
-				if m != minority {
-					other = m
-					break
-				}
-			}
+			other := otherThan(c, minority)
 			key := "/locks/partition-" + cut.name
 			holder := newLock(t, newClient(t, minority.Endpoint()), key, etcdsync.WithValue([]byte("holder")))
 			contender := newLock(t, newClient(t, other.Endpoint()), key, etcdsync.WithValue([]byte("contender")))
@@ -98,7 +92,8 @@ func TestMinorityPartitionHolderStopsFirst(t *testing.T) {
 }
 
 // Killing the leader: a lock held through a client of all members survives (the new leader keeps
-// its lease), and an elected candidate whose client talked only to the killed member is replaced by
+// its lease; its TTL must leave room for an election between keep-alives: TTL - TTL/3 - margin
+// longer than the 1-3 s etcd takes here), and an elected candidate whose client talked only to the killed member is replaced by
 // the other candidate, whose elected function starts after the old one returned, with a higher token.
 func TestLeaderKillLockSurvivesElectionMovesOn(t *testing.T) {
 	if testing.Short() {
@@ -106,15 +101,10 @@ func TestLeaderKillLockSurvivesElectionMovesOn(t *testing.T) {
 	}
 	c := etcdtest.StartCluster(t, 3)
 	leader := c.Leader()
-	var other *etcdtest.Member
-	for _, m := range c.Members {
-		if m != leader {
-			other = m
-			break
-		}
-	}
+	other := otherThan(c, leader)
 	all := newClient(t, c.Endpoints()...)
-	held := newLock(t, all, "/locks/survivor")
+	const survivorTTL = 6 * time.Second
+	held := newLock(t, all, "/locks/survivor", etcdsync.WithTTL(survivorTTL))
 	tok := acquire(t, held, 10*time.Second)
 
 	var mu sync.Mutex
@@ -194,8 +184,18 @@ func TestLeaderKillLockSurvivesElectionMovesOn(t *testing.T) {
 		t.Fatalf("leader %+v, %v; want b with token %d", ld, err, tb)
 	}
 	// The lock held through every member is still held, with the same token, more than a TTL later.
-	time.Sleep(itTTL)
+	time.Sleep(survivorTTL)
 	if got, ok := held.Token(); !ok || got != tok || closed(held.Lost()) {
 		t.Fatalf("lock after the leader's death: %v %v, err %v; want still held with token %d", got, ok, held.Err(), tok)
 	}
+}
+
+// otherThan returns a member of c other than m.
+func otherThan(c *etcdtest.Cluster, m *etcdtest.Member) *etcdtest.Member {
+	for _, o := range c.Members {
+		if o != m {
+			return o
+		}
+	}
+	panic("etcdsync test: a cluster of one")
 }

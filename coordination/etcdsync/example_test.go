@@ -27,23 +27,28 @@ func (e *exampleTB) Logf(string, ...any)       {}
 func (e *exampleTB) Errorf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
 func (e *exampleTB) Fatal(a ...any)            { panic(fmt.Sprint(a...)) }
 func (e *exampleTB) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
-func (e *exampleTB) done() {
-	for i := len(e.cleanups) - 1; i >= 0; i-- {
-		e.cleanups[i]()
+
+// startExample starts a member and returns a client of it, and the function that stops both.
+func startExample() (*clientv3.Client, func()) {
+	tb := &exampleTB{}
+	member := etcdtest.Start(tb)
+	client, err := clientv3.New(clientv3.Config{Endpoints: []string{member.Endpoint()}})
+	if err != nil {
+		panic(err)
+	}
+	return client, func() {
+		_ = client.Close()
+		for i := len(tb.cleanups) - 1; i >= 0; i-- {
+			tb.cleanups[i]()
+		}
 	}
 }
 
 // Two workers take turns on one lock; the second holder's fencing token is higher, and a holder
 // learns through Lost when its lease is revoked.
 func Example() {
-	tb := &exampleTB{}
-	defer tb.done()
-	member := etcdtest.Start(tb)
-	client, err := clientv3.New(clientv3.Config{Endpoints: []string{member.Endpoint()}})
-	if err != nil {
-		panic(err)
-	}
-	defer client.Close()
+	client, stop := startExample()
+	defer stop()
 
 	ctx := context.Background()
 	newLock := func() *etcdsync.Lock {
@@ -75,14 +80,8 @@ func Example() {
 // An election on etcd: the Lock's value is the candidate's identity, and the Source reads the
 // leader for Election.Leader and observers.
 func ExampleNewSource() {
-	tb := &exampleTB{}
-	defer tb.done()
-	member := etcdtest.Start(tb)
-	client, err := clientv3.New(clientv3.Config{Endpoints: []string{member.Endpoint()}})
-	if err != nil {
-		panic(err)
-	}
-	defer client.Close()
+	client, stop := startExample()
+	defer stop()
 
 	ctx := context.Background()
 	l, err := etcdsync.New(client, "/elections/catalog", etcdsync.WithValue([]byte("catalog-1")))
@@ -109,14 +108,8 @@ func ExampleNewSource() {
 
 // dynconfig over etcd keys: a valid value is applied without a restart, an invalid one rejected.
 func ExampleNewKV() {
-	tb := &exampleTB{}
-	defer tb.done()
-	member := etcdtest.Start(tb)
-	client, err := clientv3.New(clientv3.Config{Endpoints: []string{member.Endpoint()}})
-	if err != nil {
-		panic(err)
-	}
-	defer client.Close()
+	client, stop := startExample()
+	defer stop()
 
 	type settings struct {
 		RateLimit float64 `envconfig:"RATE_LIMIT" default:"100" validate:"gt=0" reload:"true"`

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -15,6 +14,7 @@ import (
 	"github.com/cloudchassis/kit/coordination/lock"
 	"github.com/cloudchassis/kit/internal/backoff"
 	"github.com/cloudchassis/kit/internal/lockmetrics"
+	"github.com/cloudchassis/kit/internal/tenure"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -43,31 +43,19 @@ type Lock struct {
 	m   lockmetrics.Metrics
 	ttl int64 // seconds
 
-	sem  chan struct{}      // one slot: serializes Acquire, Release and Close
-	life context.Context    // cancelled by Close, to interrupt a blocked Acquire
-	kill context.CancelFunc // cancels life
-
-	mu     sync.Mutex
-	t      *tenure // current tenure (held or lost), nil when idle
-	closed bool
+	h    *tenure.Holder[lease] // serializes Acquire, Release and Close; the current tenure
+	life context.Context       // cancelled by Close, to interrupt a blocked Acquire
+	kill context.CancelFunc    // cancels life
 }
 
-// tenure is one lease's life: from its grant in Acquire to Release, Close or loss.
-type tenure struct {
-	lease  clientv3.LeaseID
-	key    string
-	lost   chan struct{} // closed when the tenure ends, for any reason
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // keeper and, once held, monitor
-
-	mu    sync.Mutex
-	ended bool
-	cause error // nil when released by the owner
-	held  bool
-	token lock.Token
+// lease is what a tenure holds: an etcd lease and the contender's key under it.
+type lease struct {
+	id  clientv3.LeaseID
+	key string
 }
 
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+// tenureT is one lease's life, from its grant in Acquire to Release, Close or loss.
+type tenureT = tenure.Tenure[lease]
 
 // New returns a Lock on key (a prefix: the contenders' keys are created under key + "/"). Nothing
 // is sent to etcd until Acquire. Options: WithTTL, WithMargin, WithValue, WithBackoff, WithLogger,
@@ -90,24 +78,13 @@ func New(cli *clientv3.Client, key string, opts ...Option) (*Lock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcdsync: metrics: %w", err)
 	}
-	l := &Lock{cli: cli, key: key, pfx: key + "/", o: o, m: m, ttl: int64(o.ttl / time.Second), sem: make(chan struct{}, 1)}
+	l := &Lock{cli: cli, key: key, pfx: key + "/", o: o, m: m, ttl: int64(o.ttl / time.Second), h: tenure.NewHolder[lease]()}
 	l.life, l.kill = context.WithCancel(context.Background())
 	return l, nil
 }
 
 // Key returns the locked key (the prefix of the contenders' keys).
 func (l *Lock) Key() string { return l.key }
-
-func (l *Lock) enter(ctx context.Context) error {
-	select {
-	case l.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (l *Lock) leave() { <-l.sem }
 
 // Acquire blocks until this Lock holds the key or ctx is done, and returns the fencing token of this
 // tenure. It grants a lease (kept alive until Release, Close or loss), queues its key under the
@@ -118,22 +95,14 @@ func (l *Lock) leave() { <-l.sem }
 // while held, lock.ErrHeld. A tenure that was lost is cleaned up first, so Acquire after Lost is how
 // to try again.
 func (l *Lock) Acquire(ctx context.Context) (lock.Token, error) {
-	if err := l.enter(ctx); err != nil {
+	if err := l.h.Enter(ctx); err != nil {
 		return 0, err
 	}
-	defer l.leave()
-	l.mu.Lock()
-	old := l.t
-	switch {
-	case l.closed:
-		l.mu.Unlock()
-		return 0, lock.ErrClosed
-	case old != nil && old.isHeld():
-		l.mu.Unlock()
-		return 0, lock.ErrHeld
+	defer l.h.Leave()
+	old, err := l.h.Begin()
+	if err != nil {
+		return 0, err
 	}
-	l.t = nil
-	l.mu.Unlock()
 	if old != nil {
 		l.finish(ctx, old)
 	}
@@ -150,13 +119,11 @@ func (l *Lock) Acquire(ctx context.Context) (lock.Token, error) {
 		tok, err := l.contend(ctx, tctx, t)
 		if err == nil {
 			l.m.Acquire(time.Since(start))
-			l.mu.Lock()
-			l.t = t
-			l.mu.Unlock()
-			l.o.Logger.Info("lock acquired", "key", l.key, "token", uint64(tok), "lease", t.key)
+			l.h.Set(t)
+			l.o.Logger.Info("lock acquired", "key", l.key, "token", uint64(tok), "lease", t.Data.key)
 			return tok, nil
 		}
-		t.end(err)
+		t.End(err)
 		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), lock.DefaultCleanupTimeout)
 		l.finish(cctx, t)
 		ccancel()
@@ -178,21 +145,21 @@ func (l *Lock) abortErr(ctx context.Context, err error) error {
 }
 
 // grant creates a lease, retrying with backoff, and starts its keeper.
-func (l *Lock) grant(ctx context.Context) (*tenure, context.Context, error) {
+func (l *Lock) grant(ctx context.Context) (*tenureT, context.Context, error) {
 	for attempt := 1; ; attempt++ {
 		sent := time.Now()
 		g, err := l.cli.Grant(ctx, l.ttl)
 		if err == nil {
 			tctx, cancel := context.WithCancel(context.Background())
-			t := &tenure{lease: g.ID, key: l.pfx + strconv.FormatInt(int64(g.ID), 16), lost: make(chan struct{}), cancel: cancel}
+			t := tenure.New(lease{id: g.ID, key: l.pfx + strconv.FormatInt(int64(g.ID), 16)}, cancel)
 			k := keeper{ttl: l.o.ttl, margin: l.o.margin, backoff: l.o.backoff,
 				renew: func(ctx context.Context) (time.Duration, error) { return l.keepAlive(ctx, g.ID) },
 				failed: func(err error, attempt int) {
 					l.m.Failed(semconv.OperationRenewSession)
-					l.o.Logger.Warn("etcdsync: keep-alive", "key", l.key, "lease", t.key, "error", err, "attempt", attempt)
+					l.o.Logger.Warn("etcdsync: keep-alive", "key", l.key, "lease", t.Data.key, "error", err, "attempt", attempt)
 				}}
 			deadline := sent.Add(min(time.Duration(g.TTL)*time.Second, l.o.ttl) - l.o.margin)
-			t.wg.Go(func() {
+			t.WG.Go(func() {
 				if lost := k.run(tctx, deadline); lost != nil {
 					l.lose(t, lost)
 				}
@@ -224,16 +191,16 @@ func (l *Lock) keepAlive(ctx context.Context, id clientv3.LeaseID) (time.Duratio
 
 // contend queues the tenure's key and waits until it is the oldest under the prefix. A lease lost
 // meanwhile ends the wait with the *lock.LostError.
-func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (lock.Token, error) {
+func (l *Lock) contend(ctx, tctx context.Context, t *tenureT) (lock.Token, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(tctx, cancel)()
 	var rev int64
 	err := l.retry(ctx, t, semconv.OperationAcquire, func() error {
 		// Create the key unless an earlier attempt did (its answer lost).
-		r, err := l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", 0)).
-			Then(clientv3.OpPut(t.key, string(l.o.value), clientv3.WithLease(t.lease))).
-			Else(clientv3.OpGet(t.key)).Commit()
+		r, err := l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(t.Data.key), "=", 0)).
+			Then(clientv3.OpPut(t.Data.key, string(l.o.value), clientv3.WithLease(t.Data.id))).
+			Else(clientv3.OpGet(t.Data.key)).Commit()
 		if err != nil {
 			return err
 		}
@@ -273,25 +240,23 @@ func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (lock.Token, error)
 	}
 	// Every older key is gone. Ours must still be there: the lease may have expired meanwhile.
 	err = l.retry(ctx, t, semconv.OperationRead, func() error {
-		r, err := l.cli.Get(ctx, t.key)
+		r, err := l.cli.Get(ctx, t.Data.key)
 		if err != nil {
 			return err
 		}
 		if len(r.Kvs) == 0 || r.Kvs[0].CreateRevision != rev {
-			t.end(&lock.LostError{Key: l.key, Reason: lock.ReasonKeyLost, Detail: "the queued key " + t.key + " disappeared while waiting"})
-			return t.err()
+			t.End(&lock.LostError{Key: l.key, Reason: lock.ReasonKeyLost, Detail: "the queued key " + t.Data.key + " disappeared while waiting"})
+			return t.Cause()
 		}
-		t.mu.Lock()
-		t.held, t.token = true, lock.Token(rev)
-		t.mu.Unlock()
-		t.wg.Go(func() { l.monitor(tctx, t, r.Header.Revision) })
+		t.Hold(uint64(rev))
+		t.WG.Go(func() { l.monitor(tctx, t, r.Header.Revision) })
 		return nil
 	})
 	return lock.Token(rev), err
 }
 
 // retry runs op until it succeeds, backing off after failures, until ctx ends or the tenure is lost.
-func (l *Lock) retry(ctx context.Context, t *tenure, operation string, op func() error) error {
+func (l *Lock) retry(ctx context.Context, t *tenureT, operation string, op func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := op()
 		if err == nil {
@@ -300,8 +265,8 @@ func (l *Lock) retry(ctx context.Context, t *tenure, operation string, op func()
 		if errors.Is(err, lock.ErrLost) {
 			return err
 		}
-		if t.isEnded() {
-			return t.err()
+		if t.Ended() {
+			return t.Cause()
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -309,8 +274,8 @@ func (l *Lock) retry(ctx context.Context, t *tenure, operation string, op func()
 		l.m.Failed(operation)
 		l.o.Logger.Warn("etcdsync: "+operation, "key", l.key, "error", err, "attempt", attempt)
 		if err := backoff.Sleep(ctx, l.o.backoff.Delay(attempt)); err != nil {
-			if t.isEnded() {
-				return t.err()
+			if t.Ended() {
+				return t.Cause()
 			}
 			return err
 		}
@@ -318,7 +283,7 @@ func (l *Lock) retry(ctx context.Context, t *tenure, operation string, op func()
 }
 
 // waitDelete returns when key may have been deleted after revision at (the read that found it).
-func (l *Lock) waitDelete(ctx context.Context, t *tenure, key string, at int64) error {
+func (l *Lock) waitDelete(ctx context.Context, t *tenureT, key string, at int64) error {
 	return l.retry(ctx, t, semconv.OperationRead, func() error {
 		changed, err := watchChange(ctx, l.cli, key, at, 0, clientv3.WithFilterPut())
 		if err == nil && !changed {
@@ -331,17 +296,17 @@ func (l *Lock) waitDelete(ctx context.Context, t *tenure, key string, at int64) 
 // monitor watches the held key and ends the tenure when it is deleted: the lease was revoked or
 // expired at the server, or someone deleted the key. The keeper decides when an unreachable etcd
 // means the lock is gone; ctx ends with the tenure.
-func (l *Lock) monitor(ctx context.Context, t *tenure, at int64) {
+func (l *Lock) monitor(ctx context.Context, t *tenureT, at int64) {
 	_ = l.retry(ctx, t, semconv.OperationRead, func() error {
 		for {
-			changed, err := watchChange(ctx, l.cli, t.key, at, 0, clientv3.WithFilterPut())
+			changed, err := watchChange(ctx, l.cli, t.Data.key, at, 0, clientv3.WithFilterPut())
 			if err == nil && !changed {
-				err = errors.New("etcdsync: watch on " + t.key + " ended")
+				err = errors.New("etcdsync: watch on " + t.Data.key + " ended")
 			}
 			if err != nil {
 				return err
 			}
-			r, err := l.cli.Get(ctx, t.key)
+			r, err := l.cli.Get(ctx, t.Data.key)
 			if err != nil {
 				return err
 			}
@@ -349,8 +314,8 @@ func (l *Lock) monitor(ctx context.Context, t *tenure, at int64) {
 				at = r.Header.Revision // compacted history, the key still there
 				continue
 			}
-			reason, detail := lock.ReasonKeyLost, "the key "+t.key+" was deleted"
-			if _, err := l.keepAlive(ctx, t.lease); errors.Is(err, errLeaseGone) {
+			reason, detail := lock.ReasonKeyLost, "the key "+t.Data.key+" was deleted"
+			if _, err := l.keepAlive(ctx, t.Data.id); errors.Is(err, errLeaseGone) {
 				reason, detail = lock.ReasonSessionInvalidated, "etcd no longer knows the lease (revoked or expired)"
 			}
 			l.lose(t, &lock.LostError{Reason: reason, Detail: detail})
@@ -361,57 +326,24 @@ func (l *Lock) monitor(ctx context.Context, t *tenure, at int64) {
 
 // lose ends the tenure with err, filled in with the key and token; it logs and counts only the loss
 // of a held lock.
-func (l *Lock) lose(t *tenure, err *lock.LostError) {
-	t.mu.Lock()
-	held := t.held
-	err.Key, err.Token = l.key, t.token
-	t.mu.Unlock()
-	if !t.end(err) || !held {
+func (l *Lock) lose(t *tenureT, err *lock.LostError) {
+	held, tok := t.State()
+	err.Key, err.Token = l.key, lock.Token(tok)
+	if !t.End(err) || !held {
 		return
 	}
 	l.m.End(err.Reason)
 	l.o.Logger.Warn("lock lost", "key", l.key, "token", uint64(err.Token), "reason", err.Reason, "detail", err.Detail)
 }
 
-// end closes lost and stops the tenure's goroutines; only the first call has an effect.
-func (t *tenure) end(cause error) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.ended {
-		return false
-	}
-	t.ended, t.cause = true, cause
-	close(t.lost)
-	t.cancel()
-	return true
-}
-
-func (t *tenure) isEnded() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.ended
-}
-
-func (t *tenure) err() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.cause
-}
-
-func (t *tenure) isHeld() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.held && !t.ended
-}
-
 // finish waits for the ended tenure's goroutines and revokes its lease, which deletes its key at
 // once. A failed revoke is logged: the lease then expires by itself after its TTL.
-func (l *Lock) finish(ctx context.Context, t *tenure) error {
-	t.wg.Wait()
-	if _, err := l.cli.Revoke(ctx, t.lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+func (l *Lock) finish(ctx context.Context, t *tenureT) error {
+	t.WG.Wait()
+	if _, err := l.cli.Revoke(ctx, t.Data.id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		l.m.Failed(semconv.OperationDestroySession)
-		l.o.Logger.Warn("etcdsync: revoking the lease; it will expire after its TTL", "key", l.key, "lease", t.key, "error", err)
-		return fmt.Errorf("etcdsync: revoke lease of %s: %w", t.key, err)
+		l.o.Logger.Warn("etcdsync: revoking the lease; it will expire after its TTL", "key", l.key, "lease", t.Data.key, "error", err)
+		return fmt.Errorf("etcdsync: revoke lease of %s: %w", t.Data.key, err)
 	}
 	return nil
 }
@@ -419,88 +351,41 @@ func (l *Lock) finish(ctx context.Context, t *tenure) error {
 // Release gives the key up by revoking the lease, so the next contender gets it at once. If the
 // lock had been lost, Release cleans up and returns the *lock.LostError. Without a held or lost
 // tenure it returns lock.ErrNotHeld.
-func (l *Lock) Release(ctx context.Context) error {
-	if err := l.enter(ctx); err != nil {
-		return err
-	}
-	defer l.leave()
-	return l.release(ctx)
-}
+func (l *Lock) Release(ctx context.Context) error { return l.h.Release(ctx, l.end) }
 
-func (l *Lock) release(ctx context.Context) error {
-	l.mu.Lock()
-	t := l.t
-	l.t = nil
-	l.mu.Unlock()
-	if t == nil {
-		return lock.ErrNotHeld
-	}
-	released := t.end(nil)
+// end is the Lock's tenure.Finish.
+func (l *Lock) end(ctx context.Context, t *tenureT, released bool) error {
 	if released {
 		l.m.End("")
 	}
 	err := l.finish(ctx, t)
 	if released {
-		l.o.Logger.Info("lock released", "key", l.key, "token", uint64(t.token))
-		return err
+		_, tok := t.State()
+		l.o.Logger.Info("lock released", "key", l.key, "token", tok)
 	}
-	return errors.Join(t.err(), err)
+	return err
 }
 
-// Close interrupts a pending Acquire, releases the key if held and stops the Lock's goroutines, all
-// within ctx. It fits a lifecycle stop hook. Close is idempotent; a loss before Close is not
+// Close interrupts a pending Acquire, releases the key if held and stops the Lock's goroutines,
+// all within ctx. It fits a lifecycle stop hook. Close is idempotent; a loss before Close is not
 // reported as an error. Calls after Close return lock.ErrClosed.
 func (l *Lock) Close(ctx context.Context) error {
 	l.kill()
-	if err := l.enter(ctx); err != nil {
+	if err := l.h.Close(ctx, l.end); err != nil {
 		return fmt.Errorf("etcdsync: close %s: %w", l.key, err)
 	}
-	defer l.leave()
-	l.mu.Lock()
-	was := l.closed
-	l.closed = true
-	idle := l.t == nil
-	l.mu.Unlock()
-	if was || idle {
-		return nil
-	}
-	if err := l.release(ctx); err != nil && !errors.Is(err, lock.ErrLost) {
-		return err
-	}
 	return nil
-}
-
-// current returns the current tenure, nil when idle.
-func (l *Lock) current() *tenure {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.t
 }
 
 // Lost returns a channel that is closed when the current tenure ends: the lock was lost (see Err)
 // or released. Without a tenure it returns a closed channel. Take it after Acquire returns.
-func (l *Lock) Lost() <-chan struct{} {
-	if t := l.current(); t != nil {
-		return t.lost
-	}
-	return closedChan
-}
+func (l *Lock) Lost() <-chan struct{} { return l.h.Lost() }
 
 // Err returns the *lock.LostError of the current tenure once it was lost, and nil otherwise.
-func (l *Lock) Err() error {
-	if t := l.current(); t != nil {
-		return t.err()
-	}
-	return nil
-}
+func (l *Lock) Err() error { return l.h.Err() }
 
 // Token returns the fencing token while the lock is held.
 func (l *Lock) Token() (lock.Token, bool) {
-	t := l.current()
-	if t == nil || !t.isHeld() {
-		return 0, false
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.token, true
+	tok, ok := l.h.Token()
+	return lock.Token(tok), ok
 }
