@@ -22,13 +22,13 @@ import (
 // dynconfig.New trims slashes off its prefix, so the keys have none in front: prefix
 // "config/orders" reads etcd keys "config/orders/RATE_LIMIT" and so on.
 type KV struct {
-	cli *clientv3.Client
+	cli Client
 }
 
 var _ dynconfig.KV = (*KV)(nil)
 
 // NewKV wraps cli.
-func NewKV(cli *clientv3.Client) *KV { return &KV{cli: cli} }
+func NewKV(cli Client) *KV { return &KV{cli: cli} }
 
 // List implements dynconfig.KV: the keys under prefix and etcd's revision as the index. When
 // nothing changed under the prefix during the wait, the index stays q.WaitIndex.
@@ -78,7 +78,7 @@ func (k *KV) get(ctx context.Context, prefix string, opts []clientv3.OpOption) (
 // after revision at, waiting up to wait (0: until ctx ends). A compacted revision counts as a
 // change: the caller reads afresh. The watch requires a leader, so on a member cut off from the
 // quorum it fails instead of waiting for nothing.
-func watchChange(ctx context.Context, cli *clientv3.Client, key string, at int64, wait time.Duration, opts ...clientv3.OpOption) (bool, error) {
+func watchChange(ctx context.Context, cli Client, key string, at int64, wait time.Duration, opts ...clientv3.OpOption) (bool, error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	if wait > 0 {

@@ -36,7 +36,7 @@ import (
 // A Lock is safe for concurrent use; Acquire, Release and Close are serialized. Close stops every
 // goroutine the Lock started. Use one Lock per contender.
 type Lock struct {
-	cli *clientv3.Client
+	cli Client
 	key string
 	pfx string // key + "/"
 	o   options
@@ -60,7 +60,7 @@ type tenureT = tenure.Tenure[lease]
 // New returns a Lock on key (a prefix: the contenders' keys are created under key + "/"). Nothing
 // is sent to etcd until Acquire. Options: WithTTL, WithMargin, WithValue, WithBackoff, WithLogger,
 // WithMeterProvider.
-func New(cli *clientv3.Client, key string, opts ...Option) (*Lock, error) {
+func New(cli Client, key string, opts ...Option) (*Lock, error) {
 	if cli == nil {
 		return nil, errors.New("etcdsync: New: nil client")
 	}

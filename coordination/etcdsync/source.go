@@ -15,7 +15,7 @@ import (
 // with the lowest CreateRevision under key + "/". It implements election.Source with linearizable
 // reads, and waits for a change with a watch that requires a leader. It is safe for concurrent use.
 type Source struct {
-	cli  *clientv3.Client
+	cli  Client
 	pfx  string
 	wait time.Duration
 }
@@ -24,7 +24,7 @@ var _ election.Source = (*Source)(nil)
 
 // NewSource returns the Source of the election on key. A wait for a change lasts at most
 // DefaultWaitTime.
-func NewSource(cli *clientv3.Client, key string) *Source {
+func NewSource(cli Client, key string) *Source {
 	return &Source{cli: cli, pfx: key + "/", wait: DefaultWaitTime}
 }
 
