@@ -369,8 +369,9 @@ func (e *Election) lead(ctx context.Context, tok lock.Token) (chan error, error)
 	return reply, cause
 }
 
-// Observer follows the leader of an election with consistent blocking queries. It has no goroutine
-// and needs no Close. It is not safe for concurrent use.
+// Observer follows the leader of an election through its Source: consistent blocking queries on
+// Consul, linearizable reads and a watch on etcd. It has no goroutine and needs no Close. It is not
+// safe for concurrent use.
 type Observer struct {
 	src      Source
 	index    uint64

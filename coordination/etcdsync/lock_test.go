@@ -7,6 +7,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/namespace"
 	"go.uber.org/goleak"
 
 	"github.com/cloudchassis/kit/coordination/etcdsync"
@@ -225,5 +226,26 @@ func TestKeyDeletedIsLost(t *testing.T) {
 	}
 	if err := l.Release(context.Background()); !errors.Is(err, lock.ErrLost) {
 		t.Fatalf("Release after a loss: %v, want the LostError", err)
+	}
+}
+
+// A namespaced client (clientv3/namespace on the client's KV, Lease and Watcher) keeps the lock's
+// keys under its prefix; locks of the same key in two namespaces are independent.
+func TestNamespacedClients(t *testing.T) {
+	m := etcdtest.Start(t)
+	raw := newClient(t, m.Endpoint())
+	tenant := func(pfx string) *clientv3.Client {
+		cli := newClient(t, m.Endpoint())
+		cli.KV, cli.Lease, cli.Watcher = namespace.NewKV(cli.KV, pfx), namespace.NewLease(cli.Lease, pfx), namespace.NewWatcher(cli.Watcher, pfx)
+		return cli
+	}
+	a := newLock(t, tenant("/tenant-a"), "/locks/jobs")
+	b := newLock(t, tenant("/tenant-b"), "/locks/jobs")
+	acquire(t, a, 5*time.Second)
+	acquire(t, b, 5*time.Second)
+	for _, pfx := range []string{"/tenant-a/locks/jobs/", "/tenant-b/locks/jobs/"} {
+		if r, err := raw.Get(context.Background(), pfx, clientv3.WithPrefix()); err != nil || len(r.Kvs) != 1 {
+			t.Fatalf("keys under %s: %v, %v; want the holder's", pfx, r, err)
+		}
 	}
 }
