@@ -58,7 +58,20 @@ func TestMinorityPartitionHolderStopsFirst(t *testing.T) {
 			heal := c.Isolate(minority)
 			isolated := time.Now()
 			wg.Wait()
+			// Nobody can take the lock through the cut-off member.
+			cut := newLock(t, newClient(t, minority.Endpoint()), key)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			tried := time.Now()
+			_, minorityErr := cut.Acquire(ctx)
+			cancel()
 			heal()
+			if minorityErr == nil {
+				t.Fatal("a contender acquired the lock through the cut-off member")
+			}
+			if d := time.Since(tried); d > 2*time.Second+lock.DefaultCleanupTimeout {
+				t.Fatalf("Acquire through the cut-off member returned after %v, want its ctx's 2s plus cleanup at most", d)
+			}
+			t.Logf("through the cut-off member: %v after %v", minorityErr, time.Since(tried))
 
 			if lostAt.IsZero() || acquiredAt.IsZero() {
 				t.Fatalf("holder lost at %v, contender acquired at %v: want both", lostAt, acquiredAt)
