@@ -59,6 +59,8 @@ type Locker interface {
 	Token() (lock.Token, bool)
 }
 
+var _ Locker = (*lock.Lock)(nil)
+
 // Source reads who leads: the engine's side of Election.Leader and Observer. With index 0 it reads
 // the current leader at once; with the index it returned before, it first waits until the election
 // may have changed after that index or an engine-chosen wait time passes. The returned index is the

@@ -20,7 +20,10 @@ type Source struct {
 	wait time.Duration
 }
 
-var _ election.Source = (*Source)(nil)
+var (
+	_ election.Source = (*Source)(nil)
+	_ election.Locker = (*Lock)(nil)
+)
 
 // NewSource returns the Source of the election on key. A wait for a change lasts at most
 // DefaultWaitTime.
