@@ -1,5 +1,5 @@
 // Package election elects one leader among the instances of a service, on a Consul key held with a
-// lock.Lock whose value is the leader's identity.
+// lock.Lock whose value is the leader's identity (or on etcd, through NewWith and package etcdsync).
 //
 // Start with New. As a lifecycle component, Start runs the campaign loop and Stop steps down when
 // the service drains:
@@ -9,6 +9,11 @@
 //			runSingletonWork(ctx, token) // until ctx is cancelled; pass token to guarded writes
 //		}))
 //	lifecycle.Hook{Name: "election", Start: e.Start, Stop: e.Stop}
+//
+// On another engine, NewWith takes any Locker and Source, for example etcd's:
+//
+//	l, err := etcdsync.New(etcdClient, "/elections/catalog", etcdsync.WithValue([]byte(instanceID)))
+//	e, err := election.NewWith(l, etcdsync.NewSource(etcdClient, "/elections/catalog"), opts...)
 //
 // By hand: Campaign blocks until elected, Lost says when leadership ended, Resign steps down.
 // Leader reads the current leader with a consistent read; Observe (or NewObserver, for processes

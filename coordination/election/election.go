@@ -40,12 +40,35 @@ var (
 // Leader is the holder of the election key as observers see it. The zero Leader means nobody leads.
 type Leader struct {
 	Value   string     // what the leader campaigned with: its instance ID or address
-	Session string     // its Consul session
-	Token   lock.Token // the key's ModifyIndex: the leader's fencing token
+	Session string     // its Consul session, or its etcd lease in hex
+	Token   lock.Token // the leader's fencing token: the key's ModifyIndex (Consul) or CreateRevision (etcd)
 }
 
 // Exists reports whether somebody leads.
 func (l Leader) Exists() bool { return l.Session != "" }
+
+// Locker is the lock an Election campaigns with: *lock.Lock on Consul, *etcdsync.Lock on etcd. Both
+// return the fencing token of a tenure from Acquire, close Lost when it ends and say why with Err.
+type Locker interface {
+	Key() string
+	Acquire(ctx context.Context) (lock.Token, error)
+	Release(ctx context.Context) error
+	Close(ctx context.Context) error
+	Lost() <-chan struct{}
+	Err() error
+	Token() (lock.Token, bool)
+}
+
+var _ Locker = (*lock.Lock)(nil)
+
+// Source reads who leads: the engine's side of Election.Leader and Observer. With index 0 it reads
+// the current leader at once; with the index it returned before, it first waits until the election
+// may have changed after that index or an engine-chosen wait time passes. The returned index is the
+// one to wait from next; an index lower than the one passed means the engine's history restarted.
+// Reads are linearizable: a member cut off from the quorum answers with an error, not a stale leader.
+type Source interface {
+	Leader(ctx context.Context, index uint64) (Leader, uint64, error)
+}
 
 // Option configures an Election.
 type Option interface{ apply(*options) }
@@ -105,10 +128,10 @@ func WithLogger(l *slog.Logger) Option {
 // down cleanly (the elected function returns, then the key is released, so a successor takes over
 // at once, without lock-delay). An Election is safe for concurrent use.
 type Election struct {
-	c     lock.Client
+	src   Source
 	key   string
 	value string
-	lock  *lock.Lock
+	lock  Locker
 	o     options
 
 	mu      sync.Mutex
@@ -124,18 +147,41 @@ func New(c lock.Client, key, value string, opts ...Option) (*Election, error) {
 	if value == "" {
 		return nil, errors.New("election: New: empty value; use the instance ID or address")
 	}
+	o := buildOptions(opts)
+	lopts := append(append([]lock.Option{lock.WithSessionName("election " + key), lock.WithLogger(o.logger)}, o.lockOpts...), lock.WithValue([]byte(value)))
+	l, err := lock.New(c, key, lopts...)
+	if err != nil {
+		return nil, fmt.Errorf("election: %w", err)
+	}
+	return newElection(l, consulSource{c: c, key: key}, value, o), nil
+}
+
+// NewWith returns a candidate that campaigns with l, whose value identifies it, and reads the leader
+// from src: the way to run an election on another engine than Consul, for example
+//
+//	l, err := etcdsync.New(client, "/elections/catalog", etcdsync.WithValue([]byte(instanceID)))
+//	e, err := election.NewWith(l, etcdsync.NewSource(client, "/elections/catalog"), opts...)
+//
+// WithLockOptions does not apply: configure l instead. Stop closes l.
+func NewWith(l Locker, src Source, opts ...Option) (*Election, error) {
+	if l == nil || src == nil {
+		return nil, errors.New("election: NewWith: nil Locker or Source")
+	}
+	return newElection(l, src, "", buildOptions(opts)), nil
+}
+
+func buildOptions(opts []Option) options {
 	o := options{rejoin: DefaultRejoinDelay, logger: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
 		if opt != nil {
 			opt.apply(&o)
 		}
 	}
-	lopts := append(append([]lock.Option{lock.WithSessionName("election " + key), lock.WithLogger(o.logger)}, o.lockOpts...), lock.WithValue([]byte(value)))
-	l, err := lock.New(c, key, lopts...)
-	if err != nil {
-		return nil, fmt.Errorf("election: %w", err)
-	}
-	return &Election{c: c, key: key, value: value, lock: l, o: o, resign: make(chan chan error)}, nil
+	return o
+}
+
+func newElection(l Locker, src Source, value string, o options) *Election {
+	return &Election{src: src, key: l.Key(), value: value, lock: l, o: o, resign: make(chan chan error)}
 }
 
 // Campaign blocks until this candidate is the leader or ctx is done, and returns its fencing token.
@@ -189,11 +235,25 @@ func (e *Election) Resign(ctx context.Context) error {
 
 // Leader returns the current leader with a consistent read, or the zero Leader when nobody leads.
 func (e *Election) Leader(ctx context.Context) (Leader, error) {
-	p, _, err := e.c.Get(ctx, e.key, &api.QueryOptions{RequireConsistent: true})
+	l, _, err := e.src.Leader(ctx, 0)
 	if err != nil {
 		return Leader{}, fmt.Errorf("election: reading %s: %w", e.key, err)
 	}
-	return leaderOf(p), nil
+	return l, nil
+}
+
+// consulSource reads the leader from the election key with consistent (blocking) queries.
+type consulSource struct {
+	c   lock.Client
+	key string
+}
+
+func (s consulSource) Leader(ctx context.Context, index uint64) (Leader, uint64, error) {
+	p, meta, err := s.c.Get(ctx, s.key, &api.QueryOptions{RequireConsistent: true, WaitIndex: index, WaitTime: DefaultWaitTime})
+	if err != nil {
+		return Leader{}, 0, err
+	}
+	return leaderOf(p), meta.LastIndex, nil
 }
 
 func leaderOf(p *api.KVPair) Leader {
@@ -311,11 +371,11 @@ func (e *Election) lead(ctx context.Context, tok lock.Token) (chan error, error)
 	return reply, cause
 }
 
-// Observer follows the leader of an election with consistent blocking queries. It has no goroutine
-// and needs no Close. It is not safe for concurrent use.
+// Observer follows the leader of an election through its Source: consistent blocking queries on
+// Consul, linearizable reads and a watch on etcd. It has no goroutine and needs no Close. It is not
+// safe for concurrent use.
 type Observer struct {
-	c        lock.Client
-	key      string
+	src      Source
 	index    uint64
 	last     Leader
 	started  bool
@@ -325,11 +385,17 @@ type Observer struct {
 }
 
 // Observe returns an Observer of this election's key.
-func (e *Election) Observe() *Observer { return NewObserver(e.c, e.key) }
+func (e *Election) Observe() *Observer { return NewSourceObserver(e.src) }
 
-// NewObserver returns an Observer of key for processes that only watch the election.
+// NewObserver returns an Observer of the Consul key for processes that only watch the election.
 func NewObserver(c lock.Client, key string) *Observer {
-	return &Observer{c: c, key: key, backoff: backoff.Policy{Base: lock.DefaultBackoffBase, Max: lock.DefaultBackoffMax}}
+	return NewSourceObserver(consulSource{c: c, key: key})
+}
+
+// NewSourceObserver returns an Observer that reads the leader from src (another engine than
+// Consul, such as etcdsync.NewSource).
+func NewSourceObserver(src Source) *Observer {
+	return &Observer{src: src, backoff: backoff.Policy{Base: lock.DefaultBackoffBase, Max: lock.DefaultBackoffMax}}
 }
 
 // Next returns the current leader on the first call, then blocks until a different leader (or
@@ -342,7 +408,7 @@ func (o *Observer) Next(ctx context.Context) (Leader, error) {
 			}
 		}
 		o.lastTime = time.Now()
-		p, meta, err := o.c.Get(ctx, o.key, &api.QueryOptions{RequireConsistent: true, WaitIndex: o.index, WaitTime: DefaultWaitTime})
+		cur, index, err := o.src.Leader(ctx, o.index)
 		if err != nil {
 			if ctx.Err() != nil {
 				return Leader{}, ctx.Err()
@@ -356,14 +422,13 @@ func (o *Observer) Next(ctx context.Context) (Leader, error) {
 		}
 		o.failures = 0
 		switch {
-		case meta.LastIndex < o.index:
+		case index < o.index:
 			o.index = 0
-		case meta.LastIndex == 0:
+		case index == 0:
 			o.index = 1
 		default:
-			o.index = meta.LastIndex
+			o.index = index
 		}
-		cur := leaderOf(p)
 		if !o.started || cur.Session != o.last.Session || cur.Value != o.last.Value {
 			o.started, o.last = true, cur
 			return cur, nil

@@ -291,3 +291,9 @@ func TestNewRejectsEmptyValue(t *testing.T) {
 		t.Fatal("empty value accepted")
 	}
 }
+
+func TestNewWithRejectsNil(t *testing.T) {
+	if _, err := election.NewWith(nil, nil); err == nil {
+		t.Fatal("NewWith accepted a nil Locker and Source")
+	}
+}

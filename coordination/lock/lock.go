@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
 	"github.com/cloudchassis/kit/internal/backoff"
+	"github.com/cloudchassis/kit/internal/lockmetrics"
+	"github.com/cloudchassis/kit/internal/tenure"
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
@@ -31,13 +32,13 @@ func (t Token) String() string { return strconv.FormatUint(uint64(t), 10) }
 // Sentinel errors.
 var (
 	// ErrClosed is returned by calls on a Lock after Close.
-	ErrClosed = errors.New("lock: closed")
+	ErrClosed = tenure.ErrClosed
 	// ErrHeld is returned by Acquire when this Lock already holds the key.
-	ErrHeld = errors.New("lock: already held by this Lock")
+	ErrHeld = tenure.ErrHeld
 	// ErrNotHeld is returned by Release when this Lock neither holds nor has lost the key.
-	ErrNotHeld = errors.New("lock: not held")
+	ErrNotHeld = tenure.ErrNotHeld
 	// ErrLost matches every *LostError.
-	ErrLost = errors.New("lock: lost")
+	ErrLost = tenure.ErrLost
 )
 
 // Reasons for a loss, in LostError.Reason and the semconv.AttrLockReason attribute of
@@ -84,32 +85,16 @@ type Lock struct {
 	c   Client
 	key string
 	o   options
-	m   metrics
+	m   lockmetrics.Metrics
 
-	sem  chan struct{}      // one slot: serializes Acquire, Release and Close
-	life context.Context    // cancelled by Close, to interrupt a blocked Acquire
-	kill context.CancelFunc // cancels life
-
-	mu     sync.Mutex
-	t      *tenure // current tenure (held or lost), nil when idle
-	closed bool
+	h    *tenure.Holder[string] // serializes Acquire, Release and Close; the current tenure
+	life context.Context        // cancelled by Close, to interrupt a blocked Acquire
+	kill context.CancelFunc     // cancels life
 }
 
-// tenure is one session's life: from its creation in Acquire to Release, Close or loss.
-type tenure struct {
-	session string
-	lost    chan struct{} // closed when the tenure ends, for any reason
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup // renewer and monitor
-
-	mu    sync.Mutex
-	once  bool
-	cause error // nil when released by the owner
-	held  bool
-	token Token
-}
-
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+// tenureT is one session's life, from its creation in Acquire to Release, Close or loss; its Data is
+// the session ID.
+type tenureT = tenure.Tenure[string]
 
 // New returns a Lock on key. Nothing is sent to Consul until Acquire. Options: WithTTL,
 // WithLockDelay, WithBehavior, WithValue, WithSessionName, WithRetryWait, WithWaitTime,
@@ -135,28 +120,17 @@ func New(c Client, key string, opts ...Option) (*Lock, error) {
 	if o.name == "" {
 		o.name = "lock " + key
 	}
-	m, err := newMetrics(o.Meters, key)
+	m, err := lockmetrics.New(o.Meters, key)
 	if err != nil {
 		return nil, fmt.Errorf("lock: metrics: %w", err)
 	}
-	l := &Lock{c: c, key: key, o: o, m: m, sem: make(chan struct{}, 1)}
+	l := &Lock{c: c, key: key, o: o, m: m, h: tenure.NewHolder[string]()}
 	l.life, l.kill = context.WithCancel(context.Background())
 	return l, nil
 }
 
 // Key returns the locked key.
 func (l *Lock) Key() string { return l.key }
-
-func (l *Lock) enter(ctx context.Context) error {
-	select {
-	case l.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (l *Lock) leave() { <-l.sem }
 
 // Acquire blocks until this Lock holds the key or ctx is done, and returns the fencing token of this
 // tenure. It creates a session (renewed until Release, Close or loss), waits with consistent blocking
@@ -166,24 +140,16 @@ func (l *Lock) leave() { <-l.sem }
 // When ctx ends first, the session is destroyed and ctx's error returned; after Close, ErrClosed. A
 // tenure that was lost is cleaned up first, so Acquire after Lost is how to try again.
 func (l *Lock) Acquire(ctx context.Context) (Token, error) {
-	if err := l.enter(ctx); err != nil {
+	if err := l.h.Enter(ctx); err != nil {
 		return 0, err
 	}
-	defer l.leave()
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return 0, ErrClosed
+	defer l.h.Leave()
+	old, err := l.h.Begin()
+	if err != nil {
+		return 0, err
 	}
-	old := l.t
-	if old != nil && old.isHeld() {
-		l.mu.Unlock()
-		return 0, ErrHeld
-	}
-	l.t = nil
-	l.mu.Unlock()
 	if old != nil {
-		old.wg.Wait()
+		old.WG.Wait()
 		l.cleanup(ctx, old, false)
 	}
 
@@ -198,15 +164,13 @@ func (l *Lock) Acquire(ctx context.Context) (Token, error) {
 		}
 		tok, err := l.contend(ctx, tctx, t)
 		if err == nil {
-			l.m.acquire(time.Since(start))
-			l.mu.Lock()
-			l.t = t
-			l.mu.Unlock()
-			l.o.Logger.Info("lock acquired", "key", l.key, "token", uint64(tok), "session", t.session)
+			l.m.Acquire(time.Since(start))
+			l.h.Set(t)
+			l.o.Logger.Info("lock acquired", "key", l.key, "token", uint64(tok), "session", t.Data)
 			return tok, nil
 		}
-		t.end(err)
-		t.wg.Wait()
+		t.End(err)
+		t.WG.Wait()
 		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultCleanupTimeout)
 		// The acquire may have been committed although its answer never arrived: release to be sure.
 		l.cleanup(cctx, t, true)
@@ -231,7 +195,7 @@ func (l *Lock) abortErr(ctx context.Context, err error) error {
 }
 
 // newTenure creates a session, retrying with backoff, and starts its renewer.
-func (l *Lock) newTenure(ctx context.Context) (*tenure, context.Context, error) {
+func (l *Lock) newTenure(ctx context.Context) (*tenureT, context.Context, error) {
 	se := &api.SessionEntry{
 		Name:      l.o.name,
 		TTL:       l.o.ttl.String(),
@@ -243,18 +207,14 @@ func (l *Lock) newTenure(ctx context.Context) (*tenure, context.Context, error) 
 		id, err := l.c.CreateSession(ctx, se)
 		if err == nil {
 			tctx, cancel := context.WithCancel(context.Background())
-			t := &tenure{session: id, lost: make(chan struct{}), cancel: cancel}
-			t.wg.Add(1)
-			go func() {
-				defer t.wg.Done()
-				l.renew(tctx, t, start)
-			}()
+			t := tenure.New(id, cancel)
+			t.WG.Go(func() { l.renew(tctx, t, start) })
 			return t, tctx, nil
 		}
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
 		}
-		l.m.failed(semconv.OperationCreateSession)
+		l.m.Failed(semconv.OperationCreateSession)
 		l.o.Logger.Warn("lock: creating session", "key", l.key, "error", err, "attempt", attempt)
 		if err := backoff.Sleep(ctx, l.o.backoff.Delay(attempt)); err != nil {
 			return nil, nil, err
@@ -264,7 +224,7 @@ func (l *Lock) newTenure(ctx context.Context) (*tenure, context.Context, error) 
 
 // contend loops until the tenure's session holds the key. Reads are consistent; while another session
 // holds the key they are blocking queries, so waiting costs one request per change or wait time.
-func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (Token, error) {
+func (l *Lock) contend(ctx, tctx context.Context, t *tenureT) (Token, error) {
 	// The tenure ending (its session died) interrupts a blocking query at once.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -273,7 +233,7 @@ func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (Token, error) {
 	var last time.Time
 	failures := 0
 	for {
-		if t.ended() {
+		if t.Ended() {
 			return 0, errSessionEnded
 		}
 		if err := l.pace(ctx, index, &last); err != nil {
@@ -285,7 +245,7 @@ func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (Token, error) {
 				return 0, l.contendErr(ctx, t, ctx.Err())
 			}
 			failures++
-			l.m.failed(semconv.OperationRead)
+			l.m.Failed(semconv.OperationRead)
 			l.o.Logger.Warn("lock: reading key", "key", l.key, "error", err, "attempt", failures)
 			if err := backoff.Sleep(ctx, l.o.backoff.Delay(failures)); err != nil {
 				return 0, l.contendErr(ctx, t, err)
@@ -294,26 +254,20 @@ func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (Token, error) {
 		}
 		failures = 0
 		switch {
-		case p != nil && p.Session == t.session:
+		case p != nil && p.Session == t.Data:
 			tok := Token(p.ModifyIndex)
-			t.mu.Lock()
-			t.held, t.token = true, tok
-			t.mu.Unlock()
-			t.wg.Add(1)
-			go func() {
-				defer t.wg.Done()
-				l.monitor(tctx, t, meta.LastIndex)
-			}()
+			t.Hold(uint64(tok))
+			t.WG.Go(func() { l.monitor(tctx, t, meta.LastIndex) })
 			return tok, nil
 		case p == nil || p.Session == "":
-			ok, err := l.c.Acquire(ctx, &api.KVPair{Key: l.key, Value: l.o.value, Session: t.session})
+			ok, err := l.c.Acquire(ctx, &api.KVPair{Key: l.key, Value: l.o.value, Session: t.Data})
 			index = 0 // read back at once: the read confirms the hold and gives the token
 			if err != nil {
 				if ctx.Err() != nil {
 					return 0, l.contendErr(ctx, t, ctx.Err())
 				}
 				failures++
-				l.m.failed(semconv.OperationAcquire)
+				l.m.Failed(semconv.OperationAcquire)
 				l.o.Logger.Warn("lock: acquire", "key", l.key, "error", err, "attempt", failures)
 				if err := backoff.Sleep(ctx, l.o.backoff.Delay(failures)); err != nil {
 					return 0, l.contendErr(ctx, t, err)
@@ -334,8 +288,8 @@ func (l *Lock) contend(ctx, tctx context.Context, t *tenure) (Token, error) {
 }
 
 // contendErr tells a session that died (try again with a new one) from the caller giving up.
-func (l *Lock) contendErr(ctx context.Context, t *tenure, err error) error {
-	if t.ended() && ctx.Err() != nil {
+func (l *Lock) contendErr(ctx context.Context, t *tenureT, err error) error {
+	if t.Ended() && ctx.Err() != nil {
 		return errSessionEnded
 	}
 	return err
@@ -344,7 +298,7 @@ func (l *Lock) contendErr(ctx context.Context, t *tenure, err error) error {
 // renew keeps the session alive every TTL/2 and ends the tenure when Consul no longer knows the
 // session, or when no renewal has succeeded for a whole TTL: from then on Consul may have expired it,
 // and a new holder may have the key once lock-delay has passed.
-func (l *Lock) renew(ctx context.Context, t *tenure, last time.Time) {
+func (l *Lock) renew(ctx context.Context, t *tenureT, last time.Time) {
 	wait := l.o.ttl / 2
 	failures := 0
 	for {
@@ -358,19 +312,19 @@ func (l *Lock) renew(ctx context.Context, t *tenure, last time.Time) {
 		}
 		start := time.Now()
 		rctx, cancel := context.WithDeadline(ctx, deadline)
-		se, err := l.c.RenewSession(rctx, t.session)
+		se, err := l.c.RenewSession(rctx, t.Data)
 		cancel()
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
 			failures++
-			l.m.failed(semconv.OperationRenewSession)
-			l.o.Logger.Warn("lock: renewing session", "key", l.key, "session", t.session, "error", err, "attempt", failures)
+			l.m.Failed(semconv.OperationRenewSession)
+			l.o.Logger.Warn("lock: renewing session", "key", l.key, "session", t.Data, "error", err, "attempt", failures)
 			wait = min(l.o.backoff.Delay(failures), l.o.ttl/4)
 			continue
 		case se == nil:
-			l.lose(t, ReasonSessionInvalidated, "Consul no longer knows session "+t.session)
+			l.lose(t, ReasonSessionInvalidated, "Consul no longer knows session "+t.Data)
 			return
 		}
 		failures, last, wait = 0, start, l.o.ttl/2
@@ -378,7 +332,7 @@ func (l *Lock) renew(ctx context.Context, t *tenure, last time.Time) {
 }
 
 // monitor watches the held key and ends the tenure when another session holds it, or nobody does.
-func (l *Lock) monitor(ctx context.Context, t *tenure, index uint64) {
+func (l *Lock) monitor(ctx context.Context, t *tenureT, index uint64) {
 	var last time.Time
 	failures := 0
 	for {
@@ -392,7 +346,7 @@ func (l *Lock) monitor(ctx context.Context, t *tenure, index uint64) {
 		if err != nil {
 			// The renewer decides when an unreachable Consul means the lock is gone.
 			failures++
-			l.m.failed(semconv.OperationRead)
+			l.m.Failed(semconv.OperationRead)
 			l.o.Logger.Warn("lock: watching key", "key", l.key, "error", err, "attempt", failures)
 			if backoff.Sleep(ctx, l.o.backoff.Delay(failures)) != nil {
 				return
@@ -400,7 +354,7 @@ func (l *Lock) monitor(ctx context.Context, t *tenure, index uint64) {
 			continue
 		}
 		failures = 0
-		if p != nil && p.Session == t.session {
+		if p != nil && p.Session == t.Data {
 			index = nextIndex(index, meta.LastIndex)
 			continue
 		}
@@ -411,10 +365,10 @@ func (l *Lock) monitor(ctx context.Context, t *tenure, index uint64) {
 				detail = "the key has no holder"
 				// Most often Consul invalidated the session (BehaviorRelease clears the holder).
 				rctx, cancel := context.WithTimeout(ctx, l.o.ttl/2)
-				se, err := l.c.RenewSession(rctx, t.session)
+				se, err := l.c.RenewSession(rctx, t.Data)
 				cancel()
 				if err == nil && se == nil {
-					reason, detail = ReasonSessionInvalidated, "Consul no longer knows session "+t.session
+					reason, detail = ReasonSessionInvalidated, "Consul no longer knows session "+t.Data
 				}
 			}
 		}
@@ -424,56 +378,29 @@ func (l *Lock) monitor(ctx context.Context, t *tenure, index uint64) {
 }
 
 // lose ends the tenure with a LostError; it logs and counts only a loss of a held lock.
-func (l *Lock) lose(t *tenure, reason, detail string) {
-	t.mu.Lock()
-	held, tok := t.held, t.token
-	t.mu.Unlock()
-	err := &LostError{Key: l.key, Token: tok, Reason: reason, Detail: detail}
-	if !t.end(err) || !held {
+func (l *Lock) lose(t *tenureT, reason, detail string) {
+	held, tok := t.State()
+	err := &LostError{Key: l.key, Token: Token(tok), Reason: reason, Detail: detail}
+	if !t.End(err) || !held {
 		return
 	}
-	l.m.end(reason)
+	l.m.End(reason)
 	l.o.Logger.Warn("lock lost", "key", l.key, "token", uint64(tok), "reason", reason, "detail", detail)
-}
-
-// end closes lost and stops the tenure's goroutines; only the first call has an effect.
-func (t *tenure) end(cause error) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.once {
-		return false
-	}
-	t.once, t.cause = true, cause
-	close(t.lost)
-	t.cancel()
-	return true
-}
-
-func (t *tenure) ended() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.once
-}
-
-func (t *tenure) isHeld() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.held && !t.once
 }
 
 // cleanup releases the key (when asked) and destroys the session, logging failures: the session
 // then expires by itself after its TTL.
-func (l *Lock) cleanup(ctx context.Context, t *tenure, release bool) error {
+func (l *Lock) cleanup(ctx context.Context, t *tenureT, release bool) error {
 	var errs []error
 	if release {
-		if _, err := l.c.Release(ctx, &api.KVPair{Key: l.key, Value: l.o.value, Session: t.session}); err != nil {
-			l.m.failed(semconv.OperationRelease)
+		if _, err := l.c.Release(ctx, &api.KVPair{Key: l.key, Value: l.o.value, Session: t.Data}); err != nil {
+			l.m.Failed(semconv.OperationRelease)
 			errs = append(errs, fmt.Errorf("lock: release %s: %w", l.key, err))
 		}
 	}
-	if err := l.c.DestroySession(ctx, t.session); err != nil {
-		l.m.failed(semconv.OperationDestroySession)
-		errs = append(errs, fmt.Errorf("lock: destroy session %s: %w", t.session, err))
+	if err := l.c.DestroySession(ctx, t.Data); err != nil {
+		l.m.Failed(semconv.OperationDestroySession)
+		errs = append(errs, fmt.Errorf("lock: destroy session %s: %w", t.Data, err))
 	}
 	err := errors.Join(errs...)
 	if err != nil {
@@ -485,99 +412,44 @@ func (l *Lock) cleanup(ctx context.Context, t *tenure, release bool) error {
 // Release gives the key up and destroys the session. An explicit release does not trigger
 // lock-delay, so the next contender gets the key at once. If the lock had been lost, Release cleans
 // up and returns the *LostError. Without a held or lost tenure it returns ErrNotHeld.
-func (l *Lock) Release(ctx context.Context) error {
-	if err := l.enter(ctx); err != nil {
-		return err
-	}
-	defer l.leave()
-	return l.release(ctx)
-}
+func (l *Lock) Release(ctx context.Context) error { return l.h.Release(ctx, l.end) }
 
-func (l *Lock) release(ctx context.Context) error {
-	l.mu.Lock()
-	t := l.t
-	l.t = nil
-	l.mu.Unlock()
-	if t == nil {
-		return ErrNotHeld
-	}
-	released := t.end(nil)
+// end is the Lock's tenure.Finish.
+func (l *Lock) end(ctx context.Context, t *tenureT, released bool) error {
 	if released {
-		l.m.end("")
+		l.m.End("")
 	}
-	t.wg.Wait()
+	t.WG.Wait()
 	err := l.cleanup(ctx, t, released)
 	if released {
-		l.o.Logger.Info("lock released", "key", l.key, "token", uint64(t.token))
-		return err
+		_, tok := t.State()
+		l.o.Logger.Info("lock released", "key", l.key, "token", tok)
 	}
-	t.mu.Lock()
-	cause := t.cause
-	t.mu.Unlock()
-	return errors.Join(cause, err)
+	return err
 }
 
 // Close interrupts a pending Acquire, releases the key if held, destroys the session and stops the
-// Lock's goroutines, all within ctx. It fits a lifecycle stop hook. Close is idempotent; a loss
-// before Close is not reported as an error. Calls after Close return ErrClosed.
+// Lock's goroutines, all within ctx. It fits a lifecycle stop hook. Close is idempotent; a loss before Close is not
+// reported as an error. Calls after Close return ErrClosed.
 func (l *Lock) Close(ctx context.Context) error {
 	l.kill()
-	if err := l.enter(ctx); err != nil {
+	if err := l.h.Close(ctx, l.end); err != nil {
 		return fmt.Errorf("lock: close %s: %w", l.key, err)
-	}
-	defer l.leave()
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return nil
-	}
-	l.closed = true
-	idle := l.t == nil
-	l.mu.Unlock()
-	if idle {
-		return nil
-	}
-	if err := l.release(ctx); err != nil && !errors.Is(err, ErrLost) {
-		return err
 	}
 	return nil
 }
 
 // Lost returns a channel that is closed when the current tenure ends: the lock was lost (see Err)
 // or released. Without a tenure it returns a closed channel. Take it after Acquire returns.
-func (l *Lock) Lost() <-chan struct{} {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.t == nil {
-		return closedChan
-	}
-	return l.t.lost
-}
+func (l *Lock) Lost() <-chan struct{} { return l.h.Lost() }
 
 // Err returns the *LostError of the current tenure once it was lost, and nil otherwise.
-func (l *Lock) Err() error {
-	l.mu.Lock()
-	t := l.t
-	l.mu.Unlock()
-	if t == nil {
-		return nil
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.cause
-}
+func (l *Lock) Err() error { return l.h.Err() }
 
 // Token returns the fencing token while the lock is held.
 func (l *Lock) Token() (Token, bool) {
-	l.mu.Lock()
-	t := l.t
-	l.mu.Unlock()
-	if t == nil || !t.isHeld() {
-		return 0, false
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.token, true
+	tok, ok := l.h.Token()
+	return Token(tok), ok
 }
 
 // pace keeps successive blocking queries at least DefaultMinInterval apart.

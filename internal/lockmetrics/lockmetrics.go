@@ -1,4 +1,6 @@
-package lock
+// Package lockmetrics records the instruments of a distributed lock, shared by the Consul lock
+// (coordination/lock) and the etcd one (coordination/etcdsync) so both report the same names.
+package lockmetrics
 
 import (
 	"context"
@@ -11,9 +13,9 @@ import (
 	"github.com/cloudchassis/kit/telemetry/semconv"
 )
 
-// metrics records a Lock's instruments. The names, units, attributes and their values are the
+// Metrics records a lock's instruments. The names, units, attributes and their values are the
 // scheme's (telemetry/semconv, docs/telemetry.md); every metric carries semconv.AttrLockKey.
-type metrics struct {
+type Metrics struct {
 	key      attribute.KeyValue
 	acquired metric.Int64Counter
 	duration metric.Float64Histogram
@@ -22,9 +24,10 @@ type metrics struct {
 	errors   metric.Int64Counter
 }
 
-func newMetrics(mp metric.MeterProvider, key string) (metrics, error) {
+// New creates the instruments of the lock on key.
+func New(mp metric.MeterProvider, key string) (Metrics, error) {
 	in := obs.NewInstruments(mp, semconv.ScopeLock)
-	lm := metrics{key: attribute.String(semconv.AttrLockKey, key)}
+	lm := Metrics{key: attribute.String(semconv.AttrLockKey, key)}
 	lm.acquired = in.Counter(semconv.MetricLockAcquisitions, semconv.UnitAcquisition,
 		"Locks acquired.")
 	lm.duration = in.Histogram(semconv.MetricLockAcquireDuration, semconv.UnitSeconds,
@@ -34,11 +37,12 @@ func newMetrics(mp metric.MeterProvider, key string) (metrics, error) {
 	lm.held = in.UpDownCounter(semconv.MetricLockHeld, semconv.UnitLock,
 		"1 while this process holds the lock.")
 	lm.errors = in.Counter(semconv.MetricLockErrors, semconv.UnitError,
-		"Failed calls to Consul, by operation.")
+		"Failed calls to the coordination engine (Consul or etcd), by operation.")
 	return lm, in.Err()
 }
 
-func (m metrics) acquire(wait time.Duration) {
+// Acquire records an acquisition after waiting wait.
+func (m Metrics) Acquire(wait time.Duration) {
 	ctx := context.Background()
 	set := metric.WithAttributes(m.key)
 	m.acquired.Add(ctx, 1, set)
@@ -46,7 +50,8 @@ func (m metrics) acquire(wait time.Duration) {
 	m.held.Add(ctx, 1, set)
 }
 
-func (m metrics) end(reason string) {
+// End records the end of a tenure: released when reason is "", lost otherwise.
+func (m Metrics) End(reason string) {
 	ctx := context.Background()
 	m.held.Add(ctx, -1, metric.WithAttributes(m.key))
 	if reason != "" {
@@ -54,6 +59,7 @@ func (m metrics) end(reason string) {
 	}
 }
 
-func (m metrics) failed(op string) {
+// Failed counts a failed call to the engine; op is a semconv.Operation* value.
+func (m Metrics) Failed(op string) {
 	m.errors.Add(context.Background(), 1, metric.WithAttributes(m.key, attribute.String(semconv.AttrLockOperation, op)))
 }
