@@ -30,7 +30,8 @@ func StartPartitionableCluster(t TB, n int) *Cluster {
 	return startCluster(t, n, true)
 }
 
-// Isolate cuts m off from the other members in both directions until the returned heal function
+// Isolate cuts m off from the other members in both directions (connections they dialled to m, and
+// connections m dials to them) until the returned heal function
 // runs (it also runs in t.Cleanup): a minority partition of one, while m's own clients still reach
 // it. The cluster must come from StartPartitionableCluster.
 func (c *Cluster) Isolate(m *Member) (heal func()) {
@@ -47,7 +48,12 @@ func (c *Cluster) Isolate(m *Member) (heal func()) {
 			others = append(others, c.ips[i])
 		}
 	}
-	rules := [][]string{{"INPUT", "-d", mine, "!", "-s", mine, "-j", "DROP", "-m", "comment", "--comment", "etcdtest-partition"}}
+	rules := [][]string{
+		// Connections to m's peer address: packets from anyone else, and m's replies on them (from its
+		// peer address to the dialers' 127.0.0.1), which would otherwise carry m's messages one way.
+		{"INPUT", "-d", mine, "!", "-s", mine, "-j", "DROP", "-m", "comment", "--comment", "etcdtest-partition"},
+		{"INPUT", "-s", mine, "!", "-d", mine, "-j", "DROP", "-m", "comment", "--comment", "etcdtest-partition"},
+	}
 	for _, ip := range others {
 		rules = append(rules, []string{"OUTPUT", "-d", ip, "-m", "owner", "--uid-owner", strconv.Itoa(m.uid),
 			"-j", "DROP", "-m", "comment", "--comment", "etcdtest-partition"})
