@@ -81,11 +81,10 @@ func TestMinorityPartitionHolderStopsFirst(t *testing.T) {
 			if !lostAt.Before(acquiredAt) {
 				t.Fatalf("overlap: the holder stopped at %v, after the contender got the lock at %v", lostAt, acquiredAt)
 			}
-			// The holder stops at most a TTL after its last successful keep-alive. That one can come a
-			// little after Isolate returned: packets already queued on the members' long-lived peer
-			// streams still arrive for a moment, so allow an election timeout (1s) on top.
-			if lostAt.Sub(isolated) > itTTL+time.Second {
-				t.Fatalf("the holder noticed after %v, more than the TTL %v (+1s)", lostAt.Sub(isolated), itTTL)
+			// The holder stops at its last successful keep-alive's send + TTL - margin; that send was
+			// before the cut, so within the TTL of it (the margin absorbs scheduling).
+			if lostAt.Sub(isolated) > itTTL {
+				t.Fatalf("the holder noticed after %v, more than the TTL %v", lostAt.Sub(isolated), itTTL)
 			}
 			if acquiredAt.Sub(isolated) > 3*itTTL {
 				t.Fatalf("the majority granted the lock only after %v", acquiredAt.Sub(isolated))
