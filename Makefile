@@ -57,7 +57,7 @@ vuln: ## govulncheck on the library, with a database built from the module proxy
 	  govulncheck -db "file://$$db" ./...
 
 rules: ## promtool check rules and promtool test rules on deploy/prometheus (docs/operations.md); make unit runs them too, as the Go tests of deploy/prometheus
-	cd deploy/prometheus && promtool check rules slo-objectives.yml slo.yml alerts.yml && promtool test rules tests/*.yml
+	cd deploy/prometheus && promtool check rules slo-objectives-rules.yml slo-rules.yml alert-rules.yml && promtool test rules *_test.yml
 
 unit: ## go test -race over the library (integration tests included)
 	@# -count=1: several tests build and start the repo's own binaries, which the test cache cannot

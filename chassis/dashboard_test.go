@@ -84,20 +84,20 @@ func TestDashboardMetricsAreEmitted(t *testing.T) {
 		t.Logf("families on /metrics: %v", families)
 	}
 
-	// The SLO panels plot recording rules (deploy/prometheus/slo.yml) whose latency SLI reads the
-	// bucket each latency threshold names (slo-objectives.yml): that bucket must be one the server's
+	// The SLO panels plot recording rules (deploy/prometheus/slo-rules.yml) whose latency SLI reads the
+	// bucket each latency threshold names (slo-objectives-rules.yml): that bucket must be one the server's
 	// histogram has, spelled as its le label is, or the latency SLO records nothing.
-	objectives, err := os.ReadFile("../deploy/prometheus/slo-objectives.yml")
+	objectives, err := os.ReadFile("../deploy/prometheus/slo-objectives-rules.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	thresholds := regexp.MustCompile(`"le", "([^"]+)"`).FindAllStringSubmatch(string(objectives), -1)
 	if len(thresholds) == 0 {
-		t.Fatal("slo-objectives.yml names no latency threshold bucket")
+		t.Fatal("slo-objectives-rules.yml names no latency threshold bucket")
 	}
 	for _, m := range thresholds {
 		if !regexp.MustCompile(`(?m)^http_server_request_duration_seconds_bucket\{[^}]*le="` + regexp.QuoteMeta(m[1]) + `"`).Match(body) {
-			t.Errorf("slo-objectives.yml: latency threshold le=%q is not a bucket of http.server.request.duration on /metrics", m[1])
+			t.Errorf("slo-objectives-rules.yml: latency threshold le=%q is not a bucket of http.server.request.duration on /metrics", m[1])
 		}
 	}
 }

@@ -79,7 +79,7 @@ func TestSLORulesOnRealMetrics(t *testing.T) {
 	var b strings.Builder
 	abs := func(f string) string { p, _ := filepath.Abs(f); return p }
 	fmt.Fprintf(&b, "rule_files: [%q, %q]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n",
-		abs("slo-objectives.yml"), abs("slo.yml"))
+		abs("slo-objectives-rules.yml"), abs("slo-rules.yml"))
 	for _, k := range keys {
 		var vals []string
 		for _, s := range scrapes {

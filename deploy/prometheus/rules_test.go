@@ -23,7 +23,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, chassistest.LeakOptions()...) }
 
 // ruleFiles are the rule files prometheus.yml loads, in its order.
-var ruleFiles = []string{"slo-objectives.yml", "slo.yml", "alerts.yml"}
+var ruleFiles = []string{"slo-objectives-rules.yml", "slo-rules.yml", "alert-rules.yml"}
 
 // promtool finds promtool on PATH or in $(go env GOPATH)/bin, like the other tests that need a
 // binary from scripts/: a missing tool fails the test (CI runs `make test`, which installs it), with
@@ -58,9 +58,9 @@ func TestPromtoolTestRules(t *testing.T) {
 	if testing.Short() {
 		t.Skip("evaluates three days of synthetic series (about 20 s); skipped with -short")
 	}
-	tests, err := filepath.Glob("tests/*.yml")
+	tests, err := filepath.Glob("*_test.yml")
 	if err != nil || len(tests) == 0 {
-		t.Fatalf("no tests/*.yml: %v", err)
+		t.Fatalf("no *_test.yml: %v", err)
 	}
 	out, err := exec.Command(promtool(t), append([]string{"test", "rules"}, tests...)...).CombinedOutput()
 	if err != nil {
@@ -105,7 +105,7 @@ func readYAML(t *testing.T, path string, v any) {
 }
 
 // TestEveryAlertIsTestedAndDocumented holds every alert to what the issue asks of it (#20.1, #20.2):
-// a must-fire and a must-not-fire case in tests/*.yml, a severity, a summary and description, a
+// a must-fire and a must-not-fire case in *_test.yml, a severity, a summary and description, a
 // runbook_url whose anchor is a heading of docs/operations.md, and every rule file loaded by
 // prometheus.yml and tested.
 func TestEveryAlertIsTestedAndDocumented(t *testing.T) {
@@ -157,7 +157,7 @@ func TestEveryAlertIsTestedAndDocumented(t *testing.T) {
 
 	fires, silent := map[string]int{}, map[string]int{}
 	tested := map[string]bool{}
-	files, _ := filepath.Glob("tests/*.yml")
+	files, _ := filepath.Glob("*_test.yml")
 	for _, f := range files {
 		var rt ruleTests
 		readYAML(t, f, &rt)
@@ -176,7 +176,7 @@ func TestEveryAlertIsTestedAndDocumented(t *testing.T) {
 	}
 	for _, a := range alerts {
 		if fires[a] == 0 || silent[a] == 0 {
-			t.Errorf("%s: %d must-fire and %d must-not-fire cases in tests/*.yml, want at least one of each", a, fires[a], silent[a])
+			t.Errorf("%s: %d must-fire and %d must-not-fire cases in *_test.yml, want at least one of each", a, fires[a], silent[a])
 		}
 	}
 	for _, f := range ruleFiles {

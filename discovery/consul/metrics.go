@@ -22,7 +22,7 @@ const (
 	// MetricRegistrationFailures is a gauge of the consecutive failed attempts to keep the
 	// registration (TTL heartbeat, resync or re-registration; {error}): 0 while the agent answers,
 	// growing while it does not, back to 0 at the next success or at Deregister. Alert on it staying
-	// above 0 (deploy/prometheus/alerts.yml, ChassisRegistrationFailing).
+	// above 0 (deploy/prometheus/alert-rules.yml, ChassisRegistrationFailing).
 	MetricRegistrationFailures = "chassis.discovery.registration.failures"
 )
 
