@@ -138,7 +138,6 @@ func NewRegistrar(client *clientv3.Client, reg Registration, opts ...Option) (*R
 	return r, nil
 }
 
-
 // ID returns the instance's ID, the last segment of its key.
 func (r *Registrar) ID() string { return r.id }
 
