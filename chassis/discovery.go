@@ -64,6 +64,8 @@ func (s *Service) setupDiscovery() error {
 			return s.observeStatic()
 		}
 		return nil
+	case DiscoveryEtcd:
+		return s.setupEtcd()
 	}
 	cfg, err := consul.ConfigFromEnv(s.opts.lookup)
 	if err != nil {

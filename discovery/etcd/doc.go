@@ -1,7 +1,7 @@
 // Package etcd discovers and registers service instances with etcd, behind the same
 // discovery.Watcher and discovery.Registrar interfaces as discovery/consul.
 //
-// Start with a *clientv3.Client (Config.ClientConfig builds its configuration from ETCD_ENDPOINTS
+// Start with a *clientv3.Client (Settings.ClientConfig builds its configuration from ETCD_ENDPOINTS
 // and etcdctl's TLS and auth variables), then:
 //
 //   - NewRegistry and Registry.Watch to follow a service: one prefix watch per service in the process,

@@ -332,12 +332,12 @@ func TestRegistrationIsValidated(t *testing.T) {
 	}
 }
 
-func TestConfig(t *testing.T) {
-	var c etcd.Config
+func TestSettings(t *testing.T) {
+	var c etcd.Settings
 	if err := c.Check(); err == nil {
 		t.Error("no endpoints accepted")
 	}
-	c = etcd.Config{Endpoints: []string{"https://10.0.0.1:2379", "10.0.0.2:2379"}, User: "root:pw", Consistency: "serializable"}
+	c = etcd.Settings{Endpoints: []string{"https://10.0.0.1:2379", "10.0.0.2:2379"}, User: "root:pw", Consistency: "serializable"}
 	cc, err := c.ClientConfig()
 	if err != nil {
 		t.Fatal(err)
@@ -345,7 +345,7 @@ func TestConfig(t *testing.T) {
 	if cc.TLS == nil || cc.Username != "root" || cc.Password != "pw" || cc.Endpoints[0] != "10.0.0.1:2379" || cc.DialTimeout != etcd.DefaultDialTimeout {
 		t.Errorf("%+v", cc)
 	}
-	for _, bad := range []etcd.Config{
+	for _, bad := range []etcd.Settings{
 		{Endpoints: []string{"10.0.0.1"}},
 		{Endpoints: []string{"a:1"}, LeaseTTL: time.Second},
 		{Endpoints: []string{"a:1"}, Consistency: "quorum"},

@@ -11,7 +11,7 @@ import (
 	"github.com/cloudchassis/kit/internal/obs"
 )
 
-// Defaults of the options and of Config.
+// Defaults of the options and of Settings.
 const (
 	// DefaultPrefix is the root of every key this package writes and watches.
 	DefaultPrefix = "/chassis"

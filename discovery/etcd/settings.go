@@ -14,11 +14,11 @@ import (
 	"github.com/cloudchassis/kit/config"
 )
 
-// Config is the connection to etcd and the registration settings, as a service reads them from the
+// Settings is the connection to etcd and the registration settings, as a service reads them from the
 // environment (chassis embeds it in its Settings). The TLS and authentication variables have the
 // names etcdctl reads, so one environment serves the service and `etcdctl` run beside it
 // (ETCDCTL_ENDPOINTS aside: etcdctl's name for ETCD_ENDPOINTS).
-type Config struct {
+type Settings struct {
 	Endpoints   []string      `envconfig:"ETCD_ENDPOINTS" desc:"etcd client endpoints (host:port or http(s)://host:port, comma-separated); required with DISCOVERY=etcd"`
 	Prefix      string        `envconfig:"ETCD_PREFIX" default:"/chassis" desc:"root of the keys discovery writes and watches: <prefix>/services/<name>/<id>"`
 	LeaseTTL    time.Duration `envconfig:"ETCD_LEASE_TTL" default:"10s" desc:"lease of the registration: a process that dies without deregistering stays listed this long (at least 2s)"`
@@ -33,7 +33,7 @@ type Config struct {
 
 // Check reports every problem of c, joined. Call it when etcd is in use (an unset ETCD_ENDPOINTS is
 // a problem only then).
-func (c *Config) Check() error {
+func (c *Settings) Check() error {
 	var errs []error
 	if len(c.Endpoints) == 0 {
 		errs = append(errs, &config.Problem{Var: "ETCD_ENDPOINTS",
@@ -58,7 +58,7 @@ func (c *Config) Check() error {
 
 // ClientConfig returns the clientv3 configuration: endpoints, dial timeout, TLS from the PEM files
 // and the user's credentials. It reads the certificate files.
-func (c *Config) ClientConfig() (clientv3.Config, error) {
+func (c *Settings) ClientConfig() (clientv3.Config, error) {
 	if err := c.Check(); err != nil {
 		return clientv3.Config{}, err
 	}
