@@ -53,7 +53,12 @@ func NewRegistry(client *clientv3.Client, opts ...Option) (*Registry, error) {
 	if client == nil {
 		return nil, errors.New("etcd: NewRegistry: nil client")
 	}
-	r := &Registry{kv: client.KV, watcher: clientv3.NewWatcher(client), opts: newOptions(opts), watches: map[string]*watch{}}
+	return newRegistry(client.KV, clientv3.NewWatcher(client), opts)
+}
+
+// newRegistry lists through kv and watches through watcher, which it owns (Close closes it).
+func newRegistry(kv clientv3.KV, watcher clientv3.Watcher, opts []Option) (*Registry, error) {
+	r := &Registry{kv: kv, watcher: watcher, opts: newOptions(opts), watches: map[string]*watch{}}
 	in := obs.NewInstruments(r.opts.Meters, semconv.ScopeDiscovery)
 	r.metrics = newRegistryMetrics(in)
 	r.cb = in.Register(r.observe, r.metrics.age, r.metrics.insts)
