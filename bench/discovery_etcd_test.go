@@ -120,26 +120,8 @@ func BenchmarkEtcdDiscoveryPropagation(b *testing.B) {
 		}
 	}
 	run := func(b *testing.B, wait func(n int) time.Time) {
-		wait(2)
-		var dereg, reg []time.Duration
-		b.ResetTimer()
-		for range b.N {
-			time.Sleep(100 * time.Millisecond)
-			start := time.Now()
-			if _, err := c.Delete(ctx, key("flip")); err != nil {
-				b.Fatal(err)
-			}
-			dereg = append(dereg, wait(1).Sub(start))
-			time.Sleep(100 * time.Millisecond)
-			start = time.Now()
-			if _, err := c.Put(ctx, key("flip"), val("flip")); err != nil {
-				b.Fatal(err)
-			}
-			reg = append(reg, wait(2).Sub(start))
-		}
-		b.StopTimer()
-		percentiles(b, "dereg", dereg)
-		percentiles(b, "reg", reg)
+		flipCycles(b, func() error { _, err := c.Delete(ctx, key("flip")); return err },
+			func() error { _, err := c.Put(ctx, key("flip"), val("flip")); return err }, wait)
 	}
 
 	b.Run("chassis", func(b *testing.B) {
@@ -153,19 +135,7 @@ func BenchmarkEtcdDiscoveryPropagation(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer w.Close()
-		var after uint64
-		run(b, func(n int) time.Time {
-			for {
-				s, err := w.Next(ctx, after)
-				if err != nil {
-					b.Fatal(err)
-				}
-				after = s.Version
-				if s.Err == nil && len(s.Instances) == n {
-					return time.Now()
-				}
-			}
-		})
+		run(b, waitInstances(b, w))
 	})
 
 	b.Run("bare-clientv3", func(b *testing.B) {

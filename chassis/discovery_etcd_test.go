@@ -86,43 +86,14 @@ func TestEtcdRegistrationFollowsLifecycle(t *testing.T) {
 		t.Fatalf("registered %+v, service at %s, gRPC at %s", e, svc.Addr(), svc.GRPCAddr())
 	}
 
-	caller, err := chassis.New("shop", chassis.WithEnv(env(append(etcdEnv, "REGISTER", "false")...)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stock := caller.Client("inventory")
-	start(t, caller)
-	res, err := stock.Get("http://inventory/stock")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if string(body) != "7" {
-		t.Fatalf("body %q", body)
-	}
+	callStock(t, etcdEnv)
 	if insts, _ := etcdListed(t, c, "shop"); len(insts) != 0 {
 		t.Errorf("REGISTER=false registered %+v", insts)
 	}
-
-	cancel() // SIGTERM
-	deadline := time.Now().Add(900 * time.Millisecond)
-	for {
+	drainDeregisters(t, svc, cancel, done, func() bool {
 		insts, err := etcdListed(t, c, "inventory")
-		if err == nil && len(insts) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("not deregistered within the drain delay")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if res, body := get(t, "http://"+svc.Addr()+"/stock", nil); res.StatusCode != 200 || body != "7" {
-		t.Fatalf("during drain: %d %q", res.StatusCode, body)
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+		return err == nil && len(insts) == 0
+	})
 }
 
 // DISCOVERY=etcd without ETCD_ENDPOINTS, or with bad etcd values, is a configuration error that

@@ -52,10 +52,19 @@ func (c consulAPI) Env() []string { return []string{"DISCOVERY=consul", "CONSUL_
 
 func (c consulAPI) Watch(service string) (discovery.Watcher, func(), error) {
 	reg, err := consul.NewRegistry(consul.NewClient(c.client))
+	return watchOn(reg, err, service, func(s string) (*consul.Watcher, error) { return reg.Watch(s) })
+}
+
+// watchOn opens a watch of service on a registry just built (or the error building it), and
+// returns the release of both.
+func watchOn[W interface {
+	discovery.Watcher
+	Close() error
+}](reg io.Closer, err error, service string, watch func(string) (W, error)) (discovery.Watcher, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	w, err := reg.Watch(service)
+	w, err := watch(service)
 	if err != nil {
 		_ = reg.Close()
 		return nil, nil, err

@@ -41,15 +41,7 @@ func (r *etcdRegistry) Env() []string {
 
 func (r *etcdRegistry) Watch(service string) (discovery.Watcher, func(), error) {
 	reg, err := etcd.NewRegistry(r.client)
-	if err != nil {
-		return nil, nil, err
-	}
-	w, err := reg.Watch(service)
-	if err != nil {
-		_ = reg.Close()
-		return nil, nil, err
-	}
-	return w, func() { _ = w.Close(); _ = reg.Close() }, nil
+	return watchOn(reg, err, service, reg.Watch)
 }
 
 func (r *etcdRegistry) List(ctx context.Context, service string) ([]RegistryItem, error) {
