@@ -63,10 +63,17 @@ func TestClusterMinorityPartition(t *testing.T) {
 	lin := watch(t, newRegistry(t, pinned), "orders")
 	ser := watch(t, newRegistry(t, newClient(t, cut.Endpoint()), etcd.WithConsistency(etcd.Serializable)), "orders")
 	reg := register(t, majority, etcd.Registration{Name: "orders", Port: 8080})
+	// An instance registered through the member that will be cut off: its lease cannot be renewed
+	// during the partition, so the majority drops it; after the heal it registers again.
+	const ttl = 2 * time.Second
+	stranded := register(t, pinned, etcd.Registration{Name: "orders", Port: 8090, TTL: ttl})
+	maj := watch(t, newRegistry(t, majority), "orders")
+	waitFor(t, maj, "the stranded instance on the majority side", has(stranded.ID()))
 	before := waitFor(t, lin, "the instance", has(reg.ID()))
 	waitFor(t, ser, "the instance (serializable)", has(reg.ID()))
 
 	heal := cl.Isolate(cut)
+	isolated := time.Now()
 	down := waitFor(t, lin, "the cut-off watcher to report the failure", func(s discovery.Snapshot) bool { return s.Err != nil })
 	t.Logf("minority side: failure shown %v after the last confirmation: %v", time.Since(down.Updated), down.Err)
 	if !has(reg.ID())(discovery.Snapshot{Instances: down.Instances}) || down.Updated.Before(before.Updated) {
@@ -97,8 +104,18 @@ func TestClusterMinorityPartition(t *testing.T) {
 		t.Errorf("serializable on the minority side: %s (%v), want the frozen list without error", ids(s), s.Err)
 	}
 
+	gone := waitFor(t, maj, "the stranded instance to expire on the majority side", func(s discovery.Snapshot) bool {
+		return s.Err == nil && !has(stranded.ID())(s)
+	})
+	t.Logf("majority side: the stranded instance expired %v after the isolation", time.Since(isolated))
+	if !has(reg2.ID())(gone) {
+		t.Errorf("majority side: %s", ids(gone))
+	}
+
 	heal()
 	healed := time.Now()
+	waitFor(t, maj, "the stranded instance to register again after the heal", has(stranded.ID()))
+	t.Logf("the stranded instance registered again %v after the heal", time.Since(healed))
 	waitFor(t, lin, "the cut-off watcher to catch up", func(s discovery.Snapshot) bool { return has(reg.ID())(s) && has(reg2.ID())(s) })
 	t.Logf("caught up %v after the heal", time.Since(healed))
 	waitFor(t, ser, "the serializable watcher to catch up", has(reg2.ID()))
