@@ -10,12 +10,16 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
 	"github.com/cloudchassis/kit/discovery"
 	"github.com/cloudchassis/kit/discovery/etcd"
 	"github.com/cloudchassis/kit/internal/etcdtest"
+	"github.com/cloudchassis/kit/telemetry/semconv"
+	"github.com/cloudchassis/kit/telemetry/telemetrytest"
 )
 
 // Tests against real etcd members (scripts/install-etcd.sh installs the binary); each test starts
@@ -66,12 +70,12 @@ func watch(t *testing.T, r *etcd.Registry, service string) *etcd.Watcher {
 	return w
 }
 
-func register(t *testing.T, c *clientv3.Client, reg etcd.Registration) *etcd.Registrar {
+func register(t *testing.T, c *clientv3.Client, reg etcd.Registration, opts ...etcd.Option) *etcd.Registrar {
 	t.Helper()
 	if reg.Address == "" {
 		reg.Address = "127.0.0.1"
 	}
-	r, err := etcd.NewRegistrar(c, reg, fast...)
+	r, err := etcd.NewRegistrar(c, reg, append(fast[:len(fast):len(fast)], opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,11 +228,17 @@ func TestEtcdRestart(t *testing.T) {
 	integration(t)
 	m := etcdtest.Start(t)
 	c := newClient(t, m.Endpoint())
-	r := newRegistry(t, c)
+	rec := telemetrytest.NewRecorder()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(rec.Reader))
+	r := newRegistry(t, c, etcd.WithMeterProvider(mp))
 	w := watch(t, r, "stock")
 	const ttl = 2 * time.Second
-	reg := register(t, c, etcd.Registration{Name: "stock", Port: 8080, TTL: ttl})
+	reg := register(t, c, etcd.Registration{Name: "stock", Port: 8080, TTL: ttl}, etcd.WithMeterProvider(mp))
 	ok := waitFor(t, w, "the instance", has(reg.ID()))
+	svc := attribute.String(semconv.AttrPeerService, "stock")
+	if n := rec.CounterValue(t, semconv.MetricDiscoveryInstances, svc); n != 1 {
+		t.Errorf("%s = %v, want 1", semconv.MetricDiscoveryInstances, n)
+	}
 
 	m.Kill()
 	down := waitFor(t, w, "the failure to show", func(s discovery.Snapshot) bool { return s.Err != nil })
@@ -240,11 +250,28 @@ func TestEtcdRestart(t *testing.T) {
 	}
 	t.Logf("failure shown after the kill: %v; error: %v", time.Since(down.Updated), down.Err)
 	time.Sleep(2 * ttl) // longer than the lease: clientv3 gives it up
+	if age := rec.CounterValue(t, semconv.MetricDiscoverySnapshotAge, svc); age < 2*ttl.Seconds() {
+		t.Errorf("%s = %vs during the outage, want the list's age (> %v)", semconv.MetricDiscoverySnapshotAge, age, 2*ttl)
+	}
+	if n := rec.CounterValue(t, semconv.MetricDiscoveryErrors, svc); n < 1 {
+		t.Errorf("%s = %v during the outage", semconv.MetricDiscoveryErrors, n)
+	}
 	m.Restart()
 	m.WaitReady(etcdtest.ReadyTimeout)
 	back := waitFor(t, w, "the registration back, confirmed", has(reg.ID()))
 	if back.Err != nil || time.Since(back.Updated) > 5*time.Second {
 		t.Errorf("after the restart: %+v", back)
+	}
+	// etcd kept the old lease across its restart (and extended it), so the key may be back before
+	// the Registrar, whose keep-alive channel closed meanwhile, has written it under a new lease.
+	restore := attribute.String("reason", "restore")
+	for deadline := time.Now().Add(5 * time.Second); rec.CounterValue(t, etcd.MetricRegistrations, svc, restore) < 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s{reason=restore} = 0 5s after the restart: the lost lease was not replaced", etcd.MetricRegistrations)
+		}
+	}
+	if age := rec.CounterValue(t, semconv.MetricDiscoverySnapshotAge, svc); age != 0 {
+		t.Errorf("%s = %v after the recovery", semconv.MetricDiscoverySnapshotAge, age)
 	}
 	// The registration is alive, not a leftover: it outlives another TTL.
 	time.Sleep(ttl + time.Second)
