@@ -52,7 +52,7 @@ type Registration struct {
 // stops the keep-alive and revokes the lease, which deletes the key at once. A Registrar is safe for
 // concurrent use; Register after Deregister registers again.
 type Registrar struct {
-	client *clientv3.Client
+	client leaseKV
 	key    string
 	value  []byte
 	id     string
@@ -74,12 +74,24 @@ type Registrar struct {
 
 var _ discovery.Registrar = (*Registrar)(nil)
 
+// leaseKV is the part of *clientv3.Client a Registrar uses.
+type leaseKV interface {
+	clientv3.Lease
+	Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error)
+	// Ctx is done once the client is closed.
+	Ctx() context.Context
+}
+
 // NewRegistrar validates reg and returns a Registrar for it; nothing is written before Register.
 // Options: WithPrefix, WithRequestTimeout, WithBackoff, WithMeterProvider, WithLogger.
 func NewRegistrar(client *clientv3.Client, reg Registration, opts ...Option) (*Registrar, error) {
 	if client == nil {
 		return nil, errors.New("etcd: NewRegistrar: nil client")
 	}
+	return newRegistrar(client, reg, opts)
+}
+
+func newRegistrar(client leaseKV, reg Registration, opts []Option) (*Registrar, error) {
 	var errs []error
 	if reg.Name == "" {
 		errs = append(errs, errors.New("Name is empty"))
