@@ -109,6 +109,12 @@ func TestEtcdSettingsAreChecked(t *testing.T) {
 			t.Errorf("the error does not name %s: %v", v, err)
 		}
 	}
+	// New fails after the etcd client was built (TLS files that do not exist): the client is closed,
+	// no goroutine is left behind (TestMain's goleak checks).
+	if _, err := chassis.New("inventory", chassis.WithEnv(env("DISCOVERY", "etcd", "ETCD_ENDPOINTS", "127.0.0.1:1",
+		"TLS_CERT_FILE", "/nonexistent.pem", "TLS_KEY_FILE", "/nonexistent.key"))); err == nil {
+		t.Error("missing TLS files accepted")
+	}
 	// Without DISCOVERY=etcd, the etcd variables are not required.
 	if _, err := chassis.New("inventory", chassis.WithEnv(env())); err != nil {
 		t.Fatal(err)

@@ -217,7 +217,7 @@ func New(name string, opts ...Option) (*Service, error) {
 	}
 	s.group = lifecycle.New(gopts...)
 	if err := errors.Join(s.setupDiscovery(), s.setupProtection()); err != nil {
-		_ = tel.Shutdown(context.Background())
+		s.release(context.Background()) // what setupDiscovery built (an etcd client) and telemetry
 		return nil, err
 	}
 	return s, nil
