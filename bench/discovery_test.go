@@ -128,6 +128,50 @@ func percentiles(b *testing.B, prefix string, ds []time.Duration) {
 	b.ReportMetric(at(0.99), prefix+"-p99-ms")
 }
 
+// flipCycles runs b.N cycles of deregister, wait until the watcher reports 1 instance, register,
+// wait until it reports 2, each step 100 ms after the previous one, as real membership changes are
+// spaced, and reports the p50 and p99 of both delays. wait(n) returns when the watcher reported n.
+func flipCycles(b *testing.B, deregister, register func() error, wait func(n int) time.Time) {
+	wait(2)
+	var dereg, reg []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		for _, step := range []struct {
+			do   func() error
+			n    int
+			into *[]time.Duration
+		}{{deregister, 1, &dereg}, {register, 2, &reg}} {
+			time.Sleep(100 * time.Millisecond)
+			start := time.Now()
+			if err := step.do(); err != nil {
+				b.Fatal(err)
+			}
+			*step.into = append(*step.into, wait(step.n).Sub(start))
+		}
+	}
+	b.StopTimer()
+	percentiles(b, "dereg", dereg)
+	percentiles(b, "reg", reg)
+}
+
+// waitInstances returns a wait for flipCycles on a chassis watcher: until an error-free snapshot
+// with n instances.
+func waitInstances(b *testing.B, w discovery.Watcher) func(n int) time.Time {
+	var after uint64
+	return func(n int) time.Time {
+		for {
+			s, err := w.Next(context.Background(), after)
+			if err != nil {
+				b.Fatal(err)
+			}
+			after = s.Version
+			if s.Err == nil && len(s.Instances) == n {
+				return time.Now()
+			}
+		}
+	}
+}
+
 // BenchmarkDiscoveryPropagation: each iteration deregisters one of two instances, waits until the
 // watcher's list no longer has it, registers it again and waits until it is back. Iterations are spaced
 // by 100 ms, as real membership changes are (the watch's 50 ms minimum interval between queries only
@@ -144,30 +188,9 @@ func BenchmarkDiscoveryPropagation(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	// waitCount blocks until the watcher reports n instances and returns when it did.
-	type watcherFunc func(n int) time.Time
-
-	run := func(b *testing.B, wait watcherFunc) {
-		wait(2)
-		var dereg, reg []time.Duration
-		b.ResetTimer()
-		for range b.N {
-			time.Sleep(100 * time.Millisecond)
-			start := time.Now()
-			if err := c.Agent().ServiceDeregister("flip"); err != nil {
-				b.Fatal(err)
-			}
-			dereg = append(dereg, wait(1).Sub(start))
-			time.Sleep(100 * time.Millisecond)
-			start = time.Now()
-			if err := c.Agent().ServiceRegister(regs("flip")); err != nil {
-				b.Fatal(err)
-			}
-			reg = append(reg, wait(2).Sub(start))
-		}
-		b.StopTimer()
-		percentiles(b, "dereg", dereg)
-		percentiles(b, "reg", reg)
+	run := func(b *testing.B, wait func(n int) time.Time) {
+		flipCycles(b, func() error { return c.Agent().ServiceDeregister("flip") },
+			func() error { return c.Agent().ServiceRegister(regs("flip")) }, wait)
 	}
 
 	b.Run("chassis", func(b *testing.B) {
@@ -181,19 +204,7 @@ func BenchmarkDiscoveryPropagation(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer w.Close()
-		var after uint64
-		run(b, func(n int) time.Time {
-			for {
-				s, err := w.Next(context.Background(), after)
-				if err != nil {
-					b.Fatal(err)
-				}
-				after = s.Version
-				if s.Err == nil && len(s.Instances) == n {
-					return time.Now()
-				}
-			}
-		})
+		run(b, waitInstances(b, w))
 	})
 
 	b.Run("bare-api", func(b *testing.B) {

@@ -19,7 +19,8 @@ import (
 )
 
 // Resolver returns a watcher over a service's instances, and a function that releases it when the
-// Service stops. discovery/consul's Registry, discovery.Static and discoverytest's registry all fit.
+// Service stops. The registries of discovery/consul and discovery/etcd, discovery.Static and
+// discoverytest's registry all fit.
 type Resolver func(service string) (w discovery.Watcher, release func(), err error)
 
 // WithResolver sets how Client finds the instances of a service.

@@ -64,6 +64,8 @@ func (s *Service) setupDiscovery() error {
 			return s.observeStatic()
 		}
 		return nil
+	case DiscoveryEtcd:
+		return s.setupEtcd()
 	case DiscoveryDNS:
 		// DNS registers nothing: with CONSUL_HTTP_ADDR, the Consul registrar below announces the
 		// instance (Consul's DNS interface serves it); without, there is nothing more to set up.

@@ -1,6 +1,7 @@
 package chassis_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strconv"
@@ -82,7 +83,18 @@ func TestConsulRegistrationFollowsLifecycle(t *testing.T) {
 		t.Fatalf("registered %+v, service at %s", e, svc.Addr())
 	}
 
-	caller, err := chassis.New("shop", chassis.WithEnv(env(consulEnv...)))
+	callStock(t, consulEnv)
+	drainDeregisters(t, svc, cancel, done, func() bool {
+		entries, _, err := agent.Client.Health().Service("inventory", "", false, nil)
+		return err == nil && len(entries) == 0
+	})
+}
+
+// callStock calls GET /stock of "inventory" from another service that finds it through the
+// registry of registryEnv (variable, value, ...), and expects "7".
+func callStock(t *testing.T, registryEnv []string) {
+	t.Helper()
+	caller, err := chassis.New("shop", chassis.WithEnv(env(append(registryEnv, "REGISTER", "false")...)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,18 +109,17 @@ func TestConsulRegistrationFollowsLifecycle(t *testing.T) {
 	if string(body) != "7" {
 		t.Fatalf("body %q", body)
 	}
+}
 
+// drainDeregisters stops svc (cancel, as SIGTERM would), expects gone to turn true within its 1 s
+// DRAIN_DELAY, and svc to serve /stock meanwhile, then a clean end of Run.
+func drainDeregisters(t *testing.T, svc *chassis.Service, cancel context.CancelFunc, done <-chan error, gone func() bool) {
+	t.Helper()
 	cancel() // SIGTERM
-	deadline := time.Now().Add(900 * time.Millisecond)
-	for {
-		entries, _, err := agent.Client.Health().Service("inventory", "", false, nil)
-		if err == nil && len(entries) == 0 {
-			break
-		}
+	for deadline := time.Now().Add(900 * time.Millisecond); !gone(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("not deregistered within the drain delay")
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	// Deregistered, yet still serving during the drain.
 	if res, body := get(t, "http://"+svc.Addr()+"/stock", nil); res.StatusCode != 200 || body != "7" {

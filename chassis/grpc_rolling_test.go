@@ -26,6 +26,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/cloudchassis/kit/chassis"
 	"github.com/cloudchassis/kit/grpcx/grpcclient"
 	"github.com/cloudchassis/kit/internal/consultest"
@@ -80,44 +82,87 @@ func registerRollingProto(t *testing.T) {
 	}
 }
 
-// rollingInstance is a running testdata/rolling process, registered in Consul.
+// rollingInstance is a running testdata/rolling process, registered in the registry.
 type rollingInstance struct {
 	cmd      *exec.Cmd
 	grpcAddr string // its gRPC server's address, which its answers carry
-	id       string // its Consul service id, the id the client's attempts name
+	port     string // its gRPC port, registered as its grpc_port meta
+	id       string // its registered id, the id the client's attempts name
 	logs     *syncbuf.Buffer
 	exited   chan struct{}
 	exitErr  error
 }
 
-// rollingCluster is a Consul agent, the instances of "rolling" registered in it, and a caller
+// rollingRegistry is where the instances register and the caller finds them: Consul or etcd.
+type rollingRegistry struct {
+	name string
+	// env selects the registry, for the instances and the caller.
+	env []string
+	// idOf returns the id of the listed (passing) instance whose grpc_port meta is port, "" if none.
+	idOf func(port string) (string, error)
+	// count returns how many instances are listed (passing).
+	count func() (int, error)
+}
+
+// consulRegistry starts a Consul dev agent.
+func consulRegistry(t *testing.T) rollingRegistry {
+	agent := consultest.StartDev(t)
+	passing := func() ([]*api.ServiceEntry, error) {
+		entries, _, err := agent.Client.Health().Service("rolling", "", true, nil)
+		return entries, err
+	}
+	return rollingRegistry{
+		name: "consul",
+		env:  []string{"DISCOVERY=consul", "CONSUL_HTTP_ADDR=" + agent.HTTPAddr},
+		idOf: func(port string) (string, error) {
+			entries, err := passing()
+			for _, e := range entries {
+				if e.Service.Meta[chassis.MetaGRPCPort] == port {
+					return e.Service.ID, nil
+				}
+			}
+			return "", err
+		},
+		count: func() (int, error) { entries, err := passing(); return len(entries), err },
+	}
+}
+
+// rollingCluster is a registry, the instances of "rolling" registered in it, and a caller
 // chassis.Service whose GRPCClient("rolling") finds them there, with default settings.
 type rollingCluster struct {
-	agent    *consultest.Agent
+	reg      rollingRegistry
 	bin      string
 	conn     *grpc.ClientConn
 	attempts *attemptLog
 }
 
-// startRollingCluster starts a Consul dev agent, n instances and the caller, all stopped when the
-// test ends.
-func startRollingCluster(t *testing.T, n int) (*rollingCluster, []*rollingInstance) {
+// startRollingCluster starts a registry (Consul unless given), n instances and the caller, all
+// stopped when the test ends.
+func startRollingCluster(t *testing.T, n int, registry ...func(*testing.T) rollingRegistry) (*rollingCluster, []*rollingInstance) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("runs Consul and several processes")
+		t.Skip("runs a registry and several processes")
 	}
 	registerRollingProto(t)
 	bin, err := buildRolling()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &rollingCluster{agent: consultest.StartDev(t), bin: bin, attempts: &attemptLog{by: map[string]*attemptStats{}}}
+	newRegistry := consulRegistry
+	if len(registry) > 0 {
+		newRegistry = registry[0]
+	}
+	c := &rollingCluster{reg: newRegistry(t), bin: bin, attempts: &attemptLog{by: map[string]*attemptStats{}}}
 	var insts []*rollingInstance
 	for range n {
 		insts = append(insts, c.start(t))
 	}
-	caller, err := chassis.New("caller", chassis.WithoutSignals(), chassis.WithEnv(env(
-		"DISCOVERY", "consul", "CONSUL_HTTP_ADDR", c.agent.HTTPAddr, "REGISTER", "false")))
+	callerEnv := []string{"REGISTER", "false"}
+	for _, kv := range c.reg.env {
+		k, v, _ := strings.Cut(kv, "=")
+		callerEnv = append(callerEnv, k, v)
+	}
+	caller, err := chassis.New("caller", chassis.WithoutSignals(), chassis.WithEnv(env(callerEnv...)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,13 +172,13 @@ func startRollingCluster(t *testing.T, n int) (*rollingCluster, []*rollingInstan
 	return c, insts
 }
 
-// start starts one instance as a deployment would (free ports, Consul, a short DRAIN_DELAY) and
-// waits until it is ready and passing in Consul.
+// start starts one instance as a deployment would (free ports, the registry, a short DRAIN_DELAY)
+// and waits until it is ready and listed (passing) in the registry.
 func (c *rollingCluster) start(t *testing.T) *rollingInstance {
 	t.Helper()
 	p := &rollingInstance{cmd: exec.Command(c.bin), logs: &syncbuf.Buffer{}, exited: make(chan struct{})}
-	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOST=127.0.0.1", "PORT=0", "ADMIN_PORT=0", "GRPC_PORT=0",
-		"DISCOVERY=consul", "CONSUL_HTTP_ADDR=" + c.agent.HTTPAddr, "DRAIN_DELAY=1s", "ACCESS_LOG=false"}
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOST=127.0.0.1", "PORT=0", "ADMIN_PORT=0", "GRPC_PORT=0",
+		"DRAIN_DELAY=1s", "ACCESS_LOG=false"}, c.reg.env...)
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -170,16 +215,12 @@ func (c *rollingCluster) start(t *testing.T) *rollingInstance {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("instance not ready after 30s\n%s", p.logs.String())
 	}
-	_, port, _ := net.SplitHostPort(p.grpcAddr)
+	_, p.port, _ = net.SplitHostPort(p.grpcAddr)
 	for deadline := time.Now().Add(10 * time.Second); p.id == ""; time.Sleep(20 * time.Millisecond) {
-		entries, _, err := c.agent.Client.Health().Service("rolling", "", true, nil)
-		for _, e := range entries {
-			if err == nil && e.Service.Meta[chassis.MetaGRPCPort] == port {
-				p.id = e.Service.ID
-			}
-		}
+		var err error
+		p.id, err = c.reg.idOf(p.port)
 		if p.id == "" && time.Now().After(deadline) {
-			t.Fatalf("instance %s not passing in Consul with its grpc_port after 10s (%v)", p.grpcAddr, err)
+			t.Fatalf("instance %s not listed in %s with its grpc_port after 10s (%v)", p.grpcAddr, c.reg.name, err)
 		}
 	}
 	return p
@@ -369,13 +410,16 @@ func (l *grpcLoad) results() (calls map[string]int, failed map[string][]callErro
 // fail, Put's included: the client stops picking an instance when its deregistration arrives by
 // the Consul watch, during DRAIN_DELAY, before the server stops, and the calls in progress then
 // finish on the open connection.
-func TestGRPCRollingRestartLosesNoCall(t *testing.T) {
+func TestGRPCRollingRestartLosesNoCall(t *testing.T) { rollingRestart(t, consulRegistry) }
+
+// rollingRestart runs TestGRPCRollingRestartLosesNoCall's two rolling restarts on a registry.
+func rollingRestart(t *testing.T, registry func(*testing.T) rollingRegistry) {
 	for _, tc := range []struct {
 		name    string
 		inPlace bool
 	}{{"in-place", true}, {"surge", false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, olds := startRollingCluster(t, 3)
+			c, olds := startRollingCluster(t, 3, registry)
 			load := startGRPCLoad(c.conn, map[string]int{rollingGet: 4, rollingPut: 4})
 			defer load.finish()
 			load.waitServed(t, 20, olds...) // steady state on the three old instances
@@ -410,9 +454,8 @@ func TestGRPCRollingRestartLosesNoCall(t *testing.T) {
 					t.Errorf("%s: no call made", m)
 				}
 			}
-			entries, _, err := c.agent.Client.Health().Service("rolling", "", true, nil)
-			if err != nil || len(entries) != 3 {
-				t.Errorf("passing instances after the restart: %d (%v), want 3", len(entries), err)
+			if n, err := c.reg.count(); err != nil || n != 3 {
+				t.Errorf("instances listed in %s after the restart: %d (%v), want 3", c.reg.name, n, err)
 			}
 			t.Logf("rolling restart (%s) of 3 instances in %v: Get %d calls, %d failed; Put (not idempotent) %d calls, %d failed; "+
 				"%d attempts refused unsent on a drained instance and sent again", tc.name, took.Round(time.Millisecond),
@@ -431,9 +474,13 @@ func TestGRPCRollingRestartLosesNoCall(t *testing.T) {
 // waits for a timer (keepalive, health check, Consul), so the bound has a wide margin; the test
 // reports the figure, the attempts that failed on the dead instance, the Puts lost (only those in
 // progress at the kill can fail: never more than one per Put caller), and how long Consul's
-// check took to turn critical.
-func TestGRPCKilledInstanceLeavesRotation(t *testing.T) {
-	c, insts := startRollingCluster(t, 3)
+// check took to turn critical and take the instance out of the passing list.
+func TestGRPCKilledInstanceLeavesRotation(t *testing.T) { killedLeavesRotation(t, consulRegistry, 0) }
+
+// killedLeavesRotation runs TestGRPCKilledInstanceLeavesRotation on a registry, which must delist
+// the dead instance within maxDelist (0: no bound beyond 30 s).
+func killedLeavesRotation(t *testing.T, registry func(*testing.T) rollingRegistry, maxDelist time.Duration) {
+	c, insts := startRollingCluster(t, 3, registry)
 	const putCallers = 2
 	load := startGRPCLoad(c.conn, map[string]int{rollingGet: 6, rollingPut: putCallers})
 	defer load.finish()
@@ -450,19 +497,20 @@ func TestGRPCKilledInstanceLeavesRotation(t *testing.T) {
 		t.Fatal("the killed instance did not exit")
 	}
 
-	// Consul's side: the instance's HTTP check (GET /readyz on its admin port) turns critical,
-	// and the instance leaves the passing list.
-	var critical time.Duration
-	for deadline := killed.Add(30 * time.Second); critical == 0; time.Sleep(50 * time.Millisecond) {
-		checks, _, err := c.agent.Client.Health().Checks("rolling", nil)
-		for _, ch := range checks {
-			if err == nil && ch.ServiceID == victim.id && ch.Status == "critical" {
-				critical = time.Since(killed)
-			}
+	// The registry's side: Consul's HTTP check (GET /readyz on the admin port) turns critical, or
+	// etcd's lease expires, and the instance leaves the list.
+	var delisted time.Duration
+	for deadline := killed.Add(30 * time.Second); delisted == 0; time.Sleep(50 * time.Millisecond) {
+		id, err := c.reg.idOf(victim.port)
+		if err == nil && id == "" {
+			delisted = time.Since(killed)
 		}
-		if critical == 0 && time.Now().After(deadline) {
-			t.Fatalf("the killed instance's Consul check not critical after 30s (%v)", err)
+		if delisted == 0 && time.Now().After(deadline) {
+			t.Fatalf("the killed instance still listed in %s after 30s (%v)", c.reg.name, err)
 		}
+	}
+	if maxDelist > 0 && delisted > maxDelist {
+		t.Errorf("the killed instance left %s %v after the kill, want within %v", c.reg.name, delisted, maxDelist)
 	}
 	if wait := time.Until(killed.Add(3 * time.Second)); wait > 0 {
 		time.Sleep(wait) // load on the survivors for a while, whatever Consul's timing
@@ -496,9 +544,9 @@ func TestGRPCKilledInstanceLeavesRotation(t *testing.T) {
 	}
 	t.Logf("SIGKILL of 1 of 3: out of rotation %v after the kill (the last attempt on it; %d attempts on it, %d of them "+
 		"started after the kill, %d failed); Get %d calls, %d failed; Put (not idempotent) %d calls, %d failed; "+
-		"Consul check critical after %v",
+		"delisted by %s after %v",
 		out.Round(time.Microsecond), s.n, late, s.failed, calls[rollingGet], len(failed[rollingGet]),
-		calls[rollingPut], len(failed[rollingPut]), critical.Round(time.Millisecond))
+		calls[rollingPut], len(failed[rollingPut]), c.reg.name, delisted.Round(time.Millisecond))
 	for _, f := range failed[rollingPut] {
 		t.Logf("Put failed %v after the kill: %v", f.at.Sub(killed).Round(time.Microsecond), f.err)
 	}

@@ -227,7 +227,7 @@ func settingGroup(name string) string {
 		return groupClientTLS
 	case has("HTTP_"):
 		return groupHTTP
-	case has("DISCOVERY", "CONSUL_") || name == "REGISTER" || name == "ADVERTISE_ADDRESS" ||
+	case has("DISCOVERY", "CONSUL_", "ETCD_", "ETCDCTL_") || name == "REGISTER" || name == "ADVERTISE_ADDRESS" ||
 		name == "SERVICE_TAGS" || name == "SERVICE_META" || name == "LB_POLICY":
 		return groupDiscovery
 	case has("SERVICE_", "HOST", "PORT", "ADMIN_PORT", "START_", "SHUTDOWN_", "DRAIN_"):

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
@@ -142,6 +143,7 @@ type Service struct {
 	drains      []lifecycle.Hook
 	adminRoutes []adminRoute
 	consul      *api.Client
+	etcd        *clientv3.Client // DISCOVERY=etcd (chassis/discovery_etcd.go)
 
 	shedder  *guard.Shedder  // nil when SHED_ENABLED=false
 	bodies   *guard.BodyGate // nil when HTTP_BODY_BUFFER_BYTES=0
@@ -215,7 +217,7 @@ func New(name string, opts ...Option) (*Service, error) {
 	}
 	s.group = lifecycle.New(gopts...)
 	if err := errors.Join(s.setupDiscovery(), s.setupProtection()); err != nil {
-		_ = tel.Shutdown(context.Background())
+		s.release(context.Background()) // what setupDiscovery built (an etcd client) and telemetry
 		return nil, err
 	}
 	return s, nil

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cloudchassis/kit/auth"
 	"github.com/cloudchassis/kit/config"
+	"github.com/cloudchassis/kit/discovery/etcd"
 	"github.com/cloudchassis/kit/grpcx"
 	"github.com/cloudchassis/kit/guard"
 )
@@ -42,14 +43,17 @@ type Settings struct {
 	BodyGrace        time.Duration   `envconfig:"HTTP_BODY_GRACE" default:"5s" validate:"gte=0" desc:"time a request body may take before HTTP_BODY_MIN_RATE applies"`
 	BodyReadsPerPeer int             `envconfig:"HTTP_BODY_READS_PER_PEER" default:"64" validate:"gte=0" desc:"request bodies one client address may have in progress before admission at once (429 beyond)"`
 
-	Discovery             string            `envconfig:"DISCOVERY" validate:"omitempty,oneof=none static consul dns" desc:"how Client finds services: static (DISCOVERY_STATIC_<SERVICE>=host:port,...), consul, dns (DISCOVERY_DNS_*; registers with Consul when CONSUL_HTTP_ADDR is set), none; default consul when CONSUL_HTTP_ADDR is set, else static"`
-	Register              bool              `envconfig:"REGISTER" default:"true" desc:"with DISCOVERY=consul (or dns with CONSUL_HTTP_ADDR set), register this instance once ready and deregister it at the start of the drain"`
+	Discovery             string            `envconfig:"DISCOVERY" validate:"omitempty,oneof=none static consul etcd dns" desc:"how Client finds services: static (DISCOVERY_STATIC_<SERVICE>=host:port,...), consul, etcd (ETCD_ENDPOINTS), dns (DISCOVERY_DNS_*; registers with Consul when CONSUL_HTTP_ADDR is set), none; default consul when CONSUL_HTTP_ADDR is set, else static"`
+	Register              bool              `envconfig:"REGISTER" default:"true" desc:"with DISCOVERY=consul or etcd (or dns with CONSUL_HTTP_ADDR set), register this instance once ready and deregister it at the start of the drain"`
 	AdvertiseAddress      string            `envconfig:"ADVERTISE_ADDRESS" desc:"address registered for callers to dial; default HOST when it is a specific address, else the Consul agent's node address"`
 	ServiceTags           []string          `envconfig:"SERVICE_TAGS" desc:"tags registered with the instance"`
 	ServiceMeta           map[string]string `envconfig:"SERVICE_META" desc:"metadata registered with the instance (key:value,...)"`
 	ConsulConsistency     string            `envconfig:"CONSUL_CONSISTENCY" default:"stale" validate:"oneof=stale leader consistent cached" desc:"read mode of discovery watches: stale (any server; available during elections), leader, consistent, cached (agent cache)"`
 	ConsulCheckInterval   time.Duration     `envconfig:"CONSUL_CHECK_INTERVAL" default:"2s" validate:"gt=0" desc:"how often the Consul agent probes /readyz; when deregistration at the start of the drain fails, the failing check is what takes the instance out of Consul (and its DNS), so it must fit in DRAIN_DELAY with the callers' refresh (docs/discovery.md)"`
 	DiscoveryMaxStaleness time.Duration     `envconfig:"DISCOVERY_MAX_STALENESS" default:"0s" validate:"gte=0" desc:"drop a last-known-good instance list older than this while the registry is unreachable; 0 keeps it forever"`
+	// Settings is etcd's connection and registration (ETCD_*, and etcdctl's ETCDCTL_* TLS and auth
+	// variables), used with DISCOVERY=etcd.
+	etcd.Settings
 	// LBPolicy is the balancing policy of every Client; CLIENT_<NAME>_LB_POLICY overrides it per
 	// dependency (see TransportConfig).
 	LBPolicy string `envconfig:"LB_POLICY" default:"p2c" desc:"balancing policy of every client, by registered name (p2c, least_request, round_robin, random, ring_hash, or one added with lb.Register); code (WithBalancer) and CLIENT_<NAME>_LB_POLICY override it"`
@@ -104,6 +108,9 @@ func (s *Settings) Validate() error {
 		errs = append(errs, config.Invalid("LB_POLICY", s.LBPolicy, err.Error()))
 	}
 	errs = append(errs, s.ClientTLS.Check("CLIENT_TLS"))
+	if s.Discovery == DiscoveryEtcd {
+		errs = append(errs, s.Settings.Check())
+	}
 	return errors.Join(errs...)
 }
 

@@ -40,8 +40,8 @@ func newCluster(bins map[string]string, env []string, extra map[string][]string)
 
 // baseEnv is the launcher's environment without the variables it sets for the instances (so that a
 // DISCOVERY or PORT exported in the shell cannot leak into them), plus those variables.
-func baseEnv(registryAddr string) []string {
-	own := []string{"HOST", "PORT", "ADMIN_PORT", "DISCOVERY", "CONSUL_", "ADVERTISE_ADDRESS", "INSTANCE_ID",
+func baseEnv(registryEnv []string) []string {
+	own := []string{"HOST", "PORT", "ADMIN_PORT", "DISCOVERY", "CONSUL_", "ETCD_", "ETCDCTL_", "ADVERTISE_ADDRESS", "INSTANCE_ID",
 		"SERVICE_", "DRAIN_DELAY", "SHUTDOWN_TIMEOUT", "ACCESS_LOG", "LOG_", "OTEL_", "AUTH_", "RATE_LIMIT_",
 		"CHAOS_", "GATEWAY_", "REGISTER", "DISCOVERY_STATIC_", "GRPC_"}
 	var env []string
@@ -50,17 +50,16 @@ func baseEnv(registryAddr string) []string {
 			env = append(env, kv)
 		}
 	}
+	env = append(env, registryEnv...)
 	return append(env,
 		"HOST=127.0.0.1", "PORT=0", "ADMIN_PORT=0", "GRPC_PORT=0", "ADVERTISE_ADDRESS=127.0.0.1",
-		"DISCOVERY=consul", "CONSUL_HTTP_ADDR="+registryAddr,
 		"DRAIN_DELAY="+drainDelay.String(), "SHUTDOWN_TIMEOUT=10s",
 		"LOG_FORMAT=json", "LOG_LEVEL=info", "ACCESS_LOG=false",
 		"OTEL_TRACES_EXPORTER=none", "OTEL_LOGS_EXPORTER=none",
 	)
 }
 
-// start starts a new instance of service and waits until it is ready (registered, with
-// DISCOVERY=consul).
+// start starts a new instance of service and waits until it is ready (registered in the registry).
 func (c *cluster) start(ctx context.Context, service string) (*proc, error) {
 	c.mu.Lock()
 	c.next[service]++

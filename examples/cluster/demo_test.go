@@ -324,7 +324,7 @@ func assertNoOrphans(t *testing.T, s Summary) {
 	for {
 		var alive []string
 		for _, pid := range pids {
-			if cmd, ok := processCmdline(pid); ok && (strings.Contains(cmd, s.BinDir) || strings.Contains(cmd, "chassis-demo-consul-")) {
+			if cmd, ok := processCmdline(pid); ok && (strings.Contains(cmd, s.BinDir) || strings.Contains(cmd, "chassis-demo-")) {
 				alive = append(alive, fmt.Sprintf("%d %s", pid, cmd))
 			}
 		}
@@ -369,15 +369,28 @@ func processCmdline(pid int) (string, bool) {
 // first scheduled kill must be survived, and the launcher must stop every instance and the agent.
 // Needs the consul binary: scripts/install-consul.sh.
 func TestDemoWithLocalConsul(t *testing.T) {
+	localRegistryDemo(t, "consul", "local Consul agent", "-consul=local")
+}
+
+// TestDemoWithLocalEtcd is TestDemoWithLocalConsul on etcd (-registry=etcd): the services register
+// under leases and find each other through etcd watches. Needs the etcd binary:
+// scripts/install-etcd.sh.
+func TestDemoWithLocalEtcd(t *testing.T) {
+	localRegistryDemo(t, "etcd", "local etcd member", "-registry=etcd")
+}
+
+// localRegistryDemo runs the demo on a registry binary the launcher starts, until a kill's
+// reaction is reported, then interrupts it and checks the summary.
+func localRegistryDemo(t *testing.T, binary, kind string, flags ...string) {
 	if testing.Short() {
-		t.Skip("runs the cluster against a real Consul agent; skipped with -short")
+		t.Skip("runs the cluster against a real registry; skipped with -short")
 	}
-	if _, err := findConsul("go"); err != nil {
+	if _, err := findBinary("go", binary); err != nil {
 		t.Fatal(err)
 	}
-	l := startLauncher(t, "-consul=local", "-duration", "0", "-rate", "80", "-instances", "2", "-chaos",
-		"-dashboard", "", "-seed", "11")
-	l.waitLine(t, regexp.MustCompile(`registry: local Consul agent`), 3*time.Minute)
+	l := startLauncher(t, append(flags, "-duration", "0", "-rate", "80", "-instances", "2", "-chaos",
+		"-dashboard", "", "-seed", "11")...)
+	l.waitLine(t, regexp.MustCompile(`registry: `+kind), 3*time.Minute)
 	l.waitLine(t, reLoad, time.Minute)
 	// The first scheduled event of a run until Ctrl-C is a kill at 9 s; its reaction is reported 5 s later.
 	l.waitLine(t, regexp.MustCompile(`↳ kill: `), 40*time.Second)
@@ -385,7 +398,7 @@ func TestDemoWithLocalConsul(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := l.wait(t, time.Minute)
-	if !strings.Contains(s.Registry, "local Consul agent") {
+	if !strings.Contains(s.Registry, kind) {
 		t.Errorf("registry %q", s.Registry)
 	}
 	if !s.Shutdown.Interrupted {

@@ -15,10 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
 	"github.com/cloudchassis/kit/discovery"
-	"github.com/cloudchassis/kit/discovery/consul"
 	"github.com/cloudchassis/kit/discovery/lb"
 	"github.com/cloudchassis/kit/resilience"
 )
@@ -46,10 +43,9 @@ const maxInflight = 2000
 // does, and calls them with the same balancer and resilience policies a chassis client has. It
 // plays the customer's side of a load balancer in front of the gateways.
 type edge struct {
-	reg    *consul.Registry
-	watch  *consul.Watcher
-	bal    *lb.Balancer
-	client *http.Client
+	release func() // the registry watch
+	bal     *lb.Balancer
+	client  *http.Client
 }
 
 type attemptsKey struct{}
@@ -90,18 +86,9 @@ func instanceName(inst discovery.Instance) string {
 	return inst.ID
 }
 
-func newEdge(registryAddr string) (*edge, error) {
-	ac, err := api.NewClient(&api.Config{Address: registryAddr})
+func newEdge(reg registry) (*edge, error) {
+	w, release, err := reg.Watch("gateway")
 	if err != nil {
-		return nil, err
-	}
-	reg, err := consul.NewRegistry(consul.NewClient(ac))
-	if err != nil {
-		return nil, err
-	}
-	w, err := reg.Watch("gateway")
-	if err != nil {
-		_ = reg.Close()
 		return nil, err
 	}
 	cfg := resilience.DefaultConfig()
@@ -110,8 +97,7 @@ func newEdge(registryAddr string) (*edge, error) {
 	cfg.Retries = 3
 	dep, err := resilience.NewDependency("gateway", cfg)
 	if err != nil {
-		_ = w.Close()
-		_ = reg.Close()
+		release()
 		return nil, err
 	}
 	base := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 30 * time.Second}
@@ -122,22 +108,19 @@ func newEdge(registryAddr string) (*edge, error) {
 			return dep.Instance(inst.ID, pickedInstance{name: instanceName(inst), next: next})
 		}))
 	if err != nil {
-		_ = w.Close()
-		_ = reg.Close()
+		release()
 		return nil, err
 	}
 	if err := bal.Start(); err != nil {
-		_ = w.Close()
-		_ = reg.Close()
+		release()
 		return nil, err
 	}
-	return &edge{reg: reg, watch: w, bal: bal, client: &http.Client{Transport: dep.Wrap(lb.NewTransport(bal))}}, nil
+	return &edge{release: release, bal: bal, client: &http.Client{Transport: dep.Wrap(lb.NewTransport(bal))}}, nil
 }
 
 func (e *edge) Close() error {
 	err := e.bal.Close()
-	_ = e.watch.Close()
-	_ = e.reg.Close()
+	e.release()
 	e.client.CloseIdleConnections()
 	return err
 }

@@ -5,6 +5,7 @@
 //	go run ./examples/cluster                      # 60 s, chaos on, dashboard on 127.0.0.1:8088
 //	go run ./examples/cluster -duration 0          # until Ctrl-C
 //	go run ./examples/cluster -consul=local        # a real Consul agent (consul on PATH or in GOPATH/bin)
+//	go run ./examples/cluster -registry=etcd       # a local etcd member (etcd on PATH or in GOPATH/bin)
 //	CONSUL_HTTP_ADDR=127.0.0.1:8500 go run ./examples/cluster   # an agent you run
 //	go run ./examples/cluster -soak -consul=local -duration 10m -dashboard=   # the soak (make soak)
 //
@@ -69,6 +70,7 @@ type options struct {
 	chaos       bool
 	dashboard   string
 	consul      string
+	registry    string // consul or etcd
 	summaryJSON string
 	promTargets string
 	users       int
@@ -90,6 +92,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.BoolVar(&o.chaos, "chaos", true, "run the chaos schedule: kill, slow down, rolling restart, registry outage, load spike")
 	fs.StringVar(&o.dashboard, "dashboard", "127.0.0.1:8088", "address of the live dashboard; empty turns it off")
 	fs.StringVar(&o.consul, "consul", "", `registry: "" = embedded fake Consul, or a real agent from CONSUL_HTTP_ADDR; "local" starts consul agent -dev`)
+	fs.StringVar(&o.registry, "registry", "consul", `registry engine: "consul" (see -consul) or "etcd" (starts a local etcd member: etcd on PATH or in GOPATH/bin, scripts/install-etcd.sh)`)
 	fs.StringVar(&o.summaryJSON, "summary-json", "", "write the final summary as JSON to this file")
 	fs.StringVar(&o.promTargets, "prom-targets", "", "keep a Prometheus file_sd targets file of every instance's admin port here (see deploy/prometheus)")
 	fs.IntVar(&o.users, "users", 200, "distinct shop users in the load")
@@ -121,6 +124,12 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	}
 	if o.consul != "" && o.consul != "local" {
 		errs = append(errs, fmt.Errorf(`-consul=%q: want "" or "local" (for an agent you run, set CONSUL_HTTP_ADDR)`, o.consul))
+	}
+	switch {
+	case o.registry != "consul" && o.registry != "etcd":
+		errs = append(errs, fmt.Errorf(`-registry=%q: want "consul" or "etcd"`, o.registry))
+	case o.registry == "etcd" && o.consul != "":
+		errs = append(errs, errors.New(`-consul applies to -registry=consul only`))
 	}
 	if o.users < 1 {
 		errs = append(errs, errors.New("-users must be at least 1"))
@@ -251,7 +260,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		}
 		extra["gateway"] = iss.gatewayEnv()
 	}
-	cl := newCluster(bins, baseEnv(reg.Addr()), extra)
+	cl := newCluster(bins, baseEnv(reg.Env()), extra)
 	// From here on, every child is stopped however run returns.
 	defer cl.stopAll(stopGrace) // a no-op after the orderly stop below
 	d.phaseMu.Lock()
@@ -268,7 +277,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	}
 	d.printf("%s %d instances ready in %.1fs\n", d.clock(), len(d.cl.live("")), time.Since(t0).Seconds())
 
-	if d.edge, err = newEdge(d.reg.Addr()); err != nil {
+	if d.edge, err = newEdge(d.reg); err != nil {
 		return err
 	}
 	defer func() { _ = d.edge.Close() }()
@@ -368,8 +377,14 @@ func describeRun(o options) string {
 
 func startRegistry(ctx context.Context, o options) (registry, error) {
 	switch {
+	case o.registry == "etcd":
+		bin, err := findBinary(o.goTool, "etcd")
+		if err != nil {
+			return nil, err
+		}
+		return startLocalEtcd(ctx, bin)
 	case o.consul == "local":
-		bin, err := findConsul(o.goTool)
+		bin, err := findBinary(o.goTool, "consul")
 		if err != nil {
 			return nil, err
 		}

@@ -15,29 +15,97 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/cloudchassis/kit/discovery"
+	"github.com/cloudchassis/kit/discovery/consul"
 	"github.com/cloudchassis/kit/discovery/discoverytest"
 )
 
-// registry is where the instances register and find each other: a Consul HTTP API at Addr.
+// registry is where the instances register and find each other: a Consul HTTP API or etcd at Addr.
 type registry interface {
 	// Kind names it for the terminal and the dashboard.
 	Kind() string
 	// Addr is the host:port the services and the launcher talk to.
 	Addr() string
+	// Env is the discovery environment of the services (DISCOVERY and the registry's address).
+	Env() []string
+	// Watch follows service for the launcher's own client (the load's edge); release frees it.
+	Watch(service string) (w discovery.Watcher, release func(), err error)
+	// List returns the registered instances of service, for the dashboard.
+	List(ctx context.Context, service string) ([]RegistryItem, error)
 	// Outage makes the registry unreachable (down=true) or reachable again.
 	Outage(down bool) error
 	Close() error
 }
 
+// consulAPI is the registry side of the two Consul registries: the HTTP API at addr.
+type consulAPI struct {
+	addr   string
+	client *api.Client
+}
+
+func newConsulAPI(addr string) (consulAPI, error) {
+	c, err := api.NewClient(&api.Config{Address: addr, WaitTime: time.Second})
+	return consulAPI{addr: addr, client: c}, err
+}
+
+func (c consulAPI) Env() []string { return []string{"DISCOVERY=consul", "CONSUL_HTTP_ADDR=" + c.addr} }
+
+func (c consulAPI) Watch(service string) (discovery.Watcher, func(), error) {
+	reg, err := consul.NewRegistry(consul.NewClient(c.client))
+	return watchOn(reg, err, service, func(s string) (*consul.Watcher, error) { return reg.Watch(s) })
+}
+
+// watchOn opens a watch of service on a registry just built (or the error building it), and
+// returns the release of both.
+func watchOn[W interface {
+	discovery.Watcher
+	Close() error
+}](reg io.Closer, err error, service string, watch func(string) (W, error)) (discovery.Watcher, func(), error) {
+	if err != nil {
+		return nil, nil, err
+	}
+	w, err := watch(service)
+	if err != nil {
+		_ = reg.Close()
+		return nil, nil, err
+	}
+	return w, func() { _ = w.Close(); _ = reg.Close() }, nil
+}
+
+func (c consulAPI) List(ctx context.Context, service string) ([]RegistryItem, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	entries, _, err := c.client.Health().Service(service, "", false, (&api.QueryOptions{AllowStale: true}).WithContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	var out []RegistryItem
+	for _, e := range entries {
+		out = append(out, RegistryItem{
+			ServiceID: e.Service.ID, Instance: e.Service.Meta["instance_id"],
+			Address: e.Service.Address + ":" + itoa(e.Service.Port), Status: e.Checks.AggregatedStatus(),
+		})
+	}
+	return out, nil
+}
+
 // embeddedRegistry is discoverytest's fake Consul HTTP API, in the launcher's process.
-type embeddedRegistry struct{ s *discoverytest.Server }
+type embeddedRegistry struct {
+	consulAPI
+	s *discoverytest.Server
+}
 
 func startEmbedded() (*embeddedRegistry, error) {
 	s := discoverytest.NewServer()
 	if err := s.Start("127.0.0.1:0"); err != nil {
 		return nil, err
 	}
-	return &embeddedRegistry{s: s}, nil
+	c, err := newConsulAPI(s.Addr())
+	if err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return &embeddedRegistry{consulAPI: c, s: s}, nil
 }
 
 func (r *embeddedRegistry) Kind() string { return "embedded fake Consul" }
@@ -54,6 +122,7 @@ func (r *embeddedRegistry) Outage(down bool) error {
 // an outage: the agent keeps its state and its health checks, as when a network partition separates
 // the services from their agent.
 type consulRegistry struct {
+	consulAPI
 	kind  string
 	proxy *proxy
 	agent *exec.Cmd // nil for an agent the launcher did not start
@@ -86,22 +155,28 @@ func useConsul(addr string) (*consulRegistry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &consulRegistry{kind: "Consul at " + addr, proxy: p}, nil
+	c, err := newConsulAPI(p.Addr())
+	if err != nil {
+		_ = p.Close()
+		return nil, err
+	}
+	return &consulRegistry{consulAPI: c, kind: "Consul at " + addr, proxy: p}, nil
 }
 
-// findConsul looks for the consul binary on PATH, then in $(go env GOPATH)/bin.
-func findConsul(goTool string) (string, error) {
-	if p, err := exec.LookPath("consul"); err == nil {
+// findBinary looks for a binary (consul, etcd) on PATH, then in $(go env GOPATH)/bin, where
+// scripts/install-<name>.sh puts it.
+func findBinary(goTool, name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
 	out, err := exec.Command(goTool, "env", "GOPATH").Output()
 	if err == nil {
-		p := filepath.Join(string(trimNL(out)), "bin", "consul")
+		p := filepath.Join(string(trimNL(out)), "bin", name)
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
 	}
-	return "", errors.New("no consul binary on PATH or in $(go env GOPATH)/bin: run scripts/install-consul.sh")
+	return "", fmt.Errorf("no %s binary on PATH or in $(go env GOPATH)/bin: run scripts/install-%s.sh", name, name)
 }
 
 func trimNL(b []byte) []byte {
@@ -165,6 +240,10 @@ func startLocalConsul(ctx context.Context, bin string) (*consulRegistry, error) 
 		}
 	}
 	if r.proxy, err = newProxy(httpAddr); err != nil {
+		return fail(err)
+	}
+	if r.consulAPI, err = newConsulAPI(r.proxy.Addr()); err != nil {
+		_ = r.proxy.Close()
 		return fail(err)
 	}
 	return r, nil

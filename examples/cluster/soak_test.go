@@ -20,7 +20,7 @@ func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the cluster on a real Consul agent for 60 s; skipped with -short")
 	}
-	if _, err := findConsul("go"); err != nil {
+	if _, err := findBinary("go", "consul"); err != nil {
 		t.Fatal(err)
 	}
 	const duration = 60 * time.Second

@@ -37,8 +37,13 @@ func (d *demo) summary(end time.Time) Summary {
 	start, load, _ := d.running()
 	s := Summary{Registry: d.reg.Kind(), Duration: roundTo(end.Sub(start).Seconds(), 0.1), RateTarget: d.o.rate,
 		Chaos: d.o.chaos, Seed: d.o.seed, Totals: load.stats.totals(), ChildPids: d.cl.pids(), LauncherPid: pid()}
-	if cr, ok := d.reg.(*consulRegistry); ok && cr.agent != nil {
-		s.RegistryPid = cr.agent.Process.Pid
+	switch r := d.reg.(type) {
+	case *consulRegistry:
+		if r.agent != nil {
+			s.RegistryPid = r.agent.Process.Pid
+		}
+	case *etcdRegistry:
+		s.RegistryPid = r.member.Process.Pid
 	}
 	for _, e := range d.tl.list() {
 		if e.Chaos || e.Kind == EventInfo {

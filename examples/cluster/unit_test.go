@@ -250,6 +250,14 @@ func TestParseFlags(t *testing.T) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}
 	}
+	if o, err := parseFlags([]string{"-registry=etcd"}, io.Discard); err != nil || o.registry != "etcd" {
+		t.Errorf("-registry=etcd: %+v, %v", o.registry, err)
+	}
+	for _, bad := range [][]string{{"-registry=zookeeper"}, {"-registry=etcd", "-consul=local"}} {
+		if _, err := parseFlags(bad, io.Discard); err == nil || !strings.Contains(err.Error(), "-registry") {
+			t.Errorf("%v: %v", bad, err)
+		}
+	}
 }
 
 // The proxy in front of a real Consul cuts every connection on SetDown(true), refuses new ones, and

@@ -27,30 +27,23 @@ type RegistryItem struct {
 	Status    string `json:"status"` // passing, warning, critical
 }
 
-// registryWatcher polls the registry's health endpoint for every service.
+// registryWatcher polls the registry for every service.
 type registryWatcher struct {
-	kind, addr string
-	client     *api.Client
+	reg registry
 
 	mu   sync.Mutex
 	view RegistryView
 }
 
 func newRegistryWatcher(reg registry) (*registryWatcher, error) {
-	c, err := api.NewClient(&api.Config{Address: reg.Addr(), WaitTime: time.Second})
-	if err != nil {
-		return nil, err
-	}
-	return &registryWatcher{kind: reg.Kind(), addr: reg.Addr(), client: c,
+	return &registryWatcher{reg: reg,
 		view: RegistryView{Kind: reg.Kind(), Addr: reg.Addr(), Services: map[string][]RegistryItem{}}}, nil
 }
 
 func (w *registryWatcher) poll(ctx context.Context) {
-	v := RegistryView{Kind: w.kind, Addr: w.addr, Reachable: true, Checked: time.Now(), Services: map[string][]RegistryItem{}}
+	v := RegistryView{Kind: w.reg.Kind(), Addr: w.reg.Addr(), Reachable: true, Checked: time.Now(), Services: map[string][]RegistryItem{}}
 	for _, s := range services {
-		ctx, cancel := context.WithTimeout(ctx, time.Second)
-		entries, _, err := w.client.Health().Service(s, "", false, (&api.QueryOptions{AllowStale: true}).WithContext(ctx))
-		cancel()
+		items, err := w.reg.List(ctx, s)
 		if err != nil {
 			w.mu.Lock()
 			old := w.view
@@ -59,12 +52,7 @@ func (w *registryWatcher) poll(ctx context.Context) {
 			w.set(old)
 			return
 		}
-		for _, e := range entries {
-			v.Services[s] = append(v.Services[s], RegistryItem{
-				ServiceID: e.Service.ID, Instance: e.Service.Meta["instance_id"],
-				Address: e.Service.Address + ":" + itoa(e.Service.Port), Status: e.Checks.AggregatedStatus(),
-			})
-		}
+		v.Services[s] = items
 		sort.Slice(v.Services[s], func(i, j int) bool { return v.Services[s][i].Instance < v.Services[s][j].Instance })
 	}
 	w.set(v)
